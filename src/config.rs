@@ -1,0 +1,685 @@
+//! The YAML configuration and its validation.
+//!
+//! Parsing is strict: unknown keys are errors, and every error names the
+//! dotted path of the key at fault (`backend.local.notebooks[1].name`), so
+//! `nbidle check` can tell an operator exactly what to fix.
+//!
+//! Relative paths (`data_dir`, `workdir`, `*_file`) are resolved against the
+//! directory of the config file, as Prometheus does for `rule_files`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP server (webhook, REST API, /metrics).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where nbidle keeps its small state (which notebooks it stopped, when).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub autostop: AutostopConfig,
+    #[serde(default)]
+    pub prometheus: PrometheusConfig,
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+    pub backend: BackendConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9877".into()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/nbidle")
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer token Alertmanager sends (`http_config.authorization.credentials`).
+    pub webhook_token: Option<String>,
+    pub webhook_token_file: Option<PathBuf>,
+    /// Basic credentials instead of (or besides) the bearer token.
+    pub webhook_basic_auth: Option<BasicAuth>,
+    /// Bearer tokens accepted by the REST API.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
+    /// A file with one token per line (blank lines and `#` comments ignored).
+    pub api_tokens_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutostopConfig {
+    /// Act on idle alerts at all. Off: alerts are received and counted, nothing stops.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long a notebook must be idle before it is stopped.
+    #[serde(default = "default_idle_after")]
+    pub idle_after: HumanDuration,
+    /// How often Prometheus evaluates the generated idle rules.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: HumanDuration,
+    /// Log and count what would be stopped, stop nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_idle_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 60))
+}
+fn default_evaluation_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+impl Default for AutostopConfig {
+    fn default() -> Self {
+        AutostopConfig {
+            enabled: true,
+            idle_after: default_idle_after(),
+            evaluation_interval: default_evaluation_interval(),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Generate rules and monitors for Prometheus.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Prometheus's base URL (used for re-checks and by tooling).
+    pub url: Option<String>,
+    /// Labels put on generated PrometheusRule/monitor objects, so an operator's
+    /// `ruleSelector` picks them up. `"k:v,k:v"` or a map.
+    #[serde(default)]
+    pub labels: Labels,
+    /// The `job` label of the notebooks' scrape job; the rules select on it.
+    #[serde(default = "default_notebook_job")]
+    pub notebook_job: String,
+}
+
+fn default_notebook_job() -> String {
+    "nbidle-notebooks".into()
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            enabled: true,
+            url: None,
+            labels: Labels::default(),
+            notebook_job: default_notebook_job(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Largest accepted webhook body. Alertmanager's `max_alerts` keeps
+    /// payloads well under this.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_body_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub local: Option<LocalConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// SIGTERM, then SIGKILL after this long.
+    #[serde(default = "default_grace")]
+    pub stop_grace_period: HumanDuration,
+    #[serde(default)]
+    pub notebooks: Vec<LocalNotebook>,
+}
+
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalNotebook {
+    pub name: String,
+    /// argv of the notebook server; run in its own process group.
+    pub command: Vec<String>,
+    /// The workspace; the process runs here and it is never deleted by a stop.
+    pub workdir: PathBuf,
+    /// Base URL of the Jupyter server, e.g. `http://127.0.0.1:8888/`.
+    pub url: String,
+    /// Jupyter token, for probes and for users.
+    pub token: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `false`: never stopped by an idle alert (a user can still stop it).
+    #[serde(default = "yes")]
+    pub autostop: bool,
+}
+
+/// A duration written as humantime (`30m`, `1h 30m`, `90s`) or a bare number
+/// of minutes (the seed's `autostop.duration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            let minutes: u64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+            return Ok(HumanDuration(Duration::from_secs(minutes * 60)));
+        }
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration like 30m or 1h30m: {e}"))
+    }
+
+    /// The duration in Prometheus's format (`1h30m`, `45s`), whole seconds.
+    pub fn prometheus(self) -> String {
+        prometheus_duration(self.0)
+    }
+}
+
+pub fn prometheus_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.prometheus())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Minutes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration like 30m, 1h30m or a number of minutes")
+        })? {
+            Raw::Minutes(m) => Ok(HumanDuration(Duration::from_secs(m * 60))),
+            Raw::Text(s) => HumanDuration::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Kubernetes object labels, from `"k:v,k:v"` or a YAML map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(pub BTreeMap<String, String>);
+
+impl Labels {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let mut map = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once(':')
+                .or_else(|| part.split_once('='))
+                .ok_or_else(|| format!("{part:?} is not key:value"))?;
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(Labels(map))
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        for (k, v) in &self.0 {
+            check_label_key(k).map_err(|m| Error::config(format!("{field}.{k}"), m))?;
+            check_label_value(v).map_err(|m| Error::config(format!("{field}.{k}"), m))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Map(BTreeMap<String, serde_yaml::Value>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected \"key:value,key:value\" or a map of labels")
+        })? {
+            Raw::Text(s) => Labels::parse(&s).map_err(serde::de::Error::custom),
+            Raw::Map(m) => m
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_yaml::Value::String(s) => Ok((k, s)),
+                    serde_yaml::Value::Bool(b) => Ok((k, b.to_string())),
+                    serde_yaml::Value::Number(n) => Ok((k, n.to_string())),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "label {k:?}: value must be a string"
+                    ))),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map(Labels),
+        }
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
+}
+
+/// A Kubernetes label key: optional DNS-subdomain prefix, `/`, a name of at
+/// most 63 characters starting and ending with an alphanumeric.
+fn check_label_key(key: &str) -> std::result::Result<(), String> {
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty() || prefix.len() > 253 || !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+                return Err(format!("label key prefix {prefix:?} is not a DNS subdomain"));
+            }
+            name
+        }
+        None => key,
+    };
+    check_label_value(name).map_err(|_| format!("label key {key:?} is not a valid Kubernetes label name"))?;
+    if name.is_empty() {
+        return Err("label key is empty".into());
+    }
+    Ok(())
+}
+
+fn check_label_value(v: &str) -> std::result::Result<(), String> {
+    let ok = v.len() <= 63
+        && v.chars().all(is_name_char)
+        && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{v:?} is not a valid Kubernetes label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends)"))
+    }
+}
+
+/// A notebook name must be usable as a Prometheus label value and in URLs
+/// and file names: a DNS-1123 label.
+pub fn check_notebook_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"))
+    }
+}
+
+/// Secrets resolved from inline values or files.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub webhook_token: Option<String>,
+    pub webhook_basic: Option<(String, String)>,
+    pub api_tokens: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_yaml(&text, base)
+    }
+
+    /// Parses and validates YAML; relative paths resolve against `base`.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Config> {
+        // serde_path_to_error tracks the full key path, also into values that
+        // custom deserializers (durations, labels) reject.
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(document)".to_string() } else { path };
+            Error::config(field, e.into_inner().to_string())
+        })?;
+        cfg.resolve_paths(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.data_dir);
+        if let Some(p) = self.auth.webhook_token_file.as_mut() {
+            abs(p)
+        }
+        if let Some(p) = self.auth.api_tokens_file.as_mut() {
+            abs(p)
+        }
+        if let Some(p) = self.auth.webhook_basic_auth.as_mut().and_then(|b| b.password_file.as_mut()) {
+            abs(p)
+        }
+        if let Some(local) = self.backend.local.as_mut() {
+            for nb in &mut local.notebooks {
+                abs(&mut nb.workdir);
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| Error::config("listen", format!("{:?} is not host:port: {e}", self.listen)))?;
+        let a = &self.autostop;
+        if a.idle_after.0 < Duration::from_secs(1) {
+            return Err(Error::config("autostop.idle_after", "must be at least 1s"));
+        }
+        if a.evaluation_interval.0 < Duration::from_secs(1) {
+            return Err(Error::config("autostop.evaluation_interval", "must be at least 1s"));
+        }
+        if a.evaluation_interval.0 > a.idle_after.0 {
+            return Err(Error::config(
+                "autostop.evaluation_interval",
+                format!("{} is longer than autostop.idle_after ({})", a.evaluation_interval, a.idle_after),
+            ));
+        }
+        if let Some(url) = &self.prometheus.url {
+            check_url(url).map_err(|m| Error::config("prometheus.url", m))?;
+        }
+        self.prometheus.labels.validate("prometheus.labels")?;
+        check_label_value(&self.prometheus.notebook_job)
+            .map_err(|m| Error::config("prometheus.notebook_job", m))?;
+        if self.webhook.max_body_bytes < 1024 {
+            return Err(Error::config("webhook.max_body_bytes", "must be at least 1024"));
+        }
+        let auth = &self.auth;
+        if auth.webhook_token.is_some() && auth.webhook_token_file.is_some() {
+            return Err(Error::config("auth.webhook_token_file", "set webhook_token or webhook_token_file, not both"));
+        }
+        if let Some(t) = &auth.webhook_token {
+            if t.trim().is_empty() {
+                return Err(Error::config("auth.webhook_token", "must not be empty"));
+            }
+        }
+        if let Some(b) = &auth.webhook_basic_auth {
+            if b.username.is_empty() {
+                return Err(Error::config("auth.webhook_basic_auth.username", "must not be empty"));
+            }
+            if b.password.is_some() == b.password_file.is_some() {
+                return Err(Error::config("auth.webhook_basic_auth.password", "set exactly one of password, password_file"));
+            }
+        }
+        for (i, t) in auth.api_tokens.iter().enumerate() {
+            if t.trim().is_empty() {
+                return Err(Error::config(format!("auth.api_tokens[{i}]"), "must not be empty"));
+            }
+        }
+        match self.backend.kind {
+            BackendKind::Local => {
+                let local = self
+                    .backend
+                    .local
+                    .as_ref()
+                    .ok_or_else(|| Error::config("backend.local", "required when backend.kind is local"))?;
+                let mut seen = HashSet::new();
+                for (i, nb) in local.notebooks.iter().enumerate() {
+                    let f = |k: &str| format!("backend.local.notebooks[{i}].{k}");
+                    check_notebook_name(&nb.name).map_err(|m| Error::config(f("name"), m))?;
+                    if !seen.insert(nb.name.as_str()) {
+                        return Err(Error::config(f("name"), format!("duplicate notebook name {:?}", nb.name)));
+                    }
+                    if nb.command.is_empty() || nb.command[0].is_empty() {
+                        return Err(Error::config(f("command"), "must name a program"));
+                    }
+                    if nb.workdir.as_os_str().is_empty() {
+                        return Err(Error::config(f("workdir"), "must not be empty"));
+                    }
+                    check_url(&nb.url).map_err(|m| Error::config(f("url"), m))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the secrets, inline or from their files. Done once at start-up.
+    pub fn secrets(&self) -> Result<Secrets> {
+        let read = |field: &str, p: &Path| -> Result<String> {
+            let s = std::fs::read_to_string(p)
+                .map_err(|e| Error::config(field, format!("reading {}: {e}", p.display())))?;
+            Ok(s.trim().to_string())
+        };
+        let a = &self.auth;
+        let webhook_token = match (&a.webhook_token, &a.webhook_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(p)) => Some(read("auth.webhook_token_file", p)?),
+            (None, None) => None,
+        };
+        let webhook_basic = match &a.webhook_basic_auth {
+            Some(b) => {
+                let pw = match (&b.password, &b.password_file) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(f)) => read("auth.webhook_basic_auth.password_file", f)?,
+                    (None, None) => unreachable!("validate() requires one of them"),
+                };
+                Some((b.username.clone(), pw))
+            }
+            None => None,
+        };
+        let mut api_tokens = a.api_tokens.clone();
+        if let Some(p) = &a.api_tokens_file {
+            let text = read("auth.api_tokens_file", p)?;
+            api_tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        if webhook_token.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::config("auth.webhook_token_file", "the file is empty"));
+        }
+        if webhook_token.is_none() && webhook_basic.is_none() {
+            return Err(Error::config(
+                "auth.webhook_token",
+                "the webhook needs credentials: set webhook_token, webhook_token_file or webhook_basic_auth",
+            ));
+        }
+        if api_tokens.is_empty() {
+            return Err(Error::config("auth.api_tokens", "the REST API needs at least one token"));
+        }
+        Ok(Secrets {
+            webhook_token,
+            webhook_basic,
+            api_tokens,
+        })
+    }
+}
+
+fn check_url(url: &str) -> std::result::Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(format!("{url:?}: scheme must be http or https"));
+    }
+    if u.host_str().is_none() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+auth:
+  webhook_token: "wh"
+  api_tokens: ["api"]
+backend:
+  kind: local
+  local:
+    notebooks:
+      - name: demo
+        command: ["jupyter", "lab"]
+        workdir: "ws/demo"
+        url: "http://127.0.0.1:8888/"
+"#;
+
+    fn parse(yaml: &str) -> Result<Config> {
+        Config::from_yaml(yaml, Path::new("/etc/nbidle"))
+    }
+
+    fn err_field(yaml: &str) -> String {
+        match parse(yaml) {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.autostop.idle_after.0, Duration::from_secs(1800));
+        assert_eq!(c.autostop.evaluation_interval.0, Duration::from_secs(60));
+        assert!(c.autostop.enabled && c.prometheus.enabled);
+        assert_eq!(c.data_dir, PathBuf::from("/etc/nbidle/data/nbidle"));
+        let nb = &c.backend.local.as_ref().unwrap().notebooks[0];
+        assert_eq!(nb.workdir, PathBuf::from("/etc/nbidle/ws/demo"));
+        assert!(nb.autostop);
+        let s = c.secrets().unwrap();
+        assert_eq!(s.webhook_token.as_deref(), Some("wh"));
+        assert_eq!(s.api_tokens, vec!["api".to_string()]);
+    }
+
+    #[test]
+    fn durations_accept_humantime_and_bare_minutes() {
+        assert_eq!(HumanDuration::parse("45").unwrap().0, Duration::from_secs(2700));
+        assert_eq!(HumanDuration::parse("1h 30m").unwrap().0, Duration::from_secs(5400));
+        assert_eq!(HumanDuration::parse("90s").unwrap().prometheus(), "1m30s");
+        assert!(HumanDuration::parse("soon").is_err());
+        let c = parse(&MINIMAL.replace("auth:", "autostop:\n  idle_after: 10\nauth:")).unwrap();
+        assert_eq!(c.autostop.idle_after.0, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let y = MINIMAL.replace("auth:", "autostop:\n  idle_after: soonish\nauth:");
+        assert_eq!(err_field(&y), "autostop.idle_after");
+    }
+
+    #[test]
+    fn unknown_key_names_its_parent() {
+        let y = MINIMAL.replace("auth:", "autostop:\n  idel_after: 5m\nauth:");
+        let e = parse(&y).unwrap_err().to_string();
+        assert!(e.contains("autostop") && e.contains("idel_after"), "{e}");
+    }
+
+    #[test]
+    fn seed_label_string_and_map_forms_are_equal() {
+        let a = Labels::parse("k8s-app-pod:true,k8s-app-pod2:true").unwrap();
+        let y = MINIMAL.replace(
+            "auth:",
+            "prometheus:\n  labels:\n    k8s-app-pod: true\n    k8s-app-pod2: \"true\"\nauth:",
+        );
+        assert_eq!(parse(&y).unwrap().prometheus.labels, a);
+        assert!(Labels::parse("novalue").is_err());
+    }
+
+    #[test]
+    fn invalid_label_names_the_label() {
+        let y = MINIMAL.replace("auth:", "prometheus:\n  labels: \"bad key:x\"\nauth:");
+        assert_eq!(err_field(&y), "prometheus.labels.bad key");
+    }
+
+    #[test]
+    fn duplicate_notebook_names_are_rejected() {
+        let extra = r#"      - name: demo
+        command: ["x"]
+        workdir: "w"
+        url: "http://127.0.0.1:1/"
+"#;
+        let y = format!("{MINIMAL}{extra}");
+        assert_eq!(err_field(&y), "backend.local.notebooks[1].name");
+    }
+
+    #[test]
+    fn bad_url_and_listen_name_their_keys() {
+        assert_eq!(err_field(&MINIMAL.replace("http://127.0.0.1:8888/", "127.0.0.1:8888")), "backend.local.notebooks[0].url");
+        assert_eq!(err_field(&format!("listen: nowhere\n{MINIMAL}")), "listen");
+        let y = MINIMAL.replace("auth:", "prometheus:\n  url: \"ftp://x\"\nauth:");
+        assert_eq!(err_field(&y), "prometheus.url");
+    }
+
+    #[test]
+    fn missing_webhook_credentials_is_an_error_naming_the_key() {
+        let c = parse(&MINIMAL.replace("  webhook_token: \"wh\"\n", "")).unwrap();
+        match c.secrets() {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "auth.webhook_token"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn evaluation_interval_longer_than_idle_after_is_rejected() {
+        let y = MINIMAL.replace("auth:", "autostop:\n  idle_after: 1m\n  evaluation_interval: 2m\nauth:");
+        assert_eq!(err_field(&y), "autostop.evaluation_interval");
+    }
+}

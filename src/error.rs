@@ -1,0 +1,63 @@
+//! The crate's one error type.
+
+use crate::notebook::NotebookId;
+
+/// Everything that can go wrong inside nbidle. Each variant says which
+/// kind of caller mistake or environment failure it is, so the HTTP layer
+/// can map it to a status code without string matching.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid; `field` is the dotted path of the key.
+    #[error("config: {field}: {message}")]
+    Config { field: String, message: String },
+
+    /// A request or payload is malformed; `field` names the offending part.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+
+    #[error("notebook {0} not found")]
+    NotFound(NotebookId),
+
+    /// A backend operation failed for a reason that may go away on retry
+    /// (I/O, a process that could not be spawned, an API server hiccup).
+    #[error("backend: {0}")]
+    Backend(String),
+
+    #[error("io: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The notebook identity and state that every layer shares.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+
+/// `namespace/name`. The local backend puts all its notebooks in the
+/// namespace [`LOCAL_NAMESPACE`]; Kubernetes backends use the real one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NotebookId {
+    pub namespace: String,
+    pub name: String,
+}
+
+pub const LOCAL_NAMESPACE: &str = "local";
+
+impl NotebookId {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        NotebookId {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for NotebookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where a notebook is in its life, as the REST API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Starting,
+    Stopping,
+    Stopped,
+    Failed,
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Running,
+        Status::Starting,
+        Status::Stopping,
+        Status::Stopped,
+        Status::Failed,
+        Status::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Starting => "starting",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Failed => "failed",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// Stopped or on its way there: another stop has nothing to do.
+    pub fn is_down(self) -> bool {
+        matches!(self, Status::Stopping | Status::Stopped)
+    }
+}
+
+/// Who asked for a stop. Kept with the notebook so users can see why
+/// their notebook is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "trigger", rename_all = "kebab-case")]
+pub enum StopCause {
+    /// Someone called the REST API.
+    User,
+    /// An Alertmanager notification for `alertname`, active since `alert_starts_at`.
+    IdleAlert {
+        alertname: String,
+        alert_starts_at: Timestamp,
+    },
+}
+
+impl StopCause {
+    /// The bounded label value used in metrics.
+    pub fn trigger(&self) -> &'static str {
+        match self {
+            StopCause::User => "user",
+            StopCause::IdleAlert { .. } => "idle-alert",
+        }
+    }
+}
+
+/// What a backend knows about one notebook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotebookState {
+    #[serde(flatten)]
+    pub id: NotebookId,
+    pub status: Status,
+    /// Human-readable detail for `failed` (exit code, reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `false` when the notebook opted out of auto-stop.
+    pub autostop: bool,
+    pub started_at: Option<Timestamp>,
+    pub stopped_at: Option<Timestamp>,
+    pub stopped_by: Option<StopCause>,
+    /// Where the notebook is served, for users and for Prometheus discovery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A point in time, serialized as RFC 3339 (the format Alertmanager uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub OffsetDateTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(OffsetDateTime::now_utc())
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(Timestamp)
+            .map_err(|e| Error::invalid("timestamp", format!("{s:?} is not RFC 3339: {e}")))
+    }
+
+    pub fn unix_seconds(self) -> f64 {
+        self.0.unix_timestamp_nanos() as f64 / 1e9
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Formatting a UTC OffsetDateTime as RFC 3339 cannot fail for years 0..=9999.
+        let s = self
+            .0
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(&s)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        OffsetDateTime::parse(&s, &Rfc3339)
+            .map(Timestamp)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_with_offsets_compare_by_instant() {
+        let a = Timestamp::parse("2026-01-01T10:00:00+02:00").unwrap();
+        let b = Timestamp::parse("2026-01-01T08:00:00.5Z").unwrap();
+        assert!(a < b);
+        assert_eq!(a.to_string(), "2026-01-01T08:00:00Z");
+    }
+
+    #[test]
+    fn stop_cause_serializes_with_trigger_tag() {
+        let c = StopCause::IdleAlert {
+            alertname: "NotebookIdle".into(),
+            alert_starts_at: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["trigger"], "idle-alert");
+        assert_eq!(v["alertname"], "NotebookIdle");
+    }
+}
