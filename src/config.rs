@@ -178,6 +178,10 @@ pub struct LocalConfig {
     /// SIGTERM, then SIGKILL after this long.
     #[serde(default = "default_grace")]
     pub stop_grace_period: HumanDuration,
+    /// Stop every notebook when nbidle exits. Off by default: notebooks
+    /// outlive an nbidle restart, which adopts them instead of respawning.
+    #[serde(default)]
+    pub stop_on_exit: bool,
     #[serde(default)]
     pub notebooks: Vec<LocalNotebook>,
 }

@@ -1,3 +1,5 @@
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod notebook;
+pub mod rules;

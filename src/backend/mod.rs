@@ -1,0 +1,73 @@
+//! Where notebooks live. A backend lists notebooks, reports their state, and
+//! stops and starts them; it is the source of truth for `stopped_by` and
+//! `started_at`, so nbidle itself keeps no state that a backend cannot
+//! rebuild.
+//!
+//! - [`local`]: notebooks as supervised process groups on this machine.
+
+pub mod local;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::notebook::{NotebookId, NotebookState, StopCause, Timestamp};
+
+/// A stop with the condition under which it must not happen.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    pub cause: StopCause,
+    /// Refuse the stop when the notebook was started after this instant: an
+    /// alert about a notebook's previous life must not stop its new one.
+    /// Checked by the backend atomically with the stop.
+    pub unless_started_after: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StopOutcome {
+    /// This call stopped it (it may still be shutting down).
+    Stopped(NotebookState),
+    /// It was stopped or stopping already; nothing was done.
+    AlreadyStopped(NotebookState),
+    /// It was started after `unless_started_after`; nothing was done.
+    StartedSince(NotebookState),
+}
+
+impl StopOutcome {
+    pub fn state(&self) -> &NotebookState {
+        match self {
+            StopOutcome::Stopped(s) | StopOutcome::AlreadyStopped(s) | StopOutcome::StartedSince(s) => s,
+        }
+    }
+}
+
+/// A Prometheus scrape target for one notebook's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeTarget {
+    pub id: NotebookId,
+    /// `host:port`
+    pub address: String,
+    pub scheme: String,
+    pub metrics_path: String,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Every notebook this backend manages, sorted by id.
+    async fn list(&self) -> Result<Vec<NotebookState>>;
+
+    /// One notebook; `Error::NotFound` if the backend does not manage it.
+    async fn get(&self, id: &NotebookId) -> Result<NotebookState>;
+
+    /// Stops a notebook, keeping its workspace. Idempotent.
+    async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome>;
+
+    /// Starts a notebook on its existing workspace. Idempotent.
+    async fn start(&self, id: &NotebookId) -> Result<NotebookState>;
+
+    /// Targets Prometheus should scrape (running notebooks only, so a
+    /// stopped notebook is not a failing target).
+    async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>>;
+
+    /// Called once when nbidle shuts down.
+    async fn shutdown(&self) {}
+}
