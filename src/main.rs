@@ -1,1 +1,120 @@
-fn main() {}
+//! The `nbidle` command: parses arguments and calls the library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nbidle::config::Config;
+use nbidle::manifests::{self, Manifest};
+use nbidle::rules::{self, Format};
+
+#[derive(Parser)]
+#[command(name = "nbidle", version, about = "Stops idle Jupyter notebooks on Prometheus alerts; starts them again on request.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the webhook, REST API and backend.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exits non-zero naming the offending key.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Generate the idle alerting rules.
+    Rules {
+        /// Without a config, the defaults (idle after 30m) are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "rule-file")]
+        format: Format,
+        /// Write into this directory instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Describe each rule's signals and thresholds instead.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Generate Prometheus scrape and Alertmanager routing configuration.
+    Manifests {
+        #[arg(value_enum)]
+        kind: Manifest,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).with_context(|| format!("invalid config {}", p.display())),
+        None => Ok(Config::from_yaml("backend: {kind: local, local: {}}", Path::new("."))?),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NBIDLE_LOG").unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { config } => {
+            let cfg = load(Some(&config))?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(nbidle::run::serve(cfg, shutdown_signal()))?;
+        }
+        Command::Check { config } => {
+            let cfg = load(Some(&config))?;
+            cfg.secrets().context("invalid config")?;
+            println!("{}: ok", config.display());
+        }
+        Command::Rules { config, format, out, explain } => {
+            let cfg = load(config.as_deref())?;
+            if explain {
+                print!("{}", rules::explain(&cfg)?);
+            } else {
+                let text = rules::render(&cfg, format)?;
+                match out {
+                    Some(dir) => {
+                        std::fs::create_dir_all(&dir)?;
+                        let path = dir.join(format.file_name());
+                        std::fs::write(&path, text)?;
+                        eprintln!("wrote {}", path.display());
+                    }
+                    None => print!("{text}"),
+                }
+            }
+        }
+        Command::Manifests { kind, config } => {
+            let cfg = load(config.as_deref())?;
+            print!("{}", manifests::render(&cfg, kind)?);
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,151 @@
+//! Alertmanager's webhook payload (version 4), parsed and validated.
+//!
+//! Validation is all-or-nothing: a payload with one malformed alert is
+//! rejected whole, before anything is stopped.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::notebook::{NotebookId, Timestamp};
+
+pub const SUPPORTED_VERSION: &str = "4";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// The fields nbidle uses; others (groupLabels, externalURL, …) are accepted
+/// and ignored so newer Alertmanagers keep working.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPayload {
+    pub version: String,
+    #[serde(default)]
+    pub group_key: String,
+    pub status: AlertStatus,
+    #[serde(default)]
+    pub receiver: String,
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: Timestamp,
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+impl Alert {
+    pub fn alertname(&self) -> &str {
+        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+    }
+
+    /// The notebook the alert names, from its `namespace` and `notebook` labels.
+    pub fn notebook(&self) -> Option<NotebookId> {
+        let ns = self.labels.get("namespace")?;
+        let name = self.labels.get("notebook")?;
+        Some(NotebookId::new(ns, name))
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<serde_json::Value>,
+}
+
+/// Parses a webhook body. Errors name the offending field
+/// (`alerts[3].startsAt`).
+pub fn parse(body: &[u8]) -> Result<WebhookPayload> {
+    // The version decides how to read the rest, so check it first: an
+    // unknown version gets "unsupported version", not a confusing field error.
+    let v: VersionOnly = serde_json::from_slice(body).map_err(|e| Error::invalid("body", format!("not a JSON object: {e}")))?;
+    match v.version {
+        Some(serde_json::Value::String(s)) if s == SUPPORTED_VERSION => {}
+        Some(other) => {
+            return Err(Error::invalid(
+                "version",
+                format!("unsupported payload version {other}; nbidle understands \"{SUPPORTED_VERSION}\""),
+            ))
+        }
+        None => return Err(Error::invalid("version", "missing")),
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let payload: WebhookPayload = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        Error::invalid(if path == "." { "body".into() } else { path }, e.into_inner().to_string())
+    })?;
+    for (i, a) in payload.alerts.iter().enumerate() {
+        for key in ["namespace", "notebook"] {
+            if a.labels.get(key).is_some_and(|v| v.is_empty()) {
+                return Err(Error::invalid(format!("alerts[{i}].labels.{key}"), "is empty"));
+            }
+        }
+    }
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SAMPLE: &str = r#"{
+      "version": "4", "groupKey": "{}:{namespace=\"local\"}", "truncatedAlerts": 0,
+      "status": "firing", "receiver": "nbidle",
+      "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+      "alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "NotebookIdle", "namespace": "local", "notebook": "demo", "nbidle_action": "stop"},
+        "annotations": {"summary": "idle"},
+        "startsAt": "2026-11-28T10:00:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prom", "fingerprint": "abc"
+      }]
+    }"#;
+
+    fn field(body: &str) -> String {
+        match parse(body.as_bytes()) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_alertmanager_payload() {
+        let p = parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(p.alerts.len(), 1);
+        let a = &p.alerts[0];
+        assert_eq!(a.alertname(), "NotebookIdle");
+        assert_eq!(a.notebook(), Some(NotebookId::new("local", "demo")));
+        assert_eq!(a.status, AlertStatus::Firing);
+    }
+
+    #[test]
+    fn rejects_with_the_field_named() {
+        assert_eq!(field(&SAMPLE.replace("\"version\": \"4\"", "\"version\": \"3\"")), "version");
+        assert_eq!(field(&SAMPLE.replace("\"version\": \"4\",", "")), "version");
+        assert_eq!(field(&SAMPLE.replace("2026-11-28T10:00:00.123456789Z", "yesterday")), "alerts[0].startsAt");
+        assert_eq!(field(&SAMPLE.replace("\"status\": \"firing\",\n        \"labels\"", "\"status\": \"burning\",\n        \"labels\"")), "alerts[0].status");
+        assert_eq!(field(&SAMPLE.replace("\"notebook\": \"demo\"", "\"notebook\": \"\"")), "alerts[0].labels.notebook");
+        assert_eq!(field(&SAMPLE.replace("\"notebook\": \"demo\"", "\"notebook\": 7")), "alerts[0].labels.notebook");
+        assert_eq!(field("[1,2]"), "body");
+        assert_eq!(field("{\"version\":\"4\",\"status\":\"firing\"}"), "body");
+    }
+}

@@ -1,0 +1,162 @@
+//! From a validated webhook payload to stops: which firing alert stops which
+//! notebook, and which must not.
+//!
+//! An alert stops a notebook only if it is firing, carries
+//! `nbidle_action="stop"`, names a notebook the backend knows, that notebook
+//! has not opted out, and it was not started after the alert began (the
+//! stale-alert guard, checked by the backend atomically with the stop).
+//! Stops are idempotent, so a duplicate delivery finds the notebook already
+//! stopped and does nothing.
+
+use futures_util::stream::{self, StreamExt};
+
+use crate::alerts::{Alert, AlertStatus, WebhookPayload};
+use crate::backend::{Backend, StopOutcome, StopRequest};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::notebook::{NotebookId, StopCause};
+use crate::rules::{ACTION_LABEL, ACTION_STOP};
+
+/// Stops in flight at once for one payload.
+const CONCURRENCY: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// `autostop.enabled`
+    pub enabled: bool,
+    /// `autostop.dry_run`
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Stopped,
+    AlreadyStopped,
+    /// The notebook was started after the alert began.
+    Stale,
+    OptedOut,
+    UnknownNotebook,
+    /// No `nbidle_action="stop"` label, or no notebook labels.
+    NotForNbidle,
+    Resolved,
+    DryRun,
+    /// `autostop.enabled` is false.
+    Disabled,
+    /// The backend failed; Alertmanager should retry.
+    Failed(String),
+}
+
+impl Decision {
+    /// The bounded label value of `nbidle_alert_decisions_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Stopped => "stopped",
+            Decision::AlreadyStopped => "already_stopped",
+            Decision::Stale => "stale",
+            Decision::OptedOut => "opted_out",
+            Decision::UnknownNotebook => "unknown_notebook",
+            Decision::NotForNbidle => "not_for_nbidle",
+            Decision::Resolved => "resolved",
+            Decision::DryRun => "dry_run",
+            Decision::Disabled => "disabled",
+            Decision::Failed(_) => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertResult {
+    pub alertname: String,
+    pub notebook: Option<NotebookId>,
+    pub decision: Decision,
+}
+
+/// Decides and acts on every alert of a payload.
+pub async fn handle(payload: &WebhookPayload, backend: &dyn Backend, policy: Policy, metrics: &Metrics) -> Vec<AlertResult> {
+    for a in &payload.alerts {
+        metrics.alerts_received.with_label_values(&[a.status.as_str()]).inc();
+    }
+    // Indices, not `&Alert` items: a closure taking a borrowed item makes
+    // the future's Send-ness depend on a higher-ranked lifetime that rustc
+    // cannot prove, and warp needs Send handler futures.
+    let results: Vec<AlertResult> = stream::iter(0..payload.alerts.len())
+        .map(|i| async move {
+            let alert = &payload.alerts[i];
+            let decision = decide_one(alert, backend, policy, metrics).await;
+            AlertResult {
+                alertname: alert.alertname().to_string(),
+                notebook: alert.notebook(),
+                decision,
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    for r in &results {
+        metrics.alert_decisions.with_label_values(&[r.decision.label()]).inc();
+        let nb = r.notebook.as_ref().map(ToString::to_string).unwrap_or_default();
+        match &r.decision {
+            Decision::Failed(e) => tracing::error!(alert = %r.alertname, notebook = %nb, error = %e, "stop failed"),
+            Decision::UnknownNotebook => tracing::warn!(alert = %r.alertname, notebook = %nb, "alert names a notebook the backend does not know"),
+            Decision::DryRun => tracing::info!(alert = %r.alertname, notebook = %nb, "dry run: would stop"),
+            d => tracing::debug!(alert = %r.alertname, notebook = %nb, decision = d.label(), "alert handled"),
+        }
+    }
+    results
+}
+
+async fn decide_one(alert: &Alert, backend: &dyn Backend, policy: Policy, metrics: &Metrics) -> Decision {
+    if alert.status == AlertStatus::Resolved {
+        return Decision::Resolved;
+    }
+    if alert.labels.get(ACTION_LABEL).map(String::as_str) != Some(ACTION_STOP) {
+        return Decision::NotForNbidle;
+    }
+    let Some(id) = alert.notebook() else {
+        return Decision::NotForNbidle;
+    };
+    if !policy.enabled {
+        return Decision::Disabled;
+    }
+    let state = match backend.get(&id).await {
+        Ok(s) => s,
+        Err(Error::NotFound(_)) => return Decision::UnknownNotebook,
+        Err(e) => {
+            metrics.error("backend");
+            return Decision::Failed(e.to_string());
+        }
+    };
+    if !state.autostop {
+        return Decision::OptedOut;
+    }
+    if state.started_at.is_some_and(|t| t > alert.starts_at) {
+        return Decision::Stale;
+    }
+    if state.status.is_down() {
+        return Decision::AlreadyStopped;
+    }
+    if policy.dry_run {
+        return Decision::DryRun;
+    }
+    let req = StopRequest {
+        cause: StopCause::IdleAlert {
+            alertname: alert.alertname().to_string(),
+            alert_starts_at: alert.starts_at,
+        },
+        unless_started_after: Some(alert.starts_at),
+    };
+    match backend.stop(&id, req).await {
+        Ok(StopOutcome::Stopped(_)) => {
+            metrics.stops.with_label_values(&["idle-alert", "success"]).inc();
+            Decision::Stopped
+        }
+        Ok(StopOutcome::AlreadyStopped(_)) => Decision::AlreadyStopped,
+        Ok(StopOutcome::StartedSince(_)) => Decision::Stale,
+        Err(Error::NotFound(_)) => Decision::UnknownNotebook,
+        Err(e) => {
+            metrics.stops.with_label_values(&["idle-alert", "error"]).inc();
+            metrics.error("backend");
+            Decision::Failed(e.to_string())
+        }
+    }
+}

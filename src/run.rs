@@ -1,0 +1,49 @@
+//! `nbidle serve`: builds the backend, the metrics and the HTTP server from a
+//! config, and runs them until the shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::backend::local::LocalBackend;
+use crate::backend::Backend;
+use crate::config::{BackendKind, Config};
+use crate::decide::Policy;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::server::{self, auth::Credentials, App};
+
+pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let secrets = cfg.secrets()?;
+    let addr: SocketAddr = cfg
+        .listen
+        .parse()
+        .map_err(|e| Error::config("listen", format!("{e}")))?;
+    let backend: Arc<dyn Backend> = match cfg.backend.kind {
+        BackendKind::Local => {
+            // validate() guarantees the section exists for kind: local.
+            let local = cfg.backend.local.as_ref().ok_or_else(|| Error::config("backend.local", "missing"))?;
+            LocalBackend::new(local, &cfg.data_dir).await?
+        }
+    };
+    let app = Arc::new(App {
+        backend: backend.clone(),
+        metrics: Arc::new(Metrics::new()),
+        policy: Policy {
+            enabled: cfg.autostop.enabled,
+            dry_run: cfg.autostop.dry_run,
+        },
+        webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
+        api_credentials: Credentials::new(secrets.api_tokens, None),
+        max_body_bytes: cfg.webhook.max_body_bytes,
+        // The local backend has synced once `new` returns.
+        ready: AtomicBool::new(true),
+    });
+    let (bound, server) = server::bind(app, addr, shutdown).await?;
+    tracing::info!(%bound, backend = ?cfg.backend.kind, dry_run = cfg.autostop.dry_run, "nbidle listening");
+    server.await;
+    tracing::info!("shutting down");
+    backend.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Routes: which path and method reach which handler, with which checks.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use warp::{Filter, Rejection, Reply};
+
+use super::auth::Credentials;
+use super::handlers;
+use super::models::ApiError;
+use super::App;
+
+pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let livez = warp::path!("livez").and(warp::get()).and_then(handlers::livez);
+    let readyz = warp::path!("readyz").and(warp::get()).and(with_app(app.clone())).and_then(handlers::readyz);
+    let metrics = warp::path!("metrics").and(warp::get()).and(with_app(app.clone())).and_then(handlers::metrics);
+    let sd = warp::path!("sd" / "notebooks").and(warp::get()).and(with_app(app.clone())).and_then(handlers::sd_notebooks);
+
+    let webhook = warp::path!("webhook" / "alertmanager")
+        .and(warp::post())
+        .and(authorized(app.clone(), |a| &a.webhook_credentials, "webhook_auth"))
+        .and(warp::body::content_length_limit(app.max_body_bytes))
+        .and(warp::body::bytes())
+        .and_then(handlers::webhook);
+
+    let api = warp::path!("api" / "v1" / ..).and(authorized(app.clone(), |a| &a.api_credentials, "api_auth"));
+    let list = api.clone().and(warp::path!("notebooks")).and(warp::get()).and_then(handlers::list_notebooks);
+    let get = api
+        .clone()
+        .and(warp::path!("notebooks" / String / String))
+        .and(warp::get())
+        .map(|app, ns, name| (ns, name, app))
+        .untuple_one()
+        .and_then(handlers::get_notebook);
+    let stop = api
+        .clone()
+        .and(warp::path!("notebooks" / String / String / "stop"))
+        .and(warp::post())
+        .map(|app, ns, name| (ns, name, app))
+        .untuple_one()
+        .and_then(handlers::stop_notebook);
+    let start = api
+        .and(warp::path!("notebooks" / String / String / "start"))
+        .and(warp::post())
+        .map(|app, ns, name| (ns, name, app))
+        .untuple_one()
+        .and_then(handlers::start_notebook);
+
+    livez
+        .or(readyz)
+        .or(metrics)
+        .or(sd)
+        .or(webhook)
+        .or(list)
+        .or(get)
+        .or(stop)
+        .or(start)
+        .recover(handlers::recover)
+        .with(warp::trace::request())
+}
+
+fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+/// Passes the app on when the `Authorization` header carries credentials
+/// that `pick` accepts; rejects with 401 otherwise.
+fn authorized(
+    app: Arc<App>,
+    pick: fn(&App) -> &Credentials,
+    error_kind: &'static str,
+) -> impl Filter<Extract = (Arc<App>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(with_app(app))
+        .and_then(move |header: Option<String>, app: Arc<App>| async move {
+            if pick(&app).allows(header.as_deref()) {
+                Ok(app)
+            } else {
+                app.metrics.error(error_kind);
+                Err(warp::reject::custom(ApiError::unauthorized()))
+            }
+        })
+}

@@ -1,0 +1,180 @@
+//! Request handlers: each takes parsed inputs and the shared [`App`], and
+//! returns a reply or an [`ApiError`] rejection.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use warp::http::StatusCode;
+use warp::reply::{json, with_status, Reply};
+use warp::Rejection;
+
+use super::models::*;
+use super::App;
+use crate::backend::{StopOutcome, StopRequest};
+use crate::decide::{self, Decision};
+use crate::notebook::{NotebookId, StopCause};
+
+pub async fn livez() -> Result<impl Reply, Infallible> {
+    Ok("ok")
+}
+
+pub async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
+    Ok(if app.ready.load(Ordering::SeqCst) {
+        with_status("ready", StatusCode::OK)
+    } else {
+        with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+    })
+}
+
+pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
+    match app.backend.list().await {
+        Ok(states) => app.metrics.set_notebooks(&states),
+        Err(e) => {
+            app.metrics.error("backend");
+            tracing::warn!(error = %e, "listing notebooks for metrics");
+        }
+    }
+    Ok(warp::reply::with_header(
+        app.metrics.render(),
+        "content-type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    ))
+}
+
+/// Prometheus `http_sd_configs` targets: the running notebooks.
+pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
+    let targets = app.backend.scrape_targets().await.map_err(|e| reject(&app, "backend", e.into()))?;
+    let groups: Vec<SdTargetGroup> = targets
+        .into_iter()
+        .map(|t| SdTargetGroup {
+            targets: vec![t.address],
+            labels: BTreeMap::from([
+                ("namespace".to_string(), t.id.namespace),
+                ("notebook".to_string(), t.id.name),
+                ("__metrics_path__".to_string(), t.metrics_path),
+                ("__scheme__".to_string(), t.scheme),
+            ]),
+        })
+        .collect();
+    Ok(json(&groups))
+}
+
+pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection> {
+    let started = Instant::now();
+    let observe = |code: StatusCode| {
+        app.metrics
+            .webhook_duration
+            .with_label_values(&[&format!("{}xx", code.as_u16() / 100)])
+            .observe(started.elapsed().as_secs_f64());
+    };
+    let payload = match crate::alerts::parse(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            observe(StatusCode::BAD_REQUEST);
+            app.metrics.error("webhook_payload");
+            tracing::warn!(error = %e, "rejected webhook payload");
+            return Err(warp::reject::custom(ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", e.to_string())));
+        }
+    };
+    let results = decide::handle(&payload, app.backend.as_ref(), app.policy, &app.metrics).await;
+    let stopped = results.iter().filter(|r| r.decision == Decision::Stopped).count();
+    let failed = results.iter().filter(|r| matches!(r.decision, Decision::Failed(_))).count();
+    // Alertmanager retries 5xx and gives up on 4xx: a failed stop must be 5xx
+    // so it is retried; the retry finds the stops that did work already done.
+    let code = if failed > 0 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    observe(code);
+    let body = WebhookResponse {
+        stopped,
+        failed,
+        alerts: results.into_iter().map(AlertOutcome::from).collect(),
+    };
+    Ok(with_status(json(&body), code))
+}
+
+pub async fn list_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
+    let notebooks = app.backend.list().await.map_err(|e| reject(&app, "backend", e.into()))?;
+    Ok(json(&NotebookList { notebooks }))
+}
+
+pub async fn get_notebook(namespace: String, name: String, app: Arc<App>) -> Result<impl Reply, Rejection> {
+    let id = NotebookId::new(namespace, name);
+    let state = app.backend.get(&id).await.map_err(|e| reject(&app, "api_request", e.into()))?;
+    Ok(json(&state))
+}
+
+pub async fn stop_notebook(namespace: String, name: String, app: Arc<App>) -> Result<impl Reply, Rejection> {
+    let id = NotebookId::new(namespace, name);
+    let req = StopRequest {
+        cause: StopCause::User,
+        unless_started_after: None,
+    };
+    match app.backend.stop(&id, req).await {
+        Ok(outcome) => {
+            if matches!(outcome, StopOutcome::Stopped(_)) {
+                app.metrics.stops.with_label_values(&["user", "success"]).inc();
+            }
+            Ok(json(outcome.state()))
+        }
+        Err(e) => {
+            if !matches!(e, crate::Error::NotFound(_)) {
+                app.metrics.stops.with_label_values(&["user", "error"]).inc();
+            }
+            Err(reject(&app, "api_request", e.into()))
+        }
+    }
+}
+
+pub async fn start_notebook(namespace: String, name: String, app: Arc<App>) -> Result<impl Reply, Rejection> {
+    let id = NotebookId::new(namespace, name);
+    let before = app.backend.get(&id).await.map_err(|e| reject(&app, "api_request", e.into()))?;
+    match app.backend.start(&id).await {
+        Ok(state) => {
+            if state.started_at != before.started_at {
+                app.metrics.starts.with_label_values(&["user", "success"]).inc();
+            }
+            Ok(json(&state))
+        }
+        Err(e) => {
+            app.metrics.starts.with_label_values(&["user", "error"]).inc();
+            Err(reject(&app, "backend", e.into()))
+        }
+    }
+}
+
+/// Counts the error and turns it into a rejection. Server-side failures are
+/// counted as `backend` whatever the caller guessed.
+fn reject(app: &App, kind: &str, e: ApiError) -> Rejection {
+    let kind = if e.status.is_server_error() { "backend" } else { kind };
+    app.metrics.error(kind);
+    warp::reject::custom(e)
+}
+
+/// The one place rejections become responses.
+pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    let (status, code, message) = if let Some(e) = err.find::<ApiError>() {
+        (e.status, e.code, e.message.clone())
+    } else if err.is_not_found() {
+        (StatusCode::NOT_FOUND, "not_found", "no such route".to_string())
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        // 400, not 413: Alertmanager treats both as final, and 400 is what
+        // the webhook documents for every payload it refuses.
+        (StatusCode::BAD_REQUEST, "payload_too_large", "request body is larger than webhook.max_body_bytes".to_string())
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        (StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length header is required".to_string())
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".to_string())
+    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+    } else {
+        tracing::error!(rejection = ?err, "unhandled rejection");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_string())
+    };
+    let body = ErrorBody {
+        error: ErrorDetail { code, message: &message },
+    };
+    Ok(with_status(json(&body), status))
+}

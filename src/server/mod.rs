@@ -1,0 +1,59 @@
+//! The HTTP server: Alertmanager webhook, REST API, `/metrics`, Prometheus
+//! service discovery, `/livez` and `/readyz`.
+//!
+//! - [`filters`]: routes and their checks (auth, body limits)
+//! - [`handlers`]: one function per endpoint, and the one `recover`
+//! - [`models`]: JSON shapes and the `ApiError` rejection
+//! - [`auth`]: bearer/basic credential checks
+
+pub mod auth;
+pub mod filters;
+pub mod handlers;
+pub mod models;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::decide::Policy;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use auth::Credentials;
+
+/// Everything a handler needs, shared by all requests.
+pub struct App {
+    pub backend: Arc<dyn Backend>,
+    pub metrics: Arc<Metrics>,
+    pub policy: Policy,
+    pub webhook_credentials: Credentials,
+    pub api_credentials: Credentials,
+    pub max_body_bytes: u64,
+    /// Set once the backend has synced; cleared when shutdown begins so a
+    /// load balancer stops sending traffic before the listener closes.
+    pub ready: AtomicBool,
+}
+
+/// Binds `addr` and serves until `shutdown` resolves. Returns the bound
+/// address (useful with port 0) and the server future.
+pub async fn bind(
+    app: Arc<App>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    let local = listener.local_addr().map_err(|e| Error::io("local address", e))?;
+    let ready_app = app.clone();
+    let routes = filters::routes(app);
+    let server = warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            ready_app.ready.store(false, Ordering::SeqCst);
+        })
+        .run();
+    Ok((local, server))
+}
