@@ -1,0 +1,326 @@
+//! Test support: real Prometheus, Alertmanager, Jupyter and nbidle processes
+//! on loopback, each killed when its guard drops.
+//!
+//! A missing component fails the test with the command that installs it;
+//! nothing is skipped. `make test` runs `scripts/test-deps.sh` first.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const API_TOKEN: &str = "api-token-for-tests";
+pub const WEBHOOK_TOKEN: &str = "webhook-token-for-tests";
+pub const JUPYTER_TOKEN: &str = "jupyter-token-for-tests";
+
+/// Finds an executable on PATH (or at an absolute path), or fails the test.
+pub fn tool(names: &[&str]) -> PathBuf {
+    for name in names {
+        let p = Path::new(name);
+        if p.is_absolute() && p.exists() {
+            return p.to_path_buf();
+        }
+        if let Some(paths) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&paths) {
+                let c = dir.join(name);
+                if c.is_file() {
+                    return c;
+                }
+            }
+        }
+    }
+    panic!("missing {names:?}: run `bash scripts/test-deps.sh` (as root) to install the test components");
+}
+
+/// Jupyter from the venv `scripts/test-deps.sh` creates (jupyter_server 2.x).
+pub fn jupyter() -> PathBuf {
+    let p = std::env::var("NBIDLE_JUPYTER").map(PathBuf::from).unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let cache = std::env::var("NBIDLE_CACHE").unwrap_or_else(|_| format!("{home}/.cache/nbidle"));
+        PathBuf::from(cache).join("venv/bin/jupyter")
+    });
+    assert!(p.exists(), "missing Jupyter at {}: run `bash scripts/test-deps.sh`", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process that gets SIGTERM (then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        let out = std::fs::File::create(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc { name: name.into(), child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or fails the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A notebook entry of the nbidle config.
+pub struct NotebookSpec {
+    pub name: String,
+    pub command: Vec<String>,
+    pub url: String,
+    pub autostop: bool,
+}
+
+/// A real Jupyter server (jupyter_server 2.x) as a local notebook.
+pub fn jupyter_notebook(name: &str) -> NotebookSpec {
+    let port = free_port();
+    NotebookSpec {
+        name: name.into(),
+        command: vec![
+            jupyter().display().to_string(),
+            "server".into(),
+            "--allow-root".into(),
+            "--no-browser".into(),
+            "--ServerApp.ip=127.0.0.1".into(),
+            format!("--ServerApp.port={port}"),
+            "--ServerApp.port_retries=0".into(),
+            format!("--IdentityProvider.token={JUPYTER_TOKEN}"),
+            "--ServerApp.authenticate_prometheus=False".into(),
+        ],
+        url: format!("http://127.0.0.1:{port}/"),
+        autostop: true,
+    }
+}
+
+/// A stand-in notebook process (for webhook semantics, not Jupyter's).
+pub fn sleeper(name: &str) -> NotebookSpec {
+    NotebookSpec {
+        name: name.into(),
+        command: vec!["sleep".into(), "3600".into()],
+        url: format!("http://127.0.0.1:{}/", free_port()),
+        autostop: true,
+    }
+}
+
+pub struct Nbidle {
+    pub proc: Proc,
+    pub url: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub http: reqwest::Client,
+}
+
+pub struct NbidleOptions {
+    pub idle_after: &'static str,
+    pub dry_run: bool,
+    pub extra_auth: &'static str,
+}
+
+impl Default for NbidleOptions {
+    fn default() -> Self {
+        NbidleOptions {
+            idle_after: "20s",
+            dry_run: false,
+            extra_auth: "",
+        }
+    }
+}
+
+impl Nbidle {
+    pub fn config_yaml(port: u16, dir: &Path, notebooks: &[NotebookSpec], opts: &NbidleOptions) -> String {
+        let mut nbs = String::new();
+        for n in notebooks {
+            nbs.push_str(&format!(
+                "      - name: {}\n        command: {}\n        workdir: {}\n        url: {:?}\n        autostop: {}\n",
+                n.name,
+                serde_json::to_string(&n.command).unwrap(),
+                dir.join("workspaces").join(&n.name).display(),
+                n.url,
+                n.autostop
+            ));
+        }
+        format!(
+            r#"listen: "127.0.0.1:{port}"
+data_dir: {data}
+auth:
+  webhook_token: "{WEBHOOK_TOKEN}"
+  api_tokens: ["{API_TOKEN}"]
+{extra_auth}autostop:
+  enabled: true
+  idle_after: {idle}
+  evaluation_interval: 1s
+  dry_run: {dry}
+prometheus:
+  enabled: true
+backend:
+  kind: local
+  local:
+    stop_grace_period: 5s
+    stop_on_exit: true
+    notebooks:
+{nbs}"#,
+            data = dir.join("data").display(),
+            idle = opts.idle_after,
+            dry = opts.dry_run,
+            extra_auth = opts.extra_auth,
+        )
+    }
+
+    pub async fn start(dir: &Path, notebooks: &[NotebookSpec], opts: NbidleOptions) -> Nbidle {
+        let port = free_port();
+        let config = dir.join("nbidle.yaml");
+        std::fs::write(&config, Self::config_yaml(port, dir, notebooks, &opts)).unwrap();
+        let proc = Proc::spawn(
+            "nbidle",
+            Command::new(env!("CARGO_BIN_EXE_nbidle")).arg("serve").arg("--config").arg(&config).env("NBIDLE_LOG", "debug,hyper=info"),
+            &dir.join("nbidle.log"),
+        );
+        let nb = Nbidle {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+            config,
+            http: reqwest::Client::new(),
+        };
+        let http = nb.http.clone();
+        let url = format!("{}/readyz", nb.url);
+        eventually("nbidle ready", Duration::from_secs(20), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        nb
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1/{}", self.url, path)
+    }
+
+    pub async fn notebook(&self, name: &str) -> Value {
+        let r = self.http.get(self.api(&format!("notebooks/local/{name}"))).bearer_auth(API_TOKEN).send().await.unwrap();
+        assert!(r.status().is_success(), "GET notebook {name}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn wait_status(&self, name: &str, status: &str, timeout: Duration) -> Value {
+        eventually(&format!("{name} to be {status}"), timeout, || async {
+            let v = self.notebook(name).await;
+            (v["status"] == status).then_some(v)
+        })
+        .await
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.http.post(self.api(path)).bearer_auth(API_TOKEN).send().await.unwrap()
+    }
+
+    pub async fn webhook(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/webhook/alertmanager", self.url))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample of nbidle's own /metrics, 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nbidle.log")).unwrap_or_default()
+    }
+}
+
+/// An Alertmanager webhook payload (version 4) with the given alerts.
+pub fn payload(alerts: Vec<Value>) -> Value {
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}/{nbidle_action=\"stop\"}:{namespace=\"local\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "nbidle",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": alerts,
+    })
+}
+
+pub fn idle_alert(notebook: &str, starts_at: &str) -> Value {
+    serde_json::json!({
+        "status": "firing",
+        "labels": {"alertname": "NotebookIdle", "namespace": "local", "notebook": notebook, "nbidle_action": "stop", "severity": "info"},
+        "annotations": {"summary": "idle"},
+        "startsAt": starts_at,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://127.0.0.1:9090/graph",
+        "fingerprint": format!("fp-{notebook}"),
+    })
+}
+
+/// RFC 3339 for `secs` seconds from now (negative: in the past).
+pub fn rfc3339_from_now(secs: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
