@@ -39,4 +39,4 @@ if [ ! -f "$stamp" ]; then
 fi
 
 echo "NBIDLE_JUPYTER=$venv/bin/jupyter"
-echo "NBIDLE_JUPYTER_OLD=/usr/bin/jupyter"
+echo "NBIDLE_JUPYTER_OLD=/usr/bin/jupyter-server"

@@ -124,25 +124,51 @@ pub struct NotebookSpec {
     pub autostop: bool,
 }
 
-/// A real Jupyter server (jupyter_server 2.x) as a local notebook.
-pub fn jupyter_notebook(name: &str) -> NotebookSpec {
+/// Which Jupyter server a test notebook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JupyterVersion {
+    /// jupyter_server 2.x from PyPI, in the test venv.
+    Current,
+    /// Debian's jupyter-server 1.23.
+    Old,
+}
+
+/// A real Jupyter server as a local notebook.
+pub fn jupyter_notebook(name: &str, version: JupyterVersion) -> NotebookSpec {
     let port = free_port();
+    let mut command = match version {
+        JupyterVersion::Current => vec![jupyter().display().to_string(), "server".into()],
+        JupyterVersion::Old => vec![tool(&["/usr/bin/jupyter-server"]).display().to_string()],
+    };
+    command.extend([
+        "--allow-root".to_string(),
+        "--no-browser".into(),
+        "--ServerApp.ip=127.0.0.1".into(),
+        format!("--ServerApp.port={port}"),
+        "--ServerApp.port_retries=0".into(),
+        "--ServerApp.authenticate_prometheus=False".into(),
+    ]);
+    command.push(match version {
+        JupyterVersion::Current => format!("--IdentityProvider.token={JUPYTER_TOKEN}"),
+        JupyterVersion::Old => format!("--ServerApp.token={JUPYTER_TOKEN}"),
+    });
     NotebookSpec {
         name: name.into(),
-        command: vec![
-            jupyter().display().to_string(),
-            "server".into(),
-            "--allow-root".into(),
-            "--no-browser".into(),
-            "--ServerApp.ip=127.0.0.1".into(),
-            format!("--ServerApp.port={port}"),
-            "--ServerApp.port_retries=0".into(),
-            format!("--IdentityProvider.token={JUPYTER_TOKEN}"),
-            "--ServerApp.authenticate_prometheus=False".into(),
-        ],
+        command,
         url: format!("http://127.0.0.1:{port}/"),
         autostop: true,
     }
+}
+
+/// Calls a notebook's Jupyter REST API with its token.
+pub async fn jupyter_api(http: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Result<reqwest::Response> {
+    let mut req = http
+        .request(method, format!("{}{}", base, path))
+        .header("Authorization", format!("token {JUPYTER_TOKEN}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await
 }
 
 /// A stand-in notebook process (for webhook semantics, not Jupyter's).
@@ -167,6 +193,7 @@ pub struct NbidleOptions {
     pub idle_after: &'static str,
     pub dry_run: bool,
     pub extra_auth: &'static str,
+    pub stop_on_exit: bool,
 }
 
 impl Default for NbidleOptions {
@@ -175,6 +202,7 @@ impl Default for NbidleOptions {
             idle_after: "20s",
             dry_run: false,
             extra_auth: "",
+            stop_on_exit: true,
         }
     }
 }
@@ -209,13 +237,14 @@ backend:
   kind: local
   local:
     stop_grace_period: 5s
-    stop_on_exit: true
+    stop_on_exit: {stop_on_exit}
     notebooks:
 {nbs}"#,
             data = dir.join("data").display(),
             idle = opts.idle_after,
             dry = opts.dry_run,
             extra_auth = opts.extra_auth,
+            stop_on_exit = opts.stop_on_exit,
         )
     }
 
