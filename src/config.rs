@@ -34,6 +34,8 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     #[serde(default)]
     pub webhook: WebhookConfig,
+    #[serde(default)]
+    pub alertmanager: AlertmanagerConfig,
     pub backend: BackendConfig,
 }
 
@@ -155,6 +157,44 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+/// How the generated Alertmanager route delivers idle alerts to nbidle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// The URL Alertmanager posts to; default: `http://<listen>/webhook/alertmanager`.
+    pub webhook_url: Option<String>,
+    /// Wait this long to batch the first alerts of a group.
+    #[serde(default = "default_group_wait")]
+    pub group_wait: HumanDuration,
+    #[serde(default = "default_group_interval")]
+    pub group_interval: HumanDuration,
+    /// Re-send a still-firing alert this often (a stop missed while nbidle
+    /// was down longer than Alertmanager's retries is caught here).
+    #[serde(default = "default_repeat_interval")]
+    pub repeat_interval: HumanDuration,
+}
+
+fn default_group_wait() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_group_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 60))
+}
+fn default_repeat_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60 * 60))
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            webhook_url: None,
+            group_wait: default_group_wait(),
+            group_interval: default_group_interval(),
+            repeat_interval: default_repeat_interval(),
         }
     }
 }
@@ -450,6 +490,17 @@ impl Config {
             check_url(url).map_err(|m| Error::config("prometheus.url", m))?;
         }
         self.prometheus.labels.validate("prometheus.labels")?;
+        if let Some(url) = &self.alertmanager.webhook_url {
+            check_url(url).map_err(|m| Error::config("alertmanager.webhook_url", m))?;
+        }
+        for (key, d) in [
+            ("alertmanager.group_interval", self.alertmanager.group_interval),
+            ("alertmanager.repeat_interval", self.alertmanager.repeat_interval),
+        ] {
+            if d.0 < Duration::from_secs(1) {
+                return Err(Error::config(key, "must be at least 1s"));
+            }
+        }
         check_label_value(&self.prometheus.notebook_job)
             .map_err(|m| Error::config("prometheus.notebook_job", m))?;
         if self.webhook.max_body_bytes < 1024 {

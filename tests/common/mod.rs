@@ -233,6 +233,10 @@ auth:
   dry_run: {dry}
 prometheus:
   enabled: true
+alertmanager:
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1m
 backend:
   kind: local
   local:
@@ -352,4 +356,112 @@ pub fn idle_alert(notebook: &str, starts_at: &str) -> Value {
 pub fn rfc3339_from_now(secs: i64) -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
     t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// Runs the nbidle binary with arguments and returns its stdout.
+pub fn nbidle_cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nbidle")).args(args).output().unwrap();
+    assert!(out.status.success(), "nbidle {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A real Alertmanager with nbidle's generated config.
+pub struct Alertmanager {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Alertmanager {
+    pub async fn start(dir: &Path, nbidle_config: &Path) -> Alertmanager {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(&cfg, nbidle_cli(&["manifests", "alertmanager", "--config", nbidle_config.to_str().unwrap()])).unwrap();
+        let port = free_port();
+        let bin = tool(&["prometheus-alertmanager", "alertmanager"]);
+        let proc = Proc::spawn(
+            "alertmanager",
+            Command::new(bin)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // No cluster: a single instance on loopback.
+                .arg("--cluster.listen-address="),
+            &dir.join("alertmanager.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{url}/-/ready");
+        let http = reqwest::Client::new();
+        eventually("alertmanager ready", Duration::from_secs(30), || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move { http.get(&ready).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        Alertmanager { proc, url }
+    }
+}
+
+/// A real Prometheus scraping nbidle's notebooks (found through nbidle's
+/// service discovery) and nbidle itself, with nbidle's generated rules.
+pub struct Prometheus {
+    pub proc: Proc,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Prometheus {
+    pub async fn start(dir: &Path, nbidle: &Nbidle, alertmanager: &Alertmanager) -> Prometheus {
+        let cfg_path = nbidle.config.to_str().unwrap();
+        let rules = dir.join("nbidle.rules.yml");
+        std::fs::write(&rules, nbidle_cli(&["rules", "--config", cfg_path])).unwrap();
+        let scrape = nbidle_cli(&["manifests", "prometheus-scrape", "--config", cfg_path]);
+        let scrape: serde_yaml::Value = serde_yaml::from_str(&scrape).unwrap();
+        let mut jobs = scrape["scrape_configs"].as_sequence().unwrap().clone();
+        jobs.push(serde_yaml::from_str(&format!(
+            "{{job_name: nbidle, scrape_interval: 1s, static_configs: [{{targets: ['{}']}}]}}",
+            nbidle.url.trim_start_matches("http://")
+        )).unwrap());
+        let config = serde_json::json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [rules.display().to_string()],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.url.trim_start_matches("http://")]}]}]},
+            "scrape_configs": jobs,
+        });
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, serde_yaml::to_string(&config).unwrap()).unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            "prometheus",
+            Command::new(tool(&["prometheus"]))
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("prom-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // Send an alert again 1s after a failed or lost delivery.
+                .arg("--rules.alert.resend-delay=1s"),
+            &dir.join("prometheus.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let ready = format!("{url}/-/ready");
+        eventually("prometheus ready", Duration::from_secs(30), || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move { http.get(&ready).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        Prometheus { proc, url, http }
+    }
+
+    /// Runs an instant query; Err carries Prometheus's error message.
+    pub async fn query(&self, q: &str) -> Result<Value, String> {
+        let r = self
+            .http
+            .get(reqwest::Url::parse_with_params(&format!("{}/api/v1/query", self.url), &[("query", q)]).unwrap())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        if v["status"] == "success" {
+            Ok(v["data"]["result"].clone())
+        } else {
+            Err(format!("{}: {}", v["errorType"], v["error"]))
+        }
+    }
 }
