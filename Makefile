@@ -1,0 +1,37 @@
+# nbidle — make demo | make test | make bench
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo demo-check test test-deps unit lint bench rules fmt
+
+## demo: the whole loop on this machine; Ctrl-C stops everything
+demo:
+	bash scripts/demo.sh
+
+## demo-check: the demo, non-interactive: waits for the stop, starts again, exits
+demo-check:
+	NBIDLE_DEMO_AUTO=1 bash scripts/demo.sh
+
+## test-deps: install Prometheus, Alertmanager, Jupyter when missing (cached)
+test-deps:
+	bash scripts/test-deps.sh >/dev/null
+
+## test: unit tests, promtool/amtool checks, integration and end-to-end tests
+test: test-deps
+	$(CARGO) test --all-targets -- --test-threads=2
+
+## lint: formatting and clippy, as CI runs them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## rules: regenerate the checked-in rules and Alertmanager config
+rules:
+	$(CARGO) run --quiet -- rules --out rules
+	$(CARGO) run --quiet -- rules --format prometheus-rule --out rules
+	$(CARGO) run --quiet -- manifests alertmanager --config demo/nbidle.yaml > alertmanager/alertmanager.yml
+
+## bench: webhook throughput, latency and memory (see docs/benchmarks.md)
+bench:
+	$(CARGO) build --release --bin nbidle --bench webhook
+	$(CARGO) bench --bench webhook
