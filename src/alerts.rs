@@ -56,7 +56,10 @@ pub struct Alert {
 
 impl Alert {
     pub fn alertname(&self) -> &str {
-        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+        self.labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     /// The notebook the alert names, from its `namespace` and `notebook` labels.
@@ -77,26 +80,33 @@ struct VersionOnly {
 pub fn parse(body: &[u8]) -> Result<WebhookPayload> {
     // The version decides how to read the rest, so check it first: an
     // unknown version gets "unsupported version", not a confusing field error.
-    let v: VersionOnly = serde_json::from_slice(body).map_err(|e| Error::invalid("body", format!("not a JSON object: {e}")))?;
+    let v: VersionOnly = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid("body", format!("not a JSON object: {e}")))?;
     match v.version {
         Some(serde_json::Value::String(s)) if s == SUPPORTED_VERSION => {}
-        Some(other) => {
-            return Err(Error::invalid(
-                "version",
-                format!("unsupported payload version {other}; nbidle understands \"{SUPPORTED_VERSION}\""),
-            ))
-        }
+        Some(other) => return Err(Error::invalid(
+            "version",
+            format!(
+                "unsupported payload version {other}; nbidle understands \"{SUPPORTED_VERSION}\""
+            ),
+        )),
         None => return Err(Error::invalid("version", "missing")),
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let payload: WebhookPayload = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        Error::invalid(if path == "." { "body".into() } else { path }, e.into_inner().to_string())
+        Error::invalid(
+            if path == "." { "body".into() } else { path },
+            e.into_inner().to_string(),
+        )
     })?;
     for (i, a) in payload.alerts.iter().enumerate() {
         for key in ["namespace", "notebook"] {
             if a.labels.get(key).is_some_and(|v| v.is_empty()) {
-                return Err(Error::invalid(format!("alerts[{i}].labels.{key}"), "is empty"));
+                return Err(Error::invalid(
+                    format!("alerts[{i}].labels.{key}"),
+                    "is empty",
+                ));
             }
         }
     }
@@ -139,12 +149,30 @@ mod tests {
 
     #[test]
     fn rejects_with_the_field_named() {
-        assert_eq!(field(&SAMPLE.replace("\"version\": \"4\"", "\"version\": \"3\"")), "version");
+        assert_eq!(
+            field(&SAMPLE.replace("\"version\": \"4\"", "\"version\": \"3\"")),
+            "version"
+        );
         assert_eq!(field(&SAMPLE.replace("\"version\": \"4\",", "")), "version");
-        assert_eq!(field(&SAMPLE.replace("2026-11-28T10:00:00.123456789Z", "yesterday")), "alerts[0].startsAt");
-        assert_eq!(field(&SAMPLE.replace("\"status\": \"firing\",\n        \"labels\"", "\"status\": \"burning\",\n        \"labels\"")), "alerts[0].status");
-        assert_eq!(field(&SAMPLE.replace("\"notebook\": \"demo\"", "\"notebook\": \"\"")), "alerts[0].labels.notebook");
-        assert_eq!(field(&SAMPLE.replace("\"notebook\": \"demo\"", "\"notebook\": 7")), "alerts[0].labels.notebook");
+        assert_eq!(
+            field(&SAMPLE.replace("2026-11-28T10:00:00.123456789Z", "yesterday")),
+            "alerts[0].startsAt"
+        );
+        assert_eq!(
+            field(&SAMPLE.replace(
+                "\"status\": \"firing\",\n        \"labels\"",
+                "\"status\": \"burning\",\n        \"labels\""
+            )),
+            "alerts[0].status"
+        );
+        assert_eq!(
+            field(&SAMPLE.replace("\"notebook\": \"demo\"", "\"notebook\": \"\"")),
+            "alerts[0].labels.notebook"
+        );
+        assert_eq!(
+            field(&SAMPLE.replace("\"notebook\": \"demo\"", "\"notebook\": 7")),
+            "alerts[0].labels.notebook"
+        );
         assert_eq!(field("[1,2]"), "body");
         assert_eq!(field("{\"version\":\"4\",\"status\":\"firing\"}"), "body");
     }

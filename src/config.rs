@@ -373,14 +373,22 @@ fn is_name_char(c: char) -> bool {
 fn check_label_key(key: &str) -> std::result::Result<(), String> {
     let name = match key.rsplit_once('/') {
         Some((prefix, name)) => {
-            if prefix.is_empty() || prefix.len() > 253 || !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-                return Err(format!("label key prefix {prefix:?} is not a DNS subdomain"));
+            if prefix.is_empty()
+                || prefix.len() > 253
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            {
+                return Err(format!(
+                    "label key prefix {prefix:?} is not a DNS subdomain"
+                ));
             }
             name
         }
         None => key,
     };
-    check_label_value(name).map_err(|_| format!("label key {key:?} is not a valid Kubernetes label name"))?;
+    check_label_value(name)
+        .map_err(|_| format!("label key {key:?} is not a valid Kubernetes label name"))?;
     if name.is_empty() {
         return Err("label key is empty".into());
     }
@@ -404,7 +412,9 @@ fn check_label_value(v: &str) -> std::result::Result<(), String> {
 pub fn check_notebook_name(name: &str) -> std::result::Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -438,7 +448,11 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "(document)".to_string() } else { path };
+            let field = if path == "." {
+                "(document)".to_string()
+            } else {
+                path
+            };
             Error::config(field, e.into_inner().to_string())
         })?;
         cfg.resolve_paths(base);
@@ -459,7 +473,12 @@ impl Config {
         if let Some(p) = self.auth.api_tokens_file.as_mut() {
             abs(p)
         }
-        if let Some(p) = self.auth.webhook_basic_auth.as_mut().and_then(|b| b.password_file.as_mut()) {
+        if let Some(p) = self
+            .auth
+            .webhook_basic_auth
+            .as_mut()
+            .and_then(|b| b.password_file.as_mut())
+        {
             abs(p)
         }
         if let Some(local) = self.backend.local.as_mut() {
@@ -470,20 +489,26 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|e| Error::config("listen", format!("{:?} is not host:port: {e}", self.listen)))?;
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            Error::config("listen", format!("{:?} is not host:port: {e}", self.listen))
+        })?;
         let a = &self.autostop;
         if a.idle_after.0 < Duration::from_secs(1) {
             return Err(Error::config("autostop.idle_after", "must be at least 1s"));
         }
         if a.evaluation_interval.0 < Duration::from_secs(1) {
-            return Err(Error::config("autostop.evaluation_interval", "must be at least 1s"));
+            return Err(Error::config(
+                "autostop.evaluation_interval",
+                "must be at least 1s",
+            ));
         }
         if a.evaluation_interval.0 > a.idle_after.0 {
             return Err(Error::config(
                 "autostop.evaluation_interval",
-                format!("{} is longer than autostop.idle_after ({})", a.evaluation_interval, a.idle_after),
+                format!(
+                    "{} is longer than autostop.idle_after ({})",
+                    a.evaluation_interval, a.idle_after
+                ),
             ));
         }
         if let Some(url) = &self.prometheus.url {
@@ -494,8 +519,14 @@ impl Config {
             check_url(url).map_err(|m| Error::config("alertmanager.webhook_url", m))?;
         }
         for (key, d) in [
-            ("alertmanager.group_interval", self.alertmanager.group_interval),
-            ("alertmanager.repeat_interval", self.alertmanager.repeat_interval),
+            (
+                "alertmanager.group_interval",
+                self.alertmanager.group_interval,
+            ),
+            (
+                "alertmanager.repeat_interval",
+                self.alertmanager.repeat_interval,
+            ),
         ] {
             if d.0 < Duration::from_secs(1) {
                 return Err(Error::config(key, "must be at least 1s"));
@@ -504,11 +535,17 @@ impl Config {
         check_label_value(&self.prometheus.notebook_job)
             .map_err(|m| Error::config("prometheus.notebook_job", m))?;
         if self.webhook.max_body_bytes < 1024 {
-            return Err(Error::config("webhook.max_body_bytes", "must be at least 1024"));
+            return Err(Error::config(
+                "webhook.max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         let auth = &self.auth;
         if auth.webhook_token.is_some() && auth.webhook_token_file.is_some() {
-            return Err(Error::config("auth.webhook_token_file", "set webhook_token or webhook_token_file, not both"));
+            return Err(Error::config(
+                "auth.webhook_token_file",
+                "set webhook_token or webhook_token_file, not both",
+            ));
         }
         if let Some(t) = &auth.webhook_token {
             if t.trim().is_empty() {
@@ -517,30 +554,40 @@ impl Config {
         }
         if let Some(b) = &auth.webhook_basic_auth {
             if b.username.is_empty() {
-                return Err(Error::config("auth.webhook_basic_auth.username", "must not be empty"));
+                return Err(Error::config(
+                    "auth.webhook_basic_auth.username",
+                    "must not be empty",
+                ));
             }
             if b.password.is_some() == b.password_file.is_some() {
-                return Err(Error::config("auth.webhook_basic_auth.password", "set exactly one of password, password_file"));
+                return Err(Error::config(
+                    "auth.webhook_basic_auth.password",
+                    "set exactly one of password, password_file",
+                ));
             }
         }
         for (i, t) in auth.api_tokens.iter().enumerate() {
             if t.trim().is_empty() {
-                return Err(Error::config(format!("auth.api_tokens[{i}]"), "must not be empty"));
+                return Err(Error::config(
+                    format!("auth.api_tokens[{i}]"),
+                    "must not be empty",
+                ));
             }
         }
         match self.backend.kind {
             BackendKind::Local => {
-                let local = self
-                    .backend
-                    .local
-                    .as_ref()
-                    .ok_or_else(|| Error::config("backend.local", "required when backend.kind is local"))?;
+                let local = self.backend.local.as_ref().ok_or_else(|| {
+                    Error::config("backend.local", "required when backend.kind is local")
+                })?;
                 let mut seen = HashSet::new();
                 for (i, nb) in local.notebooks.iter().enumerate() {
                     let f = |k: &str| format!("backend.local.notebooks[{i}].{k}");
                     check_notebook_name(&nb.name).map_err(|m| Error::config(f("name"), m))?;
                     if !seen.insert(nb.name.as_str()) {
-                        return Err(Error::config(f("name"), format!("duplicate notebook name {:?}", nb.name)));
+                        return Err(Error::config(
+                            f("name"),
+                            format!("duplicate notebook name {:?}", nb.name),
+                        ));
                     }
                     if nb.command.is_empty() || nb.command[0].is_empty() {
                         return Err(Error::config(f("command"), "must name a program"));
@@ -590,7 +637,10 @@ impl Config {
             );
         }
         if webhook_token.as_deref().is_some_and(str::is_empty) {
-            return Err(Error::config("auth.webhook_token_file", "the file is empty"));
+            return Err(Error::config(
+                "auth.webhook_token_file",
+                "the file is empty",
+            ));
         }
         if webhook_token.is_none() && webhook_basic.is_none() {
             return Err(Error::config(
@@ -599,7 +649,10 @@ impl Config {
             ));
         }
         if api_tokens.is_empty() {
-            return Err(Error::config("auth.api_tokens", "the REST API needs at least one token"));
+            return Err(Error::config(
+                "auth.api_tokens",
+                "the REST API needs at least one token",
+            ));
         }
         Ok(Secrets {
             webhook_token,
@@ -666,8 +719,14 @@ backend:
 
     #[test]
     fn durations_accept_humantime_and_bare_minutes() {
-        assert_eq!(HumanDuration::parse("45").unwrap().0, Duration::from_secs(2700));
-        assert_eq!(HumanDuration::parse("1h 30m").unwrap().0, Duration::from_secs(5400));
+        assert_eq!(
+            HumanDuration::parse("45").unwrap().0,
+            Duration::from_secs(2700)
+        );
+        assert_eq!(
+            HumanDuration::parse("1h 30m").unwrap().0,
+            Duration::from_secs(5400)
+        );
         assert_eq!(HumanDuration::parse("90s").unwrap().prometheus(), "1m30s");
         assert!(HumanDuration::parse("soon").is_err());
         let c = parse(&MINIMAL.replace("auth:", "autostop:\n  idle_after: 10\nauth:")).unwrap();
@@ -717,7 +776,10 @@ backend:
 
     #[test]
     fn bad_url_and_listen_name_their_keys() {
-        assert_eq!(err_field(&MINIMAL.replace("http://127.0.0.1:8888/", "127.0.0.1:8888")), "backend.local.notebooks[0].url");
+        assert_eq!(
+            err_field(&MINIMAL.replace("http://127.0.0.1:8888/", "127.0.0.1:8888")),
+            "backend.local.notebooks[0].url"
+        );
         assert_eq!(err_field(&format!("listen: nowhere\n{MINIMAL}")), "listen");
         let y = MINIMAL.replace("auth:", "prometheus:\n  url: \"ftp://x\"\nauth:");
         assert_eq!(err_field(&y), "prometheus.url");
@@ -734,7 +796,10 @@ backend:
 
     #[test]
     fn evaluation_interval_longer_than_idle_after_is_rejected() {
-        let y = MINIMAL.replace("auth:", "autostop:\n  idle_after: 1m\n  evaluation_interval: 2m\nauth:");
+        let y = MINIMAL.replace(
+            "auth:",
+            "autostop:\n  idle_after: 1m\n  evaluation_interval: 2m\nauth:",
+        );
         assert_eq!(err_field(&y), "autostop.evaluation_interval");
     }
 }

@@ -72,9 +72,17 @@ pub struct AlertResult {
 }
 
 /// Decides and acts on every alert of a payload.
-pub async fn handle(payload: &WebhookPayload, backend: &dyn Backend, policy: Policy, metrics: &Metrics) -> Vec<AlertResult> {
+pub async fn handle(
+    payload: &WebhookPayload,
+    backend: &dyn Backend,
+    policy: Policy,
+    metrics: &Metrics,
+) -> Vec<AlertResult> {
     for a in &payload.alerts {
-        metrics.alerts_received.with_label_values(&[a.status.as_str()]).inc();
+        metrics
+            .alerts_received
+            .with_label_values(&[a.status.as_str()])
+            .inc();
     }
     // Indices, not `&Alert` items: a closure taking a borrowed item makes
     // the future's Send-ness depend on a higher-ranked lifetime that rustc
@@ -93,19 +101,39 @@ pub async fn handle(payload: &WebhookPayload, backend: &dyn Backend, policy: Pol
         .collect()
         .await;
     for r in &results {
-        metrics.alert_decisions.with_label_values(&[r.decision.label()]).inc();
-        let nb = r.notebook.as_ref().map(ToString::to_string).unwrap_or_default();
+        metrics
+            .alert_decisions
+            .with_label_values(&[r.decision.label()])
+            .inc();
+        let nb = r
+            .notebook
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         match &r.decision {
-            Decision::Failed(e) => tracing::error!(alert = %r.alertname, notebook = %nb, error = %e, "stop failed"),
-            Decision::UnknownNotebook => tracing::warn!(alert = %r.alertname, notebook = %nb, "alert names a notebook the backend does not know"),
-            Decision::DryRun => tracing::info!(alert = %r.alertname, notebook = %nb, "dry run: would stop"),
-            d => tracing::debug!(alert = %r.alertname, notebook = %nb, decision = d.label(), "alert handled"),
+            Decision::Failed(e) => {
+                tracing::error!(alert = %r.alertname, notebook = %nb, error = %e, "stop failed")
+            }
+            Decision::UnknownNotebook => {
+                tracing::warn!(alert = %r.alertname, notebook = %nb, "alert names a notebook the backend does not know")
+            }
+            Decision::DryRun => {
+                tracing::info!(alert = %r.alertname, notebook = %nb, "dry run: would stop")
+            }
+            d => {
+                tracing::debug!(alert = %r.alertname, notebook = %nb, decision = d.label(), "alert handled")
+            }
         }
     }
     results
 }
 
-async fn decide_one(alert: &Alert, backend: &dyn Backend, policy: Policy, metrics: &Metrics) -> Decision {
+async fn decide_one(
+    alert: &Alert,
+    backend: &dyn Backend,
+    policy: Policy,
+    metrics: &Metrics,
+) -> Decision {
     if alert.status == AlertStatus::Resolved {
         return Decision::Resolved;
     }
@@ -147,14 +175,20 @@ async fn decide_one(alert: &Alert, backend: &dyn Backend, policy: Policy, metric
     };
     match backend.stop(&id, req).await {
         Ok(StopOutcome::Stopped(_)) => {
-            metrics.stops.with_label_values(&["idle-alert", "success"]).inc();
+            metrics
+                .stops
+                .with_label_values(&["idle-alert", "success"])
+                .inc();
             Decision::Stopped
         }
         Ok(StopOutcome::AlreadyStopped(_)) => Decision::AlreadyStopped,
         Ok(StopOutcome::StartedSince(_)) => Decision::Stale,
         Err(Error::NotFound(_)) => Decision::UnknownNotebook,
         Err(e) => {
-            metrics.stops.with_label_values(&["idle-alert", "error"]).inc();
+            metrics
+                .stops
+                .with_label_values(&["idle-alert", "error"])
+                .inc();
             metrics.error("backend");
             Decision::Failed(e.to_string())
         }

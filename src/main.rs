@@ -9,7 +9,11 @@ use nbidle::manifests::{self, Manifest};
 use nbidle::rules::{self, Format};
 
 #[derive(Parser)]
-#[command(name = "nbidle", version, about = "Stops idle Jupyter notebooks on Prometheus alerts; starts them again on request.")]
+#[command(
+    name = "nbidle",
+    version,
+    about = "Stops idle Jupyter notebooks on Prometheus alerts; starts them again on request."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,14 +57,18 @@ enum Command {
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Config::load(p).with_context(|| format!("invalid config {}", p.display())),
-        None => Ok(Config::from_yaml("backend: {kind: local, local: {}}", Path::new("."))?),
+        None => Ok(Config::from_yaml(
+            "backend: {kind: local, local: {}}",
+            Path::new("."),
+        )?),
     }
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NBIDLE_LOG").unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("NBIDLE_LOG")
+                .unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -75,7 +83,12 @@ fn main() -> anyhow::Result<()> {
             cfg.secrets().context("invalid config")?;
             println!("{}: ok", config.display());
         }
-        Command::Rules { config, format, out, explain } => {
+        Command::Rules {
+            config,
+            format,
+            out,
+            explain,
+        } => {
             let cfg = load(config.as_deref())?;
             if explain {
                 print!("{}", rules::explain(&cfg)?);

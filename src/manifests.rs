@@ -36,7 +36,10 @@ fn list(items: Vec<Value>) -> Value {
 /// Where Prometheus and Alertmanager reach nbidle: its listen address,
 /// with an unspecified host replaced by loopback.
 pub fn nbidle_base_url(cfg: &Config) -> String {
-    let listen = cfg.listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+    let listen = cfg
+        .listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
     format!("http://{listen}")
 }
 
@@ -45,12 +48,18 @@ fn scrape_config(cfg: &Config) -> Value {
         "scrape_configs",
         list(vec![map(vec![
             ("job_name", s(&cfg.prometheus.notebook_job)),
-            ("scrape_interval", s(&cfg.autostop.evaluation_interval.prometheus())),
+            (
+                "scrape_interval",
+                s(&cfg.autostop.evaluation_interval.prometheus()),
+            ),
             (
                 "http_sd_configs",
                 list(vec![map(vec![
                     ("url", s(&format!("{}/sd/notebooks", nbidle_base_url(cfg)))),
-                    ("refresh_interval", s(&cfg.autostop.evaluation_interval.prometheus())),
+                    (
+                        "refresh_interval",
+                        s(&cfg.autostop.evaluation_interval.prometheus()),
+                    ),
                 ])]),
             ),
         ])]),
@@ -64,9 +73,18 @@ fn http_config(cfg: &Config) -> Value {
     let a = &cfg.auth;
     let mut pairs = vec![];
     if let Some(file) = &a.webhook_token_file {
-        pairs.push(("authorization", map(vec![("type", s("Bearer")), ("credentials_file", s(&file.display().to_string()))])));
+        pairs.push((
+            "authorization",
+            map(vec![
+                ("type", s("Bearer")),
+                ("credentials_file", s(&file.display().to_string())),
+            ]),
+        ));
     } else if let Some(token) = &a.webhook_token {
-        pairs.push(("authorization", map(vec![("type", s("Bearer")), ("credentials", s(token))])));
+        pairs.push((
+            "authorization",
+            map(vec![("type", s("Bearer")), ("credentials", s(token))]),
+        ));
     } else if let Some(b) = &a.webhook_basic_auth {
         let mut basic = vec![("username", s(&b.username))];
         match (&b.password, &b.password_file) {
@@ -96,7 +114,10 @@ fn alertmanager_config(cfg: &Config) -> Value {
                     "routes",
                     list(vec![map(vec![
                         ("receiver", s("nbidle")),
-                        ("matchers", list(vec![s(&format!("{ACTION_LABEL}=\"{ACTION_STOP}\""))])),
+                        (
+                            "matchers",
+                            list(vec![s(&format!("{ACTION_LABEL}=\"{ACTION_STOP}\""))]),
+                        ),
                         // One notification per notebook: a failed stop is
                         // retried alone, without re-sending its neighbours.
                         ("group_by", list(vec![s("namespace"), s("notebook")])),

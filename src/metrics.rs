@@ -1,7 +1,9 @@
 //! nbidle's own metrics, in one struct that registers itself. Every label
 //! has a small fixed set of values; notebook names never become labels here.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::notebook::{NotebookState, Status};
 
@@ -27,29 +29,60 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-            registry.register(Box::new(c.clone())).expect("metric registered once");
+            let c =
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
             c
         };
-        let alerts_received = counter("nbidle_alerts_received_total", "Alerts received on the webhook, by alert status.", &["status"]);
+        let alerts_received = counter(
+            "nbidle_alerts_received_total",
+            "Alerts received on the webhook, by alert status.",
+            &["status"],
+        );
         let alert_decisions = counter(
             "nbidle_alert_decisions_total",
             "What nbidle decided for each firing alert.",
             &["decision"],
         );
-        let stops = counter("nbidle_stops_total", "Notebook stops issued, by trigger and result.", &["trigger", "result"]);
-        let starts = counter("nbidle_starts_total", "Notebook starts issued, by trigger and result.", &["trigger", "result"]);
+        let stops = counter(
+            "nbidle_stops_total",
+            "Notebook stops issued, by trigger and result.",
+            &["trigger", "result"],
+        );
+        let starts = counter(
+            "nbidle_starts_total",
+            "Notebook starts issued, by trigger and result.",
+            &["trigger", "result"],
+        );
         let errors = counter("nbidle_errors_total", "Errors, by kind.", &["kind"]);
         let webhook_duration = HistogramVec::new(
-            HistogramOpts::new("nbidle_webhook_duration_seconds", "Time to handle one webhook request.")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "nbidle_webhook_duration_seconds",
+                "Time to handle one webhook request.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["code"],
         )
         .expect("valid metric definition");
-        registry.register(Box::new(webhook_duration.clone())).expect("metric registered once");
-        let notebooks = IntGaugeVec::new(Opts::new("nbidle_notebooks", "Notebooks known to the backend, by status."), &["status"])
-            .expect("valid metric definition");
-        registry.register(Box::new(notebooks.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(webhook_duration.clone()))
+            .expect("metric registered once");
+        let notebooks = IntGaugeVec::new(
+            Opts::new(
+                "nbidle_notebooks",
+                "Notebooks known to the backend, by status.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(notebooks.clone()))
+            .expect("metric registered once");
         // Pre-create the series so dashboards show zeros, not gaps.
         for s in ["firing", "resolved"] {
             alerts_received.with_label_values(&[s]);
@@ -77,7 +110,9 @@ impl Metrics {
     pub fn set_notebooks(&self, states: &[NotebookState]) {
         for s in Status::ALL {
             let n = states.iter().filter(|n| n.status == s).count();
-            self.notebooks.with_label_values(&[s.as_str()]).set(n as i64);
+            self.notebooks
+                .with_label_values(&[s.as_str()])
+                .set(n as i64);
         }
     }
 

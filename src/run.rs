@@ -23,7 +23,11 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let backend: Arc<dyn Backend> = match cfg.backend.kind {
         BackendKind::Local => {
             // validate() guarantees the section exists for kind: local.
-            let local = cfg.backend.local.as_ref().ok_or_else(|| Error::config("backend.local", "missing"))?;
+            let local = cfg
+                .backend
+                .local
+                .as_ref()
+                .ok_or_else(|| Error::config("backend.local", "missing"))?;
             LocalBackend::new(local, &cfg.data_dir).await?
         }
     };

@@ -30,7 +30,14 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
 async fn webhook_auth_is_required() {
     let dir = tempfile::tempdir().unwrap();
     let basic = "  webhook_basic_auth: {username: alertmanager, password: pw}\n";
-    let nb = stack(dir.path(), NbidleOptions { extra_auth: basic, ..Default::default() }).await;
+    let nb = stack(
+        dir.path(),
+        NbidleOptions {
+            extra_auth: basic,
+            ..Default::default()
+        },
+    )
+    .await;
     let url = format!("{}/webhook/alertmanager", nb.url);
     let body = payload(vec![idle_alert("a", &rfc3339_from_now(60))]);
 
@@ -38,19 +45,59 @@ async fn webhook_auth_is_required() {
     let (code, v) = json_of(none).await;
     assert_eq!(code, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
-    let wrong = nb.http.post(&url).bearer_auth("nope").json(&body).send().await.unwrap();
+    let wrong = nb
+        .http
+        .post(&url)
+        .bearer_auth("nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let api_token = nb.http.post(&url).bearer_auth(API_TOKEN).json(&body).send().await.unwrap();
-    assert_eq!(api_token.status(), 401, "an API token is not a webhook credential");
-    let bad_basic = nb.http.post(&url).basic_auth("alertmanager", Some("wrong")).json(&body).send().await.unwrap();
+    let api_token = nb
+        .http
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api_token.status(),
+        401,
+        "an API token is not a webhook credential"
+    );
+    let bad_basic = nb
+        .http
+        .post(&url)
+        .basic_auth("alertmanager", Some("wrong"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_basic.status(), 401);
-    assert_eq!(nb.notebook("a").await["status"], "starting", "nothing stopped by unauthenticated calls");
+    assert_eq!(
+        nb.notebook("a").await["status"],
+        "starting",
+        "nothing stopped by unauthenticated calls"
+    );
 
-    let ok = nb.http.post(&url).basic_auth("alertmanager", Some("pw")).json(&body).send().await.unwrap();
+    let ok = nb
+        .http
+        .post(&url)
+        .basic_auth("alertmanager", Some("pw"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (code, v) = json_of(ok).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["stopped"], 1);
-    assert_eq!(nb.metric("nbidle_errors_total{kind=\"webhook_auth\"}").await, 4.0);
+    assert_eq!(
+        nb.metric("nbidle_errors_total{kind=\"webhook_auth\"}")
+            .await,
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -73,10 +120,16 @@ async fn bad_payloads_get_400_naming_the_field_and_stop_nothing() {
         ("{not json".into(), "body"),
         (v3.to_string(), "version"),
         // One bad alert after a good one: the good one must not be acted on either.
-        (payload(vec![good.clone(), bad_time]).to_string(), "alerts[1].startsAt"),
+        (
+            payload(vec![good.clone(), bad_time]).to_string(),
+            "alerts[1].startsAt",
+        ),
         (payload(vec![no_labels]).to_string(), "alerts[0]"),
         (payload(vec![bad_status]).to_string(), "alerts[0].status"),
-        (json!({"version": "4", "status": "firing"}).to_string(), "alerts"),
+        (
+            json!({"version": "4", "status": "firing"}).to_string(),
+            "alerts",
+        ),
     ];
     for (body, field) in cases {
         let r = nb
@@ -102,10 +155,22 @@ async fn bad_payloads_get_400_naming_the_field_and_stop_nothing() {
     assert!(body.contains("payload_too_large"), "{body}");
 
     for n in ["a", "b", "c"] {
-        assert_eq!(nb.notebook(n).await["status"], "starting", "{n} must not be stopped");
+        assert_eq!(
+            nb.notebook(n).await["status"],
+            "starting",
+            "{n} must not be stopped"
+        );
     }
-    assert_eq!(nb.metric("nbidle_stops_total{result=\"success\",trigger=\"idle-alert\"}").await, 0.0);
-    assert_eq!(nb.metric("nbidle_errors_total{kind=\"webhook_payload\"}").await, 6.0);
+    assert_eq!(
+        nb.metric("nbidle_stops_total{result=\"success\",trigger=\"idle-alert\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        nb.metric("nbidle_errors_total{kind=\"webhook_payload\"}")
+            .await,
+        6.0
+    );
 }
 
 #[tokio::test]
@@ -116,21 +181,57 @@ async fn decisions_resolved_unknown_foreign_optout_and_stop() {
     let mut resolved = idle_alert("b", &later);
     resolved["status"] = json!("resolved");
     let mut foreign = idle_alert("c", &later);
-    foreign["labels"].as_object_mut().unwrap().remove("nbidle_action");
-    let body = payload(vec![idle_alert("a", &later), resolved, foreign, idle_alert("ghost", &later), idle_alert("keep", &later)]);
+    foreign["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("nbidle_action");
+    let body = payload(vec![
+        idle_alert("a", &later),
+        resolved,
+        foreign,
+        idle_alert("ghost", &later),
+        idle_alert("keep", &later),
+    ]);
     let (code, v) = json_of(nb.webhook(&body).await).await;
     assert_eq!(code, 200, "{v}");
-    let decisions: Vec<&str> = v["alerts"].as_array().unwrap().iter().map(|a| a["decision"].as_str().unwrap()).collect();
-    assert_eq!(decisions, ["stopped", "resolved", "not_for_nbidle", "unknown_notebook", "opted_out"]);
+    let decisions: Vec<&str> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            "stopped",
+            "resolved",
+            "not_for_nbidle",
+            "unknown_notebook",
+            "opted_out"
+        ]
+    );
 
-    let a = nb.wait_status("a", "stopped", Duration::from_secs(10)).await;
+    let a = nb
+        .wait_status("a", "stopped", Duration::from_secs(10))
+        .await;
     assert_eq!(a["stopped_by"]["trigger"], "idle-alert");
     assert_eq!(a["stopped_by"]["alertname"], "NotebookIdle");
     for n in ["b", "c", "keep"] {
-        assert_eq!(nb.notebook(n).await["status"], "starting", "{n} must keep running");
+        assert_eq!(
+            nb.notebook(n).await["status"],
+            "starting",
+            "{n} must keep running"
+        );
     }
-    assert_eq!(nb.metric("nbidle_alert_decisions_total{decision=\"unknown_notebook\"}").await, 1.0);
-    assert!(nb.log().contains("does not know"), "unknown notebook is logged");
+    assert_eq!(
+        nb.metric("nbidle_alert_decisions_total{decision=\"unknown_notebook\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        nb.log().contains("does not know"),
+        "unknown notebook is logged"
+    );
 }
 
 #[tokio::test]
@@ -148,11 +249,16 @@ async fn duplicate_deliveries_stop_once() {
         stopped += v["stopped"].as_u64().unwrap();
     }
     assert_eq!(stopped, 1, "exactly one delivery stops the notebook");
-    nb.wait_status("a", "stopped", Duration::from_secs(10)).await;
+    nb.wait_status("a", "stopped", Duration::from_secs(10))
+        .await;
     // And once more after it is down.
     let (_, v) = json_of(nb.webhook(&body).await).await;
     assert_eq!(v["alerts"][0]["decision"], "already_stopped");
-    assert_eq!(nb.metric("nbidle_stops_total{result=\"success\",trigger=\"idle-alert\"}").await, 1.0);
+    assert_eq!(
+        nb.metric("nbidle_stops_total{result=\"success\",trigger=\"idle-alert\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -162,26 +268,50 @@ async fn an_alert_older_than_the_last_start_is_ignored() {
     // The alert began before the notebook was (re)started by hand.
     let before_start = rfc3339_from_now(-120);
     assert_eq!(nb.post("notebooks/local/a/stop").await.status(), 200);
-    nb.wait_status("a", "stopped", Duration::from_secs(10)).await;
+    nb.wait_status("a", "stopped", Duration::from_secs(10))
+        .await;
     assert_eq!(nb.post("notebooks/local/a/start").await.status(), 200);
-    let (code, v) = json_of(nb.webhook(&payload(vec![idle_alert("a", &before_start)])).await).await;
+    let (code, v) = json_of(
+        nb.webhook(&payload(vec![idle_alert("a", &before_start)]))
+            .await,
+    )
+    .await;
     assert_eq!(code, 200);
     assert_eq!(v["alerts"][0]["decision"], "stale");
     assert_eq!(nb.notebook("a").await["status"], "starting");
     // An alert that began after the start does stop it.
-    let (_, v) = json_of(nb.webhook(&payload(vec![idle_alert("a", &rfc3339_from_now(1))])).await).await;
+    let (_, v) = json_of(
+        nb.webhook(&payload(vec![idle_alert("a", &rfc3339_from_now(1))]))
+            .await,
+    )
+    .await;
     assert_eq!(v["alerts"][0]["decision"], "stopped");
 }
 
 #[tokio::test]
 async fn dry_run_stops_nothing_and_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let nb = stack(dir.path(), NbidleOptions { dry_run: true, ..Default::default() }).await;
-    let (code, v) = json_of(nb.webhook(&payload(vec![idle_alert("a", &rfc3339_from_now(60))])).await).await;
+    let nb = stack(
+        dir.path(),
+        NbidleOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (code, v) = json_of(
+        nb.webhook(&payload(vec![idle_alert("a", &rfc3339_from_now(60))]))
+            .await,
+    )
+    .await;
     assert_eq!(code, 200);
     assert_eq!(v["alerts"][0]["decision"], "dry_run");
     assert_eq!(nb.notebook("a").await["status"], "starting");
-    assert_eq!(nb.metric("nbidle_alert_decisions_total{decision=\"dry_run\"}").await, 1.0);
+    assert_eq!(
+        nb.metric("nbidle_alert_decisions_total{decision=\"dry_run\"}")
+            .await,
+        1.0
+    );
     assert!(nb.log().contains("dry run: would stop"));
 }
 
@@ -192,20 +322,35 @@ async fn a_failed_stop_is_5xx_and_the_retry_stops_once() {
     // Make persisting the stop fail: a directory where the temp file goes.
     let blocker = dir.path().join("data/notebooks/a.json.tmp");
     std::fs::create_dir_all(&blocker).unwrap();
-    let body = payload(vec![idle_alert("a", &rfc3339_from_now(60)), idle_alert("b", &rfc3339_from_now(60))]);
+    let body = payload(vec![
+        idle_alert("a", &rfc3339_from_now(60)),
+        idle_alert("b", &rfc3339_from_now(60)),
+    ]);
     let (code, v) = json_of(nb.webhook(&body).await).await;
     assert_eq!(code, 500, "Alertmanager retries 5xx: {v}");
     assert_eq!(v["alerts"][0]["decision"], "failed");
     assert_eq!(v["alerts"][1]["decision"], "stopped");
-    assert_eq!(nb.notebook("a").await["status"], "starting", "a failed stop changes nothing");
+    assert_eq!(
+        nb.notebook("a").await["status"],
+        "starting",
+        "a failed stop changes nothing"
+    );
 
     std::fs::remove_dir(&blocker).unwrap();
     let (code, v) = json_of(nb.webhook(&body).await).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["alerts"][0]["decision"], "stopped");
     assert_eq!(v["alerts"][1]["decision"], "already_stopped");
-    assert_eq!(nb.metric("nbidle_stops_total{result=\"success\",trigger=\"idle-alert\"}").await, 2.0);
-    assert_eq!(nb.metric("nbidle_stops_total{result=\"error\",trigger=\"idle-alert\"}").await, 1.0);
+    assert_eq!(
+        nb.metric("nbidle_stops_total{result=\"success\",trigger=\"idle-alert\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        nb.metric("nbidle_stops_total{result=\"error\",trigger=\"idle-alert\"}")
+            .await,
+        1.0
+    );
 }
 
 /// Sends request headers announcing `len` body bytes and reads the answer
@@ -219,7 +364,10 @@ async fn raw_post_headers_only(base: &str, len: usize) -> (u16, String) {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
     let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     (code, text)

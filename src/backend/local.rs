@@ -109,7 +109,10 @@ impl LocalBackend {
             let state_file = state_dir.join(format!("{}.json", spec.name));
             let p = match tokio::fs::read(&state_file).await {
                 Ok(bytes) => serde_json::from_slice::<Persisted>(&bytes).map_err(|e| {
-                    Error::Backend(format!("state file {} is corrupt ({e}); fix or remove it", state_file.display()))
+                    Error::Backend(format!(
+                        "state file {} is corrupt ({e}); fix or remove it",
+                        state_file.display()
+                    ))
                 })?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
                 Err(e) => return Err(Error::io(format!("reading {}", state_file.display()), e)),
@@ -166,7 +169,9 @@ impl LocalBackend {
     }
 
     fn slot(&self, id: &NotebookId) -> Result<&Arc<Slot>> {
-        self.slots.get(id).ok_or_else(|| Error::NotFound(id.clone()))
+        self.slots
+            .get(id)
+            .ok_or_else(|| Error::NotFound(id.clone()))
     }
 
     fn snapshot(slot: &Slot, st: &SlotState) -> NotebookState {
@@ -219,9 +224,9 @@ impl LocalBackend {
             // kernel it started, and a Ctrl-C aimed at nbidle does not reach it.
             .process_group(0)
             .kill_on_drop(false);
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Backend(format!("starting {}: {:?}: {e}", slot.id, spec.command[0])))?;
+        let child = cmd.spawn().map_err(|e| {
+            Error::Backend(format!("starting {}: {:?}: {e}", slot.id, spec.command[0]))
+        })?;
         let pid = child.id().map(|p| p as i32);
         let mut next = st.p.clone();
         next.desired = Desired::Running;
@@ -393,7 +398,9 @@ impl Backend for LocalBackend {
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
         let slot = self.slot(id)?;
         let mut st = slot.inner.lock().await;
-        if st.p.desired == Desired::Running && matches!(st.status, Status::Running | Status::Starting) {
+        if st.p.desired == Desired::Running
+            && matches!(st.status, Status::Running | Status::Starting)
+        {
             return Ok(Self::snapshot(slot, &st));
         }
         // A stop may still be in progress; the old process must be gone
@@ -403,7 +410,9 @@ impl Backend for LocalBackend {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while process_alive(pid, st.p.pid_start_ticks) {
                 if tokio::time::Instant::now() > deadline {
-                    return Err(Error::Backend(format!("{id}: previous process {pid} does not exit")));
+                    return Err(Error::Backend(format!(
+                        "{id}: previous process {pid} does not exit"
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -420,7 +429,9 @@ impl Backend for LocalBackend {
                 continue;
             }
             // The URL was validated at config load, so this parse succeeds.
-            let Ok(url) = reqwest::Url::parse(&slot.spec.url) else { continue };
+            let Ok(url) = reqwest::Url::parse(&slot.spec.url) else {
+                continue;
+            };
             let Some(host) = url.host_str() else { continue };
             let port = url.port_or_known_default().unwrap_or(80);
             out.push(ScrapeTarget {
@@ -447,7 +458,9 @@ impl Backend for LocalBackend {
         for slot in self.slots.values() {
             let st = slot.inner.lock().await;
             if let Some(pid) = live_pid(&st.p) {
-                while process_alive(pid, st.p.pid_start_ticks) && tokio::time::Instant::now() < deadline {
+                while process_alive(pid, st.p.pid_start_ticks)
+                    && tokio::time::Instant::now() < deadline
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 signal_group(pid, libc::SIGKILL);
@@ -523,7 +536,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{id} never reached {want:?}: {:?}", b.get(id).await.unwrap());
+        panic!(
+            "{id} never reached {want:?}: {:?}",
+            b.get(id).await.unwrap()
+        );
     }
 
     #[tokio::test]
@@ -531,29 +547,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path(), &["a"]);
         let id = NotebookId::new(LOCAL_NAMESPACE, "a");
-        let b = LocalBackend::new(&c, &dir.path().join("data")).await.unwrap();
+        let b = LocalBackend::new(&c, &dir.path().join("data"))
+            .await
+            .unwrap();
         let pid = b.slot(&id).unwrap().inner.lock().await.p.pid.unwrap();
         std::fs::write(dir.path().join("ws/a/keep.txt"), "x").unwrap();
 
-        let out = b.stop(&id, StopRequest { cause: StopCause::User, unless_started_after: None }).await.unwrap();
+        let out = b
+            .stop(
+                &id,
+                StopRequest {
+                    cause: StopCause::User,
+                    unless_started_after: None,
+                },
+            )
+            .await
+            .unwrap();
         assert!(matches!(out, StopOutcome::Stopped(_)));
         let s = wait_status(&b, &id, Status::Stopped).await;
         assert_eq!(s.stopped_by, Some(StopCause::User));
         assert!(!process_alive(pid, None));
         assert!(dir.path().join("ws/a/keep.txt").exists());
-        let again = b.stop(&id, StopRequest { cause: StopCause::User, unless_started_after: None }).await.unwrap();
+        let again = b
+            .stop(
+                &id,
+                StopRequest {
+                    cause: StopCause::User,
+                    unless_started_after: None,
+                },
+            )
+            .await
+            .unwrap();
         assert!(matches!(again, StopOutcome::AlreadyStopped(_)));
 
         // A new backend on the same data dir keeps it stopped.
         drop(b);
-        let b = LocalBackend::new(&c, &dir.path().join("data")).await.unwrap();
+        let b = LocalBackend::new(&c, &dir.path().join("data"))
+            .await
+            .unwrap();
         assert_eq!(b.get(&id).await.unwrap().status, Status::Stopped);
 
         b.start(&id).await.unwrap();
         let pid2 = b.slot(&id).unwrap().inner.lock().await.p.pid.unwrap();
         assert!(process_alive(pid2, None));
         // A restart of nbidle adopts the live process instead of spawning another.
-        let b2 = LocalBackend::new(&c, &dir.path().join("data")).await.unwrap();
+        let b2 = LocalBackend::new(&c, &dir.path().join("data"))
+            .await
+            .unwrap();
         assert_eq!(b2.slot(&id).unwrap().inner.lock().await.p.pid, Some(pid2));
         b2.shutdown().await;
         assert!(!process_alive(pid2, None));
@@ -562,11 +602,19 @@ mod tests {
     #[tokio::test]
     async fn stop_is_refused_for_a_notebook_started_after_the_alert() {
         let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &dir.path().join("data")).await.unwrap();
+        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &dir.path().join("data"))
+            .await
+            .unwrap();
         let id = NotebookId::new(LOCAL_NAMESPACE, "a");
         let before = Timestamp(Timestamp::now().0 - time::Duration::minutes(5));
         let out = b
-            .stop(&id, StopRequest { cause: StopCause::User, unless_started_after: Some(before) })
+            .stop(
+                &id,
+                StopRequest {
+                    cause: StopCause::User,
+                    unless_started_after: Some(before),
+                },
+            )
             .await
             .unwrap();
         assert!(matches!(out, StopOutcome::StartedSince(_)));
@@ -577,7 +625,9 @@ mod tests {
     #[tokio::test]
     async fn unknown_notebook_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(&cfg(dir.path(), &[]), &dir.path().join("data")).await.unwrap();
+        let b = LocalBackend::new(&cfg(dir.path(), &[]), &dir.path().join("data"))
+            .await
+            .unwrap();
         let err = b.get(&NotebookId::new("local", "nope")).await.unwrap_err();
         assert!(matches!(err, Error::NotFound(_)));
     }

@@ -35,7 +35,9 @@ pub enum StopOutcome {
 impl StopOutcome {
     pub fn state(&self) -> &NotebookState {
         match self {
-            StopOutcome::Stopped(s) | StopOutcome::AlreadyStopped(s) | StopOutcome::StartedSince(s) => s,
+            StopOutcome::Stopped(s)
+            | StopOutcome::AlreadyStopped(s)
+            | StopOutcome::StartedSince(s) => s,
         }
     }
 }

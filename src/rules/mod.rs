@@ -90,7 +90,11 @@ pub fn build(cfg: &Config) -> Result<RuleFile> {
         "{present}\nunless on ({NOTEBOOK_LABELS})\n{busy}",
         present = present_expr(job)
     );
-    let why = signals.iter().map(Signal::describe).collect::<Vec<_>>().join(", ");
+    let why = signals
+        .iter()
+        .map(Signal::describe)
+        .collect::<Vec<_>>()
+        .join(", ");
     let labels = BTreeMap::from([
         (ACTION_LABEL.to_string(), ACTION_STOP.to_string()),
         ("severity".to_string(), "info".to_string()),
@@ -166,7 +170,10 @@ pub fn explain(cfg: &Config) -> Result<String> {
     let rules = build(cfg)?;
     let mut out = String::new();
     for g in &rules.groups {
-        out.push_str(&format!("group {} (evaluated every {})\n", g.name, g.interval));
+        out.push_str(&format!(
+            "group {} (evaluated every {})\n",
+            g.name, g.interval
+        ));
         for r in &g.rules {
             out.push_str(&format!(
                 "  alert {}: fires after {} with no work; labels {:?}\n",
@@ -177,7 +184,11 @@ pub fn explain(cfg: &Config) -> Result<String> {
                 cfg.prometheus.notebook_job
             ));
             for s in configured_signals(cfg) {
-                out.push_str(&format!("    signal {}: idle when {}\n", s.name(), s.describe()));
+                out.push_str(&format!(
+                    "    signal {}: idle when {}\n",
+                    s.name(),
+                    s.describe()
+                ));
             }
         }
     }
@@ -189,7 +200,11 @@ mod tests {
     use super::*;
 
     pub(crate) fn default_config() -> Config {
-        Config::from_yaml("backend: {kind: local, local: {notebooks: []}}", std::path::Path::new(".")).unwrap()
+        Config::from_yaml(
+            "backend: {kind: local, local: {notebooks: []}}",
+            std::path::Path::new("."),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -218,6 +233,8 @@ mod tests {
     fn disabled_prometheus_is_an_error_naming_the_key() {
         let mut cfg = default_config();
         cfg.prometheus.enabled = false;
-        assert!(matches!(build(&cfg), Err(Error::Config { field, .. }) if field == "prometheus.enabled"));
+        assert!(
+            matches!(build(&cfg), Err(Error::Config { field, .. }) if field == "prometheus.enabled")
+        );
     }
 }

@@ -26,8 +26,12 @@ impl Signal {
     /// One line for `--explain` and for the rule's annotations.
     pub fn describe(&self) -> String {
         match self {
-            Signal::Kernels { include_terminals: false } => "no kernel running".into(),
-            Signal::Kernels { include_terminals: true } => "no kernel or terminal running".into(),
+            Signal::Kernels {
+                include_terminals: false,
+            } => "no kernel running".into(),
+            Signal::Kernels {
+                include_terminals: true,
+            } => "no kernel or terminal running".into(),
         }
     }
 

@@ -11,20 +11,43 @@ use super::models::ApiError;
 use super::App;
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let livez = warp::path!("livez").and(warp::get()).and_then(handlers::livez);
-    let readyz = warp::path!("readyz").and(warp::get()).and(with_app(app.clone())).and_then(handlers::readyz);
-    let metrics = warp::path!("metrics").and(warp::get()).and(with_app(app.clone())).and_then(handlers::metrics);
-    let sd = warp::path!("sd" / "notebooks").and(warp::get()).and(with_app(app.clone())).and_then(handlers::sd_notebooks);
+    let livez = warp::path!("livez")
+        .and(warp::get())
+        .and_then(handlers::livez);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::readyz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::metrics);
+    let sd = warp::path!("sd" / "notebooks")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::sd_notebooks);
 
     let webhook = warp::path!("webhook" / "alertmanager")
         .and(warp::post())
-        .and(authorized(app.clone(), |a| &a.webhook_credentials, "webhook_auth"))
+        .and(authorized(
+            app.clone(),
+            |a| &a.webhook_credentials,
+            "webhook_auth",
+        ))
         .and(warp::body::content_length_limit(app.max_body_bytes))
         .and(warp::body::bytes())
         .and_then(handlers::webhook);
 
-    let api = warp::path!("api" / "v1" / ..).and(authorized(app.clone(), |a| &a.api_credentials, "api_auth"));
-    let list = api.clone().and(warp::path!("notebooks")).and(warp::get()).and_then(handlers::list_notebooks);
+    let api = warp::path!("api" / "v1" / ..).and(authorized(
+        app.clone(),
+        |a| &a.api_credentials,
+        "api_auth",
+    ));
+    let list = api
+        .clone()
+        .and(warp::path!("notebooks"))
+        .and(warp::get())
+        .and_then(handlers::list_notebooks);
     let get = api
         .clone()
         .and(warp::path!("notebooks" / String / String))

@@ -47,7 +47,11 @@ pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
 
 /// Prometheus `http_sd_configs` targets: the running notebooks.
 pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
-    let targets = app.backend.scrape_targets().await.map_err(|e| reject(&app, "backend", e.into()))?;
+    let targets = app
+        .backend
+        .scrape_targets()
+        .await
+        .map_err(|e| reject(&app, "backend", e.into()))?;
     let groups: Vec<SdTargetGroup> = targets
         .into_iter()
         .map(|t| SdTargetGroup {
@@ -77,15 +81,29 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
             observe(StatusCode::BAD_REQUEST);
             app.metrics.error("webhook_payload");
             tracing::warn!(error = %e, "rejected webhook payload");
-            return Err(warp::reject::custom(ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", e.to_string())));
+            return Err(warp::reject::custom(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                e.to_string(),
+            )));
         }
     };
     let results = decide::handle(&payload, app.backend.as_ref(), app.policy, &app.metrics).await;
-    let stopped = results.iter().filter(|r| r.decision == Decision::Stopped).count();
-    let failed = results.iter().filter(|r| matches!(r.decision, Decision::Failed(_))).count();
+    let stopped = results
+        .iter()
+        .filter(|r| r.decision == Decision::Stopped)
+        .count();
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.decision, Decision::Failed(_)))
+        .count();
     // Alertmanager retries 5xx and gives up on 4xx: a failed stop must be 5xx
     // so it is retried; the retry finds the stops that did work already done.
-    let code = if failed > 0 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    let code = if failed > 0 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
     observe(code);
     let body = WebhookResponse {
         stopped,
@@ -96,17 +114,33 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
 }
 
 pub async fn list_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
-    let notebooks = app.backend.list().await.map_err(|e| reject(&app, "backend", e.into()))?;
+    let notebooks = app
+        .backend
+        .list()
+        .await
+        .map_err(|e| reject(&app, "backend", e.into()))?;
     Ok(json(&NotebookList { notebooks }))
 }
 
-pub async fn get_notebook(namespace: String, name: String, app: Arc<App>) -> Result<impl Reply, Rejection> {
+pub async fn get_notebook(
+    namespace: String,
+    name: String,
+    app: Arc<App>,
+) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
-    let state = app.backend.get(&id).await.map_err(|e| reject(&app, "api_request", e.into()))?;
+    let state = app
+        .backend
+        .get(&id)
+        .await
+        .map_err(|e| reject(&app, "api_request", e.into()))?;
     Ok(json(&state))
 }
 
-pub async fn stop_notebook(namespace: String, name: String, app: Arc<App>) -> Result<impl Reply, Rejection> {
+pub async fn stop_notebook(
+    namespace: String,
+    name: String,
+    app: Arc<App>,
+) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
     let req = StopRequest {
         cause: StopCause::User,
@@ -115,31 +149,51 @@ pub async fn stop_notebook(namespace: String, name: String, app: Arc<App>) -> Re
     match app.backend.stop(&id, req).await {
         Ok(outcome) => {
             if matches!(outcome, StopOutcome::Stopped(_)) {
-                app.metrics.stops.with_label_values(&["user", "success"]).inc();
+                app.metrics
+                    .stops
+                    .with_label_values(&["user", "success"])
+                    .inc();
             }
             Ok(json(outcome.state()))
         }
         Err(e) => {
             if !matches!(e, crate::Error::NotFound(_)) {
-                app.metrics.stops.with_label_values(&["user", "error"]).inc();
+                app.metrics
+                    .stops
+                    .with_label_values(&["user", "error"])
+                    .inc();
             }
             Err(reject(&app, "api_request", e.into()))
         }
     }
 }
 
-pub async fn start_notebook(namespace: String, name: String, app: Arc<App>) -> Result<impl Reply, Rejection> {
+pub async fn start_notebook(
+    namespace: String,
+    name: String,
+    app: Arc<App>,
+) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
-    let before = app.backend.get(&id).await.map_err(|e| reject(&app, "api_request", e.into()))?;
+    let before = app
+        .backend
+        .get(&id)
+        .await
+        .map_err(|e| reject(&app, "api_request", e.into()))?;
     match app.backend.start(&id).await {
         Ok(state) => {
             if state.started_at != before.started_at {
-                app.metrics.starts.with_label_values(&["user", "success"]).inc();
+                app.metrics
+                    .starts
+                    .with_label_values(&["user", "success"])
+                    .inc();
             }
             Ok(json(&state))
         }
         Err(e) => {
-            app.metrics.starts.with_label_values(&["user", "error"]).inc();
+            app.metrics
+                .starts
+                .with_label_values(&["user", "error"])
+                .inc();
             Err(reject(&app, "backend", e.into()))
         }
     }
@@ -148,7 +202,11 @@ pub async fn start_notebook(namespace: String, name: String, app: Arc<App>) -> R
 /// Counts the error and turns it into a rejection. Server-side failures are
 /// counted as `backend` whatever the caller guessed.
 fn reject(app: &App, kind: &str, e: ApiError) -> Rejection {
-    let kind = if e.status.is_server_error() { "backend" } else { kind };
+    let kind = if e.status.is_server_error() {
+        "backend"
+    } else {
+        kind
+    };
     app.metrics.error(kind);
     warp::reject::custom(e)
 }
@@ -158,23 +216,46 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     let (status, code, message) = if let Some(e) = err.find::<ApiError>() {
         (e.status, e.code, e.message.clone())
     } else if err.is_not_found() {
-        (StatusCode::NOT_FOUND, "not_found", "no such route".to_string())
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route".to_string(),
+        )
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         // 400, not 413: Alertmanager treats both as final, and 400 is what
         // the webhook documents for every payload it refuses.
-        (StatusCode::BAD_REQUEST, "payload_too_large", "request body is larger than webhook.max_body_bytes".to_string())
+        (
+            StatusCode::BAD_REQUEST,
+            "payload_too_large",
+            "request body is larger than webhook.max_body_bytes".to_string(),
+        )
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
-        (StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length header is required".to_string())
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a Content-Length header is required".to_string(),
+        )
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".to_string())
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route".to_string(),
+        )
     } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
     } else {
         tracing::error!(rejection = ?err, "unhandled rejection");
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_string())
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error".to_string(),
+        )
     };
     let body = ErrorBody {
-        error: ErrorDetail { code, message: &message },
+        error: ErrorDetail {
+            code,
+            message: &message,
+        },
     };
     Ok(with_status(json(&body), status))
 }

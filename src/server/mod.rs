@@ -45,7 +45,9 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("binding {addr}"), e))?;
-    let local = listener.local_addr().map_err(|e| Error::io("local address", e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("local address", e))?;
     let ready_app = app.clone();
     let routes = filters::routes(app);
     let server = warp::serve(routes)

@@ -27,7 +27,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong credentials")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials",
+        )
     }
 }
 
@@ -35,8 +39,14 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match &e {
             Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            Error::Invalid { .. } | Error::Json(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "backend_error", e.to_string()),
+            Error::Invalid { .. } | Error::Json(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+            }
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backend_error",
+                e.to_string(),
+            ),
         }
     }
 }

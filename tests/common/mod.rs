@@ -37,17 +37,28 @@ pub fn tool(names: &[&str]) -> PathBuf {
 
 /// Jupyter from the venv `scripts/test-deps.sh` creates (jupyter_server 2.x).
 pub fn jupyter() -> PathBuf {
-    let p = std::env::var("NBIDLE_JUPYTER").map(PathBuf::from).unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        let cache = std::env::var("NBIDLE_CACHE").unwrap_or_else(|_| format!("{home}/.cache/nbidle"));
-        PathBuf::from(cache).join("venv/bin/jupyter")
-    });
-    assert!(p.exists(), "missing Jupyter at {}: run `bash scripts/test-deps.sh`", p.display());
+    let p = std::env::var("NBIDLE_JUPYTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            let cache =
+                std::env::var("NBIDLE_CACHE").unwrap_or_else(|_| format!("{home}/.cache/nbidle"));
+            PathBuf::from(cache).join("venv/bin/jupyter")
+        });
+    assert!(
+        p.exists(),
+        "missing Jupyter at {}: run `bash scripts/test-deps.sh`",
+        p.display()
+    );
     p
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process that gets SIGTERM (then SIGKILL) when dropped.
@@ -66,7 +77,10 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Proc { name: name.into(), child }
+        Proc {
+            name: name.into(),
+            child,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -161,7 +175,13 @@ pub fn jupyter_notebook(name: &str, version: JupyterVersion) -> NotebookSpec {
 }
 
 /// Calls a notebook's Jupyter REST API with its token.
-pub async fn jupyter_api(http: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Result<reqwest::Response> {
+pub async fn jupyter_api(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Result<reqwest::Response> {
     let mut req = http
         .request(method, format!("{}{}", base, path))
         .header("Authorization", format!("token {JUPYTER_TOKEN}"));
@@ -208,7 +228,12 @@ impl Default for NbidleOptions {
 }
 
 impl Nbidle {
-    pub fn config_yaml(port: u16, dir: &Path, notebooks: &[NotebookSpec], opts: &NbidleOptions) -> String {
+    pub fn config_yaml(
+        port: u16,
+        dir: &Path,
+        notebooks: &[NotebookSpec],
+        opts: &NbidleOptions,
+    ) -> String {
         let mut nbs = String::new();
         for n in notebooks {
             nbs.push_str(&format!(
@@ -258,7 +283,11 @@ backend:
         std::fs::write(&config, Self::config_yaml(port, dir, notebooks, &opts)).unwrap();
         let proc = Proc::spawn(
             "nbidle",
-            Command::new(env!("CARGO_BIN_EXE_nbidle")).arg("serve").arg("--config").arg(&config).env("NBIDLE_LOG", "debug,hyper=info"),
+            Command::new(env!("CARGO_BIN_EXE_nbidle"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .env("NBIDLE_LOG", "debug,hyper=info"),
             &dir.join("nbidle.log"),
         );
         let nb = Nbidle {
@@ -272,7 +301,13 @@ backend:
         let url = format!("{}/readyz", nb.url);
         eventually("nbidle ready", Duration::from_secs(20), || {
             let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await;
         nb
@@ -283,8 +318,18 @@ backend:
     }
 
     pub async fn notebook(&self, name: &str) -> Value {
-        let r = self.http.get(self.api(&format!("notebooks/local/{name}"))).bearer_auth(API_TOKEN).send().await.unwrap();
-        assert!(r.status().is_success(), "GET notebook {name}: {}", r.status());
+        let r = self
+            .http
+            .get(self.api(&format!("notebooks/local/{name}")))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "GET notebook {name}: {}",
+            r.status()
+        );
         r.json().await.unwrap()
     }
 
@@ -297,7 +342,12 @@ backend:
     }
 
     pub async fn post(&self, path: &str) -> reqwest::Response {
-        self.http.post(self.api(path)).bearer_auth(API_TOKEN).send().await.unwrap()
+        self.http
+            .post(self.api(path))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn webhook(&self, body: &Value) -> reqwest::Response {
@@ -312,9 +362,20 @@ backend:
 
     /// The value of one sample of nbidle's own /metrics, 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.http.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0.0)
     }
@@ -355,13 +416,21 @@ pub fn idle_alert(notebook: &str, starts_at: &str) -> Value {
 /// RFC 3339 for `secs` seconds from now (negative: in the past).
 pub fn rfc3339_from_now(secs: i64) -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 /// Runs the nbidle binary with arguments and returns its stdout.
 pub fn nbidle_cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nbidle")).args(args).output().unwrap();
-    assert!(out.status.success(), "nbidle {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_nbidle"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nbidle {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -374,7 +443,16 @@ pub struct Alertmanager {
 impl Alertmanager {
     pub async fn start(dir: &Path, nbidle_config: &Path) -> Alertmanager {
         let cfg = dir.join("alertmanager.yml");
-        std::fs::write(&cfg, nbidle_cli(&["manifests", "alertmanager", "--config", nbidle_config.to_str().unwrap()])).unwrap();
+        std::fs::write(
+            &cfg,
+            nbidle_cli(&[
+                "manifests",
+                "alertmanager",
+                "--config",
+                nbidle_config.to_str().unwrap(),
+            ]),
+        )
+        .unwrap();
         let port = free_port();
         let bin = tool(&["prometheus-alertmanager", "alertmanager"]);
         let proc = Proc::spawn(
@@ -392,7 +470,13 @@ impl Alertmanager {
         let http = reqwest::Client::new();
         eventually("alertmanager ready", Duration::from_secs(30), || {
             let (http, ready) = (http.clone(), ready.clone());
-            async move { http.get(&ready).send().await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                http.get(&ready)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await;
         Alertmanager { proc, url }
@@ -415,10 +499,13 @@ impl Prometheus {
         let scrape = nbidle_cli(&["manifests", "prometheus-scrape", "--config", cfg_path]);
         let scrape: serde_yaml::Value = serde_yaml::from_str(&scrape).unwrap();
         let mut jobs = scrape["scrape_configs"].as_sequence().unwrap().clone();
-        jobs.push(serde_yaml::from_str(&format!(
-            "{{job_name: nbidle, scrape_interval: 1s, static_configs: [{{targets: ['{}']}}]}}",
-            nbidle.url.trim_start_matches("http://")
-        )).unwrap());
+        jobs.push(
+            serde_yaml::from_str(&format!(
+                "{{job_name: nbidle, scrape_interval: 1s, static_configs: [{{targets: ['{}']}}]}}",
+                nbidle.url.trim_start_matches("http://")
+            ))
+            .unwrap(),
+        );
         let config = serde_json::json!({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [rules.display().to_string()],
@@ -432,7 +519,10 @@ impl Prometheus {
             "prometheus",
             Command::new(tool(&["prometheus"]))
                 .arg(format!("--config.file={}", cfg.display()))
-                .arg(format!("--storage.tsdb.path={}", dir.join("prom-data").display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prom-data").display()
+                ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 // Send an alert again 1s after a failed or lost delivery.
                 .arg("--rules.alert.resend-delay=1s"),
@@ -443,7 +533,13 @@ impl Prometheus {
         let ready = format!("{url}/-/ready");
         eventually("prometheus ready", Duration::from_secs(30), || {
             let (http, ready) = (http.clone(), ready.clone());
-            async move { http.get(&ready).send().await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                http.get(&ready)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await;
         Prometheus { proc, url, http }
@@ -453,7 +549,13 @@ impl Prometheus {
     pub async fn query(&self, q: &str) -> Result<Value, String> {
         let r = self
             .http
-            .get(reqwest::Url::parse_with_params(&format!("{}/api/v1/query", self.url), &[("query", q)]).unwrap())
+            .get(
+                reqwest::Url::parse_with_params(
+                    &format!("{}/api/v1/query", self.url),
+                    &[("query", q)],
+                )
+                .unwrap(),
+            )
             .send()
             .await
             .map_err(|e| e.to_string())?;
