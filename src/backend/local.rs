@@ -29,8 +29,10 @@ use crate::error::{Error, Result};
 use crate::notebook::{NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE};
 
 /// How often a watcher checks a process it did not spawn (adopted after a
-/// restart) and how often readiness is probed.
+/// restart).
 const POLL: Duration = Duration::from_millis(500);
+/// The longest pause between readiness probes of a starting notebook.
+const PROBE_MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -306,6 +308,9 @@ impl LocalBackend {
         let http = self.http.clone();
         tokio::spawn(async move {
             let url = format!("{}/api", slot.spec.url.trim_end_matches('/'));
+            // Back off while the server boots, so a notebook that never
+            // answers costs one request every few seconds, not a busy loop.
+            let mut wait = Duration::from_millis(250);
             loop {
                 let answered = http.get(&url).send().await.is_ok();
                 let mut st = slot.inner.lock().await;
@@ -317,7 +322,8 @@ impl LocalBackend {
                     return;
                 }
                 drop(st);
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(PROBE_MAX_INTERVAL);
             }
         });
     }
