@@ -18,7 +18,7 @@ test-deps:
 
 ## test: unit tests, promtool/amtool checks, integration and end-to-end tests
 test: test-deps
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
 ## lint: formatting and clippy, as CI runs them
 lint:

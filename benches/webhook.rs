@@ -22,7 +22,11 @@ const WEBHOOK_TOKEN: &str = "bench-webhook";
 const API_TOKEN: &str = "bench-api";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn alert(i: usize, starts_at: &str) -> Value {
@@ -50,7 +54,9 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1).min(sorted.len() - 1)]
+    sorted[((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len() - 1)]
 }
 
 #[tokio::main]
@@ -90,29 +96,50 @@ async fn main() {
     let t0 = Instant::now();
     loop {
         let ok = async {
-            let r = http.get(format!("{base}/api/v1/notebooks")).bearer_auth(API_TOKEN).send().await.ok()?;
+            let r = http
+                .get(format!("{base}/api/v1/notebooks"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .ok()?;
             let v: Value = r.json().await.ok()?;
-            let running = v["notebooks"].as_array()?.iter().filter(|n| n["status"] == "running").count();
+            let running = v["notebooks"]
+                .as_array()?
+                .iter()
+                .filter(|n| n["status"] == "running")
+                .count();
             (running == total).then_some(())
         }
         .await;
         if ok.is_some() {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "notebooks did not come up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "notebooks did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let startup = t0.elapsed();
     let starts_at = {
         let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
-        t.format(&time::format_description::well_known::Rfc3339).unwrap()
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
     };
     let url = format!("{base}/webhook/alertmanager");
 
     // 1. One payload, 1,000 alerts.
-    let body = serde_json::to_vec(&payload((0..BATCH).map(|i| alert(i, &starts_at)).collect())).unwrap();
+    let body =
+        serde_json::to_vec(&payload((0..BATCH).map(|i| alert(i, &starts_at)).collect())).unwrap();
     let t = Instant::now();
-    let r = http.post(&url).bearer_auth(WEBHOOK_TOKEN).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .bearer_auth(WEBHOOK_TOKEN)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     let batch_time = t.elapsed();
     assert!(r.status().is_success());
     let v: Value = r.json().await.unwrap();
@@ -123,7 +150,14 @@ async fn main() {
     for i in BATCH..total {
         let body = serde_json::to_vec(&payload(vec![alert(i, &starts_at)])).unwrap();
         let t = Instant::now();
-        let r = http.post(&url).bearer_auth(WEBHOOK_TOKEN).header("content-type", "application/json").body(body).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .bearer_auth(WEBHOOK_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         lat.push(t.elapsed());
         assert!(r.status().is_success());
     }
@@ -131,7 +165,14 @@ async fn main() {
 
     // 3. The same 1,000-alert payload again: every notebook already stopped.
     let t = Instant::now();
-    let r = http.post(&url).bearer_auth(WEBHOOK_TOKEN).header("content-type", "application/json").body(body).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .bearer_auth(WEBHOOK_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let repeat_time = t.elapsed();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["stopped"], 0, "a repeated delivery stops nothing");
@@ -144,11 +185,32 @@ async fn main() {
 
     println!("| measurement | result |");
     println!("|---|---|");
-    println!("| start-up: {total} notebooks spawned and running | {:.2} s |", startup.as_secs_f64());
-    println!("| 1 payload, {BATCH} firing alerts → {BATCH} stops issued | {:.1} ms |", batch_time.as_secs_f64() * 1e3);
-    println!("| same payload again (all already stopped) | {:.1} ms |", repeat_time.as_secs_f64() * 1e3);
-    println!("| single-alert payload latency p50 ({SINGLES} requests) | {:.2} ms |", percentile(&lat, 0.50).as_secs_f64() * 1e3);
-    println!("| single-alert payload latency p99 | {:.2} ms |", percentile(&lat, 0.99).as_secs_f64() * 1e3);
-    println!("| single-alert payload latency max | {:.2} ms |", lat.last().unwrap().as_secs_f64() * 1e3);
-    println!("| nbidle peak RSS (VmHWM) | {:.1} MiB |", hwm as f64 / 1024.0);
+    println!(
+        "| start-up: {total} notebooks spawned and running | {:.2} s |",
+        startup.as_secs_f64()
+    );
+    println!(
+        "| 1 payload, {BATCH} firing alerts → {BATCH} stops issued | {:.1} ms |",
+        batch_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "| same payload again (all already stopped) | {:.1} ms |",
+        repeat_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "| single-alert payload latency p50 ({SINGLES} requests) | {:.2} ms |",
+        percentile(&lat, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "| single-alert payload latency p99 | {:.2} ms |",
+        percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "| single-alert payload latency max | {:.2} ms |",
+        lat.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!(
+        "| nbidle peak RSS (VmHWM) | {:.1} MiB |",
+        hwm as f64 / 1024.0
+    );
 }

@@ -84,12 +84,14 @@ pub fn parse(body: &[u8]) -> Result<WebhookPayload> {
         .map_err(|e| Error::invalid("body", format!("not a JSON object: {e}")))?;
     match v.version {
         Some(serde_json::Value::String(s)) if s == SUPPORTED_VERSION => {}
-        Some(other) => return Err(Error::invalid(
-            "version",
-            format!(
+        Some(other) => {
+            return Err(Error::invalid(
+                "version",
+                format!(
                 "unsupported payload version {other}; nbidle understands \"{SUPPORTED_VERSION}\""
             ),
-        )),
+            ))
+        }
         None => return Err(Error::invalid("version", "missing")),
     }
     let mut de = serde_json::Deserializer::from_slice(body);

@@ -258,8 +258,7 @@ impl HumanDuration {
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            let minutes: u64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-            return Ok(HumanDuration(Duration::from_secs(minutes * 60)));
+            return minutes(s.parse().map_err(|e| format!("{s:?}: {e}"))?);
         }
         humantime::parse_duration(s)
             .map(HumanDuration)
@@ -270,6 +269,12 @@ impl HumanDuration {
     pub fn prometheus(self) -> String {
         prometheus_duration(self.0)
     }
+}
+
+fn minutes(m: u64) -> std::result::Result<HumanDuration, String> {
+    m.checked_mul(60)
+        .map(|s| HumanDuration(Duration::from_secs(s)))
+        .ok_or_else(|| format!("{m} minutes is too long"))
 }
 
 pub fn prometheus_duration(d: Duration) -> String {
@@ -304,7 +309,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom("expected a duration like 30m, 1h30m or a number of minutes")
         })? {
-            Raw::Minutes(m) => Ok(HumanDuration(Duration::from_secs(m * 60))),
+            Raw::Minutes(m) => minutes(m).map_err(serde::de::Error::custom),
             Raw::Text(s) => HumanDuration::parse(&s).map_err(serde::de::Error::custom),
         }
     }
@@ -532,6 +537,12 @@ impl Config {
                 return Err(Error::config(key, "must be at least 1s"));
             }
         }
+        if self.prometheus.notebook_job.is_empty() {
+            return Err(Error::config(
+                "prometheus.notebook_job",
+                "must not be empty",
+            ));
+        }
         check_label_value(&self.prometheus.notebook_job)
             .map_err(|m| Error::config("prometheus.notebook_job", m))?;
         if self.webhook.max_body_bytes < 1024 {
@@ -579,7 +590,15 @@ impl Config {
                 let local = self.backend.local.as_ref().ok_or_else(|| {
                     Error::config("backend.local", "required when backend.kind is local")
                 })?;
+                let grace = local.stop_grace_period.0;
+                if grace < Duration::from_secs(1) || grace > Duration::from_secs(3600) {
+                    return Err(Error::config(
+                        "backend.local.stop_grace_period",
+                        "must be between 1s and 1h",
+                    ));
+                }
                 let mut seen = HashSet::new();
+                let mut urls = HashSet::new();
                 for (i, nb) in local.notebooks.iter().enumerate() {
                     let f = |k: &str| format!("backend.local.notebooks[{i}].{k}");
                     check_notebook_name(&nb.name).map_err(|m| Error::config(f("name"), m))?;
@@ -596,6 +615,19 @@ impl Config {
                         return Err(Error::config(f("workdir"), "must not be empty"));
                     }
                     check_url(&nb.url).map_err(|m| Error::config(f("url"), m))?;
+                    // Local notebooks are probed over plain HTTP on this machine.
+                    if !nb.url.starts_with("http://") {
+                        return Err(Error::config(
+                            f("url"),
+                            "local notebooks are served over http://",
+                        ));
+                    }
+                    if !urls.insert(nb.url.trim_end_matches('/')) {
+                        return Err(Error::config(
+                            f("url"),
+                            format!("{:?} is used by another notebook", nb.url),
+                        ));
+                    }
                 }
             }
         }
@@ -611,22 +643,30 @@ impl Config {
         };
         let a = &self.auth;
         let webhook_token = match (&a.webhook_token, &a.webhook_token_file) {
-            (Some(t), _) => Some(t.clone()),
+            // Trimmed like the header it is compared with.
+            (Some(t), _) => Some(t.trim().to_string()),
             (None, Some(p)) => Some(read("auth.webhook_token_file", p)?),
             (None, None) => None,
         };
         let webhook_basic = match &a.webhook_basic_auth {
             Some(b) => {
                 let pw = match (&b.password, &b.password_file) {
-                    (Some(p), _) => p.clone(),
+                    (Some(p), _) => p.trim().to_string(),
                     (None, Some(f)) => read("auth.webhook_basic_auth.password_file", f)?,
                     (None, None) => unreachable!("validate() requires one of them"),
                 };
+                if pw.is_empty() {
+                    return Err(Error::config(
+                        "auth.webhook_basic_auth.password",
+                        "must not be empty",
+                    ));
+                }
                 Some((b.username.clone(), pw))
             }
             None => None,
         };
-        let mut api_tokens = a.api_tokens.clone();
+        let mut api_tokens: Vec<String> =
+            a.api_tokens.iter().map(|t| t.trim().to_string()).collect();
         if let Some(p) = &a.api_tokens_file {
             let text = read("auth.api_tokens_file", p)?;
             api_tokens.extend(
@@ -801,5 +841,41 @@ backend:
             "autostop:\n  idle_after: 1m\n  evaluation_interval: 2m\nauth:",
         );
         assert_eq!(err_field(&y), "autostop.evaluation_interval");
+    }
+
+    #[test]
+    fn bounds_and_duplicates_are_rejected() {
+        let y = MINIMAL.replace("  local:\n", "  local:\n    stop_grace_period: 0s\n");
+        assert_eq!(err_field(&y), "backend.local.stop_grace_period");
+        assert_eq!(
+            err_field(&MINIMAL.replace("http://127.0.0.1:8888/", "https://127.0.0.1:8888/")),
+            "backend.local.notebooks[0].url"
+        );
+        let extra = "      - name: other\n        command: [\"x\"]\n        workdir: \"w\"\n        url: \"http://127.0.0.1:8888\"\n";
+        assert_eq!(
+            err_field(&format!("{MINIMAL}{extra}")),
+            "backend.local.notebooks[1].url"
+        );
+        let y = MINIMAL.replace("auth:", "prometheus:\n  notebook_job: \"\"\nauth:");
+        assert_eq!(err_field(&y), "prometheus.notebook_job");
+        assert!(HumanDuration::parse("99999999999999999999").is_err());
+        assert!(HumanDuration::parse("999999999999999999").is_err());
+    }
+
+    #[test]
+    fn inline_tokens_are_trimmed_and_empty_basic_password_rejected() {
+        let c =
+            parse(&MINIMAL.replace("webhook_token: \"wh\"", "webhook_token: \" wh \"")).unwrap();
+        assert_eq!(c.secrets().unwrap().webhook_token.as_deref(), Some("wh"));
+        let y = MINIMAL.replace(
+            "  webhook_token: \"wh\"\n",
+            "  webhook_basic_auth: {username: am, password: \" \"}\n",
+        );
+        match parse(&y).unwrap().secrets() {
+            Err(Error::Config { field, .. }) => {
+                assert_eq!(field, "auth.webhook_basic_auth.password")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::alerts::{Alert, AlertStatus, WebhookPayload};
 use crate::backend::{Backend, StopOutcome, StopRequest};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::notebook::{NotebookId, StopCause};
+use crate::notebook::{NotebookId, StopCause, Timestamp};
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
 /// Stops in flight at once for one payload.
@@ -26,6 +26,23 @@ pub struct Policy {
     pub enabled: bool,
     /// `autostop.dry_run`
     pub dry_run: bool,
+    /// `autostop.idle_after`
+    pub idle_after: std::time::Duration,
+}
+
+impl Policy {
+    /// The latest start that still lets `alert` stop a notebook.
+    ///
+    /// An alert that began before the notebook's last start is about its
+    /// previous life. Unless the notebook has been up for `idle_after` since:
+    /// an alert still firing then has seen this life idle for that long too
+    /// (a restart faster than a scrape leaves the old alert firing, and it
+    /// must not protect the notebook forever).
+    pub fn stale_limit(&self, alert_starts_at: Timestamp, now: Timestamp) -> Timestamp {
+        let idle = time::Duration::try_from(self.idle_after).unwrap_or(time::Duration::MAX);
+        let life_long_enough = now.0.checked_sub(idle).map(Timestamp).unwrap_or(now);
+        alert_starts_at.max(life_long_enough)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +174,8 @@ async fn decide_one(
     if !state.autostop {
         return Decision::OptedOut;
     }
-    if state.started_at.is_some_and(|t| t > alert.starts_at) {
+    let stale_limit = policy.stale_limit(alert.starts_at, Timestamp::now());
+    if state.started_at.is_some_and(|t| t > stale_limit) {
         return Decision::Stale;
     }
     if state.status.is_down() {
@@ -171,7 +189,7 @@ async fn decide_one(
             alertname: alert.alertname().to_string(),
             alert_starts_at: alert.starts_at,
         },
-        unless_started_after: Some(alert.starts_at),
+        unless_started_after: Some(stale_limit),
     };
     match backend.stop(&id, req).await {
         Ok(StopOutcome::Stopped(_)) => {
@@ -192,5 +210,32 @@ async fn decide_one(
             metrics.error("backend");
             Decision::Failed(e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn stale_limit_is_the_alert_start_until_the_notebook_lived_idle_after() {
+        let p = Policy {
+            enabled: true,
+            dry_run: false,
+            idle_after: Duration::from_secs(30 * 60),
+        };
+        let alert = t("2026-01-01T10:00:00Z");
+        // 10 minutes later: a notebook started after 10:00 is protected.
+        assert_eq!(p.stale_limit(alert, t("2026-01-01T10:10:00Z")), alert);
+        // 2 hours later: only a start within the last 30 minutes protects it.
+        assert_eq!(
+            p.stale_limit(alert, t("2026-01-01T12:00:00Z")),
+            t("2026-01-01T11:30:00Z")
+        );
     }
 }

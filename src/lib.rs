@@ -1,3 +1,30 @@
+//! nbidle stops idle Jupyter notebooks and starts them again with their
+//! workspace intact. It is Prometheus-native: it generates the idle alert
+//! rules and the Alertmanager route, Prometheus decides what is idle,
+//! Alertmanager delivers the alert to nbidle's webhook, and nbidle stops the
+//! notebook through a backend.
+//!
+//! # Layout
+//!
+//! Data flows one way — notebook → Prometheus → Alertmanager → webhook →
+//! decision → backend — and no module imports one above it in this list:
+//!
+//! - [`run`]: `nbidle serve` wiring: backend, metrics, server, shutdown.
+//! - [`server`]: warp HTTP server: webhook, REST API, `/metrics`,
+//!   `/sd/notebooks` (Prometheus HTTP service discovery), `/livez`, `/readyz`.
+//! - [`decide`]: firing alert → stop or not (routing label, opt-out, stale
+//!   alert guard, dry run); duplicates are harmless because stops are idempotent.
+//! - [`alerts`]: Alertmanager's webhook payload (version 4), validated whole.
+//! - [`backend`]: the `Backend` trait; [`backend::local`] supervises notebooks
+//!   as process groups and persists who stopped them.
+//! - [`rules`]: idle signals as PromQL building blocks → rule files and
+//!   `PrometheusRule` objects.
+//! - [`manifests`]: the Prometheus scrape job and Alertmanager config.
+//! - [`config`]: the YAML config, strictly validated, errors name the key.
+//! - [`notebook`]: notebook identity and state shared by every layer.
+//! - [`metrics`]: nbidle's own metrics, one struct.
+//! - [`error`]: the crate's error type.
+
 pub mod alerts;
 pub mod backend;
 pub mod config;

@@ -37,6 +37,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         policy: Policy {
             enabled: cfg.autostop.enabled,
             dry_run: cfg.autostop.dry_run,
+            idle_after: cfg.autostop.idle_after.0,
         },
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
         api_credentials: Credentials::new(secrets.api_tokens, None),

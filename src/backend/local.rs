@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use super::{Backend, ScrapeTarget, StopOutcome, StopRequest};
 use crate::config::{LocalConfig, LocalNotebook};
@@ -48,6 +48,10 @@ struct Persisted {
     pid: Option<i32>,
     /// Field 22 of /proc/<pid>/stat: tells our process from a reused pid.
     pid_start_ticks: Option<u64>,
+    /// The kernel's boot id when the pid was recorded: after a reboot no pid
+    /// is ours, whatever its start time.
+    #[serde(default)]
+    boot_id: Option<String>,
     started_at: Option<Timestamp>,
     stopped_at: Option<Timestamp>,
     stopped_by: Option<StopCause>,
@@ -59,6 +63,7 @@ impl Default for Persisted {
             desired: Desired::Running,
             pid: None,
             pid_start_ticks: None,
+            boot_id: None,
             started_at: None,
             stopped_at: None,
             stopped_by: None,
@@ -73,6 +78,9 @@ struct SlotState {
     /// Bumped on every spawn and stop, so a watcher of an older process
     /// cannot overwrite the state of a newer one.
     generation: u64,
+    /// Turns true when the current process has exited; set by its watcher,
+    /// so a stop waits on an event instead of polling /proc.
+    exited: Option<watch::Receiver<bool>>,
 }
 
 struct Slot {
@@ -129,6 +137,7 @@ impl LocalBackend {
                     status: Status::Unknown,
                     message: None,
                     generation: 0,
+                    exited: None,
                 }),
             });
             slots.insert(id, slot);
@@ -147,23 +156,47 @@ impl LocalBackend {
 
     async fn recover(&self, slot: &Arc<Slot>) -> Result<()> {
         let mut st = slot.inner.lock().await;
-        let live = live_pid(&st.p);
+        let mut live = live_pid(&st.p);
+        if live.is_none() {
+            // nbidle may have died between spawning a process and recording
+            // its pid: find it by the marker every notebook process carries.
+            if let Some((pid, ticks)) = find_marked_process(&marker(slot)) {
+                tracing::info!(notebook = %slot.id, pid, "found an unrecorded notebook process");
+                st.p.pid = Some(pid);
+                st.p.pid_start_ticks = Some(ticks);
+                st.p.boot_id = boot_id();
+                live = Some(pid);
+            }
+        }
         match (st.p.desired, live) {
             (Desired::Running, Some(pid)) => {
                 tracing::info!(notebook = %slot.id, pid, "adopting running notebook process");
                 st.status = Status::Starting;
                 st.generation += 1;
-                self.watch_adopted(slot.clone(), pid, st.p.pid_start_ticks, st.generation);
+                st.exited = Some(self.watch_adopted(
+                    slot.clone(),
+                    pid,
+                    st.p.pid_start_ticks,
+                    st.generation,
+                ));
                 self.probe_ready(slot.clone(), st.generation);
             }
             (Desired::Running, None) => {
-                self.spawn(slot, &mut st).await?;
+                // One notebook that cannot start must not keep nbidle (and
+                // every other notebook's stops) down: report it failed.
+                if let Err(e) = self.spawn(slot, &mut st).await {
+                    tracing::error!(notebook = %slot.id, error = %e, "starting notebook");
+                    st.status = Status::Failed;
+                    st.message = Some(e.to_string());
+                }
             }
             (Desired::Stopped, Some(pid)) => {
                 // nbidle went down in the middle of a stop: finish it.
                 st.generation += 1;
                 st.status = Status::Stopping;
-                self.terminate(slot.clone(), pid, st.p.pid_start_ticks, st.generation);
+                let exited =
+                    self.watch_adopted(slot.clone(), pid, st.p.pid_start_ticks, st.generation);
+                self.terminate(slot.clone(), pid, exited, st.generation);
             }
             (Desired::Stopped, None) => st.status = Status::Stopped,
         }
@@ -191,14 +224,18 @@ impl LocalBackend {
 
     async fn persist(slot: &Slot, p: &Persisted) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(p)?;
-        let tmp = slot.state_file.with_extension("json.tmp");
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        // rename is atomic: a crash leaves the old or the new file, never half.
-        tokio::fs::rename(&tmp, &slot.state_file)
-            .await
-            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
+        let path = slot.state_file.clone();
+        // One trip to the blocking pool for write + rename.
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, bytes)
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+            // rename is atomic: a crash leaves the old or the new file, never half.
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("persisting state: {e}")))?
     }
 
     /// Spawns the notebook's command; the caller holds the slot lock.
@@ -219,11 +256,15 @@ impl LocalBackend {
         cmd.args(&spec.command[1..])
             .current_dir(&spec.workdir)
             .envs(&spec.env)
+            .env(MARKER_ENV, marker(slot))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            // Its own process group: a stop signals the server and every
-            // kernel it started, and a Ctrl-C aimed at nbidle does not reach it.
+            // Its own process group: a stop signals the server and whatever
+            // else runs in its group, and a Ctrl-C aimed at nbidle does not
+            // reach it. (Jupyter starts kernels in sessions of their own; it
+            // shuts them down on SIGTERM, and ipykernel exits when its parent
+            // dies, so SIGKILL after the grace period leaves none behind.)
             .process_group(0)
             .kill_on_drop(false);
         let child = cmd.spawn().map_err(|e| {
@@ -234,6 +275,7 @@ impl LocalBackend {
         next.desired = Desired::Running;
         next.pid = pid;
         next.pid_start_ticks = pid.and_then(proc_start_ticks);
+        next.boot_id = boot_id();
         next.started_at = Some(Timestamp::now());
         next.stopped_at = None;
         next.stopped_by = None;
@@ -248,34 +290,49 @@ impl LocalBackend {
         st.message = None;
         st.generation += 1;
         tracing::info!(notebook = %slot.id, pid = ?pid, workdir = %spec.workdir.display(), "notebook started");
-        self.watch_child(slot.clone(), child, st.generation);
+        st.exited = Some(self.watch_child(slot.clone(), child, st.generation));
         self.probe_ready(slot.clone(), st.generation);
         Ok(())
     }
 
-    /// Reaps our own child and records how it ended.
-    fn watch_child(&self, slot: Arc<Slot>, mut child: tokio::process::Child, generation: u64) {
+    /// Reaps our own child and records how it ended. The receiver turns
+    /// true when it has exited.
+    fn watch_child(
+        &self,
+        slot: Arc<Slot>,
+        mut child: tokio::process::Child,
+        generation: u64,
+    ) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             let status = child.wait().await;
             let how = match status {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             };
+            let _ = tx.send(true);
             Self::exited(&slot, generation, how).await;
         });
+        rx
     }
 
     /// Watches a process from an earlier nbidle run, which we cannot wait on.
-    fn watch_adopted(&self, slot: Arc<Slot>, pid: i32, ticks: Option<u64>, generation: u64) {
+    fn watch_adopted(
+        &self,
+        slot: Arc<Slot>,
+        pid: i32,
+        ticks: Option<u64>,
+        generation: u64,
+    ) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             while process_alive(pid, ticks) {
                 tokio::time::sleep(POLL).await;
-                if slot.inner.lock().await.generation != generation {
-                    return;
-                }
             }
+            let _ = tx.send(true);
             Self::exited(&slot, generation, "exited".into()).await;
         });
+        rx
     }
 
     async fn exited(slot: &Slot, generation: u64, how: String) {
@@ -285,6 +342,9 @@ impl LocalBackend {
         if st.generation != generation {
             return;
         }
+        // Not persisted: the recorded pid is checked against its start time
+        // and boot id on every read, so a dead pid is never mistaken for a
+        // live one, and skipping the write keeps mass stops cheap.
         st.p.pid = None;
         st.p.pid_start_ticks = None;
         match st.p.desired {
@@ -297,9 +357,6 @@ impl LocalBackend {
                 st.status = Status::Failed;
                 st.message = Some(format!("process {how}"));
             }
-        }
-        if let Err(e) = Self::persist(slot, &st.p).await {
-            tracing::error!(notebook = %slot.id, error = %e, "persisting state");
         }
     }
 
@@ -328,24 +385,28 @@ impl LocalBackend {
         });
     }
 
-    /// SIGTERM now, SIGKILL after the grace period if the group is still there.
-    fn terminate(&self, slot: Arc<Slot>, pid: i32, ticks: Option<u64>, generation: u64) {
+    /// SIGTERM now, SIGKILL after the grace period if the process is still there.
+    fn terminate(
+        &self,
+        slot: Arc<Slot>,
+        pid: i32,
+        mut exited: watch::Receiver<bool>,
+        generation: u64,
+    ) {
         signal_group(pid, libc::SIGTERM);
         let grace = self.grace;
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + grace;
-            while process_alive(pid, ticks) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if process_alive(pid, ticks) {
+            let in_time = tokio::time::timeout(grace, exited.wait_for(|&e| e))
+                .await
+                .is_ok();
+            if !in_time {
                 tracing::warn!(notebook = %slot.id, pid, "still running after grace period, sending SIGKILL");
-                signal_group(pid, libc::SIGKILL);
-                while process_alive(pid, ticks) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            } else {
-                // Kernels left behind in the group die with it.
-                signal_group(pid, libc::SIGKILL);
+            }
+            // Also when the leader exited in time: kernels it left behind in
+            // the group die with it.
+            signal_group(pid, libc::SIGKILL);
+            if !in_time {
+                let _ = exited.wait_for(|&e| e).await;
             }
             Self::exited(&slot, generation, "stopped".into()).await;
         });
@@ -393,7 +454,15 @@ impl Backend for LocalBackend {
         match live_pid(&st.p) {
             Some(pid) => {
                 st.status = Status::Stopping;
-                self.terminate(slot.clone(), pid, st.p.pid_start_ticks, st.generation);
+                // Every live process has a watcher; should one be missing,
+                // watch it now rather than leave the process running.
+                let exited = match st.exited.clone() {
+                    Some(rx) => rx,
+                    None => {
+                        self.watch_adopted(slot.clone(), pid, st.p.pid_start_ticks, st.generation)
+                    }
+                };
+                self.terminate(slot.clone(), pid, exited, st.generation);
             }
             None => st.status = Status::Stopped,
         }
@@ -475,8 +544,56 @@ impl Backend for LocalBackend {
     }
 }
 
+/// Set in every notebook process's environment, so nbidle can find a process
+/// it spawned but did not get to record.
+const MARKER_ENV: &str = "NBIDLE_NOTEBOOK";
+
+fn marker(slot: &Slot) -> String {
+    slot.state_file.display().to_string()
+}
+
 fn live_pid(p: &Persisted) -> Option<i32> {
+    if p.boot_id.is_none() || p.boot_id != boot_id() {
+        return None;
+    }
     p.pid.filter(|&pid| process_alive(pid, p.pid_start_ticks))
+}
+
+fn boot_id() -> Option<String> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+    .clone()
+}
+
+/// A live process-group leader whose environment carries `MARKER_ENV=marker`.
+fn find_marked_process(marker: &str) -> Option<(i32, u64)> {
+    let needle = format!("{MARKER_ENV}={marker}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        // Only the leader we spawned (its own group), not its children.
+        if let Some((state, ticks, pgid)) = proc_stat(pid) {
+            if pgid == pid && state != 'Z' && state != 'X' {
+                return Some((pid, ticks));
+            }
+        }
+    }
+    None
 }
 
 fn signal_group(pgid: i32, sig: libc::c_int) {
@@ -486,27 +603,31 @@ fn signal_group(pgid: i32, sig: libc::c_int) {
     }
 }
 
-/// Reads `/proc/<pid>/stat` → (state, starttime).
-fn proc_stat(pid: i32) -> Option<(char, u64)> {
+/// Reads `/proc/<pid>/stat` → (state, starttime, process group).
+fn proc_stat(pid: i32) -> Option<(char, u64, i32)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses; fields after the
-    // last ')' are fixed.
+    // last ')' are fixed: state ppid pgrp ... starttime (22nd field overall).
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let state = fields.first()?.chars().next()?;
+    let pgid = fields.get(2)?.parse().ok()?;
     let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    Some((state, start, pgid))
 }
 
 fn proc_start_ticks(pid: i32) -> Option<u64> {
-    proc_stat(pid).map(|(_, t)| t)
+    proc_stat(pid).map(|(_, t, _)| t)
 }
 
-/// Alive: exists, not a zombie, and (when known) the same process we started.
+/// Alive: exists, not a zombie, the same process we started (start time
+/// known and equal), still leading its own process group.
 fn process_alive(pid: i32, ticks: Option<u64>) -> bool {
-    match proc_stat(pid) {
-        Some((state, start)) => state != 'Z' && state != 'X' && ticks.is_none_or(|t| t == start),
-        None => false,
+    match (proc_stat(pid), ticks) {
+        (Some((state, start, pgid)), Some(t)) => {
+            state != 'Z' && state != 'X' && start == t && pgid == pid
+        }
+        _ => false,
     }
 }
 
@@ -534,6 +655,73 @@ mod tests {
         }
     }
 
+    async fn pid_and_ticks(b: &LocalBackend, id: &NotebookId) -> (i32, Option<u64>) {
+        let st = b.slot(id).unwrap().inner.lock().await;
+        (st.p.pid.unwrap(), st.p.pid_start_ticks)
+    }
+
+    #[tokio::test]
+    async fn a_process_spawned_but_never_recorded_is_adopted_not_doubled() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("notebooks")).unwrap();
+        // As if nbidle died right after spawning: a marked process, no state.
+        let marker = data.join("notebooks").join("a.json").display().to_string();
+        let mut orphan = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(
+            orphan.arg("300").env(MARKER_ENV, &marker),
+            0,
+        );
+        let mut orphan = orphan.spawn().unwrap();
+        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &data)
+            .await
+            .unwrap();
+        let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+        let (pid, _) = pid_and_ticks(&b, &id).await;
+        assert_eq!(
+            pid,
+            orphan.id() as i32,
+            "adopted the orphan instead of spawning"
+        );
+        b.stop(
+            &id,
+            StopRequest {
+                cause: StopCause::User,
+                unless_started_after: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            orphan.wait().unwrap().code().is_none(),
+            "stopped by a signal"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_notebook_that_cannot_start_is_failed_and_the_others_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), &["bad", "good"]);
+        c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
+        let b = LocalBackend::new(&c, &dir.path().join("data"))
+            .await
+            .unwrap();
+        let bad = b
+            .get(&NotebookId::new(LOCAL_NAMESPACE, "bad"))
+            .await
+            .unwrap();
+        assert_eq!(bad.status, Status::Failed);
+        assert!(bad.message.unwrap().contains("/nonexistent/jupyter"));
+        assert_eq!(
+            b.get(&NotebookId::new(LOCAL_NAMESPACE, "good"))
+                .await
+                .unwrap()
+                .status,
+            Status::Starting
+        );
+        b.shutdown().await;
+    }
+
     async fn wait_status(b: &LocalBackend, id: &NotebookId, want: Status) -> NotebookState {
         for _ in 0..100 {
             let s = b.get(id).await.unwrap();
@@ -556,7 +744,8 @@ mod tests {
         let b = LocalBackend::new(&c, &dir.path().join("data"))
             .await
             .unwrap();
-        let pid = b.slot(&id).unwrap().inner.lock().await.p.pid.unwrap();
+        let (pid, ticks) = pid_and_ticks(&b, &id).await;
+        assert!(process_alive(pid, ticks));
         std::fs::write(dir.path().join("ws/a/keep.txt"), "x").unwrap();
 
         let out = b
@@ -572,7 +761,7 @@ mod tests {
         assert!(matches!(out, StopOutcome::Stopped(_)));
         let s = wait_status(&b, &id, Status::Stopped).await;
         assert_eq!(s.stopped_by, Some(StopCause::User));
-        assert!(!process_alive(pid, None));
+        assert!(!process_alive(pid, ticks));
         assert!(dir.path().join("ws/a/keep.txt").exists());
         let again = b
             .stop(
@@ -594,15 +783,15 @@ mod tests {
         assert_eq!(b.get(&id).await.unwrap().status, Status::Stopped);
 
         b.start(&id).await.unwrap();
-        let pid2 = b.slot(&id).unwrap().inner.lock().await.p.pid.unwrap();
-        assert!(process_alive(pid2, None));
+        let (pid2, ticks2) = pid_and_ticks(&b, &id).await;
+        assert!(process_alive(pid2, ticks2));
         // A restart of nbidle adopts the live process instead of spawning another.
         let b2 = LocalBackend::new(&c, &dir.path().join("data"))
             .await
             .unwrap();
         assert_eq!(b2.slot(&id).unwrap().inner.lock().await.p.pid, Some(pid2));
         b2.shutdown().await;
-        assert!(!process_alive(pid2, None));
+        assert!(!process_alive(pid2, ticks2));
     }
 
     #[tokio::test]

@@ -38,35 +38,24 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::body::bytes())
         .and_then(handlers::webhook);
 
-    let api = warp::path!("api" / "v1" / ..).and(authorized(
-        app.clone(),
-        |a| &a.api_credentials,
-        "api_auth",
-    ));
-    let list = api
-        .clone()
-        .and(warp::path!("notebooks"))
+    // Auth comes after path and method, so it runs once per request (and
+    // counts one failure), not once per API route tried.
+    let api_auth = || authorized(app.clone(), |a| &a.api_credentials, "api_auth");
+    let list = warp::path!("api" / "v1" / "notebooks")
         .and(warp::get())
+        .and(api_auth())
         .and_then(handlers::list_notebooks);
-    let get = api
-        .clone()
-        .and(warp::path!("notebooks" / String / String))
+    let get = warp::path!("api" / "v1" / "notebooks" / String / String)
         .and(warp::get())
-        .map(|app, ns, name| (ns, name, app))
-        .untuple_one()
+        .and(api_auth())
         .and_then(handlers::get_notebook);
-    let stop = api
-        .clone()
-        .and(warp::path!("notebooks" / String / String / "stop"))
+    let stop = warp::path!("api" / "v1" / "notebooks" / String / String / "stop")
         .and(warp::post())
-        .map(|app, ns, name| (ns, name, app))
-        .untuple_one()
+        .and(api_auth())
         .and_then(handlers::stop_notebook);
-    let start = api
-        .and(warp::path!("notebooks" / String / String / "start"))
+    let start = warp::path!("api" / "v1" / "notebooks" / String / String / "start")
         .and(warp::post())
-        .map(|app, ns, name| (ns, name, app))
-        .untuple_one()
+        .and(api_auth())
         .and_then(handlers::start_notebook);
 
     livez
