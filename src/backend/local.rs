@@ -13,7 +13,7 @@
 //! Every operation on a notebook holds that notebook's mutex, so a stop and
 //! a start (or two deliveries of one alert) never interleave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -148,19 +148,21 @@ impl LocalBackend {
             stop_on_exit: cfg.stop_on_exit,
             http,
         });
+        // One pass over /proc for all notebooks, before any is spawned.
+        let marked = marked_processes();
         for slot in backend.slots.values() {
-            backend.recover(slot).await?;
+            backend.recover(slot, &marked).await?;
         }
         Ok(backend)
     }
 
-    async fn recover(&self, slot: &Arc<Slot>) -> Result<()> {
+    async fn recover(&self, slot: &Arc<Slot>, marked: &HashMap<String, (i32, u64)>) -> Result<()> {
         let mut st = slot.inner.lock().await;
         let mut live = live_pid(&st.p);
         if live.is_none() {
             // nbidle may have died between spawning a process and recording
             // its pid: find it by the marker every notebook process carries.
-            if let Some((pid, ticks)) = find_marked_process(&marker(slot)) {
+            if let Some(&(pid, ticks)) = marked.get(&marker(slot)) {
                 tracing::info!(notebook = %slot.id, pid, "found an unrecorded notebook process");
                 st.p.pid = Some(pid);
                 st.p.pid_start_ticks = Some(ticks);
@@ -569,31 +571,35 @@ fn boot_id() -> Option<String> {
     .clone()
 }
 
-/// A live process-group leader whose environment carries `MARKER_ENV=marker`.
-fn find_marked_process(marker: &str) -> Option<(i32, u64)> {
-    let needle = format!("{MARKER_ENV}={marker}");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
+/// Live process-group leaders carrying `MARKER_ENV`, by marker value.
+fn marked_processes() -> HashMap<String, (i32, u64)> {
+    let prefix = format!("{MARKER_ENV}=");
+    let mut found = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
+        // Only leaders of their own group (what nbidle spawns), not children.
+        let Some((state, ticks, pgid)) = proc_stat(pid) else {
+            continue;
+        };
+        if pgid != pid || state == 'Z' || state == 'X' {
+            continue;
+        }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if !env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-            continue;
-        }
-        // Only the leader we spawned (its own group), not its children.
-        if let Some((state, ticks, pgid)) = proc_stat(pid) {
-            if pgid == pid && state != 'Z' && state != 'X' {
-                return Some((pid, ticks));
-            }
+        if let Some(value) = env
+            .split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        {
+            found.insert(String::from_utf8_lossy(value).into_owned(), (pid, ticks));
         }
     }
-    None
+    found
 }
 
 fn signal_group(pgid: i32, sig: libc::c_int) {
