@@ -579,7 +579,11 @@ fn marked_processes() -> HashMap<String, (i32, u64)> {
         return found;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         // Only leaders of their own group (what nbidle spawns), not children.
