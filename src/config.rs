@@ -36,6 +36,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     #[serde(default)]
     pub alertmanager: AlertmanagerConfig,
+    #[serde(default)]
+    pub exporter: ExporterConfig,
     pub backend: BackendConfig,
 }
 
@@ -85,6 +87,126 @@ pub struct AutostopConfig {
     /// Log and count what would be stopped, stop nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// What makes up "idle": the signals whose absence of work counts.
+    #[serde(default = "default_signals")]
+    pub signals: Vec<SignalName>,
+    /// Guards: evidence of work from outside Jupyter that vetoes a stop.
+    #[serde(default)]
+    pub guards: GuardsConfig,
+    /// A raw PromQL expression selecting busy notebooks by
+    /// `(namespace, notebook)`; added to the signals.
+    pub busy_expr: Option<String>,
+    /// `NotebookIdleSoon` fires this long before the stop.
+    #[serde(default = "default_warn_before")]
+    pub warn_before: HumanDuration,
+    /// Admin bounds for per-notebook `idle_after` overrides.
+    pub min_idle_after: Option<HumanDuration>,
+    pub max_idle_after: Option<HumanDuration>,
+    /// Before stopping, check nbidle's own latest probe of the notebook and
+    /// skip the stop if it shows work since the alert was computed.
+    #[serde(default = "yes")]
+    pub recheck: bool,
+}
+
+/// The idle signals the generated rule can combine (see docs/idle-signals.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalName {
+    /// nbidle's exporter: busy kernels, kernel and terminal activity.
+    Activity,
+    /// Jupyter's `kernel_currently_running_total` (the original request's signal).
+    Kernels,
+    /// jupyter_server ≥ 2's `jupyter_server_last_activity_timestamp_seconds`.
+    ServerActivity,
+}
+
+fn default_signals() -> Vec<SignalName> {
+    vec![SignalName::Activity]
+}
+
+fn default_warn_before() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 60))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardsConfig {
+    pub cpu: Option<CpuGuard>,
+    pub gpu: Option<GpuGuard>,
+}
+
+/// Container CPU (cAdvisor) above `threshold_cores` over `window` is work.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuGuard {
+    #[serde(default = "default_cpu_threshold")]
+    pub threshold_cores: f64,
+    #[serde(default = "default_guard_window")]
+    pub window: HumanDuration,
+}
+
+/// GPU engine activity (DCGM) above `threshold` over `window` is work.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuGuard {
+    /// `DCGM_FI_PROF_GR_ENGINE_ACTIVE` (0–1) or `DCGM_FI_DEV_GPU_UTIL` (0–100).
+    #[serde(default = "default_gpu_metric")]
+    pub metric: String,
+    #[serde(default = "default_gpu_threshold")]
+    pub threshold: f64,
+    #[serde(default = "default_guard_window")]
+    pub window: HumanDuration,
+}
+
+fn default_cpu_threshold() -> f64 {
+    0.05
+}
+fn default_gpu_threshold() -> f64 {
+    0.05
+}
+fn default_gpu_metric() -> String {
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE".into()
+}
+fn default_guard_window() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 60))
+}
+
+/// nbidle's Jupyter activity exporter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time between probe rounds (independent of scrapes).
+    #[serde(default = "default_probe_interval")]
+    pub interval: HumanDuration,
+    /// Per-probe timeout; a notebook that does not answer in time reports failure.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: HumanDuration,
+    /// Probes in flight at once.
+    #[serde(default = "default_probe_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_probe_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
+}
+fn default_probe_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_probe_concurrency() -> usize {
+    64
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        ExporterConfig {
+            enabled: true,
+            interval: default_probe_interval(),
+            timeout: default_probe_timeout(),
+            concurrency: default_probe_concurrency(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -104,6 +226,13 @@ impl Default for AutostopConfig {
             idle_after: default_idle_after(),
             evaluation_interval: default_evaluation_interval(),
             dry_run: false,
+            signals: default_signals(),
+            guards: GuardsConfig::default(),
+            busy_expr: None,
+            warn_before: default_warn_before(),
+            min_idle_after: None,
+            max_idle_after: None,
+            recheck: true,
         }
     }
 }
@@ -123,6 +252,13 @@ pub struct PrometheusConfig {
     /// The `job` label of the notebooks' scrape job; the rules select on it.
     #[serde(default = "default_notebook_job")]
     pub notebook_job: String,
+    /// The `job` label of the scrape job for nbidle's exporter (`/metrics/notebooks`).
+    #[serde(default = "default_exporter_job")]
+    pub exporter_job: String,
+}
+
+fn default_exporter_job() -> String {
+    "nbidle-exporter".into()
 }
 
 fn default_notebook_job() -> String {
@@ -136,6 +272,7 @@ impl Default for PrometheusConfig {
             url: None,
             labels: Labels::default(),
             notebook_job: default_notebook_job(),
+            exporter_job: default_exporter_job(),
         }
     }
 }
@@ -247,6 +384,10 @@ pub struct LocalNotebook {
     /// `false`: never stopped by an idle alert (a user can still stop it).
     #[serde(default = "yes")]
     pub autostop: bool,
+    /// This notebook's idle time, within `autostop.min/max_idle_after`.
+    pub idle_after: Option<HumanDuration>,
+    /// Who to warn before the stop (carried on `NotebookIdleSoon`).
+    pub owner: Option<String>,
 }
 
 /// A duration written as humantime (`30m`, `1h 30m`, `90s`) or a bare number
@@ -516,6 +657,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_idle()?;
         if let Some(url) = &self.prometheus.url {
             check_url(url).map_err(|m| Error::config("prometheus.url", m))?;
         }
@@ -632,6 +774,113 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_idle(&self) -> Result<()> {
+        let a = &self.autostop;
+        if a.signals.is_empty() && a.busy_expr.is_none() {
+            return Err(Error::config(
+                "autostop.signals",
+                "name at least one signal (activity, kernels, server_activity) or set busy_expr",
+            ));
+        }
+        let needs_exporter = a.signals.contains(&SignalName::Activity);
+        if needs_exporter && !self.exporter.enabled {
+            return Err(Error::config(
+                "autostop.signals",
+                "the activity signal needs exporter.enabled: true",
+            ));
+        }
+        if a.warn_before.0 >= a.idle_after.0 {
+            return Err(Error::config(
+                "autostop.warn_before",
+                format!(
+                    "must be shorter than autostop.idle_after ({})",
+                    a.idle_after
+                ),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (a.min_idle_after, a.max_idle_after) {
+            if lo.0 > hi.0 {
+                return Err(Error::config(
+                    "autostop.min_idle_after",
+                    "is longer than autostop.max_idle_after",
+                ));
+            }
+        }
+        if let Some(e) = &a.busy_expr {
+            if e.trim().is_empty() {
+                return Err(Error::config("autostop.busy_expr", "must not be empty"));
+            }
+        }
+        if let Some(c) = &a.guards.cpu {
+            if !(c.threshold_cores > 0.0 && c.threshold_cores.is_finite()) {
+                return Err(Error::config(
+                    "autostop.guards.cpu.threshold_cores",
+                    "must be a positive number of cores",
+                ));
+            }
+        }
+        if let Some(g) = &a.guards.gpu {
+            if !(g.threshold > 0.0 && g.threshold.is_finite()) {
+                return Err(Error::config(
+                    "autostop.guards.gpu.threshold",
+                    "must be positive",
+                ));
+            }
+            if g.metric.is_empty()
+                || !g
+                    .metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
+                return Err(Error::config(
+                    "autostop.guards.gpu.metric",
+                    "must be a Prometheus metric name",
+                ));
+            }
+        }
+        let e = &self.exporter;
+        if e.interval.0 < Duration::from_secs(1) {
+            return Err(Error::config("exporter.interval", "must be at least 1s"));
+        }
+        if e.timeout.0 < Duration::from_millis(100)
+            || e.timeout.0 > e.interval.0.max(Duration::from_secs(1)) * 4
+        {
+            return Err(Error::config(
+                "exporter.timeout",
+                "must be at least 100ms and at most 4 × exporter.interval",
+            ));
+        }
+        if e.concurrency == 0 || e.concurrency > 4096 {
+            return Err(Error::config(
+                "exporter.concurrency",
+                "must be between 1 and 4096",
+            ));
+        }
+        if let Some(local) = &self.backend.local {
+            for (i, nb) in local.notebooks.iter().enumerate() {
+                if let Some(d) = nb.idle_after {
+                    if d.0 < Duration::from_secs(1) {
+                        return Err(Error::config(
+                            format!("backend.local.notebooks[{i}].idle_after"),
+                            "must be at least 1s",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The default idle time and the admin's bounds for overrides.
+    pub fn idle_bounds(&self) -> crate::notebook::IdleBounds {
+        let a = &self.autostop;
+        crate::notebook::IdleBounds {
+            default: a.idle_after.0,
+            min: a.min_idle_after.map(|d| d.0),
+            max: a.max_idle_after.map(|d| d.0),
+        }
     }
 
     /// Reads the secrets, inline or from their files. Done once at start-up.

@@ -13,6 +13,7 @@ use futures_util::stream::{self, StreamExt};
 use crate::alerts::{Alert, AlertStatus, WebhookPayload};
 use crate::backend::{Backend, StopOutcome, StopRequest};
 use crate::error::Error;
+use crate::exporter::{Exporter, NotebookFacts};
 use crate::metrics::Metrics;
 use crate::notebook::{NotebookId, StopCause, Timestamp};
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
@@ -28,6 +29,8 @@ pub struct Policy {
     pub dry_run: bool,
     /// `autostop.idle_after`
     pub idle_after: std::time::Duration,
+    /// `autostop.recheck`
+    pub recheck: bool,
 }
 
 impl Policy {
@@ -59,6 +62,8 @@ pub enum Decision {
     DryRun,
     /// `autostop.enabled` is false.
     Disabled,
+    /// nbidle's latest probe shows work since the alert was computed.
+    ActiveAgain,
     /// The backend failed; Alertmanager should retry.
     Failed(String),
 }
@@ -76,6 +81,7 @@ impl Decision {
             Decision::Resolved => "resolved",
             Decision::DryRun => "dry_run",
             Decision::Disabled => "disabled",
+            Decision::ActiveAgain => "active_again",
             Decision::Failed(_) => "failed",
         }
     }
@@ -92,6 +98,7 @@ pub struct AlertResult {
 pub async fn handle(
     payload: &WebhookPayload,
     backend: &dyn Backend,
+    exporter: Option<&Exporter>,
     policy: Policy,
     metrics: &Metrics,
 ) -> Vec<AlertResult> {
@@ -107,7 +114,7 @@ pub async fn handle(
     let results: Vec<AlertResult> = stream::iter(0..payload.alerts.len())
         .map(|i| async move {
             let alert = &payload.alerts[i];
-            let decision = decide_one(alert, backend, policy, metrics).await;
+            let decision = decide_one(alert, backend, exporter, policy, metrics).await;
             AlertResult {
                 alertname: alert.alertname().to_string(),
                 notebook: alert.notebook(),
@@ -148,6 +155,7 @@ pub async fn handle(
 async fn decide_one(
     alert: &Alert,
     backend: &dyn Backend,
+    exporter: Option<&Exporter>,
     policy: Policy,
     metrics: &Metrics,
 ) -> Decision {
@@ -181,6 +189,13 @@ async fn decide_one(
     if state.status.is_down() {
         return Decision::AlreadyStopped;
     }
+    if policy.recheck
+        && exporter
+            .and_then(|e| e.facts(&id))
+            .is_some_and(|f| active_since(&f, alert.starts_at))
+    {
+        return Decision::ActiveAgain;
+    }
     if policy.dry_run {
         return Decision::DryRun;
     }
@@ -213,6 +228,22 @@ async fn decide_one(
     }
 }
 
+/// The re-check: nbidle's own probe, taken after the alert began, shows a
+/// busy kernel or kernel/terminal activity newer than the alert. A probe
+/// that failed or predates the alert confirms nothing either way, and the
+/// stop goes ahead on Prometheus's word.
+fn active_since(f: &NotebookFacts, alert_starts_at: Timestamp) -> bool {
+    let (Some(p), Some(at)) = (&f.probe, f.probed_at) else {
+        return false;
+    };
+    if !p.ok || at < alert_starts_at {
+        return false;
+    }
+    p.busy_kernels() > 0
+        || p.last_activity
+            .is_some_and(|t| t > alert_starts_at.unix_seconds())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +259,7 @@ mod tests {
             enabled: true,
             dry_run: false,
             idle_after: Duration::from_secs(30 * 60),
+            recheck: true,
         };
         let alert = t("2026-01-01T10:00:00Z");
         // 10 minutes later: a notebook started after 10:00 is protected.

@@ -30,6 +30,7 @@ pub mod backend;
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod exporter;
 pub mod manifests;
 pub mod metrics;
 pub mod notebook;

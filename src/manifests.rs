@@ -44,26 +44,35 @@ pub fn nbidle_base_url(cfg: &Config) -> String {
 }
 
 fn scrape_config(cfg: &Config) -> Value {
-    map(vec![(
-        "scrape_configs",
-        list(vec![map(vec![
-            ("job_name", s(&cfg.prometheus.notebook_job)),
+    let base = nbidle_base_url(cfg);
+    let host = base.trim_start_matches("http://").to_string();
+    let interval = cfg.autostop.evaluation_interval.prometheus();
+    let mut jobs = vec![map(vec![
+        ("job_name", s(&cfg.prometheus.notebook_job)),
+        ("scrape_interval", s(&interval)),
+        (
+            "http_sd_configs",
+            list(vec![map(vec![
+                ("url", s(&format!("{base}/sd/notebooks"))),
+                ("refresh_interval", s(&interval)),
+            ])]),
+        ),
+    ])];
+    if cfg.exporter.enabled {
+        jobs.push(map(vec![
+            ("job_name", s(&cfg.prometheus.exporter_job)),
+            ("scrape_interval", s(&interval)),
+            ("metrics_path", s("/metrics/notebooks")),
+            // The series name their notebook's namespace; keep it rather
+            // than nbidle's own target labels.
+            ("honor_labels", Value::Bool(true)),
             (
-                "scrape_interval",
-                s(&cfg.autostop.evaluation_interval.prometheus()),
+                "static_configs",
+                list(vec![map(vec![("targets", list(vec![s(&host)]))])]),
             ),
-            (
-                "http_sd_configs",
-                list(vec![map(vec![
-                    ("url", s(&format!("{}/sd/notebooks", nbidle_base_url(cfg)))),
-                    (
-                        "refresh_interval",
-                        s(&cfg.autostop.evaluation_interval.prometheus()),
-                    ),
-                ])]),
-            ),
-        ])]),
-    )])
+        ]));
+    }
+    map(vec![("scrape_configs", list(jobs))])
 }
 
 /// The webhook's credentials as Alertmanager's `http_config`: a token file

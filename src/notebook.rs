@@ -96,6 +96,28 @@ impl StopCause {
     }
 }
 
+/// The default idle time and the admin's bounds for per-notebook overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleBounds {
+    pub default: std::time::Duration,
+    pub min: Option<std::time::Duration>,
+    pub max: Option<std::time::Duration>,
+}
+
+impl IdleBounds {
+    /// A notebook's idle time: its override clamped to the bounds, or the default.
+    pub fn effective(&self, requested: Option<std::time::Duration>) -> std::time::Duration {
+        let mut d = requested.unwrap_or(self.default);
+        if let Some(lo) = self.min {
+            d = d.max(lo);
+        }
+        if let Some(hi) = self.max {
+            d = d.min(hi);
+        }
+        d
+    }
+}
+
 /// What a backend knows about one notebook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotebookState {
@@ -107,6 +129,11 @@ pub struct NotebookState {
     pub message: Option<String>,
     /// `false` when the notebook opted out of auto-stop.
     pub autostop: bool,
+    /// Its idle time in seconds, after the admin's bounds.
+    pub idle_after_seconds: u64,
+    /// Who is warned before the stop, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub started_at: Option<Timestamp>,
     pub stopped_at: Option<Timestamp>,
     pub stopped_by: Option<StopCause>,
@@ -172,6 +199,21 @@ mod tests {
         let b = Timestamp::parse("2026-01-01T08:00:00.5Z").unwrap();
         assert!(a < b);
         assert_eq!(a.to_string(), "2026-01-01T08:00:00Z");
+    }
+
+    #[test]
+    fn overrides_are_clamped_to_the_admin_bounds() {
+        use std::time::Duration;
+        let m = |n: u64| Duration::from_secs(60 * n);
+        let b = IdleBounds {
+            default: m(30),
+            min: Some(m(10)),
+            max: Some(m(120)),
+        };
+        assert_eq!(b.effective(None), m(30));
+        assert_eq!(b.effective(Some(m(1))), m(10));
+        assert_eq!(b.effective(Some(m(600))), m(120));
+        assert_eq!(b.effective(Some(m(45))), m(45));
     }
 
     #[test]

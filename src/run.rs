@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::config::{BackendKind, Config};
 use crate::decide::Policy;
 use crate::error::{Error, Result};
+use crate::exporter::Exporter;
 use crate::metrics::Metrics;
 use crate::server::{self, auth::Credentials, App};
 
@@ -28,16 +29,38 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
                 .local
                 .as_ref()
                 .ok_or_else(|| Error::config("backend.local", "missing"))?;
-            LocalBackend::new(local, &cfg.data_dir).await?
+            LocalBackend::new(local, &cfg.data_dir, cfg.idle_bounds()).await?
         }
     };
+    // One shutdown signal, fanned out to every task.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|&s| s).await;
+        }
+    };
+    let exporter = cfg
+        .exporter
+        .enabled
+        .then(|| Exporter::new(backend.clone(), cfg.exporter.clone()));
+    let exporter_task = exporter.clone().map(|e| {
+        let until = stopped();
+        tokio::spawn(async move { e.run(until).await })
+    });
     let app = Arc::new(App {
+        exporter: exporter.clone(),
         backend: backend.clone(),
         metrics: Arc::new(Metrics::new()),
         policy: Policy {
             enabled: cfg.autostop.enabled,
             dry_run: cfg.autostop.dry_run,
             idle_after: cfg.autostop.idle_after.0,
+            recheck: cfg.autostop.recheck,
         },
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
         api_credentials: Credentials::new(secrets.api_tokens, None),
@@ -45,10 +68,13 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         // The local backend has synced once `new` returns.
         ready: AtomicBool::new(true),
     });
-    let (bound, server) = server::bind(app, addr, shutdown).await?;
+    let (bound, server) = server::bind(app, addr, stopped()).await?;
     tracing::info!(%bound, backend = ?cfg.backend.kind, dry_run = cfg.autostop.dry_run, "nbidle listening");
     server.await;
     tracing::info!("shutting down");
+    if let Some(t) = exporter_task {
+        let _ = t.await;
+    }
     backend.shutdown().await;
     Ok(())
 }

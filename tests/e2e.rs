@@ -1,7 +1,8 @@
 //! The whole loop on one machine with real components: Jupyter servers
-//! supervised by nbidle, Prometheus scraping them through nbidle's service
-//! discovery and evaluating nbidle's generated rules, Alertmanager routing
-//! with nbidle's generated config, and nbidle stopping what is idle.
+//! supervised by nbidle, used by scripted users (tests/drivers), Prometheus
+//! scraping nbidle's exporter and evaluating nbidle's generated rules,
+//! Alertmanager routing with nbidle's generated config, and nbidle stopping
+//! what is idle — and only that.
 
 mod common;
 
@@ -9,49 +10,63 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+const IDLE_AFTER_SECS: u64 = 20;
+
+fn nb(name: &str) -> NotebookSpec {
+    jupyter_notebook(name, JupyterVersion::Current)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_notebooks_are_stopped_through_prometheus_and_alertmanager() {
+async fn idle_notebooks_are_stopped_and_working_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let busy = jupyter_notebook("busy", JupyterVersion::Current);
-    let busy_url = busy.url.clone();
-    let mut optout = jupyter_notebook("optout", JupyterVersion::Current);
+    let mut optout = nb("optout");
     optout.autostop = false;
     let notebooks = vec![
-        jupyter_notebook("idle", JupyterVersion::Current),
+        nb("idle"),
         jupyter_notebook("idle-old", JupyterVersion::Old),
-        busy,
+        nb("computing"),
+        nb("printing"),
+        nb("terminal"),
+        nb("rest-kernel"),
+        nb("open-tab"),
+        nb("cells"),
         optout,
-        jupyter_notebook("silenced", JupyterVersion::Current),
+        nb("silenced"),
     ];
-    let nb = Nbidle::start(
+    let url = |name: &str| {
+        notebooks
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap()
+            .url
+            .clone()
+    };
+    let nbidle = Nbidle::start(
         dir.path(),
         &notebooks,
         NbidleOptions {
-            idle_after: "15s",
+            idle_after: "20s",
             ..Default::default()
         },
     )
     .await;
     for n in &notebooks {
-        nb.wait_status(&n.name, "running", Duration::from_secs(90))
+        nbidle
+            .wait_status(&n.name, "running", Duration::from_secs(120))
             .await;
     }
-    // Work in progress: a kernel running on "busy".
-    let k = jupyter_api(
-        &nb.http,
-        &busy_url,
-        Method::POST,
-        "api/kernels",
-        Some(json!({"name": "python3"})),
-    )
-    .await
-    .unwrap();
-    assert!(k.status().is_success(), "starting a kernel: {}", k.status());
 
-    let am = Alertmanager::start(dir.path(), &nb.config).await;
+    // The users.
+    jupyter_user_once(&url("computing"), "compute-silently");
+    jupyter_user_once(&url("printing"), "compute-printing");
+    jupyter_user_once(&url("rest-kernel"), "rest-kernel");
+    let _terminal = jupyter_user(dir.path(), &url("terminal"), "terminal-every", 3);
+    let _tab = jupyter_user(dir.path(), &url("open-tab"), "open-tab", 3);
+    let mut cells = jupyter_user(dir.path(), &url("cells"), "execute-every", 3);
+
+    let am = Alertmanager::start(dir.path(), &nbidle.config).await;
     // A user keeps "silenced" alive by silencing its idle alert.
     let silence = Command::new(tool(&["amtool"]))
         .args([
@@ -71,34 +86,61 @@ async fn idle_notebooks_are_stopped_through_prometheus_and_alertmanager() {
         "amtool: {}",
         String::from_utf8_lossy(&silence.stderr)
     );
-
     let started = Instant::now();
-    let prom = Prometheus::start(dir.path(), &nb, &am).await;
+    let prom = Prometheus::start(dir.path(), &nbidle, &am).await;
 
-    for name in ["idle", "idle-old"] {
-        let v = nb
+    for name in ["idle", "idle-old", "rest-kernel", "open-tab"] {
+        let v = nbidle
             .wait_status(name, "stopped", Duration::from_secs(120))
             .await;
-        assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
+        assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{name}: {v}");
         assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle");
         eprintln!(
-            "{name} stopped {:?} after Prometheus started (idle_after 15s)",
+            "{name} stopped {:?} after Prometheus started",
             started.elapsed()
         );
     }
-    // The opted-out notebook fired too, and was refused.
-    eventually("opt-out decision", Duration::from_secs(30), || async {
-        (nb.metric("nbidle_alert_decisions_total{decision=\"opted_out\"}")
-            .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
-    // Give the others a few more evaluation rounds to be wrongly stopped.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    for name in ["busy", "optout", "silenced"] {
+
+    // The cell runner stops working; its notebook is stopped about idle_after later.
+    let last_cell = Instant::now();
+    cells.terminate();
+    let v = nbidle
+        .wait_status("cells", "stopped", Duration::from_secs(120))
+        .await;
+    let lag = last_cell.elapsed();
+    eprintln!(
+        "cells: stopped {lag:?} after the last executed cell (idle_after {IDLE_AFTER_SECS}s)"
+    );
+    assert_eq!(v["stopped_by"]["trigger"], "idle-alert");
+    assert!(
+        lag >= Duration::from_secs(IDLE_AFTER_SECS - 4),
+        "stopped too early: {lag:?}"
+    );
+    // NotebookIdleSoon fired before the stop.
+    let warned = prom
+        .query("min_over_time(timestamp(ALERTS{alertname=\"NotebookIdleSoon\", alertstate=\"firing\", notebook=\"cells\"})[10m:1s])")
+        .await
+        .unwrap();
+    let warned_at: f64 = warned[0]["value"][1]
+        .as_str()
+        .expect("cells was warned")
+        .parse()
+        .unwrap();
+    let stopped_at = time::OffsetDateTime::parse(
+        v["stopped_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let ahead = stopped_at.unix_timestamp() as f64 - warned_at;
+    eprintln!("cells: warned {ahead:.0}s before the stop (warn_before 5s)");
+    assert!(
+        ahead > 0.0,
+        "warned at {warned_at}, stopped at {stopped_at}"
+    );
+
+    for name in ["computing", "printing", "terminal", "optout", "silenced"] {
         assert_eq!(
-            nb.notebook(name).await["status"],
+            nbidle.notebook(name).await["status"],
             "running",
             "{name} must keep running"
         );
@@ -116,21 +158,22 @@ async fn idle_notebooks_are_stopped_through_prometheus_and_alertmanager() {
     // Every dashboard query runs against this Prometheus without error.
     check_dashboard_queries(&prom).await;
 
-    // Started by hand, "idle" is not stopped by its old alert: the next
-    // alert can only come idle_after after this start.
-    let r = nb.post("notebooks/local/idle/start").await;
-    assert_eq!(r.status(), 200);
-    nb.wait_status("idle", "running", Duration::from_secs(60))
-        .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(nb.notebook("idle").await["status"], "running");
+    // Started by hand, "idle" is not stopped again before idle_after.
     assert_eq!(
-        nb.metric("nbidle_stops_total{result=\"error\",trigger=\"idle-alert\"}")
+        nbidle.post("notebooks/local/idle/start").await.status(),
+        200
+    );
+    nbidle
+        .wait_status("idle", "running", Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(nbidle.notebook("idle").await["status"], "running");
+    assert_eq!(
+        nbidle
+            .metric("nbidle_stops_total{result=\"error\",trigger=\"idle-alert\"}")
             .await,
         0.0
     );
-    drop(prom);
-    drop(am);
 }
 
 /// Runs every query of the shipped Grafana dashboard, with Grafana's

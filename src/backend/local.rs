@@ -23,10 +23,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
-use super::{Backend, ScrapeTarget, StopOutcome, StopRequest};
+use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::config::{LocalConfig, LocalNotebook};
 use crate::error::{Error, Result};
-use crate::notebook::{NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE};
+use crate::notebook::{
+    IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE,
+};
 
 /// How often a watcher checks a process it did not spawn (adopted after a
 /// restart).
@@ -93,6 +95,7 @@ struct Slot {
 
 pub struct LocalBackend {
     slots: BTreeMap<NotebookId, Arc<Slot>>,
+    idle: IdleBounds,
     grace: Duration,
     stop_on_exit: bool,
     http: reqwest::Client,
@@ -101,7 +104,7 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Loads persisted state and brings every notebook to its desired state:
     /// adopts live processes, spawns the missing ones, leaves stopped ones.
-    pub async fn new(cfg: &LocalConfig, data_dir: &Path) -> Result<Arc<Self>> {
+    pub async fn new(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
         let state_dir = data_dir.join("notebooks");
         let log_dir = data_dir.join("logs");
         for d in [&state_dir, &log_dir] {
@@ -144,6 +147,7 @@ impl LocalBackend {
         }
         let backend = Arc::new(LocalBackend {
             slots,
+            idle,
             grace: cfg.stop_grace_period.0,
             stop_on_exit: cfg.stop_on_exit,
             http,
@@ -211,8 +215,13 @@ impl LocalBackend {
             .ok_or_else(|| Error::NotFound(id.clone()))
     }
 
-    fn snapshot(slot: &Slot, st: &SlotState) -> NotebookState {
+    fn snapshot(&self, slot: &Slot, st: &SlotState) -> NotebookState {
         NotebookState {
+            idle_after_seconds: self
+                .idle
+                .effective(slot.spec.idle_after.map(|d| d.0))
+                .as_secs(),
+            owner: slot.spec.owner.clone(),
             id: slot.id.clone(),
             status: st.status,
             message: st.message.clone(),
@@ -421,7 +430,7 @@ impl Backend for LocalBackend {
         let mut out = Vec::with_capacity(self.slots.len());
         for slot in self.slots.values() {
             let st = slot.inner.lock().await;
-            out.push(Self::snapshot(slot, &st));
+            out.push(self.snapshot(slot, &st));
         }
         Ok(out)
     }
@@ -429,18 +438,18 @@ impl Backend for LocalBackend {
     async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
         let slot = self.slot(id)?;
         let st = slot.inner.lock().await;
-        Ok(Self::snapshot(slot, &st))
+        Ok(self.snapshot(slot, &st))
     }
 
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
         let slot = self.slot(id)?;
         let mut st = slot.inner.lock().await;
         if st.p.desired == Desired::Stopped {
-            return Ok(StopOutcome::AlreadyStopped(Self::snapshot(slot, &st)));
+            return Ok(StopOutcome::AlreadyStopped(self.snapshot(slot, &st)));
         }
         if let (Some(limit), Some(started)) = (req.unless_started_after, st.p.started_at) {
             if started > limit {
-                return Ok(StopOutcome::StartedSince(Self::snapshot(slot, &st)));
+                return Ok(StopOutcome::StartedSince(self.snapshot(slot, &st)));
             }
         }
         let mut next = st.p.clone();
@@ -469,7 +478,7 @@ impl Backend for LocalBackend {
             None => st.status = Status::Stopped,
         }
         tracing::info!(notebook = %id, trigger = st.p.stopped_by.as_ref().map(StopCause::trigger), "notebook stopping");
-        Ok(StopOutcome::Stopped(Self::snapshot(slot, &st)))
+        Ok(StopOutcome::Stopped(self.snapshot(slot, &st)))
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
@@ -478,7 +487,7 @@ impl Backend for LocalBackend {
         if st.p.desired == Desired::Running
             && matches!(st.status, Status::Running | Status::Starting)
         {
-            return Ok(Self::snapshot(slot, &st));
+            return Ok(self.snapshot(slot, &st));
         }
         // A stop may still be in progress; the old process must be gone
         // before the new one binds the same port.
@@ -495,7 +504,7 @@ impl Backend for LocalBackend {
             }
         }
         self.spawn(slot, &mut st).await?;
-        Ok(Self::snapshot(slot, &st))
+        Ok(self.snapshot(slot, &st))
     }
 
     async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>> {
@@ -516,6 +525,23 @@ impl Backend for LocalBackend {
                 address: format!("{host}:{port}"),
                 scheme: url.scheme().to_string(),
                 metrics_path: format!("{}/metrics", url.path().trim_end_matches('/')),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>> {
+        let mut out = Vec::new();
+        for slot in self.slots.values() {
+            let st = slot.inner.lock().await;
+            if st.status != Status::Running {
+                continue;
+            }
+            let base = slot.spec.url.trim_end_matches('/');
+            out.push(JupyterEndpoint {
+                id: slot.id.clone(),
+                base_url: format!("{base}/"),
+                token: slot.spec.token.clone(),
             });
         }
         Ok(out)
@@ -660,8 +686,18 @@ mod tests {
                     token: None,
                     env: Default::default(),
                     autostop: true,
+                    idle_after: None,
+                    owner: None,
                 })
                 .collect(),
+        }
+    }
+
+    fn bounds() -> IdleBounds {
+        IdleBounds {
+            default: Duration::from_secs(1800),
+            min: None,
+            max: None,
         }
     }
 
@@ -683,7 +719,7 @@ mod tests {
             0,
         );
         let mut orphan = orphan.spawn().unwrap();
-        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &data)
+        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &data, bounds())
             .await
             .unwrap();
         let id = NotebookId::new(LOCAL_NAMESPACE, "a");
@@ -713,7 +749,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path(), &["bad", "good"]);
         c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
-        let b = LocalBackend::new(&c, &dir.path().join("data"))
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
             .await
             .unwrap();
         let bad = b
@@ -751,7 +787,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path(), &["a"]);
         let id = NotebookId::new(LOCAL_NAMESPACE, "a");
-        let b = LocalBackend::new(&c, &dir.path().join("data"))
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
             .await
             .unwrap();
         let (pid, ticks) = pid_and_ticks(&b, &id).await;
@@ -787,7 +823,7 @@ mod tests {
 
         // A new backend on the same data dir keeps it stopped.
         drop(b);
-        let b = LocalBackend::new(&c, &dir.path().join("data"))
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
             .await
             .unwrap();
         assert_eq!(b.get(&id).await.unwrap().status, Status::Stopped);
@@ -796,7 +832,7 @@ mod tests {
         let (pid2, ticks2) = pid_and_ticks(&b, &id).await;
         assert!(process_alive(pid2, ticks2));
         // A restart of nbidle adopts the live process instead of spawning another.
-        let b2 = LocalBackend::new(&c, &dir.path().join("data"))
+        let b2 = LocalBackend::new(&c, &dir.path().join("data"), bounds())
             .await
             .unwrap();
         assert_eq!(b2.slot(&id).unwrap().inner.lock().await.p.pid, Some(pid2));
@@ -807,7 +843,7 @@ mod tests {
     #[tokio::test]
     async fn stop_is_refused_for_a_notebook_started_after_the_alert() {
         let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &dir.path().join("data"))
+        let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &dir.path().join("data"), bounds())
             .await
             .unwrap();
         let id = NotebookId::new(LOCAL_NAMESPACE, "a");
@@ -830,7 +866,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_notebook_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(&cfg(dir.path(), &[]), &dir.path().join("data"))
+        let b = LocalBackend::new(&cfg(dir.path(), &[]), &dir.path().join("data"), bounds())
             .await
             .unwrap();
         let err = b.get(&NotebookId::new("local", "nope")).await.unwrap_err();

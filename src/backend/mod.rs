@@ -52,6 +52,15 @@ pub struct ScrapeTarget {
     pub metrics_path: String,
 }
 
+/// Where nbidle's exporter reaches a running notebook's Jupyter REST API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JupyterEndpoint {
+    pub id: NotebookId,
+    /// Base URL ending in `/`.
+    pub base_url: String,
+    pub token: Option<String>,
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Every notebook this backend manages, sorted by id.
@@ -69,6 +78,9 @@ pub trait Backend: Send + Sync {
     /// Targets Prometheus should scrape (running notebooks only, so a
     /// stopped notebook is not a failing target).
     async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>>;
+
+    /// Jupyter endpoints of the running notebooks, for the activity exporter.
+    async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>>;
 
     /// Called once when nbidle shuts down.
     async fn shutdown(&self) {}

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use signals::{present_expr, Signal, NOTEBOOK_LABELS};
+use signals::{present_expr, Jobs, Signal, Threshold, NOTEBOOK_LABELS};
 
 /// The label every nbidle alert carries; Alertmanager routes on it and the
 /// webhook ignores alerts without it, so a misrouted alert stops nothing.
@@ -62,12 +62,45 @@ impl Format {
     }
 }
 
-/// The signals the idle rule is made of. One today; the config will choose
-/// among several.
-pub fn configured_signals(_cfg: &Config) -> Vec<Signal> {
-    vec![Signal::Kernels {
-        include_terminals: false,
-    }]
+pub const WARN_ALERT: &str = "NotebookIdleSoon";
+pub const ACTION_WARN: &str = "warn";
+
+/// The signals and guards the idle rule is made of, from the config.
+pub fn configured_signals(cfg: &Config) -> Vec<Signal> {
+    let a = &cfg.autostop;
+    let mut out: Vec<Signal> = a.signals.iter().copied().map(Signal::from).collect();
+    if let Some(c) = &a.guards.cpu {
+        out.push(Signal::Cpu(c.clone()));
+    }
+    if let Some(g) = &a.guards.gpu {
+        out.push(Signal::Gpu(g.clone()));
+    }
+    if let Some(e) = &a.busy_expr {
+        out.push(Signal::Expr(e.clone()));
+    }
+    out
+}
+
+fn jobs(cfg: &Config) -> Jobs {
+    Jobs {
+        notebooks: cfg.prometheus.notebook_job.clone(),
+        exporter: cfg.prometheus.exporter_job.clone(),
+    }
+}
+
+fn busy_union(signals: &[Signal], jobs: &Jobs, t: &Threshold) -> String {
+    signals
+        .iter()
+        .map(|s| format!("(\n{}\n)", indent(&s.busy_expr(jobs, t))))
+        .collect::<Vec<_>>()
+        .join("\nor\n")
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Builds the rule model from the config.
@@ -78,53 +111,170 @@ pub fn build(cfg: &Config) -> Result<RuleFile> {
             "is false: there is nothing to generate rules for",
         ));
     }
-    let job = &cfg.prometheus.notebook_job;
-    let idle_after = cfg.autostop.idle_after.prometheus();
-    let signals = configured_signals(cfg);
-    let busy = signals
-        .iter()
-        .map(|s| format!("({})", s.busy_expr(job)))
-        .collect::<Vec<_>>()
-        .join("\nor\n");
-    let expr = format!(
-        "{present}\nunless on ({NOTEBOOK_LABELS})\n{busy}",
-        present = present_expr(job)
-    );
-    let why = signals
-        .iter()
-        .map(Signal::describe)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let labels = BTreeMap::from([
-        (ACTION_LABEL.to_string(), ACTION_STOP.to_string()),
-        ("severity".to_string(), "info".to_string()),
-    ]);
-    let annotations = BTreeMap::from([
-        (
-            "summary".to_string(),
-            "Notebook {{ $labels.namespace }}/{{ $labels.notebook }} is idle".to_string(),
-        ),
-        (
-            "description".to_string(),
-            format!(
-                "Notebook {{{{ $labels.namespace }}}}/{{{{ $labels.notebook }}}} has shown no work ({why}) for {idle_after}; nbidle stops it. Silence this alert to keep it running."
-            ),
-        ),
-        ("idle_after".to_string(), idle_after.clone()),
-    ]);
+    let rules = if cfg.exporter.enabled {
+        with_exporter(cfg)
+    } else {
+        without_exporter(cfg)?
+    };
     Ok(RuleFile {
         groups: vec![RuleGroup {
             name: GROUP_NAME.into(),
             interval: cfg.autostop.evaluation_interval.prometheus(),
-            rules: vec![AlertRule {
-                alert: IDLE_ALERT.into(),
-                expr,
-                for_: idle_after,
-                labels,
-                annotations,
-            }],
+            rules,
         }],
     })
+}
+
+fn labels(action: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ACTION_LABEL.to_string(), action.to_string()),
+        ("severity".to_string(), "info".to_string()),
+    ])
+}
+
+fn why(signals: &[Signal]) -> String {
+    signals
+        .iter()
+        .map(Signal::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The default: thresholds per notebook from nbidle's exporter, so one rule
+/// serves every notebook whatever its idle time.
+fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
+    let jobs = jobs(cfg);
+    let ex = &jobs.exporter;
+    let signals = configured_signals(cfg);
+    let on = format!("on ({NOTEBOOK_LABELS})");
+    let idle_after = format!("nbidle_notebook_idle_after_seconds{{job=\"{ex}\"}}");
+    let warn_s = cfg.autostop.warn_before.0.as_secs();
+    let stop_t = Threshold {
+        per_notebook: idle_after.clone(),
+        window: cfg.autostop.idle_after.0,
+    };
+    let warn_t = Threshold {
+        per_notebook: format!("({idle_after} - {warn_s})"),
+        window: cfg
+            .autostop
+            .idle_after
+            .0
+            .saturating_sub(cfg.autostop.warn_before.0),
+    };
+    // Watched (opted-in, probed successfully, with an owner label) and
+    // older than the threshold: a notebook younger than its idle time can
+    // never fire, whatever its signals say.
+    let watched = |value: &str, t: &Threshold| {
+        format!(
+            "max by ({NOTEBOOK_LABELS}, owner) (\n  ({value})\n  * {on} group_left (owner) nbidle_notebook_info{{job=\"{ex}\"}}\n)\n\
+             and {on} (nbidle_notebook_probe_success{{job=\"{ex}\"}} == 1)\n\
+             and {on} ((time() - nbidle_notebook_started_timestamp_seconds{{job=\"{ex}\"}}) >= {on} {thr})",
+            thr = t.per_notebook
+        )
+    };
+    // Values: seconds idle for the stop; seconds left before it for the warning.
+    let idle_for =
+        format!("time() - nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}}");
+    // Only while there is time left: past it the stop alert takes over.
+    let left = format!("({idle_after} - ({idle_for})) > 0");
+    let stop_expr = format!(
+        "{}\nunless {on}\n{}",
+        watched(&format!("({idle_for}) and {on} {idle_after}"), &stop_t),
+        busy_union(&signals, &jobs, &stop_t)
+    );
+    let warn_expr = format!(
+        "{}\nunless {on}\n{}",
+        watched(&left, &warn_t),
+        busy_union(&signals, &jobs, &warn_t)
+    );
+    let why = why(&signals);
+    let nb = "{{ $labels.namespace }}/{{ $labels.notebook }}";
+    let for_ = cfg.autostop.evaluation_interval.prometheus();
+    vec![
+        AlertRule {
+            alert: WARN_ALERT.into(),
+            expr: warn_expr,
+            for_: for_.clone(),
+            labels: labels(ACTION_WARN),
+            annotations: BTreeMap::from([
+                ("summary".to_string(), format!("Notebook {nb} will be stopped soon")),
+                (
+                    "description".to_string(),
+                    format!("Notebook {nb}{{{{ if $labels.owner }}}} of {{{{ $labels.owner }}}}{{{{ end }}}} has shown no work ({why}); it will be stopped in about {{{{ $value | humanizeDuration }}}} unless it is used. Silence NotebookIdle for it to keep it running."),
+                ),
+            ]),
+        },
+        AlertRule {
+            alert: IDLE_ALERT.into(),
+            expr: stop_expr,
+            for_,
+            labels: labels(ACTION_STOP),
+            annotations: BTreeMap::from([
+                ("summary".to_string(), format!("Notebook {nb} is idle")),
+                (
+                    "description".to_string(),
+                    format!("Notebook {nb} has shown no work ({why}) for {{{{ $value | humanizeDuration }}}}; nbidle stops it. Silence this alert to keep it running."),
+                ),
+            ]),
+        },
+    ]
+}
+
+/// Without the exporter only the kernel count is available; the idle time
+/// is global and held with `for:`.
+fn without_exporter(cfg: &Config) -> Result<Vec<AlertRule>> {
+    let signals = configured_signals(cfg);
+    if signals.iter().any(|s| matches!(s, Signal::Activity)) {
+        return Err(Error::config(
+            "autostop.signals",
+            "the activity signal needs exporter.enabled: true",
+        ));
+    }
+    let jobs = jobs(cfg);
+    let idle_after = cfg.autostop.idle_after;
+    let warn_after = idle_after.0.saturating_sub(cfg.autostop.warn_before.0);
+    let rule = |t: &Threshold| {
+        format!(
+            "{present}\nunless on ({NOTEBOOK_LABELS})\n{busy}",
+            present = present_expr(&jobs.notebooks),
+            busy = busy_union(&signals, &jobs, t)
+        )
+    };
+    // No per-notebook series exist here; time-based signals use the global idle time.
+    let global = |d: std::time::Duration| Threshold {
+        per_notebook: d.as_secs().to_string(),
+        window: d,
+    };
+    let why = why(&signals);
+    let nb = "{{ $labels.namespace }}/{{ $labels.notebook }}";
+    Ok(vec![
+        AlertRule {
+            alert: WARN_ALERT.into(),
+            expr: rule(&global(warn_after)),
+            for_: crate::config::prometheus_duration(warn_after),
+            labels: labels(ACTION_WARN),
+            annotations: BTreeMap::from([
+                ("summary".to_string(), format!("Notebook {nb} will be stopped soon")),
+                (
+                    "description".to_string(),
+                    format!("Notebook {nb} has shown no work ({why}); it will be stopped in about {} unless it is used. Silence NotebookIdle for it to keep it running.", cfg.autostop.warn_before),
+                ),
+            ]),
+        },
+        AlertRule {
+            alert: IDLE_ALERT.into(),
+            expr: rule(&global(idle_after.0)),
+            for_: idle_after.prometheus(),
+            labels: labels(ACTION_STOP),
+            annotations: BTreeMap::from([
+                ("summary".to_string(), format!("Notebook {nb} is idle")),
+                (
+                    "description".to_string(),
+                    format!("Notebook {nb} has shown no work ({why}) for {idle_after}; nbidle stops it. Silence this alert to keep it running."),
+                ),
+            ]),
+        },
+    ])
 }
 
 #[derive(Serialize)]
@@ -168,6 +318,7 @@ pub fn render(cfg: &Config, format: Format) -> Result<String> {
 /// `--explain`: each rule with the signals and thresholds it is made of.
 pub fn explain(cfg: &Config) -> Result<String> {
     let rules = build(cfg)?;
+    let a = &cfg.autostop;
     let mut out = String::new();
     for g in &rules.groups {
         out.push_str(&format!(
@@ -176,21 +327,31 @@ pub fn explain(cfg: &Config) -> Result<String> {
         ));
         for r in &g.rules {
             out.push_str(&format!(
-                "  alert {}: fires after {} with no work; labels {:?}\n",
-                r.alert, r.for_, r.labels
+                "  alert {} (labels {:?}, for {})\n",
+                r.alert, r.labels, r.for_
             ));
-            out.push_str(&format!(
-                "    base: notebooks scraped by job {:?} (up == 1)\n",
-                cfg.prometheus.notebook_job
-            ));
-            for s in configured_signals(cfg) {
-                out.push_str(&format!(
-                    "    signal {}: idle when {}\n",
-                    s.name(),
-                    s.describe()
-                ));
-            }
         }
+    }
+    if cfg.exporter.enabled {
+        out.push_str(&format!(
+            "  watched: notebooks in nbidle's exporter (job {:?}) that opted in, answer probes, and are older than their idle time\n",
+            cfg.prometheus.exporter_job
+        ));
+        out.push_str(&format!(
+            "  idle time: per notebook from nbidle_notebook_idle_after_seconds (default {}, bounds {} .. {}); warning {} before\n",
+            a.idle_after,
+            a.min_idle_after.map_or("none".into(), |d| d.to_string()),
+            a.max_idle_after.map_or("none".into(), |d| d.to_string()),
+            a.warn_before
+        ));
+    } else {
+        out.push_str(&format!(
+            "  watched: notebooks scraped by job {:?} (up == 1), idle for {} (held with for:)\n",
+            cfg.prometheus.notebook_job, a.idle_after
+        ));
+    }
+    for s in configured_signals(cfg) {
+        out.push_str(&format!("  {}: idle when {}\n", s.name(), s.describe()));
     }
     Ok(out)
 }
@@ -208,14 +369,54 @@ mod tests {
     }
 
     #[test]
-    fn idle_rule_uses_idle_after_and_routing_label() {
+    fn default_rules_warn_then_stop_on_per_notebook_thresholds() {
         let r = build(&default_config()).unwrap();
-        let rule = &r.groups[0].rules[0];
-        assert_eq!(rule.for_, "30m");
-        assert_eq!(r.groups[0].interval, "1m");
-        assert_eq!(rule.labels[ACTION_LABEL], ACTION_STOP);
-        assert!(rule.expr.contains("up{job=\"nbidle-notebooks\"} == 1"));
-        assert!(rule.expr.contains("kernel_currently_running_total"));
+        let g = &r.groups[0];
+        assert_eq!(g.interval, "1m");
+        let (warn, stop) = (&g.rules[0], &g.rules[1]);
+        assert_eq!(
+            (warn.alert.as_str(), stop.alert.as_str()),
+            (WARN_ALERT, IDLE_ALERT)
+        );
+        assert_eq!(stop.labels[ACTION_LABEL], ACTION_STOP);
+        assert_eq!(warn.labels[ACTION_LABEL], ACTION_WARN);
+        assert!(stop
+            .expr
+            .contains("nbidle_notebook_idle_after_seconds{job=\"nbidle-exporter\"}"));
+        assert!(warn
+            .expr
+            .contains("(nbidle_notebook_idle_after_seconds{job=\"nbidle-exporter\"} - 300)"));
+        assert!(stop.expr.contains("state=\"busy\""));
+    }
+
+    #[test]
+    fn without_the_exporter_the_kernel_rule_holds_for_idle_after() {
+        let mut cfg = default_config();
+        cfg.exporter.enabled = false;
+        cfg.autostop.signals = vec![crate::config::SignalName::Kernels];
+        let r = build(&cfg).unwrap();
+        let stop = &r.groups[0].rules[1];
+        assert_eq!(stop.for_, "30m");
+        assert!(stop.expr.contains("up{job=\"nbidle-notebooks\"} == 1"));
+        assert!(stop.expr.contains(
+            "max_over_time(kernel_currently_running_total{job=\"nbidle-notebooks\"}[30m])"
+        ));
+        cfg.autostop.signals = vec![crate::config::SignalName::Activity];
+        assert!(build(&cfg).is_err());
+    }
+
+    #[test]
+    fn guards_and_busy_expr_join_the_busy_union() {
+        let mut cfg = default_config();
+        cfg.autostop.guards.cpu = Some(crate::config::CpuGuard {
+            threshold_cores: 0.1,
+            window: crate::config::HumanDuration(std::time::Duration::from_secs(300)),
+        });
+        cfg.autostop.busy_expr = Some("my_busy_notebooks > 0".into());
+        let stop = build(&cfg).unwrap().groups[0].rules[1].expr.clone();
+        assert!(stop.contains("container_cpu_usage_seconds_total"));
+        assert!(stop.contains("nbidle_notebook_pod_info"));
+        assert!(stop.contains("my_busy_notebooks > 0"));
     }
 
     #[test]
@@ -226,7 +427,7 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str(&y).unwrap();
         assert_eq!(v["kind"], "PrometheusRule");
         assert_eq!(v["metadata"]["labels"]["k8s-app-pod"], "true");
-        assert_eq!(v["spec"]["groups"][0]["rules"][0]["alert"], IDLE_ALERT);
+        assert_eq!(v["spec"]["groups"][0]["rules"][1]["alert"], IDLE_ALERT);
     }
 
     #[test]

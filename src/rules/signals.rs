@@ -1,63 +1,129 @@
 //! Idle signals as PromQL building blocks.
 //!
-//! Every signal answers one question with an instant vector keyed by
-//! `(namespace, notebook)`: "which notebooks show work right now?". The idle
-//! rule is then "notebooks being scraped, unless any signal shows work", held
-//! for `idle_after`. New signals (activity, CPU and GPU guards) plug in by
-//! adding a variant here; the rule assembly does not change.
+//! Every signal (and guard) answers one question with an instant vector
+//! keyed by `(namespace, notebook)`: "which notebooks show work?". The idle
+//! rule is "notebooks nbidle watches, old enough, unless any signal shows
+//! work". Signals that depend on time compare against a threshold
+//! expression, so the same blocks build the stop rule (the notebook's
+//! `idle_after`) and the warning rule (`idle_after - warn_before`).
+
+use std::time::Duration;
+
+use crate::config::{prometheus_duration, CpuGuard, GpuGuard, SignalName};
 
 /// The labels that identify a notebook in every generated series.
 pub const NOTEBOOK_LABELS: &str = "namespace, notebook";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the rules find their inputs.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    /// The scrape job of the notebooks' own `/metrics`.
+    pub notebooks: String,
+    /// The scrape job of nbidle's `/metrics/notebooks`.
+    pub exporter: String,
+}
+
+/// A threshold in seconds: a PromQL expression per notebook, and the
+/// global duration for range windows (`[30m]`), which cannot vary per series.
+#[derive(Debug, Clone)]
+pub struct Threshold {
+    pub per_notebook: String,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
-    /// Jupyter's own `kernel_currently_running_total{type=…}` (the seed's
-    /// signal): any running kernel counts as work. Optionally terminals too.
-    Kernels { include_terminals: bool },
+    /// Busy kernels, and kernel or terminal activity newer than the
+    /// threshold, from nbidle's exporter.
+    Activity,
+    /// Any kernel running during the window (`kernel_currently_running_total`).
+    Kernels,
+    /// jupyter_server ≥ 2's own last-activity timestamp newer than the threshold.
+    ServerActivity,
+    /// Container CPU above a number of cores over a window (cAdvisor).
+    Cpu(CpuGuard),
+    /// GPU activity above a threshold over a window (DCGM).
+    Gpu(GpuGuard),
+    /// A user-supplied PromQL expression selecting busy notebooks.
+    Expr(String),
+}
+
+impl From<SignalName> for Signal {
+    fn from(n: SignalName) -> Self {
+        match n {
+            SignalName::Activity => Signal::Activity,
+            SignalName::Kernels => Signal::Kernels,
+            SignalName::ServerActivity => Signal::ServerActivity,
+        }
+    }
 }
 
 impl Signal {
     pub fn name(&self) -> &'static str {
         match self {
-            Signal::Kernels { .. } => "kernels",
+            Signal::Activity => "activity",
+            Signal::Kernels => "kernels",
+            Signal::ServerActivity => "server_activity",
+            Signal::Cpu(_) => "cpu guard",
+            Signal::Gpu(_) => "gpu guard",
+            Signal::Expr(_) => "busy_expr",
         }
     }
 
-    /// One line for `--explain` and for the rule's annotations.
+    /// One line for `--explain` and the alert description.
     pub fn describe(&self) -> String {
         match self {
-            Signal::Kernels {
-                include_terminals: false,
-            } => "no kernel running".into(),
-            Signal::Kernels {
-                include_terminals: true,
-            } => "no kernel or terminal running".into(),
+            Signal::Activity => "no busy kernel and no kernel or terminal activity".into(),
+            Signal::Kernels => "no kernel running".into(),
+            Signal::ServerActivity => "no Jupyter server activity".into(),
+            Signal::Cpu(c) => format!("CPU under {} cores over {}", c.threshold_cores, c.window),
+            Signal::Gpu(g) => format!("{} under {} over {}", g.metric, g.threshold, g.window),
+            Signal::Expr(e) => format!("busy_expr empty ({e})"),
         }
     }
 
     /// PromQL selecting the notebooks where this signal shows work.
-    pub fn busy_expr(&self, job: &str) -> String {
+    pub fn busy_expr(&self, jobs: &Jobs, t: &Threshold) -> String {
+        let ex = &jobs.exporter;
+        let nb = &jobs.notebooks;
+        let on = format!("on ({NOTEBOOK_LABELS})");
         match self {
-            Signal::Kernels { include_terminals } => {
-                let kernels = format!(
-                    "sum by ({NOTEBOOK_LABELS}) (kernel_currently_running_total{{job=\"{job}\"}}) > 0"
-                );
-                if *include_terminals {
-                    format!(
-                        "({kernels})\nor\n(sum by ({NOTEBOOK_LABELS}) (terminal_currently_running_total{{job=\"{job}\"}}) > 0)"
-                    )
-                } else {
-                    kernels
-                }
-            }
+            Signal::Activity => format!(
+                "(time() - nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}}) < {on} {thr}\n\
+                 or\nsum by ({NOTEBOOK_LABELS}) (nbidle_notebook_kernels{{job=\"{ex}\", state=\"busy\"}}) > 0",
+                thr = t.per_notebook
+            ),
+            Signal::Kernels => format!(
+                "sum by ({NOTEBOOK_LABELS}) (max_over_time(kernel_currently_running_total{{job=\"{nb}\"}}[{w}])) > 0",
+                w = prometheus_duration(t.window)
+            ),
+            Signal::ServerActivity => format!(
+                "(time() - max by ({NOTEBOOK_LABELS}) (jupyter_server_last_activity_timestamp_seconds{{job=\"{nb}\"}})) < {on} {thr}",
+                thr = t.per_notebook
+            ),
+            // cAdvisor labels series by namespace and pod; nbidle's exporter
+            // maps pods to notebooks with nbidle_notebook_pod_info.
+            Signal::Cpu(c) => format!(
+                "sum by ({NOTEBOOK_LABELS}) (\n  rate(container_cpu_usage_seconds_total{{container!=\"\", container!=\"POD\"}}[{w}])\n  * on (namespace, pod) group_left (notebook) nbidle_notebook_pod_info{{job=\"{ex}\"}}\n) > {thr}",
+                w = c.window,
+                thr = c.threshold_cores
+            ),
+            // DCGM's exporter is usually scraped without honor_labels, so the
+            // GPU user's pod lands in exported_namespace/exported_pod.
+            Signal::Gpu(g) => format!(
+                "max by ({NOTEBOOK_LABELS}) (\n  label_replace(label_replace(avg_over_time({m}[{w}]), \"namespace\", \"$1\", \"exported_namespace\", \"(.+)\"), \"pod\", \"$1\", \"exported_pod\", \"(.+)\")\n  * on (namespace, pod) group_left (notebook) nbidle_notebook_pod_info{{job=\"{ex}\"}}\n) > {thr}",
+                m = g.metric,
+                w = g.window,
+                thr = g.threshold
+            ),
+            Signal::Expr(e) => e.trim().to_string(),
         }
     }
 }
 
-/// The series that say "this notebook exists and is being scraped". The
-/// idle rule starts from it, because Jupyter exports no kernel series at all
-/// until a kernel has run once: a rule built on the kernel gauge alone would
-/// never see a notebook that nobody ever used.
+/// Without the exporter: notebooks being scraped, from their `up` series.
+/// (Jupyter exports no kernel series until a kernel has run once, so the
+/// kernel gauge alone would never see a notebook nobody used.)
 pub fn present_expr(job: &str) -> String {
     format!("max by ({NOTEBOOK_LABELS}) (up{{job=\"{job}\"}} == 1)")
 }

@@ -22,6 +22,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::get())
         .and(with_app(app.clone()))
         .and_then(handlers::metrics);
+    let notebook_metrics = warp::path!("metrics" / "notebooks")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::notebook_metrics);
     let sd = warp::path!("sd" / "notebooks")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -61,6 +65,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
     livez
         .or(readyz)
         .or(metrics)
+        .or(notebook_metrics)
         .or(sd)
         .or(webhook)
         .or(list)

@@ -45,6 +45,22 @@ pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
     ))
 }
 
+/// The activity exporter's per-notebook series (404 when it is disabled).
+pub async fn notebook_metrics(app: Arc<App>) -> Result<impl Reply, Rejection> {
+    let exporter = app.exporter.as_ref().ok_or_else(|| {
+        warp::reject::custom(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the exporter is disabled (exporter.enabled)",
+        ))
+    })?;
+    Ok(warp::reply::with_header(
+        exporter.render(),
+        "content-type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    ))
+}
+
 /// Prometheus `http_sd_configs` targets: the running notebooks.
 pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
     let targets = app
@@ -88,7 +104,14 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
             )));
         }
     };
-    let results = decide::handle(&payload, app.backend.as_ref(), app.policy, &app.metrics).await;
+    let results = decide::handle(
+        &payload,
+        app.backend.as_ref(),
+        app.exporter.as_deref(),
+        app.policy,
+        &app.metrics,
+    )
+    .await;
     let stopped = results
         .iter()
         .filter(|r| r.decision == Decision::Stopped)

@@ -25,6 +25,8 @@ use auth::Credentials;
 /// Everything a handler needs, shared by all requests.
 pub struct App {
     pub backend: Arc<dyn Backend>,
+    /// The Jupyter activity exporter, when enabled.
+    pub exporter: Option<Arc<crate::exporter::Exporter>>,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
     pub webhook_credentials: Credentials,

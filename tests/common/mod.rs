@@ -237,7 +237,7 @@ impl Nbidle {
         let mut nbs = String::new();
         for n in notebooks {
             nbs.push_str(&format!(
-                "      - name: {}\n        command: {}\n        workdir: {}\n        url: {:?}\n        autostop: {}\n",
+                "      - name: {}\n        command: {}\n        workdir: {}\n        url: {:?}\n        token: {JUPYTER_TOKEN}\n        autostop: {}\n",
                 n.name,
                 serde_json::to_string(&n.command).unwrap(),
                 dir.join("workspaces").join(&n.name).display(),
@@ -255,7 +255,11 @@ auth:
   enabled: true
   idle_after: {idle}
   evaluation_interval: 1s
+  warn_before: 5s
   dry_run: {dry}
+exporter:
+  interval: 1s
+  timeout: 2s
 prometheus:
   enabled: true
 alertmanager:
@@ -566,4 +570,39 @@ impl Prometheus {
             Err(format!("{}: {}", v["errorType"], v["error"]))
         }
     }
+}
+
+/// Runs `tests/drivers/jupyter_user.py ACTION` against a notebook with the
+/// venv's Python; the process is killed when the guard drops.
+pub fn jupyter_user(dir: &Path, base_url: &str, action: &str, every_secs: u32) -> Proc {
+    let python = jupyter().with_file_name("python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/jupyter_user.py");
+    Proc::spawn(
+        action,
+        Command::new(python)
+            .arg(script)
+            .arg(base_url)
+            .arg(JUPYTER_TOKEN)
+            .arg(action)
+            .arg(every_secs.to_string()),
+        &dir.join(format!("driver-{action}-{}.log", free_port())),
+    )
+}
+
+/// Runs a driver action that finishes by itself (compute-*, rest-kernel).
+pub fn jupyter_user_once(base_url: &str, action: &str) {
+    let python = jupyter().with_file_name("python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/jupyter_user.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(base_url)
+        .arg(JUPYTER_TOKEN)
+        .arg(action)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "driver {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,454 @@
+//! The Jupyter activity exporter: probes every running notebook's REST API
+//! on its own schedule and publishes per-notebook facts on
+//! `/metrics/notebooks`, for the rules nbidle generates.
+//!
+//! - Probes use `?no_track_activity=1`, so nbidle's own requests never count
+//!   as activity, and run with bounded concurrency and a per-probe timeout;
+//!   a scrape reads the last round's snapshot and never waits on a probe.
+//! - Activity comes from kernels' and terminals' `last_activity` (kernel
+//!   messages, terminal I/O), never from the server's own `last_activity`,
+//!   which an open but untouched JupyterLab tab bumps all day by polling.
+//! - A kernel in `starting` counts as activity once, at its
+//!   `last_activity` (its start); one that no client ever connects to
+//!   therefore stops keeping the notebook alive after `idle_after`.
+//! - A failed probe exports `nbidle_notebook_probe_success 0` and no
+//!   activity, kernel or terminal series: a failure never looks idle.
+//! - Policy series (`nbidle_notebook_idle_after_seconds`, started time,
+//!   owner) come from the backend, so per-notebook thresholds live in data,
+//!   and a few rules serve any number of notebooks.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
+
+use crate::backend::{Backend, JupyterEndpoint};
+use crate::config::ExporterConfig;
+use crate::notebook::{NotebookId, NotebookState, Timestamp};
+
+/// Kernel execution states, as exported in the `state` label.
+pub const KERNEL_STATES: [&str; 5] = ["idle", "busy", "starting", "dead", "other"];
+
+/// What one probe of one notebook found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub duration: Duration,
+    /// Counts in the order of [`KERNEL_STATES`].
+    pub kernels: [u32; 5],
+    pub terminals: u32,
+    /// Latest kernel or terminal activity, Unix seconds.
+    pub last_activity: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl ProbeResult {
+    pub fn busy_kernels(&self) -> u32 {
+        self.kernels[1]
+    }
+}
+
+/// Everything exported about one notebook.
+#[derive(Debug, Clone)]
+pub struct NotebookFacts {
+    pub state: NotebookState,
+    pub probe: Option<ProbeResult>,
+    /// When the probe ran.
+    pub probed_at: Option<Timestamp>,
+}
+
+pub struct Exporter {
+    backend: Arc<dyn Backend>,
+    cfg: ExporterConfig,
+    http: reqwest::Client,
+    snapshot: RwLock<Arc<Vec<NotebookFacts>>>,
+}
+
+#[derive(Deserialize)]
+struct Kernel {
+    execution_state: Option<String>,
+    last_activity: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Terminal {
+    last_activity: Option<String>,
+}
+
+impl Exporter {
+    pub fn new(backend: Arc<dyn Backend>, cfg: ExporterConfig) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout.0)
+            .pool_max_idle_per_host(2)
+            .build()
+            .expect("a reqwest client with only a timeout set builds");
+        Arc::new(Exporter {
+            backend,
+            cfg,
+            http,
+            snapshot: RwLock::new(Arc::new(Vec::new())),
+        })
+    }
+
+    /// Probe rounds until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let started = Instant::now();
+            self.round().await;
+            let pause = self.cfg.interval.0.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One probe round over every running notebook; replaces the snapshot.
+    pub async fn round(&self) {
+        let states = match self.backend.list().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "exporter: listing notebooks");
+                return;
+            }
+        };
+        let endpoints = self.backend.jupyter_endpoints().await.unwrap_or_default();
+        let probes: HashMap<NotebookId, (ProbeResult, Timestamp)> = stream::iter(endpoints)
+            .map(|ep| async move {
+                let r = self.probe(&ep).await;
+                (ep.id, (r, Timestamp::now()))
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        let mut facts: Vec<NotebookFacts> = states
+            .into_iter()
+            .filter(|s| !s.status.is_down())
+            .map(|state| {
+                let p = probes.get(&state.id).cloned();
+                NotebookFacts {
+                    probe: p.as_ref().map(|(r, _)| r.clone()),
+                    probed_at: p.map(|(_, t)| t),
+                    state,
+                }
+            })
+            .collect();
+        facts.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+        *self
+            .snapshot
+            .write()
+            .expect("snapshot lock is never poisoned: no panics under it") = Arc::new(facts);
+    }
+
+    /// The last round's facts about one notebook.
+    pub fn facts(&self, id: &NotebookId) -> Option<NotebookFacts> {
+        let snap = self
+            .snapshot
+            .read()
+            .expect("snapshot lock is never poisoned")
+            .clone();
+        snap.iter().find(|f| &f.state.id == id).cloned()
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        ep: &JupyterEndpoint,
+        path: &str,
+    ) -> Result<T, String> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}?no_track_activity=1", ep.base_url));
+        if let Some(t) = &ep.token {
+            req = req.header("Authorization", format!("token {t}"));
+        }
+        let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{path}: HTTP {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| format!("{path}: {e}"))
+    }
+
+    async fn probe(&self, ep: &JupyterEndpoint) -> ProbeResult {
+        let started = Instant::now();
+        let (kernels, terminals) = tokio::join!(
+            self.get_json::<Vec<Kernel>>(ep, "api/kernels"),
+            self.get_json::<Vec<Terminal>>(ep, "api/terminals"),
+        );
+        let duration = started.elapsed();
+        let kernels = match kernels {
+            Ok(k) => k,
+            Err(e) => {
+                return ProbeResult {
+                    duration,
+                    error: Some(e),
+                    ..Default::default()
+                }
+            }
+        };
+        // A server without the terminals extension answers 404: no terminals.
+        let terminals = match terminals {
+            Ok(t) => t,
+            Err(e) if e.contains("HTTP 404") => Vec::new(),
+            Err(e) => {
+                return ProbeResult {
+                    duration,
+                    error: Some(e),
+                    ..Default::default()
+                }
+            }
+        };
+        summarize(&kernels, &terminals, duration)
+    }
+
+    /// The text exposition of the last round.
+    pub fn render(&self) -> String {
+        let snap = self
+            .snapshot
+            .read()
+            .expect("snapshot lock is never poisoned")
+            .clone();
+        render(&snap)
+    }
+}
+
+fn parse_time(s: &Option<String>) -> Option<f64> {
+    s.as_deref()
+        .and_then(|s| Timestamp::parse(s).ok())
+        .map(Timestamp::unix_seconds)
+}
+
+fn summarize(kernels: &[Kernel], terminals: &[Terminal], duration: Duration) -> ProbeResult {
+    let mut r = ProbeResult {
+        ok: true,
+        duration,
+        ..Default::default()
+    };
+    for k in kernels {
+        let i = match k.execution_state.as_deref() {
+            Some("idle") => 0,
+            Some("busy") => 1,
+            Some("starting") => 2,
+            Some("dead") => 3,
+            _ => 4,
+        };
+        r.kernels[i] += 1;
+        r.last_activity = max_opt(r.last_activity, parse_time(&k.last_activity));
+    }
+    r.terminals = terminals.len() as u32;
+    for t in terminals {
+        r.last_activity = max_opt(r.last_activity, parse_time(&t.last_activity));
+    }
+    r
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders facts in the Prometheus text format.
+pub fn render(facts: &[NotebookFacts]) -> String {
+    let mut out = String::with_capacity(256 + facts.len() * 900);
+    let labels = |f: &NotebookFacts| {
+        format!(
+            "namespace=\"{}\",notebook=\"{}\"",
+            escape(&f.state.id.namespace),
+            escape(&f.state.id.name)
+        )
+    };
+    let mut family = |name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (l, v) in rows {
+            let _ = writeln!(out, "{name}{{{l}}} {v}");
+        }
+    };
+    family(
+        "nbidle_notebook_idle_after_seconds",
+        "The notebook's idle time; absent when it opted out of auto-stop.",
+        &mut facts
+            .iter()
+            .filter(|f| f.state.autostop)
+            .map(|f| (labels(f), f.state.idle_after_seconds as f64)),
+    );
+    family(
+        "nbidle_notebook_started_timestamp_seconds",
+        "When the notebook was last started.",
+        &mut facts
+            .iter()
+            .filter_map(|f| f.state.started_at.map(|t| (labels(f), t.unix_seconds()))),
+    );
+    family(
+        "nbidle_notebook_info",
+        "Notebook metadata (owner) as labels; always 1.",
+        &mut facts.iter().map(|f| {
+            (
+                format!(
+                    "{},owner=\"{}\"",
+                    labels(f),
+                    escape(f.state.owner.as_deref().unwrap_or(""))
+                ),
+                1.0,
+            )
+        }),
+    );
+    family(
+        "nbidle_notebook_probe_success",
+        "1 if the last probe of the notebook's Jupyter API succeeded.",
+        &mut facts.iter().filter_map(|f| {
+            f.probe
+                .as_ref()
+                .map(|p| (labels(f), if p.ok { 1.0 } else { 0.0 }))
+        }),
+    );
+    family(
+        "nbidle_notebook_probe_duration_seconds",
+        "How long the last probe took.",
+        &mut facts.iter().filter_map(|f| {
+            f.probe
+                .as_ref()
+                .map(|p| (labels(f), p.duration.as_secs_f64()))
+        }),
+    );
+    let ok = |f: &&NotebookFacts| f.probe.as_ref().is_some_and(|p| p.ok);
+    family(
+        "nbidle_notebook_kernels",
+        "Kernels by execution state (idle, busy, starting, dead, other).",
+        &mut facts.iter().filter(ok).flat_map(|f| {
+            let p = f.probe.as_ref().expect("filtered on ok probes");
+            KERNEL_STATES
+                .iter()
+                .zip(p.kernels)
+                .map(move |(s, n)| (format!("{},state=\"{s}\"", labels(f)), n as f64))
+        }),
+    );
+    family(
+        "nbidle_notebook_terminals",
+        "Terminals open.",
+        &mut facts.iter().filter(ok).map(|f| {
+            (
+                labels(f),
+                f.probe.as_ref().map_or(0.0, |p| p.terminals as f64),
+            )
+        }),
+    );
+    family(
+        "nbidle_notebook_last_activity_timestamp_seconds",
+        "Latest kernel or terminal activity, or the start when there was none.",
+        &mut facts.iter().filter(ok).filter_map(|f| {
+            let p = f.probe.as_ref()?;
+            let started = f.state.started_at.map(Timestamp::unix_seconds);
+            max_opt(p.last_activity, started).map(|t| (labels(f), t))
+        }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notebook::Status;
+
+    fn k(state: &str, at: &str) -> Kernel {
+        Kernel {
+            execution_state: Some(state.into()),
+            last_activity: Some(at.into()),
+        }
+    }
+
+    #[test]
+    fn activity_is_the_latest_kernel_or_terminal_activity() {
+        let r = summarize(
+            &[
+                k("idle", "2026-01-01T10:00:00Z"),
+                k("busy", "2026-01-01T09:00:00Z"),
+            ],
+            &[
+                Terminal {
+                    last_activity: Some("2026-01-01T11:00:00Z".into()),
+                },
+                Terminal {
+                    last_activity: None,
+                },
+            ],
+            Duration::from_millis(3),
+        );
+        assert!(r.ok);
+        assert_eq!(r.kernels, [1, 1, 0, 0, 0]);
+        assert_eq!(r.terminals, 2);
+        assert_eq!(
+            r.last_activity,
+            Some(
+                Timestamp::parse("2026-01-01T11:00:00Z")
+                    .unwrap()
+                    .unix_seconds()
+            )
+        );
+    }
+
+    fn facts(probe: Option<ProbeResult>, autostop: bool) -> NotebookFacts {
+        NotebookFacts {
+            state: NotebookState {
+                id: NotebookId::new("local", "nb"),
+                status: Status::Running,
+                message: None,
+                autostop,
+                idle_after_seconds: 1800,
+                owner: Some("al\"ice".into()),
+                started_at: Some(Timestamp::parse("2026-01-01T08:00:00Z").unwrap()),
+                stopped_at: None,
+                stopped_by: None,
+                url: None,
+            },
+            probe,
+            probed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_probe_exports_failure_and_no_activity() {
+        let text = render(&[facts(
+            Some(ProbeResult {
+                ok: false,
+                ..Default::default()
+            }),
+            true,
+        )]);
+        assert!(
+            text.contains("nbidle_notebook_probe_success{namespace=\"local\",notebook=\"nb\"} 0")
+        );
+        assert!(!text.contains("nbidle_notebook_last_activity_timestamp_seconds{"));
+        assert!(!text.contains("nbidle_notebook_kernels{"));
+        assert!(text.contains("owner=\"al\\\"ice\""));
+    }
+
+    #[test]
+    fn no_kernels_means_activity_at_start_and_opt_out_exports_no_threshold() {
+        let ok = ProbeResult {
+            ok: true,
+            ..Default::default()
+        };
+        let text = render(&[facts(Some(ok), false)]);
+        let start = Timestamp::parse("2026-01-01T08:00:00Z")
+            .unwrap()
+            .unix_seconds();
+        assert!(text.contains(&format!("nbidle_notebook_last_activity_timestamp_seconds{{namespace=\"local\",notebook=\"nb\"}} {start}")));
+        assert!(!text.contains("nbidle_notebook_idle_after_seconds{"));
+        assert!(text.contains(
+            "nbidle_notebook_kernels{namespace=\"local\",notebook=\"nb\",state=\"busy\"} 0"
+        ));
+    }
+}
