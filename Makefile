@@ -29,6 +29,7 @@ lint:
 rules:
 	$(CARGO) run --quiet -- rules --out rules
 	$(CARGO) run --quiet -- rules --format prometheus-rule --out rules
+	$(CARGO) run --quiet -- rules --config rules/tests/all-signals.nbidle.yaml > rules/tests/all-signals.rules.yml
 	$(CARGO) run --quiet -- manifests alertmanager --config demo/nbidle.yaml > alertmanager/alertmanager.yml
 
 ## bench: webhook throughput, latency and memory (see docs/benchmarks.md)

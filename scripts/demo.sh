@@ -75,19 +75,20 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prome
 pids+=($!)
 
 status() { curl -fsS -H "Authorization: Bearer $TOKEN" "$API/notebooks/local/demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'; }
-alert() {
-  curl -fsS "$PROM/api/v1/query" 2>/dev/null --data-urlencode 'query=ALERTS{alertname="NotebookIdle",notebook="demo"}' |
-    python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["metric"]["alertstate"] if r else "none")' 2>/dev/null || echo "?"
+alerts() {
+  curl -fsS "$PROM/api/v1/query" 2>/dev/null --data-urlencode 'query=ALERTS{notebook="demo"}' |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(", ".join(sorted(a["metric"]["alertname"]+" "+a["metric"]["alertstate"] for a in r)) or "none")' 2>/dev/null || echo "?"
 }
 
 say "nbidle      http://127.0.0.1:9877  (logs: $work/nbidle.log)"
 say "Prometheus  $PROM  Alertmanager http://127.0.0.1:9393"
 say "JupyterLab  http://127.0.0.1:8888/lab?token=demo-jupyter-token"
-say "the notebook runs no kernel; it is idle and will be stopped after 2 minutes"
+say "nobody uses the notebook: NotebookIdleSoon warns after 1 idle minute, NotebookIdle stops it after 2"
+say "(open JupyterLab and run a cell to see the clock start again)"
 last=""
 while true; do
   s=$(status 2>/dev/null || echo "unknown")
-  line="notebook: $s, idle alert: $(alert)"
+  line="notebook: $s, alerts: $(alerts)"
   [ "$line" != "$last" ] && say "$line" && last=$line
   [ "$s" = stopped ] && break
   sleep 5

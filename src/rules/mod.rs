@@ -88,12 +88,15 @@ fn jobs(cfg: &Config) -> Jobs {
     }
 }
 
+/// `(busy1) or (busy2) ...`, wrapped whole: `unless` binds tighter than
+/// `or`, so `x unless a or b` would mean `(x unless a) or b`.
 fn busy_union(signals: &[Signal], jobs: &Jobs, t: &Threshold) -> String {
-    signals
+    let terms = signals
         .iter()
         .map(|s| format!("(\n{}\n)", indent(&s.busy_expr(jobs, t))))
         .collect::<Vec<_>>()
-        .join("\nor\n")
+        .join("\nor\n");
+    format!("(\n{}\n)", indent(&terms))
 }
 
 fn indent(s: &str) -> String {

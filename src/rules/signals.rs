@@ -78,7 +78,7 @@ impl Signal {
             Signal::ServerActivity => "no Jupyter server activity".into(),
             Signal::Cpu(c) => format!("CPU under {} cores over {}", c.threshold_cores, c.window),
             Signal::Gpu(g) => format!("{} under {} over {}", g.metric, g.threshold, g.window),
-            Signal::Expr(e) => format!("busy_expr empty ({e})"),
+            Signal::Expr(_) => "nothing from busy_expr".into(),
         }
     }
 
