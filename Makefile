@@ -34,5 +34,6 @@ rules:
 
 ## bench: webhook throughput, latency and memory (see docs/benchmarks.md)
 bench:
-	$(CARGO) build --release --bin nbidle --bench webhook
+	$(CARGO) build --release --bin nbidle --benches
 	$(CARGO) bench --bench webhook
+	$(CARGO) bench --bench exporter

@@ -16,6 +16,9 @@
 //! - Policy series (`nbidle_notebook_idle_after_seconds`, started time,
 //!   owner) come from the backend, so per-notebook thresholds live in data,
 //!   and a few rules serve any number of notebooks.
+//! - `nbidle_notebook_idle_deadline_timestamp_seconds` = last activity (or
+//!   start) + idle time: the one series the default rules compare with
+//!   `time()`, so each rule costs one lookup however many notebooks there are.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -64,6 +67,8 @@ pub struct NotebookFacts {
 pub struct Exporter {
     backend: Arc<dyn Backend>,
     cfg: ExporterConfig,
+    /// Deadlines further away than this are not exported (see `render`).
+    deadline_window: Duration,
     http: reqwest::Client,
     snapshot: RwLock<Arc<Vec<NotebookFacts>>>,
 }
@@ -80,7 +85,11 @@ struct Terminal {
 }
 
 impl Exporter {
-    pub fn new(backend: Arc<dyn Backend>, cfg: ExporterConfig) -> Arc<Self> {
+    /// `warn_before`: how early the warning rule must see a deadline.
+    pub fn new(backend: Arc<dyn Backend>, cfg: ExporterConfig, warn_before: Duration) -> Arc<Self> {
+        // Two probe intervals of slack, so a deadline is published before
+        // the warning rule needs it even if a round runs late.
+        let deadline_window = warn_before + cfg.interval.0 * 2;
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout.0)
             .pool_max_idle_per_host(2)
@@ -89,6 +98,7 @@ impl Exporter {
         Arc::new(Exporter {
             backend,
             cfg,
+            deadline_window,
             http,
             snapshot: RwLock::new(Arc::new(Vec::new())),
         })
@@ -202,7 +212,12 @@ impl Exporter {
                 }
             }
         };
-        summarize(&kernels, &terminals, duration)
+        summarize(
+            &kernels,
+            &terminals,
+            duration,
+            Timestamp::now().unix_seconds(),
+        )
     }
 
     /// The text exposition of the last round.
@@ -212,7 +227,10 @@ impl Exporter {
             .read()
             .expect("snapshot lock is never poisoned")
             .clone();
-        render(&snap)
+        render(
+            &snap,
+            Timestamp::now().unix_seconds() + self.deadline_window.as_secs_f64(),
+        )
     }
 }
 
@@ -222,7 +240,15 @@ fn parse_time(s: &Option<String>) -> Option<f64> {
         .map(Timestamp::unix_seconds)
 }
 
-fn summarize(kernels: &[Kernel], terminals: &[Terminal], duration: Duration) -> ProbeResult {
+/// `now`: when the probe answered. A busy kernel is work in progress, so it
+/// makes `now` the last activity: one series then carries every kind of
+/// activity, and the rules need no separate join for busy kernels.
+fn summarize(
+    kernels: &[Kernel],
+    terminals: &[Terminal],
+    duration: Duration,
+    now: f64,
+) -> ProbeResult {
     let mut r = ProbeResult {
         ok: true,
         duration,
@@ -243,6 +269,9 @@ fn summarize(kernels: &[Kernel], terminals: &[Terminal], duration: Duration) -> 
     for t in terminals {
         r.last_activity = max_opt(r.last_activity, parse_time(&t.last_activity));
     }
+    if r.busy_kernels() > 0 {
+        r.last_activity = max_opt(r.last_activity, Some(now));
+    }
     r
 }
 
@@ -261,7 +290,12 @@ fn escape(v: &str) -> String {
 }
 
 /// Renders facts in the Prometheus text format.
-pub fn render(facts: &[NotebookFacts]) -> String {
+/// Renders facts in the Prometheus text format. Deadlines later than
+/// `deadline_horizon` (Unix seconds) are left out: the rules only compare
+/// deadlines that are near or past, and every series a rule selects costs
+/// Prometheus a lookup at every evaluation, so 10,000 busy notebooks cost
+/// the rules nothing.
+pub fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
     let mut out = String::with_capacity(256 + facts.len() * 900);
     let labels = |f: &NotebookFacts| {
         format!(
@@ -278,11 +312,14 @@ pub fn render(facts: &[NotebookFacts]) -> String {
     };
     family(
         "nbidle_notebook_idle_after_seconds",
-        "The notebook's idle time; absent when it opted out of auto-stop.",
-        &mut facts
-            .iter()
-            .filter(|f| f.state.autostop)
-            .map(|f| (labels(f), f.state.idle_after_seconds as f64)),
+        "The notebook's idle time, with its owner; absent when it opted out of auto-stop.",
+        &mut facts.iter().filter(|f| f.state.autostop).map(|f| {
+            let owner = escape(f.state.owner.as_deref().unwrap_or(""));
+            (
+                format!("{},owner=\"{owner}\"", labels(f)),
+                f.state.idle_after_seconds as f64,
+            )
+        }),
     );
     family(
         "nbidle_notebook_started_timestamp_seconds",
@@ -290,20 +327,6 @@ pub fn render(facts: &[NotebookFacts]) -> String {
         &mut facts
             .iter()
             .filter_map(|f| f.state.started_at.map(|t| (labels(f), t.unix_seconds()))),
-    );
-    family(
-        "nbidle_notebook_info",
-        "Notebook metadata (owner) as labels; always 1.",
-        &mut facts.iter().map(|f| {
-            (
-                format!(
-                    "{},owner=\"{}\"",
-                    labels(f),
-                    escape(f.state.owner.as_deref().unwrap_or(""))
-                ),
-                1.0,
-            )
-        }),
     );
     family(
         "nbidle_notebook_probe_success",
@@ -326,12 +349,13 @@ pub fn render(facts: &[NotebookFacts]) -> String {
     let ok = |f: &&NotebookFacts| f.probe.as_ref().is_some_and(|p| p.ok);
     family(
         "nbidle_notebook_kernels",
-        "Kernels by execution state (idle, busy, starting, dead, other).",
+        "Kernels by execution state (idle, busy, starting, dead, other); states with none are left out.",
         &mut facts.iter().filter(ok).flat_map(|f| {
             let p = f.probe.as_ref().expect("filtered on ok probes");
             KERNEL_STATES
                 .iter()
                 .zip(p.kernels)
+                .filter(|(_, n)| *n > 0)
                 .map(move |(s, n)| (format!("{},state=\"{s}\"", labels(f)), n as f64))
         }),
     );
@@ -346,8 +370,18 @@ pub fn render(facts: &[NotebookFacts]) -> String {
         }),
     );
     family(
+        "nbidle_notebook_idle_deadline_timestamp_seconds",
+        "When the notebook becomes idle for its idle time if nothing happens: last activity (or start) + idle time. Absent when it opted out or its probe failed.",
+        &mut facts.iter().filter(|f| f.state.autostop).filter(ok).filter_map(|f| {
+            let last = max_opt(f.probe.as_ref()?.last_activity, f.state.started_at.map(Timestamp::unix_seconds))?;
+            let owner = escape(f.state.owner.as_deref().unwrap_or(""));
+            let deadline = last + f.state.idle_after_seconds as f64;
+            (deadline <= deadline_horizon).then(|| (format!("{},owner=\"{owner}\"", labels(f)), deadline))
+        }),
+    );
+    family(
         "nbidle_notebook_last_activity_timestamp_seconds",
-        "Latest kernel or terminal activity, or the start when there was none.",
+        "Latest kernel or terminal activity (now while a kernel is busy), or the start when there was none.",
         &mut facts.iter().filter(ok).filter_map(|f| {
             let p = f.probe.as_ref()?;
             let started = f.state.started_at.map(Timestamp::unix_seconds);
@@ -385,12 +419,23 @@ mod tests {
                 },
             ],
             Duration::from_millis(3),
+            2e9,
         );
         assert!(r.ok);
         assert_eq!(r.kernels, [1, 1, 0, 0, 0]);
         assert_eq!(r.terminals, 2);
+        // A busy kernel: activity is the probe's own time.
+        assert_eq!(r.last_activity, Some(2e9));
+        let quiet = summarize(
+            &[k("idle", "2026-01-01T10:00:00Z")],
+            &[Terminal {
+                last_activity: Some("2026-01-01T11:00:00Z".into()),
+            }],
+            Duration::from_millis(3),
+            2e9,
+        );
         assert_eq!(
-            r.last_activity,
+            quiet.last_activity,
             Some(
                 Timestamp::parse("2026-01-01T11:00:00Z")
                     .unwrap()
@@ -420,7 +465,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_exports_failure_and_no_activity() {
-        let text = render(&[facts(
+        let text = render_all(&[facts(
             Some(ProbeResult {
                 ok: false,
                 ..Default::default()
@@ -441,14 +486,72 @@ mod tests {
             ok: true,
             ..Default::default()
         };
-        let text = render(&[facts(Some(ok), false)]);
+        let text = render_all(&[facts(Some(ok), false)]);
         let start = Timestamp::parse("2026-01-01T08:00:00Z")
             .unwrap()
             .unix_seconds();
         assert!(text.contains(&format!("nbidle_notebook_last_activity_timestamp_seconds{{namespace=\"local\",notebook=\"nb\"}} {start}")));
         assert!(!text.contains("nbidle_notebook_idle_after_seconds{"));
-        assert!(text.contains(
-            "nbidle_notebook_kernels{namespace=\"local\",notebook=\"nb\",state=\"busy\"} 0"
+        assert!(!text.contains(
+            "nbidle_notebook_kernels{namespace=\"local\",notebook=\"nb\",state=\"busy\"}"
         ));
+    }
+
+    fn render_all(f: &[NotebookFacts]) -> String {
+        render(f, f64::INFINITY)
+    }
+
+    #[test]
+    fn far_deadlines_are_left_out() {
+        let start = Timestamp::parse("2026-01-01T08:00:00Z")
+            .unwrap()
+            .unix_seconds();
+        let f = [facts(
+            Some(ProbeResult {
+                ok: true,
+                ..Default::default()
+            }),
+            true,
+        )];
+        assert!(!render(&f, start + 1799.0)
+            .contains("nbidle_notebook_idle_deadline_timestamp_seconds{"));
+        assert!(
+            render(&f, start + 1800.0).contains("nbidle_notebook_idle_deadline_timestamp_seconds{")
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_last_activity_or_start_plus_idle_time() {
+        let start = Timestamp::parse("2026-01-01T08:00:00Z")
+            .unwrap()
+            .unix_seconds();
+        let never_used = render_all(&[facts(
+            Some(ProbeResult {
+                ok: true,
+                ..Default::default()
+            }),
+            true,
+        )]);
+        assert!(never_used.contains(&format!(
+            "nbidle_notebook_idle_deadline_timestamp_seconds{{namespace=\"local\",notebook=\"nb\",owner=\"al\\\"ice\"}} {}",
+            start + 1800.0
+        )));
+        let used = ProbeResult {
+            ok: true,
+            last_activity: Some(start + 600.0),
+            ..Default::default()
+        };
+        assert!(render_all(&[facts(Some(used.clone()), true)])
+            .contains(&format!("}} {}", start + 2400.0)));
+        for text in [
+            render_all(&[facts(Some(used), false)]),
+            render_all(&[facts(Some(ProbeResult::default()), true)]),
+            render_all(&[facts(None, true)]),
+        ] {
+            assert!(
+                !text.contains("nbidle_notebook_idle_deadline_timestamp_seconds{"),
+                "{text}"
+            );
+        }
     }
 }

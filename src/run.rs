@@ -44,10 +44,13 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             let _ = rx.wait_for(|&s| s).await;
         }
     };
-    let exporter = cfg
-        .exporter
-        .enabled
-        .then(|| Exporter::new(backend.clone(), cfg.exporter.clone()));
+    let exporter = cfg.exporter.enabled.then(|| {
+        Exporter::new(
+            backend.clone(),
+            cfg.exporter.clone(),
+            cfg.autostop.warn_before.0,
+        )
+    });
     let exporter_task = exporter.clone().map(|e| {
         let until = stopped();
         tokio::spawn(async move { e.run(until).await })

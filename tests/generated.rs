@@ -38,7 +38,11 @@ fn checked_in_rules_match_the_generator() {
     );
     assert_eq!(
         std::fs::read_to_string(repo("rules/tests/all-signals.rules.yml")).unwrap(),
-        nbidle_cli(&["rules", "--config", &repo("rules/tests/all-signals.nbidle.yaml")]),
+        nbidle_cli(&[
+            "rules",
+            "--config",
+            &repo("rules/tests/all-signals.nbidle.yaml")
+        ]),
         "rules/tests/ drifted from the generator: run `make rules`"
     );
     assert_eq!(

@@ -145,10 +145,16 @@ fn why(signals: &[Signal]) -> String {
 
 /// The default: thresholds per notebook from nbidle's exporter, so one rule
 /// serves every notebook whatever its idle time.
+///
+/// With the activity signal the rule is a single join: the exporter's last
+/// activity already includes the start (so a notebook younger than its idle
+/// time cannot be idle), busy kernels (activity "now"), and is absent when a
+/// probe fails (so a failure never looks idle). Other signals and guards
+/// veto with `unless`. Every selector costs a lookup over all notebooks'
+/// series, so the rule keeps them few.
 fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     let jobs = jobs(cfg);
     let ex = &jobs.exporter;
-    let signals = configured_signals(cfg);
     let on = format!("on ({NOTEBOOK_LABELS})");
     let idle_after = format!("nbidle_notebook_idle_after_seconds{{job=\"{ex}\"}}");
     let warn_s = cfg.autostop.warn_before.0.as_secs();
@@ -164,33 +170,44 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
             .0
             .saturating_sub(cfg.autostop.warn_before.0),
     };
-    // Watched (opted-in, probed successfully, with an owner label) and
-    // older than the threshold: a notebook younger than its idle time can
-    // never fire, whatever its signals say.
-    let watched = |value: &str, t: &Threshold| {
+    let all = configured_signals(cfg);
+    let activity = all.contains(&Signal::Activity);
+    let others: Vec<Signal> = all.into_iter().filter(|s| *s != Signal::Activity).collect();
+    let deadline = format!("nbidle_notebook_idle_deadline_timestamp_seconds{{job=\"{ex}\"}}");
+    // Without the activity signal: time since the start, and only for
+    // notebooks whose probe works.
+    let since_start = |t: &Threshold| {
         format!(
-            "max by ({NOTEBOOK_LABELS}, owner) (\n  ({value})\n  * {on} group_left (owner) nbidle_notebook_info{{job=\"{ex}\"}}\n)\n\
-             and {on} (nbidle_notebook_probe_success{{job=\"{ex}\"}} == 1)\n\
-             and {on} ((time() - nbidle_notebook_started_timestamp_seconds{{job=\"{ex}\"}}) >= {on} {thr})",
+            "(\n  (time() - nbidle_notebook_started_timestamp_seconds{{job=\"{ex}\"}})\n  >= {on} group_left (owner) {thr}\n)\nand {on} (nbidle_notebook_probe_success{{job=\"{ex}\"}} == 1)",
             thr = t.per_notebook
         )
     };
-    // Values: seconds idle for the stop; seconds left before it for the warning.
-    let idle_for =
-        format!("time() - nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}}");
-    // Only while there is time left: past it the stop alert takes over.
-    let left = format!("({idle_after} - ({idle_for})) > 0");
-    let stop_expr = format!(
-        "{}\nunless {on}\n{}",
-        watched(&format!("({idle_for}) and {on} {idle_after}"), &stop_t),
-        busy_union(&signals, &jobs, &stop_t)
-    );
-    let warn_expr = format!(
-        "{}\nunless {on}\n{}",
-        watched(&left, &warn_t),
-        busy_union(&signals, &jobs, &warn_t)
-    );
-    let why = why(&signals);
+    let vetoed = |base: String, t: &Threshold| {
+        if others.is_empty() {
+            base
+        } else {
+            format!("{base}\nunless {on}\n{}", busy_union(&others, &jobs, t))
+        }
+    };
+    // Values: seconds past the deadline (stop), seconds left (warning).
+    let (stop_base, warn_base) = if activity {
+        (
+            format!("(time() - {deadline}) >= 0"),
+            format!("({deadline} - time()) <= {warn_s} > 0"),
+        )
+    } else {
+        (
+            format!("(\n  {}\n)", since_start(&stop_t)),
+            format!(
+                "(\n  {}\n)\nunless {on}\n(\n  {}\n)",
+                since_start(&warn_t),
+                since_start(&stop_t)
+            ),
+        )
+    };
+    let stop_expr = vetoed(stop_base, &stop_t);
+    let warn_expr = vetoed(warn_base, &warn_t);
+    let why = why(&configured_signals(cfg));
     let nb = "{{ $labels.namespace }}/{{ $labels.notebook }}";
     let for_ = cfg.autostop.evaluation_interval.prometheus();
     vec![
@@ -203,7 +220,11 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
                 ("summary".to_string(), format!("Notebook {nb} will be stopped soon")),
                 (
                     "description".to_string(),
-                    format!("Notebook {nb}{{{{ if $labels.owner }}}} of {{{{ $labels.owner }}}}{{{{ end }}}} has shown no work ({why}); it will be stopped in about {{{{ $value | humanizeDuration }}}} unless it is used. Silence NotebookIdle for it to keep it running."),
+                    if activity {
+                        format!("Notebook {nb}{{{{ if $labels.owner }}}} of {{{{ $labels.owner }}}}{{{{ end }}}} has shown no work ({why}); it will be stopped in {{{{ $value | humanizeDuration }}}} unless it is used. Silence NotebookIdle for it to keep it running.")
+                    } else {
+                        format!("Notebook {nb}{{{{ if $labels.owner }}}} of {{{{ $labels.owner }}}}{{{{ end }}}} has shown no work ({why}); it will be stopped in about {} unless it is used. Silence NotebookIdle for it to keep it running.", cfg.autostop.warn_before)
+                    },
                 ),
             ]),
         },
@@ -216,7 +237,7 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
                 ("summary".to_string(), format!("Notebook {nb} is idle")),
                 (
                     "description".to_string(),
-                    format!("Notebook {nb} has shown no work ({why}) for {{{{ $value | humanizeDuration }}}}; nbidle stops it. Silence this alert to keep it running."),
+                    format!("Notebook {nb}{{{{ if $labels.owner }}}} of {{{{ $labels.owner }}}}{{{{ end }}}} has shown no work ({why}) for its idle time; nbidle stops it. Silence this alert to keep it running."),
                 ),
             ]),
         },
@@ -372,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn default_rules_warn_then_stop_on_per_notebook_thresholds() {
+    fn default_rules_warn_then_stop_on_the_exported_deadline() {
         let r = build(&default_config()).unwrap();
         let g = &r.groups[0];
         assert_eq!(g.interval, "1m");
@@ -383,13 +404,8 @@ mod tests {
         );
         assert_eq!(stop.labels[ACTION_LABEL], ACTION_STOP);
         assert_eq!(warn.labels[ACTION_LABEL], ACTION_WARN);
-        assert!(stop
-            .expr
-            .contains("nbidle_notebook_idle_after_seconds{job=\"nbidle-exporter\"}"));
-        assert!(warn
-            .expr
-            .contains("(nbidle_notebook_idle_after_seconds{job=\"nbidle-exporter\"} - 300)"));
-        assert!(stop.expr.contains("state=\"busy\""));
+        assert_eq!(stop.expr, "(time() - nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"}) >= 0");
+        assert_eq!(warn.expr, "(nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"} - time()) <= 300 > 0");
     }
 
     #[test]

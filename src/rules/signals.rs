@@ -88,9 +88,10 @@ impl Signal {
         let nb = &jobs.notebooks;
         let on = format!("on ({NOTEBOOK_LABELS})");
         match self {
+            // The activity signal is the base of the exporter rule
+            // (rules::with_exporter); as a veto it is the same comparison.
             Signal::Activity => format!(
-                "(time() - nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}}) < {on} {thr}\n\
-                 or\nsum by ({NOTEBOOK_LABELS}) (nbidle_notebook_kernels{{job=\"{ex}\", state=\"busy\"}}) > 0",
+                "(time() - nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}}) < {on} {thr}",
                 thr = t.per_notebook
             ),
             Signal::Kernels => format!(

@@ -1,0 +1,316 @@
+//! `make bench` (exporter part):
+//!
+//! 1. probe rounds of nbidle's Jupyter activity exporter over 1,000 and
+//!    10,000 simulated Jupyter servers answering after 20 ms: time per round,
+//!    CPU time and peak RSS of this process (the exporter, not the servers,
+//!    which run in a child process);
+//! 2. the cost of the generated rules in a real Prometheus scraping 10,000
+//!    notebooks' exporter series: `prometheus_rule_group_last_duration_seconds`.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nbidle::backend::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
+use nbidle::config::{ExporterConfig, HumanDuration};
+use nbidle::exporter::Exporter;
+use nbidle::notebook::{NotebookId, NotebookState, Status, Timestamp};
+use warp::Filter;
+
+const LATENCY: Duration = Duration::from_millis(20);
+
+/// A fixed set of running notebooks, each served under its own path prefix
+/// of the simulated Jupyter server.
+struct Fleet {
+    states: Vec<NotebookState>,
+    endpoints: Vec<JupyterEndpoint>,
+}
+
+impl Fleet {
+    fn new(n: usize, port: u16) -> Self {
+        // Started two hours ago: old enough for the rules' age guard.
+        let started = Timestamp(Timestamp::now().0 - time::Duration::hours(2));
+        let ids: Vec<NotebookId> = (0..n)
+            .map(|i| NotebookId::new(format!("team-{}", i % 50), format!("nb-{i}")))
+            .collect();
+        Fleet {
+            states: ids
+                .iter()
+                .map(|id| NotebookState {
+                    id: id.clone(),
+                    status: Status::Running,
+                    message: None,
+                    autostop: true,
+                    idle_after_seconds: 1800,
+                    owner: Some(format!("user-{}", id.name)),
+                    started_at: Some(started),
+                    stopped_at: None,
+                    stopped_by: None,
+                    url: None,
+                })
+                .collect(),
+            endpoints: ids
+                .iter()
+                .map(|id| JupyterEndpoint {
+                    id: id.clone(),
+                    base_url: format!("http://127.0.0.1:{port}/{}/{}/", id.namespace, id.name),
+                    token: Some("t".into()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Fleet {
+    async fn list(&self) -> nbidle::Result<Vec<NotebookState>> {
+        Ok(self.states.clone())
+    }
+    async fn get(&self, id: &NotebookId) -> nbidle::Result<NotebookState> {
+        Err(nbidle::Error::NotFound(id.clone()))
+    }
+    async fn stop(&self, id: &NotebookId, _: StopRequest) -> nbidle::Result<StopOutcome> {
+        Err(nbidle::Error::NotFound(id.clone()))
+    }
+    async fn start(&self, id: &NotebookId) -> nbidle::Result<NotebookState> {
+        Err(nbidle::Error::NotFound(id.clone()))
+    }
+    async fn scrape_targets(&self) -> nbidle::Result<Vec<ScrapeTarget>> {
+        Ok(vec![])
+    }
+    async fn jupyter_endpoints(&self) -> nbidle::Result<Vec<JupyterEndpoint>> {
+        Ok(self.endpoints.clone())
+    }
+}
+
+/// Child-process mode: a Jupyter API stand-in answering after LATENCY.
+/// Nine notebooks in ten were used just now; every tenth has been idle
+/// since 2026-01-01, so the rules have idle notebooks to alert on.
+async fn simulate(port: u16) {
+    let kernels = warp::path!(String / String / "api" / "kernels").and_then(|_: String, name: String| async move {
+        tokio::time::sleep(LATENCY).await;
+        let idle = name.trim_start_matches("nb-").parse::<usize>().is_ok_and(|i| i % 10 == 0);
+        let at = if idle { "2026-01-01T10:00:00Z".to_string() } else { Timestamp::now().to_string() };
+        Ok::<_, std::convert::Infallible>(format!(
+            r#"[{{"id":"k","name":"python3","last_activity":"{at}","execution_state":"idle","connections":1}}]"#
+        ))
+    });
+    let terminals =
+        warp::path!(String / String / "api" / "terminals").and_then(|_: String, _: String| async {
+            tokio::time::sleep(LATENCY).await;
+            Ok::<_, std::convert::Infallible>(
+                r#"[{"name":"1","last_activity":"2026-01-01T11:00:00.000000Z"}]"#,
+            )
+        });
+    warp::serve(kernels.or(terminals))
+        .run(([127, 0, 0, 1], port))
+        .await;
+}
+
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("port {port} never opened");
+}
+
+#[tokio::main]
+async fn main() {
+    if let Ok(port) = std::env::var("NBIDLE_BENCH_SIMULATE") {
+        simulate(port.parse().unwrap()).await;
+        return;
+    }
+    let port = free_port();
+    let mut sim = Command::new(std::env::current_exe().unwrap())
+        .env("NBIDLE_BENCH_SIMULATE", port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port).await;
+
+    println!("| notebooks | probe round (wall) | exporter CPU per round | exporter peak RSS |");
+    println!("|---|---|---|---|");
+    let mut last = None;
+    for n in [1_000usize, 10_000] {
+        let fleet = Arc::new(Fleet::new(n, port));
+        let cfg = ExporterConfig {
+            enabled: true,
+            interval: HumanDuration(Duration::from_secs(15)),
+            timeout: HumanDuration(Duration::from_secs(5)),
+            concurrency: 64,
+        };
+        let exporter = Exporter::new(fleet, cfg, Duration::from_secs(300));
+        exporter.round().await; // warm up connections
+        let rounds = 3;
+        let cpu0 = cpu_seconds();
+        let t = Instant::now();
+        for _ in 0..rounds {
+            exporter.round().await;
+        }
+        let wall = t.elapsed() / rounds;
+        let cpu = (cpu_seconds() - cpu0) / rounds as f64;
+        let text = exporter.render();
+        let probed_ok = text
+            .lines()
+            .filter(|l| l.starts_with("nbidle_notebook_probe_success{") && l.ends_with(" 1"))
+            .count();
+        assert_eq!(probed_ok, n, "every notebook probed successfully");
+        println!(
+            "| {n} | {:.2} s | {:.2} s | {:.1} MiB |",
+            wall.as_secs_f64(),
+            cpu,
+            vm_kib("VmHWM:") as f64 / 1024.0
+        );
+        last = Some(text);
+    }
+    let _ = sim.kill();
+    let _ = sim.wait();
+
+    let all = last.unwrap();
+    let firing = all
+        .lines()
+        .filter(|l| l.starts_with("nbidle_notebook_idle_deadline_timestamp_seconds{"))
+        .count();
+    println!();
+    println!("| rule cost, 10,000 notebooks | rule group evaluation avg | max |");
+    println!("|---|---|---|");
+    rule_cost(&all, &format!("{firing} past their deadline (firing)")).await;
+    // Everyone busy: the exporter publishes no deadlines at all.
+    let busy: String = all
+        .lines()
+        .filter(|l| !l.starts_with("nbidle_notebook_idle_deadline_timestamp_seconds{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    rule_cost(&busy, "none near its deadline").await;
+}
+
+/// Serves 10,000 notebooks' exporter series to a real Prometheus that
+/// evaluates the default generated rules, and reads the rule group's cost.
+async fn rule_cost(series: &str, case: &str) {
+    let series = Arc::new(series.to_string());
+    let port = free_port();
+    let s = series.clone();
+    tokio::spawn(
+        warp::serve(warp::path!("metrics" / "notebooks").map(move || s.to_string()))
+            .run(([127, 0, 0, 1], port)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let out = Command::new(env!("CARGO_BIN_EXE_nbidle"))
+        .arg("rules")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Evaluate every 5s instead of 1m to collect samples quickly.
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("interval: 1m", "interval: 5s");
+    std::fs::write(&rules, text).unwrap();
+    let prom_port = free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{scrape_interval: 5s, evaluation_interval: 5s}}\nrule_files: [{}]\nscrape_configs:\n- job_name: nbidle-exporter\n  honor_labels: true\n  metrics_path: /metrics/notebooks\n  static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n- job_name: prometheus\n  static_configs: [{{targets: ['127.0.0.1:{prom_port}']}}]\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (run scripts/test-deps.sh)");
+    wait_port(prom_port).await;
+    let http = reqwest::Client::new();
+    let q = |query: &str| {
+        reqwest::Url::parse_with_params(
+            &format!("http://127.0.0.1:{prom_port}/api/v1/query"),
+            &[("query", query)],
+        )
+        .unwrap()
+    };
+    // A minute of evaluations over all 10,000 notebooks.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let count: serde_json::Value = http
+        .get(q("count(nbidle_notebook_idle_after_seconds)"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = http
+        .get(q("max_over_time(prometheus_rule_group_last_duration_seconds{rule_group=~\".*nbidle.idle\"}[1m])"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let avg: serde_json::Value = http
+        .get(q("avg_over_time(prometheus_rule_group_last_duration_seconds{rule_group=~\".*nbidle.idle\"}[1m])"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let v = |j: &serde_json::Value| {
+        j["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or("?")
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "| {case} | {:.1} ms | {:.1} ms |",
+        v(&avg) * 1e3,
+        v(&stats) * 1e3
+    );
+    assert_eq!(
+        v(&count),
+        10_000.0,
+        "all notebooks' series reached Prometheus"
+    );
+}
