@@ -171,7 +171,15 @@ async fn main() {
             timeout: HumanDuration(Duration::from_secs(5)),
             concurrency: 64,
         };
-        let exporter = Exporter::new(fleet, cfg, Duration::from_secs(300));
+        let exporter = Exporter::new(
+            fleet,
+            cfg,
+            nbidle::exporter::deadline_window(
+                Duration::from_secs(300),
+                Duration::from_secs(15),
+                Duration::from_secs(60),
+            ),
+        );
         exporter.round().await; // warm up connections
         let rounds = 3;
         let cpu0 = cpu_seconds();

@@ -679,14 +679,16 @@ impl Config {
                 return Err(Error::config(key, "must be at least 1s"));
             }
         }
-        if self.prometheus.notebook_job.is_empty() {
-            return Err(Error::config(
-                "prometheus.notebook_job",
-                "must not be empty",
-            ));
+        // Both go into generated PromQL selectors.
+        for (key, job) in [
+            ("prometheus.notebook_job", &self.prometheus.notebook_job),
+            ("prometheus.exporter_job", &self.prometheus.exporter_job),
+        ] {
+            if job.is_empty() {
+                return Err(Error::config(key, "must not be empty"));
+            }
+            check_label_value(job).map_err(|m| Error::config(key, m))?;
         }
-        check_label_value(&self.prometheus.notebook_job)
-            .map_err(|m| Error::config("prometheus.notebook_job", m))?;
         if self.webhook.max_body_bytes < 1024 {
             return Err(Error::config(
                 "webhook.max_body_bytes",
@@ -791,6 +793,12 @@ impl Config {
                 "the activity signal needs exporter.enabled: true",
             ));
         }
+        if a.warn_before.0 <= a.evaluation_interval.0 {
+            return Err(Error::config(
+                "autostop.warn_before",
+                format!("must be longer than autostop.evaluation_interval ({}), or the warning cannot fire before the stop", a.evaluation_interval),
+            ));
+        }
         if a.warn_before.0 >= a.idle_after.0 {
             return Err(Error::config(
                 "autostop.warn_before",
@@ -799,6 +807,20 @@ impl Config {
                     a.idle_after
                 ),
             ));
+        }
+        for (key, bound) in [
+            ("autostop.min_idle_after", a.min_idle_after),
+            ("autostop.max_idle_after", a.max_idle_after),
+        ] {
+            if bound.is_some_and(|d| d.0 <= a.warn_before.0) {
+                return Err(Error::config(
+                    key,
+                    format!(
+                        "must be longer than autostop.warn_before ({})",
+                        a.warn_before
+                    ),
+                ));
+            }
         }
         if let (Some(lo), Some(hi)) = (a.min_idle_after, a.max_idle_after) {
             if lo.0 > hi.0 {
@@ -811,6 +833,28 @@ impl Config {
         if let Some(e) = &a.busy_expr {
             if e.trim().is_empty() {
                 return Err(Error::config("autostop.busy_expr", "must not be empty"));
+            }
+        }
+        // rate() and avg_over_time() need at least two scrapes in the window.
+        let min_window = a.evaluation_interval.0 * 2;
+        for (key, w) in [
+            (
+                "autostop.guards.cpu.window",
+                a.guards.cpu.as_ref().map(|c| c.window),
+            ),
+            (
+                "autostop.guards.gpu.window",
+                a.guards.gpu.as_ref().map(|g| g.window),
+            ),
+        ] {
+            if w.is_some_and(|w| w.0 < min_window) {
+                return Err(Error::config(
+                    key,
+                    format!(
+                        "must cover at least two scrapes ({})",
+                        prometheus_duration(min_window)
+                    ),
+                ));
             }
         }
         if let Some(c) = &a.guards.cpu {
@@ -867,6 +911,26 @@ impl Config {
                             "must be at least 1s",
                         ));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that only matter for `serve` (and `check`): features the
+    /// chosen backend cannot feed. `nbidle rules` may target another setup.
+    pub fn check_backend_fit(&self) -> Result<()> {
+        let g = &self.autostop.guards;
+        if self.backend.kind == BackendKind::Local {
+            for (key, set) in [
+                ("autostop.guards.cpu", g.cpu.is_some()),
+                ("autostop.guards.gpu", g.gpu.is_some()),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        key,
+                        "needs pod series (nbidle_notebook_pod_info), which the local backend has none of; it would never keep a notebook running",
+                    ));
                 }
             }
         }
@@ -1126,5 +1190,23 @@ backend:
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn warnings_and_guards_are_checked_against_the_schedule_and_backend() {
+        let y = MINIMAL.replace(
+            "auth:",
+            "autostop:\n  evaluation_interval: 5m\n  warn_before: 5m\nauth:",
+        );
+        assert_eq!(err_field(&y), "autostop.warn_before");
+        let y = MINIMAL.replace("auth:", "autostop:\n  guards: {cpu: {window: 30s}}\nauth:");
+        assert_eq!(err_field(&y), "autostop.guards.cpu.window");
+        let y = MINIMAL.replace("auth:", "autostop:\n  guards: {gpu: {}}\nauth:");
+        match parse(&y).unwrap().check_backend_fit() {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "autostop.guards.gpu"),
+            other => panic!("{other:?}"),
+        }
+        let y = MINIMAL.replace("auth:", "prometheus:\n  exporter_job: \"a\\\"b\"\nauth:");
+        assert_eq!(err_field(&y), "prometheus.exporter_job");
     }
 }

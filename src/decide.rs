@@ -27,8 +27,6 @@ pub struct Policy {
     pub enabled: bool,
     /// `autostop.dry_run`
     pub dry_run: bool,
-    /// `autostop.idle_after`
-    pub idle_after: std::time::Duration,
     /// `autostop.recheck`
     pub recheck: bool,
 }
@@ -41,8 +39,13 @@ impl Policy {
     /// an alert still firing then has seen this life idle for that long too
     /// (a restart faster than a scrape leaves the old alert firing, and it
     /// must not protect the notebook forever).
-    pub fn stale_limit(&self, alert_starts_at: Timestamp, now: Timestamp) -> Timestamp {
-        let idle = time::Duration::try_from(self.idle_after).unwrap_or(time::Duration::MAX);
+    pub fn stale_limit(
+        &self,
+        alert_starts_at: Timestamp,
+        now: Timestamp,
+        idle_after: std::time::Duration,
+    ) -> Timestamp {
+        let idle = time::Duration::try_from(idle_after).unwrap_or(time::Duration::MAX);
         let life_long_enough = now.0.checked_sub(idle).map(Timestamp).unwrap_or(now);
         alert_starts_at.max(life_long_enough)
     }
@@ -182,7 +185,9 @@ async fn decide_one(
     if !state.autostop {
         return Decision::OptedOut;
     }
-    let stale_limit = policy.stale_limit(alert.starts_at, Timestamp::now());
+    // The notebook's own idle time (per-notebook overrides), not the default.
+    let idle_after = std::time::Duration::from_secs(state.idle_after_seconds);
+    let stale_limit = policy.stale_limit(alert.starts_at, Timestamp::now(), idle_after);
     if state.started_at.is_some_and(|t| t > stale_limit) {
         return Decision::Stale;
     }
@@ -258,16 +263,19 @@ mod tests {
         let p = Policy {
             enabled: true,
             dry_run: false,
-            idle_after: Duration::from_secs(30 * 60),
             recheck: true,
         };
         let alert = t("2026-01-01T10:00:00Z");
+        let m30 = Duration::from_secs(30 * 60);
         // 10 minutes later: a notebook started after 10:00 is protected.
-        assert_eq!(p.stale_limit(alert, t("2026-01-01T10:10:00Z")), alert);
+        assert_eq!(p.stale_limit(alert, t("2026-01-01T10:10:00Z"), m30), alert);
         // 2 hours later: only a start within the last 30 minutes protects it.
         assert_eq!(
-            p.stale_limit(alert, t("2026-01-01T12:00:00Z")),
+            p.stale_limit(alert, t("2026-01-01T12:00:00Z"), m30),
             t("2026-01-01T11:30:00Z")
         );
+        // A notebook with a 4h idle time is protected for 4h after its start.
+        let h4 = Duration::from_secs(4 * 3600);
+        assert_eq!(p.stale_limit(alert, t("2026-01-01T12:00:00Z"), h4), alert);
     }
 }

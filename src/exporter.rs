@@ -62,6 +62,10 @@ pub struct NotebookFacts {
     pub probe: Option<ProbeResult>,
     /// When the probe ran.
     pub probed_at: Option<Timestamp>,
+    /// The latest activity seen in this life of the notebook (remembered
+    /// across rounds, so closing the last kernel does not forget the work
+    /// done in it), or its start; Unix seconds.
+    pub last_activity: Option<f64>,
 }
 
 pub struct Exporter {
@@ -71,6 +75,9 @@ pub struct Exporter {
     deadline_window: Duration,
     http: reqwest::Client,
     snapshot: RwLock<Arc<Vec<NotebookFacts>>>,
+    /// Per notebook: the start of its current life and the latest activity
+    /// seen in it.
+    memory: std::sync::Mutex<HashMap<NotebookId, (Option<Timestamp>, f64)>>,
 }
 
 #[derive(Deserialize)]
@@ -85,11 +92,13 @@ struct Terminal {
 }
 
 impl Exporter {
-    /// `warn_before`: how early the warning rule must see a deadline.
-    pub fn new(backend: Arc<dyn Backend>, cfg: ExporterConfig, warn_before: Duration) -> Arc<Self> {
-        // Two probe intervals of slack, so a deadline is published before
-        // the warning rule needs it even if a round runs late.
-        let deadline_window = warn_before + cfg.interval.0 * 2;
+    /// `deadline_window`: how far ahead deadlines are published; see
+    /// [`deadline_window`].
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        cfg: ExporterConfig,
+        deadline_window: Duration,
+    ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout.0)
             .pool_max_idle_per_host(2)
@@ -101,6 +110,7 @@ impl Exporter {
             deadline_window,
             http,
             snapshot: RwLock::new(Arc::new(Vec::new())),
+            memory: Default::default(),
         })
     }
 
@@ -123,7 +133,13 @@ impl Exporter {
         let states = match self.backend.list().await {
             Ok(s) => s,
             Err(e) => {
+                // Publish nothing rather than last round's facts: stale
+                // numbers could look idle. The memory of activity stays.
                 tracing::warn!(error = %e, "exporter: listing notebooks");
+                *self
+                    .snapshot
+                    .write()
+                    .expect("snapshot lock is never poisoned") = Arc::new(Vec::new());
                 return;
             }
         };
@@ -136,18 +152,35 @@ impl Exporter {
             .buffer_unordered(self.cfg.concurrency)
             .collect()
             .await;
+        let mut memory = self.memory.lock().expect("memory lock is never poisoned");
         let mut facts: Vec<NotebookFacts> = states
             .into_iter()
             .filter(|s| !s.status.is_down())
             .map(|state| {
                 let p = probes.get(&state.id).cloned();
+                let seen = p
+                    .as_ref()
+                    .and_then(|(r, _)| r.ok.then_some(r.last_activity).flatten());
+                let remembered = memory
+                    .get(&state.id)
+                    .filter(|(started, _)| *started == state.started_at)
+                    .map(|(_, t)| *t);
+                let started = state.started_at.map(Timestamp::unix_seconds);
+                let last_activity = max_opt(max_opt(seen, remembered), started);
+                if let Some(t) = last_activity {
+                    memory.insert(state.id.clone(), (state.started_at, t));
+                }
                 NotebookFacts {
                     probe: p.as_ref().map(|(r, _)| r.clone()),
                     probed_at: p.map(|(_, t)| t),
+                    last_activity,
                     state,
                 }
             })
             .collect();
+        // Forget notebooks that are gone or down.
+        memory.retain(|id, _| facts.iter().any(|f| &f.state.id == id));
+        drop(memory);
         facts.sort_by(|a, b| a.state.id.cmp(&b.state.id));
         *self
             .snapshot
@@ -240,6 +273,18 @@ fn parse_time(s: &Option<String>) -> Option<f64> {
         .map(Timestamp::unix_seconds)
 }
 
+/// How far ahead deadlines must be published for the warning rule to see
+/// them in time: `warn_before`, plus two probe rounds and two scrape and
+/// evaluation rounds (the generated scrape interval is the evaluation
+/// interval) of delay between a probe and the rule.
+pub fn deadline_window(
+    warn_before: Duration,
+    probe_interval: Duration,
+    evaluation_interval: Duration,
+) -> Duration {
+    warn_before + probe_interval * 2 + evaluation_interval * 2
+}
+
 /// `now`: when the probe answered. A busy kernel is work in progress, so it
 /// makes `now` the last activity: one series then carries every kind of
 /// activity, and the rules need no separate join for busy kernels.
@@ -263,11 +308,13 @@ fn summarize(
             _ => 4,
         };
         r.kernels[i] += 1;
-        r.last_activity = max_opt(r.last_activity, parse_time(&k.last_activity));
+        // A kernel or terminal whose activity cannot be read counts as
+        // active now: what cannot be judged is not stopped.
+        r.last_activity = max_opt(r.last_activity, parse_time(&k.last_activity).or(Some(now)));
     }
     r.terminals = terminals.len() as u32;
     for t in terminals {
-        r.last_activity = max_opt(r.last_activity, parse_time(&t.last_activity));
+        r.last_activity = max_opt(r.last_activity, parse_time(&t.last_activity).or(Some(now)));
     }
     if r.busy_kernels() > 0 {
         r.last_activity = max_opt(r.last_activity, Some(now));
@@ -373,7 +420,7 @@ pub fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
         "nbidle_notebook_idle_deadline_timestamp_seconds",
         "When the notebook becomes idle for its idle time if nothing happens: last activity (or start) + idle time. Absent when it opted out or its probe failed.",
         &mut facts.iter().filter(|f| f.state.autostop).filter(ok).filter_map(|f| {
-            let last = max_opt(f.probe.as_ref()?.last_activity, f.state.started_at.map(Timestamp::unix_seconds))?;
+            let last = f.last_activity?;
             let owner = escape(f.state.owner.as_deref().unwrap_or(""));
             let deadline = last + f.state.idle_after_seconds as f64;
             (deadline <= deadline_horizon).then(|| (format!("{},owner=\"{owner}\"", labels(f)), deadline))
@@ -381,12 +428,8 @@ pub fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
     );
     family(
         "nbidle_notebook_last_activity_timestamp_seconds",
-        "Latest kernel or terminal activity (now while a kernel is busy), or the start when there was none.",
-        &mut facts.iter().filter(ok).filter_map(|f| {
-            let p = f.probe.as_ref()?;
-            let started = f.state.started_at.map(Timestamp::unix_seconds);
-            max_opt(p.last_activity, started).map(|t| (labels(f), t))
-        }),
+        "Latest kernel or terminal activity in this life of the notebook (now while a kernel is busy), or its start.",
+        &mut facts.iter().filter(ok).filter_map(|f| f.last_activity.map(|t| (labels(f), t))),
     );
     out
 }
@@ -458,6 +501,14 @@ mod tests {
                 stopped_by: None,
                 url: None,
             },
+            last_activity: max_opt(
+                probe.as_ref().and_then(|p| p.last_activity),
+                Some(
+                    Timestamp::parse("2026-01-01T08:00:00Z")
+                        .unwrap()
+                        .unix_seconds(),
+                ),
+            ),
             probe,
             probed_at: None,
         }
@@ -553,5 +604,76 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A fixed notebook list for exercising rounds; the Jupyter side is a
+    /// real HTTP server whose answers the test changes between rounds.
+    struct OneNotebook(NotebookState, String);
+
+    #[async_trait::async_trait]
+    impl Backend for OneNotebook {
+        async fn list(&self) -> crate::Result<Vec<NotebookState>> {
+            Ok(vec![self.0.clone()])
+        }
+        async fn get(&self, _: &NotebookId) -> crate::Result<NotebookState> {
+            Ok(self.0.clone())
+        }
+        async fn stop(
+            &self,
+            id: &NotebookId,
+            _: crate::backend::StopRequest,
+        ) -> crate::Result<crate::backend::StopOutcome> {
+            Err(crate::Error::NotFound(id.clone()))
+        }
+        async fn start(&self, _: &NotebookId) -> crate::Result<NotebookState> {
+            Ok(self.0.clone())
+        }
+        async fn scrape_targets(&self) -> crate::Result<Vec<crate::backend::ScrapeTarget>> {
+            Ok(vec![])
+        }
+        async fn jupyter_endpoints(&self) -> crate::Result<Vec<JupyterEndpoint>> {
+            Ok(vec![JupyterEndpoint {
+                id: self.0.id.clone(),
+                base_url: self.1.clone(),
+                token: None,
+            }])
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_the_last_kernel_does_not_forget_its_activity() {
+        use warp::Filter;
+        let kernels = Arc::new(RwLock::new(
+            r#"[{"execution_state":"idle","last_activity":"2026-01-01T09:30:00Z"}]"#.to_string(),
+        ));
+        let k = kernels.clone();
+        let routes = warp::path!("api" / "kernels")
+            .map(move || k.read().unwrap().clone())
+            .or(warp::path!("api" / "terminals").map(|| "[]".to_string()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        let state = facts(None, true).state;
+        let backend = Arc::new(OneNotebook(
+            state.clone(),
+            format!("http://127.0.0.1:{port}/"),
+        ));
+        let cfg = ExporterConfig::default();
+        let e = Exporter::new(backend, cfg, Duration::from_secs(300));
+        let at_930 = Timestamp::parse("2026-01-01T09:30:00Z")
+            .unwrap()
+            .unix_seconds();
+        e.round().await;
+        assert_eq!(e.facts(&state.id).unwrap().last_activity, Some(at_930));
+        // The user shuts the kernel down: no kernels, no terminals.
+        *kernels.write().unwrap() = "[]".into();
+        e.round().await;
+        assert_eq!(
+            e.facts(&state.id).unwrap().last_activity,
+            Some(at_930),
+            "remembered"
+        );
+        let text = render(&e.snapshot.read().unwrap(), f64::INFINITY);
+        assert!(text.contains(&format!("}} {}", at_930 + 1800.0)), "{text}");
     }
 }

@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Check { config } => {
             let cfg = load(Some(&config))?;
             cfg.secrets().context("invalid config")?;
+            cfg.check_backend_fit().context("invalid config")?;
             println!("{}: ok", config.display());
         }
         Command::Rules {

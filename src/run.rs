@@ -17,6 +17,7 @@ use crate::server::{self, auth::Credentials, App};
 
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let secrets = cfg.secrets()?;
+    cfg.check_backend_fit()?;
     let addr: SocketAddr = cfg
         .listen
         .parse()
@@ -62,7 +63,6 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         policy: Policy {
             enabled: cfg.autostop.enabled,
             dry_run: cfg.autostop.dry_run,
-            idle_after: cfg.autostop.idle_after.0,
             recheck: cfg.autostop.recheck,
         },
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),

@@ -198,15 +198,21 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     } else {
         (
             format!("(\n  {}\n)", since_start(&stop_t)),
-            format!(
-                "(\n  {}\n)\nunless {on}\n(\n  {}\n)",
-                since_start(&warn_t),
-                since_start(&stop_t)
-            ),
+            format!("(\n  {}\n)", since_start(&warn_t)),
         )
     };
     let stop_expr = vetoed(stop_base, &stop_t);
-    let warn_expr = vetoed(warn_base, &warn_t);
+    let warn_expr = if activity {
+        vetoed(warn_base, &warn_t)
+    } else {
+        // Warned while idle for the warning threshold and not yet for the
+        // stop's; vetoed first, so a busy notebook is not "past the stop".
+        format!(
+            "(\n{}\n)\nunless {on}\n(\n{}\n)",
+            indent(&vetoed(warn_base, &warn_t)),
+            indent(&stop_expr)
+        )
+    };
     let why = why(&configured_signals(cfg));
     let nb = "{{ $labels.namespace }}/{{ $labels.notebook }}";
     let for_ = cfg.autostop.evaluation_interval.prometheus();
