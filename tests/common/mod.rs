@@ -130,6 +130,22 @@ where
     }
 }
 
+/// Waits until `url` answers with a 2xx status.
+pub async fn wait_ready(what: &str, url: &str, timeout: Duration) {
+    let http = reqwest::Client::new();
+    eventually(what, timeout, || {
+        let (http, url) = (http.clone(), url.to_string());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+}
+
 /// A notebook entry of the nbidle config.
 pub struct NotebookSpec {
     pub name: String,
@@ -301,18 +317,11 @@ backend:
             config,
             http: reqwest::Client::new(),
         };
-        let http = nb.http.clone();
-        let url = format!("{}/readyz", nb.url);
-        eventually("nbidle ready", Duration::from_secs(20), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
+        wait_ready(
+            "nbidle ready",
+            &format!("{}/readyz", nb.url),
+            Duration::from_secs(20),
+        )
         .await;
         nb
     }
@@ -470,18 +479,11 @@ impl Alertmanager {
             &dir.join("alertmanager.log"),
         );
         let url = format!("http://127.0.0.1:{port}");
-        let ready = format!("{url}/-/ready");
-        let http = reqwest::Client::new();
-        eventually("alertmanager ready", Duration::from_secs(30), || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                http.get(&ready)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
+        wait_ready(
+            "alertmanager ready",
+            &format!("{url}/-/ready"),
+            Duration::from_secs(30),
+        )
         .await;
         Alertmanager { proc, url }
     }
@@ -534,17 +536,11 @@ impl Prometheus {
         );
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let ready = format!("{url}/-/ready");
-        eventually("prometheus ready", Duration::from_secs(30), || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                http.get(&ready)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
+        wait_ready(
+            "prometheus ready",
+            &format!("{url}/-/ready"),
+            Duration::from_secs(30),
+        )
         .await;
         Prometheus { proc, url, http }
     }
