@@ -196,7 +196,7 @@ async fn check_dashboard_queries(prom: &Prometheus) {
             n += 1;
         }
     }
-    assert!(n >= 8, "dashboard has {n} queries");
+    assert!(n >= 16, "dashboard has {n} queries");
     // The job variable's label_values(metric, label): the metric must exist.
     let r = prom
         .query("count by (job) (nbidle_notebooks)")
