@@ -34,6 +34,8 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
         nb("cells"),
         optout,
         nb("silenced"),
+        jupyter_notebook("computing-old", JupyterVersion::Old),
+        jupyter_notebook("terminal-old", JupyterVersion::Old),
     ];
     let url = |name: &str| {
         notebooks
@@ -62,6 +64,8 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
     jupyter_user_once(&url("computing"), "compute-silently");
     jupyter_user_once(&url("printing"), "compute-printing");
     jupyter_user_once(&url("rest-kernel"), "rest-kernel");
+    jupyter_user_once(&url("computing-old"), "compute-silently");
+    let _terminal_old = jupyter_user(dir.path(), &url("terminal-old"), "terminal-every", 3);
     let _terminal = jupyter_user(dir.path(), &url("terminal"), "terminal-every", 3);
     let _tab = jupyter_user(dir.path(), &url("open-tab"), "open-tab", 3);
     let mut cells = jupyter_user(dir.path(), &url("cells"), "execute-every", 3);
@@ -138,7 +142,15 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
         "warned at {warned_at}, stopped at {stopped_at}"
     );
 
-    for name in ["computing", "printing", "terminal", "optout", "silenced"] {
+    for name in [
+        "computing",
+        "printing",
+        "terminal",
+        "optout",
+        "silenced",
+        "computing-old",
+        "terminal-old",
+    ] {
         assert_eq!(
             nbidle.notebook(name).await["status"],
             "running",
