@@ -61,9 +61,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    // Answers every readiness probe, like a booted Jupyter server.
+    // Answers readiness probes and the exporter's probes like a booted
+    // Jupyter server with no kernels and no terminals.
     let probe_port = free_port();
-    tokio::spawn(warp::serve(warp::any().map(|| "{}")).run(([127, 0, 0, 1], probe_port)));
+    tokio::spawn(warp::serve(warp::any().map(|| "[]")).run(([127, 0, 0, 1], probe_port)));
 
     let dir = tempfile::tempdir().unwrap();
     let total = BATCH + SINGLES;
