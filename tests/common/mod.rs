@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod envtest;
+
 pub const API_TOKEN: &str = "api-token-for-tests";
 pub const WEBHOOK_TOKEN: &str = "webhook-token-for-tests";
 pub const JUPYTER_TOKEN: &str = "jupyter-token-for-tests";

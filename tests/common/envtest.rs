@@ -1,0 +1,180 @@
+//! A real Kubernetes control plane for tests: etcd and kube-apiserver built
+//! from source by `scripts/envtest/build.sh` (cached), on loopback, with a
+//! static admin token. No controllers run; tests play their part.
+//!
+//! The API is called with curl: nbidle's own HTTP client is built without
+//! TLS, and the apiserver only serves HTTPS.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{eventually, free_port, Proc};
+
+pub const ADMIN_TOKEN: &str = "envtest-admin-token";
+
+/// The binaries' directory, building them on first use.
+pub fn binaries() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/envtest/build.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("running scripts/envtest/build.sh");
+    assert!(
+        out.status.success(),
+        "scripts/envtest/build.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let dir = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("NBIDLE_ENVTEST_BIN="))
+        .expect("build.sh prints NBIDLE_ENVTEST_BIN=<dir>");
+    PathBuf::from(dir)
+}
+
+pub struct ControlPlane {
+    pub url: String,
+    _etcd: Proc,
+    _apiserver: Proc,
+}
+
+/// The outcome of one API call: HTTP status and JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl ControlPlane {
+    pub async fn start(dir: &Path) -> ControlPlane {
+        let bin = binaries();
+        let (etcd_client, etcd_peer) = (free_port(), free_port());
+        let etcd = Proc::spawn(
+            "etcd",
+            Command::new(bin.join("etcd"))
+                .arg(format!("--data-dir={}", dir.join("etcd").display()))
+                .arg(format!(
+                    "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+                ))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+                .arg("--unsafe-no-fsync"),
+            &dir.join("etcd.log"),
+        );
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n"),
+        )
+        .unwrap();
+        let key = dir.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .output()
+            .expect("openssl");
+        assert!(status.status.success(), "openssl genrsa failed");
+        let port = free_port();
+        let apiserver = Proc::spawn(
+            "kube-apiserver",
+            Command::new(bin.join("kube-apiserver"))
+                .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+                .arg(format!("--secure-port={port}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg(format!("--cert-dir={}", dir.join("certs").display()))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    dir.join("tokens.csv").display()
+                ))
+                .arg("--authorization-mode=RBAC")
+                .arg(format!("--service-account-key-file={}", key.display()))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    key.display()
+                ))
+                .arg("--service-account-issuer=https://kubernetes.default.svc")
+                // An address range for Service IPs; nothing is routed to it.
+                .arg("--service-cluster-ip-range=10.96.0.0/24")
+                .arg("--disable-admission-plugins=ServiceAccount"),
+            &dir.join("kube-apiserver.log"),
+        );
+        let cp = ControlPlane {
+            url: format!("https://127.0.0.1:{port}"),
+            _etcd: etcd,
+            _apiserver: apiserver,
+        };
+        eventually("kube-apiserver ready", Duration::from_secs(90), || async {
+            (cp.call("GET", "/readyz", None).status == 200).then_some(())
+        })
+        .await;
+        cp
+    }
+
+    /// One API call as the admin; `body` is JSON.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.request(method, path, "application/json", body)
+    }
+
+    /// A JSON merge patch.
+    pub fn call_patch(&self, path: &str, patch: &Value) -> Reply {
+        self.request("PATCH", path, "application/merge-patch+json", Some(patch))
+    }
+
+    fn request(&self, method: &str, path: &str, content_type: &str, body: Option<&Value>) -> Reply {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
+            .arg(format!("{}{path}", self.url));
+        if let Some(b) = body {
+            cmd.arg("-H")
+                .arg(format!("Content-Type: {content_type}"))
+                .arg("--data-binary")
+                .arg(b.to_string());
+        }
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        Reply {
+            status: code.trim().parse().unwrap_or(0),
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        }
+    }
+
+    /// Creates a CRD from a YAML file and waits until it is served.
+    pub async fn install_crd(&self, yaml_path: &Path) {
+        let crd: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(yaml_path).unwrap()).unwrap();
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        let r = self.call(
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            Some(&crd),
+        );
+        assert_eq!(r.status, 201, "creating CRD {name}: {}", r.body);
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || async {
+                let r = self.call(
+                    "GET",
+                    &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
+                    None,
+                );
+                let established = r.body["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                });
+                established.then_some(())
+            },
+        )
+        .await;
+    }
+}
