@@ -6,14 +6,17 @@
 //!
 //! # Layout
 //!
-//! Data flows one way — notebook → Prometheus → Alertmanager → webhook →
-//! decision → backend — and no module imports one above it in this list:
+//! Data flows one way — notebook → exporter → Prometheus → Alertmanager →
+//! webhook → decision → backend:
 //!
 //! - [`run`]: `nbidle serve` wiring: backend, metrics, server, shutdown.
 //! - [`server`]: warp HTTP server: webhook, REST API, `/metrics`,
 //!   `/sd/notebooks` (Prometheus HTTP service discovery), `/livez`, `/readyz`.
 //! - [`decide`]: firing alert → stop or not (routing label, opt-out, stale
-//!   alert guard, dry run); duplicates are harmless because stops are idempotent.
+//!   alert guard, re-check, dry run); duplicates are harmless because stops
+//!   are idempotent.
+//! - [`exporter`]: probes Jupyter and publishes per-notebook activity and idle
+//!   deadlines on `/metrics/notebooks`, for the generated rules.
 //! - [`alerts`]: Alertmanager's webhook payload (version 4), validated whole.
 //! - [`backend`]: the `Backend` trait; [`backend::local`] supervises notebooks
 //!   as process groups and persists who stopped them.

@@ -1,10 +1,17 @@
 //! Generated Prometheus alerting rules: plain rule files and
 //! `monitoring.coreos.com/v1` `PrometheusRule` objects, both from one model.
 //!
-//! The idle alert is `present unless on(namespace, notebook) (busy signals)`
-//! held for `idle_after` with `for:`. Because the `up` series of a notebook
-//! only exists since the notebook was started, `for: idle_after` also means a
-//! notebook started less than `idle_after` ago cannot fire.
+//! Two alerts: `NotebookIdleSoon` (`nbidle_action="warn"`, for people) and
+//! `NotebookIdle` (`nbidle_action="stop"`, for nbidle's webhook).
+//!
+//! - With the exporter (the default), each compares the notebook's exported
+//!   idle deadline with `time()`; extra signals and guards veto with
+//!   `unless on (namespace, notebook)`. See `with_exporter`.
+//! - Without it, only the kernel count is available: notebooks being scraped
+//!   (`up`) unless a kernel ran, held with `for: idle_after`. See
+//!   `without_exporter`.
+//!
+//! Either way a notebook started less than its idle time ago cannot fire.
 
 pub mod signals;
 
