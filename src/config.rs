@@ -38,6 +38,8 @@ pub struct Config {
     pub alertmanager: AlertmanagerConfig,
     #[serde(default)]
     pub exporter: ExporterConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     pub backend: BackendConfig,
 }
 
@@ -274,6 +276,84 @@ impl Default for PrometheusConfig {
             notebook_job: default_notebook_job(),
             exporter_job: default_exporter_job(),
         }
+    }
+}
+
+/// Where things are on Kubernetes, for the generated PodMonitor,
+/// ServiceMonitor and AlertmanagerConfig (`nbidle manifests`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// nbidle's own namespace.
+    #[serde(default = "default_k8s_name")]
+    pub namespace: String,
+    /// nbidle's Service; its port named `service_port` serves HTTP.
+    #[serde(default = "default_k8s_name")]
+    pub service: String,
+    #[serde(default = "default_service_port")]
+    pub service_port: String,
+    /// Namespaces with notebooks; empty: all namespaces.
+    #[serde(default)]
+    pub notebook_namespaces: Vec<String>,
+    /// The notebook pods' label carrying the notebook name (Kubeflow's).
+    #[serde(default = "default_notebook_label")]
+    pub notebook_label: String,
+    /// The notebook container's port name (Kubeflow's).
+    #[serde(default = "default_notebook_port")]
+    pub notebook_port: String,
+    /// The Secret (in each namespace that gets an AlertmanagerConfig) holding
+    /// the webhook token under the key `token`.
+    #[serde(default = "default_webhook_secret")]
+    pub webhook_secret: String,
+}
+
+fn default_k8s_name() -> String {
+    "nbidle".into()
+}
+fn default_service_port() -> String {
+    "http".into()
+}
+fn default_notebook_label() -> String {
+    "notebook-name".into()
+}
+fn default_notebook_port() -> String {
+    "notebook-port".into()
+}
+fn default_webhook_secret() -> String {
+    "nbidle-webhook".into()
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            namespace: default_k8s_name(),
+            service: default_k8s_name(),
+            service_port: default_service_port(),
+            notebook_namespaces: Vec::new(),
+            notebook_label: default_notebook_label(),
+            notebook_port: default_notebook_port(),
+            webhook_secret: default_webhook_secret(),
+        }
+    }
+}
+
+impl KubernetesConfig {
+    fn validate(&self) -> Result<()> {
+        let k = |f: &str| format!("kubernetes.{f}");
+        for (field, v) in [
+            ("namespace", &self.namespace),
+            ("service", &self.service),
+            ("service_port", &self.service_port),
+            ("notebook_port", &self.notebook_port),
+            ("webhook_secret", &self.webhook_secret),
+        ] {
+            check_notebook_name(v).map_err(|m| Error::config(k(field), m))?;
+        }
+        for (i, ns) in self.notebook_namespaces.iter().enumerate() {
+            check_notebook_name(ns)
+                .map_err(|m| Error::config(k(&format!("notebook_namespaces[{i}]")), m))?;
+        }
+        check_label_key(&self.notebook_label).map_err(|m| Error::config(k("notebook_label"), m))
     }
 }
 
@@ -658,6 +738,7 @@ impl Config {
             ));
         }
         self.validate_idle()?;
+        self.kubernetes.validate()?;
         if let Some(url) = &self.prometheus.url {
             check_url(url).map_err(|m| Error::config("prometheus.url", m))?;
         }

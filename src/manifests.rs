@@ -2,6 +2,7 @@
 //! scrape job that finds notebooks through nbidle's service discovery, and
 //! the Alertmanager configuration that delivers idle alerts to nbidle.
 
+use serde_json::json;
 use serde_yaml::{Mapping, Value};
 
 use crate::config::Config;
@@ -15,6 +16,12 @@ pub enum Manifest {
     /// A complete Alertmanager config: a route for nbidle's alerts and its
     /// webhook receiver. Merge the route and receiver into an existing config.
     Alertmanager,
+    /// prometheus-operator `PodMonitor` scraping Kubeflow notebook pods.
+    PodMonitor,
+    /// prometheus-operator `ServiceMonitor` for nbidle (`/metrics` and the exporter).
+    ServiceMonitor,
+    /// prometheus-operator `AlertmanagerConfig`(s) routing idle alerts to nbidle.
+    AlertmanagerConfig,
 }
 
 fn s(v: &str) -> Value {
@@ -158,11 +165,159 @@ fn alertmanager_config(cfg: &Config) -> Value {
     ])
 }
 
+fn object_meta(cfg: &Config, name: &str, namespace: &str) -> serde_json::Value {
+    let mut labels: serde_json::Map<String, serde_json::Value> = cfg
+        .prometheus
+        .labels
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    labels.insert("app.kubernetes.io/name".into(), "nbidle".into());
+    json!({"name": name, "namespace": namespace, "labels": labels})
+}
+
+fn namespace_selector(cfg: &Config) -> serde_json::Value {
+    let k = &cfg.kubernetes;
+    if k.notebook_namespaces.is_empty() {
+        json!({"any": true})
+    } else {
+        json!({"matchNames": k.notebook_namespaces})
+    }
+}
+
+/// Scrapes every notebook pod's own `/metrics` (Jupyter's kernel gauges, for
+/// the `kernels` and `server_activity` signals). Kubeflow serves a notebook
+/// under `/notebook/<namespace>/<name>/`, so the path is built per pod.
+fn pod_monitor(cfg: &Config) -> serde_json::Value {
+    let k = &cfg.kubernetes;
+    let pod_label = format!(
+        "__meta_kubernetes_pod_label_{}",
+        sanitize(&k.notebook_label)
+    );
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": object_meta(cfg, "nbidle-notebooks", &k.namespace),
+        "spec": {
+            "namespaceSelector": namespace_selector(cfg),
+            "selector": {"matchExpressions": [{"key": k.notebook_label, "operator": "Exists"}]},
+            "podMetricsEndpoints": [{
+                "port": k.notebook_port,
+                "interval": cfg.autostop.evaluation_interval.prometheus(),
+                "relabelings": [
+                    {
+                        "sourceLabels": ["__meta_kubernetes_namespace", pod_label],
+                        "separator": "/",
+                        "regex": "(.+)/(.+)",
+                        "targetLabel": "__metrics_path__",
+                        "replacement": "/notebook/$1/$2/metrics",
+                    },
+                    {"sourceLabels": [pod_label], "targetLabel": "notebook"},
+                    // The rules select on this job name.
+                    {"targetLabel": "job", "replacement": cfg.prometheus.notebook_job},
+                ],
+            }],
+        },
+    })
+}
+
+/// Prometheus label names allow `[a-zA-Z0-9_]`; Kubernetes label keys also
+/// `-`, `.` and `/`, which service discovery turns into `_`.
+fn sanitize(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn service_monitor(cfg: &Config) -> serde_json::Value {
+    let k = &cfg.kubernetes;
+    let interval = cfg.autostop.evaluation_interval.prometheus();
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": object_meta(cfg, &k.service, &k.namespace),
+        "spec": {
+            "namespaceSelector": {"matchNames": [k.namespace]},
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "nbidle"}},
+            "endpoints": [
+                {"port": k.service_port, "path": "/metrics", "interval": interval},
+                {
+                    "port": k.service_port,
+                    "path": "/metrics/notebooks",
+                    "interval": interval,
+                    // The series name their notebook's namespace.
+                    "honorLabels": true,
+                    "relabelings": [{"targetLabel": "job", "replacement": cfg.prometheus.exporter_job}],
+                },
+            ],
+        },
+    })
+}
+
+/// The operator adds a `namespace="<its own namespace>"` matcher to every
+/// AlertmanagerConfig route, and idle alerts carry the notebook's
+/// namespace. So with `kubernetes.notebook_namespaces` listed, one
+/// AlertmanagerConfig goes into each of them (each needs the webhook Secret
+/// there); with none listed, one goes into nbidle's namespace and the
+/// Alertmanager resource must set `alertmanagerConfigMatcherStrategy: {type: None}`.
+fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
+    let k = &cfg.kubernetes;
+    let am = &cfg.alertmanager;
+    let url = am.webhook_url.clone().unwrap_or_else(|| {
+        let port = cfg.listen.rsplit_once(':').map_or("9877", |(_, p)| p);
+        format!(
+            "http://{}.{}.svc:{port}/webhook/alertmanager",
+            k.service, k.namespace
+        )
+    });
+    let namespaces = if k.notebook_namespaces.is_empty() {
+        vec![k.namespace.clone()]
+    } else {
+        k.notebook_namespaces.clone()
+    };
+    namespaces
+        .iter()
+        .map(|ns| {
+            json!({
+                "apiVersion": "monitoring.coreos.com/v1alpha1",
+                "kind": "AlertmanagerConfig",
+                "metadata": object_meta(cfg, "nbidle", ns),
+                "spec": {
+                    "route": {
+                        "receiver": "nbidle",
+                        "matchers": [{"name": ACTION_LABEL, "value": ACTION_STOP, "matchType": "="}],
+                        "groupBy": ["namespace", "notebook"],
+                        "groupWait": am.group_wait.prometheus(),
+                        "groupInterval": am.group_interval.prometheus(),
+                        "repeatInterval": am.repeat_interval.prometheus(),
+                    },
+                    "receivers": [{
+                        "name": "nbidle",
+                        "webhookConfigs": [{
+                            "url": url,
+                            "sendResolved": false,
+                            "httpConfig": {"authorization": {"type": "Bearer", "credentials": {"name": k.webhook_secret, "key": "token"}}},
+                        }],
+                    }],
+                },
+            })
+        })
+        .collect()
+}
+
 pub fn render(cfg: &Config, which: Manifest) -> Result<String> {
-    let doc = match which {
-        Manifest::PrometheusScrape => scrape_config(cfg),
-        Manifest::Alertmanager => alertmanager_config(cfg),
+    let docs: Vec<String> = match which {
+        Manifest::PrometheusScrape => vec![serde_yaml::to_string(&scrape_config(cfg))?],
+        Manifest::Alertmanager => vec![serde_yaml::to_string(&alertmanager_config(cfg))?],
+        Manifest::PodMonitor => vec![serde_yaml::to_string(&pod_monitor(cfg))?],
+        Manifest::ServiceMonitor => vec![serde_yaml::to_string(&service_monitor(cfg))?],
+        Manifest::AlertmanagerConfig => alertmanager_configs(cfg)
+            .iter()
+            .map(serde_yaml::to_string)
+            .collect::<std::result::Result<_, _>>()?,
     };
     let header = "# Generated by `nbidle manifests`; edit the nbidle config, not this file.\n";
-    Ok(format!("{header}{}", serde_yaml::to_string(&doc)?))
+    Ok(format!("{header}{}", docs.join("---\n")))
 }

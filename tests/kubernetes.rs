@@ -99,3 +99,70 @@ async fn the_notebook_crd_accepts_a_kubeflow_notebook() {
         "jupyter/base-notebook"
     );
 }
+
+fn plural(kind: &str) -> &'static str {
+    match kind {
+        "PodMonitor" => "podmonitors",
+        "ServiceMonitor" => "servicemonitors",
+        "AlertmanagerConfig" => "alertmanagerconfigs",
+        "PrometheusRule" => "prometheusrules",
+        other => panic!("no resource for kind {other}"),
+    }
+}
+
+#[tokio::test]
+async fn generated_monitors_and_alertmanager_configs_pass_crd_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    cp.install_crd(&repo("tests/crds/monitors.yaml")).await;
+    for ns in ["nbidle", "team-a", "team-b"] {
+        cp.create_namespace(ns);
+    }
+    // Notebooks in two namespaces: one AlertmanagerConfig in each, since the
+    // operator confines each to alerts of its own namespace.
+    let cfg = dir.path().join("nbidle.yaml");
+    std::fs::write(
+        &cfg,
+        "backend: {kind: local, local: {}}\nprometheus: {labels: \"release:kube-prometheus-stack\"}\nkubernetes: {notebook_namespaces: [team-a, team-b]}\n",
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    for kind in ["pod-monitor", "service-monitor", "alertmanager-config"] {
+        let yaml = nbidle_cli(&["manifests", kind, "--config", &cfg]);
+        let replies = cp.create_all(&yaml, plural);
+        assert!(!replies.is_empty());
+        for r in &replies {
+            assert_eq!(r.status, 201, "{kind}: {}", r.body);
+            assert_eq!(
+                r.body["metadata"]["labels"]["release"], "kube-prometheus-stack",
+                "{kind}"
+            );
+        }
+        if kind == "alertmanager-config" {
+            let namespaces: Vec<&str> = replies
+                .iter()
+                .map(|r| r.body["metadata"]["namespace"].as_str().unwrap())
+                .collect();
+            assert_eq!(namespaces, ["team-a", "team-b"]);
+        }
+    }
+    let pm = cp.call(
+        "GET",
+        "/apis/monitoring.coreos.com/v1/namespaces/nbidle/podmonitors/nbidle-notebooks",
+        None,
+    );
+    assert_eq!(
+        pm.body["spec"]["namespaceSelector"]["matchNames"],
+        json!(["team-a", "team-b"])
+    );
+    // The validation is real: a bad relabeling action is refused.
+    let mut bad = yaml_to_json(&nbidle_cli(&["manifests", "pod-monitor"]));
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = json!("explode");
+    let r = cp.call(
+        "POST",
+        "/apis/monitoring.coreos.com/v1/namespaces/nbidle/podmonitors",
+        Some(&bad),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{eventually, free_port, Proc};
@@ -148,33 +149,64 @@ impl ControlPlane {
         }
     }
 
-    /// Creates a CRD from a YAML file and waits until it is served.
+    /// Creates the CRDs of a (multi-document) YAML file and waits until
+    /// each is served.
     pub async fn install_crd(&self, yaml_path: &Path) {
-        let crd: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(yaml_path).unwrap()).unwrap();
-        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        let text = std::fs::read_to_string(yaml_path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let crd = Value::deserialize(doc).unwrap();
+            let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+            let r = self.call(
+                "POST",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                Some(&crd),
+            );
+            assert_eq!(r.status, 201, "creating CRD {name}: {}", r.body);
+            eventually(
+                &format!("CRD {name} established"),
+                Duration::from_secs(30),
+                || async {
+                    let r = self.call(
+                        "GET",
+                        &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
+                        None,
+                    );
+                    let established = r.body["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    });
+                    established.then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Creates a namespace.
+    pub fn create_namespace(&self, name: &str) {
         let r = self.call(
             "POST",
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            Some(&crd),
+            "/api/v1/namespaces",
+            Some(&serde_json::json!({"metadata": {"name": name}})),
         );
-        assert_eq!(r.status, 201, "creating CRD {name}: {}", r.body);
-        eventually(
-            &format!("CRD {name} established"),
-            Duration::from_secs(30),
-            || async {
-                let r = self.call(
-                    "GET",
-                    &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
-                    None,
-                );
-                let established = r.body["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Established" && c["status"] == "True")
-                });
-                established.then_some(())
-            },
-        )
-        .await;
+        assert_eq!(r.status, 201, "creating namespace {name}: {}", r.body);
+    }
+
+    /// Creates every object of a (multi-document) YAML text; `plural` maps a
+    /// kind to its resource path segment.
+    pub fn create_all(&self, yaml: &str, plural: impl Fn(&str) -> &'static str) -> Vec<Reply> {
+        serde_yaml::Deserializer::from_str(yaml)
+            .map(|doc| {
+                let obj = Value::deserialize(doc).unwrap();
+                let api = obj["apiVersion"].as_str().unwrap();
+                let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+                let kind = obj["kind"].as_str().unwrap();
+                self.call(
+                    "POST",
+                    &format!("/apis/{api}/namespaces/{ns}/{}", plural(kind)),
+                    Some(&obj),
+                )
+            })
+            .collect()
     }
 }
