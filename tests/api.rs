@@ -237,17 +237,9 @@ async fn rest_errors_are_json() {
             .status(),
         200
     );
-    let metrics = h
-        .get(format!("{}/metrics", nb.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("nbidle_notebooks{status=\"starting\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        nb.metric("nbidle_notebooks{status=\"starting\"}").await,
+        1.0
     );
 }
 
