@@ -78,7 +78,7 @@ impl Signal {
             Signal::ServerActivity => "no Jupyter server activity".into(),
             Signal::Cpu(c) => format!("CPU under {} cores over {}", c.threshold_cores, c.window),
             Signal::Gpu(g) => format!("{} under {} over {}", g.metric, g.threshold, g.window),
-            Signal::Expr(_) => "nothing from busy_expr".into(),
+            Signal::Expr(_) => "nothing from busy_expr during the idle time".into(),
         }
     }
 
@@ -117,7 +117,13 @@ impl Signal {
                 w = g.window,
                 thr = g.threshold
             ),
-            Signal::Expr(e) => e.trim().to_string(),
+            // busy_expr says "busy now"; any moment of work within the
+            // idle time vetoes, as for the other signals.
+            Signal::Expr(e) => format!(
+                "max by ({NOTEBOOK_LABELS}) (max_over_time((\n  {}\n)[{w}:]))",
+                e.trim(),
+                w = prometheus_duration(t.window)
+            ),
         }
     }
 }
