@@ -15,6 +15,9 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)
 [ -x /usr/bin/jupyter-server ] || need_apt+=(jupyter-server python3-ipykernel)
+# The demo and the Kubernetes tests talk HTTP(S) with curl; envtest needs a key.
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test-deps: need root to install: ${need_apt[*]}" >&2
