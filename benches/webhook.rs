@@ -44,6 +44,17 @@ fn payload(alerts: Vec<Value>) -> Value {
            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "alerts": alerts})
 }
 
+/// Posts a webhook body as Alertmanager does.
+async fn deliver(http: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Response {
+    http.post(url)
+        .bearer_auth(WEBHOOK_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -133,14 +144,7 @@ async fn main() {
     let body =
         serde_json::to_vec(&payload((0..BATCH).map(|i| alert(i, &starts_at)).collect())).unwrap();
     let t = Instant::now();
-    let r = http
-        .post(&url)
-        .bearer_auth(WEBHOOK_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = deliver(&http, &url, body.clone()).await;
     let batch_time = t.elapsed();
     assert!(r.status().is_success());
     let v: Value = r.json().await.unwrap();
@@ -151,14 +155,7 @@ async fn main() {
     for i in BATCH..total {
         let body = serde_json::to_vec(&payload(vec![alert(i, &starts_at)])).unwrap();
         let t = Instant::now();
-        let r = http
-            .post(&url)
-            .bearer_auth(WEBHOOK_TOKEN)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = deliver(&http, &url, body).await;
         lat.push(t.elapsed());
         assert!(r.status().is_success());
     }
@@ -166,14 +163,7 @@ async fn main() {
 
     // 3. The same 1,000-alert payload again: every notebook already stopped.
     let t = Instant::now();
-    let r = http
-        .post(&url)
-        .bearer_auth(WEBHOOK_TOKEN)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = deliver(&http, &url, body).await;
     let repeat_time = t.elapsed();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["stopped"], 0, "a repeated delivery stops nothing");

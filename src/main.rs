@@ -75,7 +75,12 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
             let cfg = load(Some(&config))?;
-            let rt = tokio::runtime::Runtime::new()?;
+            // File writes of state go through the blocking pool; a few
+            // threads keep up with 1,000 stops, and each thread costs memory.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(8)
+                .build()?;
             rt.block_on(nbidle::run::serve(cfg, shutdown_signal()))?;
         }
         Command::Check { config } => {

@@ -693,6 +693,14 @@ mod tests {
         }
     }
 
+    async fn user_stop(b: &LocalBackend, id: &NotebookId) -> StopOutcome {
+        let req = StopRequest {
+            cause: StopCause::User,
+            unless_started_after: None,
+        };
+        b.stop(id, req).await.unwrap()
+    }
+
     fn bounds() -> IdleBounds {
         IdleBounds {
             default: Duration::from_secs(1800),
@@ -729,15 +737,7 @@ mod tests {
             orphan.id() as i32,
             "adopted the orphan instead of spawning"
         );
-        b.stop(
-            &id,
-            StopRequest {
-                cause: StopCause::User,
-                unless_started_after: None,
-            },
-        )
-        .await
-        .unwrap();
+        user_stop(&b, &id).await;
         assert!(
             orphan.wait().unwrap().code().is_none(),
             "stopped by a signal"
@@ -794,31 +794,13 @@ mod tests {
         assert!(process_alive(pid, ticks));
         std::fs::write(dir.path().join("ws/a/keep.txt"), "x").unwrap();
 
-        let out = b
-            .stop(
-                &id,
-                StopRequest {
-                    cause: StopCause::User,
-                    unless_started_after: None,
-                },
-            )
-            .await
-            .unwrap();
+        let out = user_stop(&b, &id).await;
         assert!(matches!(out, StopOutcome::Stopped(_)));
         let s = wait_status(&b, &id, Status::Stopped).await;
         assert_eq!(s.stopped_by, Some(StopCause::User));
         assert!(!process_alive(pid, ticks));
         assert!(dir.path().join("ws/a/keep.txt").exists());
-        let again = b
-            .stop(
-                &id,
-                StopRequest {
-                    cause: StopCause::User,
-                    unless_started_after: None,
-                },
-            )
-            .await
-            .unwrap();
+        let again = user_stop(&b, &id).await;
         assert!(matches!(again, StopOutcome::AlreadyStopped(_)));
 
         // A new backend on the same data dir keeps it stopped.
