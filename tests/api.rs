@@ -221,22 +221,10 @@ async fn rest_errors_are_json() {
     assert_eq!(list["notebooks"][0]["name"], "a");
     assert_eq!(list["notebooks"][0]["autostop"], true);
 
-    assert_eq!(
-        h.get(format!("{}/livez", nb.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        h.get(format!("{}/readyz", nb.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    for probe in ["livez", "readyz"] {
+        let r = h.get(format!("{}/{probe}", nb.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{probe}");
+    }
     assert_eq!(
         nb.metric("nbidle_notebooks{status=\"starting\"}").await,
         1.0
