@@ -603,4 +603,9 @@ pub fn jupyter_user_once(base_url: &str, action: &str) {
         "driver {action}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprint!(
+        "driver {action} at {base_url}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

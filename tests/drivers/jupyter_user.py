@@ -6,6 +6,14 @@ Actions:
   compute-silently  start a kernel, run `time.sleep(3600)` (no output) and
                     leave with the kernel busy, as when the browser is closed
   compute-printing  the same, but the cell prints every second
+
+The compute actions leave only once the server itself reports the kernel
+busy. Jupyter Server 1.x sometimes records a wrong execution state (its
+activity watcher misses the kernel's status messages, or takes the status of
+a kernel_info reply on the control channel for the kernel's), and then no
+client of its REST API can tell the kernel is working; when that happens the
+kernel is shut down and the computation started again in a new one, and the
+number of attempts is printed.
   execute-every N   run a trivial cell every N seconds, until killed
   terminal-every N  type into a terminal every N seconds, until killed
   open-tab N        keep a kernel's websocket open and poll the REST API
@@ -64,18 +72,35 @@ def wait_status(ws, msg_id, state):
             return
 
 
+def server_state(base, token, kernel_id, want, seconds):
+    """The execution state the server reports, once it is `want` or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        state = rest(base, token, "GET", "api/kernels/%s?no_track_activity=1" % kernel_id)["execution_state"]
+        if state == want or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
+
+
 def main():
     base, token, action = sys.argv[1], sys.argv[2], sys.argv[3]
     every = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
     base = base if base.endswith("/") else base + "/"
     session = uuid.uuid4().hex
     if action in ("compute-silently", "compute-printing"):
-        _, ws = kernel_ws(base, token)
         code = "import time\ntime.sleep(3600)" if action == "compute-silently" else \
             "import time\nfor i in range(3600):\n    print(i, flush=True)\n    time.sleep(1)"
-        wait_status(ws, execute(ws, code, session), "busy")
-        ws.close()  # the browser is gone; the kernel keeps computing
-        print("busy", flush=True)
+        for attempt in range(1, 6):
+            kernel, ws = kernel_ws(base, token)
+            wait_status(ws, execute(ws, code, session), "busy")
+            ws.close()  # the browser is gone; the kernel keeps computing
+            state = server_state(base, token, kernel["id"], "busy", 5)
+            if state == "busy":
+                print("busy after %d attempt(s)" % attempt, flush=True)
+                return
+            print("server reports %s for a busy kernel; again" % state, file=sys.stderr, flush=True)
+            rest(base, token, "DELETE", "api/kernels/" + kernel["id"])
+        sys.exit("the server never reported a busy kernel")
     elif action == "execute-every":
         _, ws = kernel_ws(base, token)
         while True:
