@@ -56,6 +56,7 @@ impl Fleet {
                     id: id.clone(),
                     base_url: format!("http://127.0.0.1:{port}/{}/{}/", id.namespace, id.name),
                     token: Some("t".into()),
+                    pods: Vec::new(),
                 })
                 .collect(),
         }

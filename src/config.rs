@@ -421,12 +421,63 @@ impl Default for AlertmanagerConfig {
 pub struct BackendConfig {
     pub kind: BackendKind,
     pub local: Option<LocalConfig>,
+    #[serde(default)]
+    pub kubeflow: KubeBackendConfig,
+    #[serde(default)]
+    pub statefulset: KubeBackendConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// Processes on this machine.
     Local,
+    /// Kubeflow `Notebook` resources (kubeflow.org/v1).
+    Kubeflow,
+    /// StatefulSets selected by label, scaled to 0 and back.
+    Statefulset,
+}
+
+impl BackendKind {
+    pub fn is_kubernetes(self) -> bool {
+        !matches!(self, BackendKind::Local)
+    }
+}
+
+/// A Kubernetes backend's settings (`backend.kubeflow`, `backend.statefulset`).
+/// The namespaces watched are `kubernetes.notebook_namespaces`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeBackendConfig {
+    /// Only objects matching this label selector (`key=value,key2`);
+    /// required for StatefulSets, which are not all notebooks.
+    pub label_selector: Option<String>,
+    /// Where the exporter reaches a notebook's Jupyter server; `{namespace}`
+    /// and `{name}` are replaced. Default for Kubeflow: its Service and
+    /// `NB_PREFIX`, `http://{name}.{namespace}.svc/notebook/{namespace}/{name}/`;
+    /// for StatefulSets: `http://{name}.{namespace}.svc/`.
+    pub jupyter_url: Option<String>,
+}
+
+impl KubeBackendConfig {
+    pub fn jupyter_url(&self, kind: BackendKind) -> String {
+        self.jupyter_url.clone().unwrap_or_else(|| match kind {
+            BackendKind::Kubeflow => {
+                "http://{name}.{namespace}.svc/notebook/{namespace}/{name}/".into()
+            }
+            _ => "http://{name}.{namespace}.svc/".into(),
+        })
+    }
+}
+
+impl BackendConfig {
+    /// The settings of the configured Kubernetes backend.
+    pub fn kube(&self) -> &KubeBackendConfig {
+        match self.kind {
+            BackendKind::Statefulset => &self.statefulset,
+            _ => &self.kubeflow,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -592,6 +643,40 @@ impl<'de> Deserialize<'de> for Labels {
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
+}
+
+fn kind_key(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Local => "local",
+        BackendKind::Kubeflow => "kubeflow",
+        BackendKind::Statefulset => "statefulset",
+    }
+}
+
+/// An equality-based label selector: `key`, `!key`, `key=value`,
+/// `key==value`, `key!=value`, comma-separated. (Set-based terms such as
+/// `key in (a,b)` are not accepted: their commas make a simple check wrong.)
+fn check_label_selector(sel: &str) -> std::result::Result<(), String> {
+    if sel.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    for term in sel.split(',') {
+        let term = term.trim();
+        let (key, value) = if let Some((k, v)) = term.split_once("!=") {
+            (k, Some(v))
+        } else if let Some((k, v)) = term.split_once("==") {
+            (k, Some(v))
+        } else if let Some((k, v)) = term.split_once('=') {
+            (k, Some(v))
+        } else {
+            (term.strip_prefix('!').unwrap_or(term), None)
+        };
+        check_label_key(key.trim()).map_err(|m| format!("{term:?}: {m}"))?;
+        if let Some(v) = value {
+            check_label_value(v.trim()).map_err(|m| format!("{term:?}: {m}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A Kubernetes label key: optional DNS-subdomain prefix, `/`, a name of at
@@ -853,6 +938,32 @@ impl Config {
                             format!("{:?} is used by another notebook", nb.url),
                         ));
                     }
+                }
+            }
+            kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
+                let key = |f: &str| format!("backend.{}.{f}", kind_key(kind));
+                let kube = self.backend.kube();
+                match &kube.label_selector {
+                    Some(sel) => check_label_selector(sel)
+                        .map_err(|m| Error::config(key("label_selector"), m))?,
+                    None if kind == BackendKind::Statefulset => {
+                        return Err(Error::config(
+                            key("label_selector"),
+                            "required: it picks the StatefulSets that are notebooks",
+                        ))
+                    }
+                    None => {}
+                }
+                let url = kube
+                    .jupyter_url(kind)
+                    .replace("{namespace}", "ns")
+                    .replace("{name}", "nb");
+                check_url(&url).map_err(|m| Error::config(key("jupyter_url"), m))?;
+                if !url.starts_with("http://") {
+                    return Err(Error::config(
+                        key("jupyter_url"),
+                        "notebooks are probed over http:// inside the cluster",
+                    ));
                 }
             }
         }

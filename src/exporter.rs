@@ -66,6 +66,8 @@ pub struct NotebookFacts {
     /// across rounds, so closing the last kernel does not forget the work
     /// done in it), or its start; Unix seconds.
     pub last_activity: Option<f64>,
+    /// The notebook's pods, for `nbidle_notebook_pod_info`.
+    pub pods: Vec<String>,
 }
 
 pub struct Exporter {
@@ -144,20 +146,24 @@ impl Exporter {
             }
         };
         let endpoints = self.backend.jupyter_endpoints().await.unwrap_or_default();
-        let probes: HashMap<NotebookId, (ProbeResult, Timestamp)> = stream::iter(endpoints)
-            .map(|ep| async move {
-                let r = self.probe(&ep).await;
-                (ep.id, (r, Timestamp::now()))
-            })
-            .buffer_unordered(self.cfg.concurrency)
-            .collect()
-            .await;
+        let mut probes: HashMap<NotebookId, (ProbeResult, Timestamp, Vec<String>)> =
+            stream::iter(endpoints)
+                .map(|ep| async move {
+                    let r = self.probe(&ep).await;
+                    (ep.id, (r, Timestamp::now(), ep.pods))
+                })
+                .buffer_unordered(self.cfg.concurrency)
+                .collect()
+                .await;
         let mut memory = self.memory.lock().expect("memory lock is never poisoned");
         let mut facts: Vec<NotebookFacts> = states
             .into_iter()
             .filter(|s| !s.status.is_down())
             .map(|state| {
-                let p = probes.get(&state.id).cloned();
+                let (p, pods) = match probes.remove(&state.id) {
+                    Some((r, t, pods)) => (Some((r, t)), pods),
+                    None => (None, Vec::new()),
+                };
                 let seen = p
                     .as_ref()
                     .and_then(|(r, _)| r.ok.then_some(r.last_activity).flatten());
@@ -171,9 +177,10 @@ impl Exporter {
                     memory.insert(state.id.clone(), (state.started_at, t));
                 }
                 NotebookFacts {
-                    probe: p.as_ref().map(|(r, _)| r.clone()),
-                    probed_at: p.map(|(_, t)| t),
+                    probed_at: p.as_ref().map(|(_, t)| *t),
+                    probe: p.map(|(r, _)| r),
                     last_activity,
+                    pods,
                     state,
                 }
             })
@@ -376,6 +383,15 @@ pub fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
             .filter_map(|f| f.state.started_at.map(|t| (labels(f), t.unix_seconds()))),
     );
     family(
+        "nbidle_notebook_pod_info",
+        "1 per pod of a notebook (Kubernetes backends): joins pod series such as cAdvisor CPU or DCGM GPU to notebooks.",
+        &mut facts.iter().flat_map(|f| {
+            f.pods
+                .iter()
+                .map(move |pod| (format!("{},pod=\"{}\"", labels(f), escape(pod)), 1.0))
+        }),
+    );
+    family(
         "nbidle_notebook_probe_success",
         "1 if the last probe of the notebook's Jupyter API succeeded.",
         &mut facts.iter().filter_map(|f| {
@@ -501,6 +517,7 @@ mod tests {
                 stopped_by: None,
                 url: None,
             },
+            pods: vec!["nb-0".into()],
             last_activity: max_opt(
                 probe.as_ref().and_then(|p| p.last_activity),
                 Some(
@@ -550,6 +567,16 @@ mod tests {
 
     fn render_all(f: &[NotebookFacts]) -> String {
         render(f, f64::INFINITY)
+    }
+
+    #[test]
+    fn pods_are_published_even_when_the_probe_fails() {
+        // The guards' join must hold while Jupyter does not answer: a busy
+        // GPU keeps a notebook whose server is too loaded to reply.
+        let text = render_all(&[facts(Some(ProbeResult::default()), true)]);
+        assert!(text.contains(
+            "nbidle_notebook_pod_info{namespace=\"local\",notebook=\"nb\",pod=\"nb-0\"} 1"
+        ));
     }
 
     #[test]
@@ -636,6 +663,7 @@ mod tests {
                 id: self.0.id.clone(),
                 base_url: self.1.clone(),
                 token: None,
+                pods: Vec::new(),
             }])
         }
     }

@@ -3,10 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::backend::kube;
+use crate::backend::kubeflow::KubeflowBackend;
 use crate::backend::local::LocalBackend;
+use crate::backend::statefulset::StatefulSetBackend;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config};
 use crate::decide::Policy;
@@ -31,6 +34,27 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
                 .as_ref()
                 .ok_or_else(|| Error::config("backend.local", "missing"))?;
             LocalBackend::new(local, &cfg.data_dir, cfg.idle_bounds()).await?
+        }
+        kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
+            let client = kube::client().await?;
+            let k = cfg.backend.kube();
+            let namespaces = &cfg.kubernetes.notebook_namespaces;
+            let url = k.jupyter_url(kind);
+            if kind == BackendKind::Kubeflow {
+                KubeflowBackend::new(
+                    client,
+                    namespaces,
+                    k.label_selector.as_deref(),
+                    url,
+                    cfg.idle_bounds(),
+                )
+            } else {
+                // validate() guarantees a selector for StatefulSets.
+                let sel = k.label_selector.as_deref().ok_or_else(|| {
+                    Error::config("backend.statefulset.label_selector", "missing")
+                })?;
+                StatefulSetBackend::new(client, namespaces, sel, url, cfg.idle_bounds())
+            }
         }
     };
     // One shutdown signal, fanned out to every task.
@@ -68,9 +92,17 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
         api_credentials: Credentials::new(secrets.api_tokens, None),
         max_body_bytes: cfg.webhook.max_body_bytes,
-        // The local backend has synced once `new` returns.
-        ready: AtomicBool::new(true),
+        // Ready once the backend knows its notebooks (at once for local).
+        ready: AtomicBool::new(false),
     });
+    let sync = {
+        let (app, backend) = (app.clone(), backend.clone());
+        tokio::spawn(async move {
+            backend.synced().await;
+            app.ready.store(true, Ordering::Release);
+            tracing::info!("backend synced; ready");
+        })
+    };
     let (bound, server) = server::bind(app, addr, stopped()).await?;
     tracing::info!(%bound, backend = ?cfg.backend.kind, dry_run = cfg.autostop.dry_run, "nbidle listening");
     server.await;
@@ -78,6 +110,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     if let Some(t) = exporter_task {
         let _ = t.await;
     }
+    sync.abort();
     backend.shutdown().await;
     Ok(())
 }

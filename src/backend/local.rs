@@ -514,18 +514,8 @@ impl Backend for LocalBackend {
             if st.p.desired != Desired::Running {
                 continue;
             }
-            // The URL was validated at config load, so this parse succeeds.
-            let Ok(url) = reqwest::Url::parse(&slot.spec.url) else {
-                continue;
-            };
-            let Some(host) = url.host_str() else { continue };
-            let port = url.port_or_known_default().unwrap_or(80);
-            out.push(ScrapeTarget {
-                id: slot.id.clone(),
-                address: format!("{host}:{port}"),
-                scheme: url.scheme().to_string(),
-                metrics_path: format!("{}/metrics", url.path().trim_end_matches('/')),
-            });
+            // The URL was validated at config load, so this always succeeds.
+            out.extend(ScrapeTarget::from_url(&slot.id, &slot.spec.url));
         }
         Ok(out)
     }
@@ -542,6 +532,7 @@ impl Backend for LocalBackend {
                 id: slot.id.clone(),
                 base_url: format!("{base}/"),
                 token: slot.spec.token.clone(),
+                pods: Vec::new(),
             });
         }
         Ok(out)

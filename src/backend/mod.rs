@@ -4,8 +4,15 @@
 //! rebuild.
 //!
 //! - [`local`]: notebooks as supervised process groups on this machine.
+//! - [`kubeflow`]: Kubeflow `Notebook` resources, stopped with Kubeflow's
+//!   own `kubeflow-resource-stopped` annotation.
+//! - [`statefulset`]: StatefulSets selected by label, scaled to 0 and back.
+//! - [`kube`]: what the two Kubernetes backends share.
 
+pub mod kube;
+pub mod kubeflow;
 pub mod local;
+pub mod statefulset;
 
 use async_trait::async_trait;
 
@@ -52,6 +59,21 @@ pub struct ScrapeTarget {
     pub metrics_path: String,
 }
 
+impl ScrapeTarget {
+    /// The target serving `<base_url>metrics`; `None` for an unusable URL.
+    pub fn from_url(id: &NotebookId, base_url: &str) -> Option<ScrapeTarget> {
+        let url = reqwest::Url::parse(base_url).ok()?;
+        let host = url.host_str()?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        Some(ScrapeTarget {
+            id: id.clone(),
+            address: format!("{host}:{port}"),
+            scheme: url.scheme().to_string(),
+            metrics_path: format!("{}/metrics", url.path().trim_end_matches('/')),
+        })
+    }
+}
+
 /// Where nbidle's exporter reaches a running notebook's Jupyter REST API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JupyterEndpoint {
@@ -59,6 +81,10 @@ pub struct JupyterEndpoint {
     /// Base URL ending in `/`.
     pub base_url: String,
     pub token: Option<String>,
+    /// The notebook's pods (Kubernetes backends), published as
+    /// `nbidle_notebook_pod_info` so rules can join pod series (cAdvisor
+    /// CPU, DCGM GPU) to notebooks.
+    pub pods: Vec<String>,
 }
 
 #[async_trait]
@@ -81,6 +107,10 @@ pub trait Backend: Send + Sync {
 
     /// Jupyter endpoints of the running notebooks, for the activity exporter.
     async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>>;
+
+    /// Resolves once the backend knows its notebooks (a Kubernetes backend's
+    /// first list); `/readyz` fails until then.
+    async fn synced(&self) {}
 
     /// Called once when nbidle shuts down.
     async fn shutdown(&self) {}

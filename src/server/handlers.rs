@@ -91,6 +91,16 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
             .with_label_values(&[&format!("{}xx", code.as_u16() / 100)])
             .observe(started.elapsed().as_secs_f64());
     };
+    // Before the backend's first list every notebook would look unknown and
+    // its alert be dropped; 503 makes Alertmanager deliver it again.
+    if !app.ready.load(Ordering::SeqCst) {
+        observe(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(warp::reject::custom(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the backend has not listed its notebooks yet".to_string(),
+        )));
+    }
     let payload = match crate::alerts::parse(&body) {
         Ok(p) => p,
         Err(e) => {

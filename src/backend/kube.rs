@@ -1,0 +1,478 @@
+//! What the Kubernetes backends share: the client, watched caches, the
+//! annotations nbidle reads and writes, Events, and conflict-safe writes.
+//!
+//! - Reads come from watch-fed caches (kube-runtime reflectors), stripped
+//!   of managed fields and anything else nbidle never reads, so memory stays
+//!   proportional to what is used.
+//! - Writes read the object fresh from the API server and patch it with its
+//!   `resourceVersion` as a precondition: a concurrent edit (another nbidle
+//!   replica, a user, a controller) makes the patch fail with 409, and the
+//!   decision is taken again on the new object. Two replicas handling the
+//!   same alert therefore stop a notebook once.
+//! - Per-notebook policy lives in annotations (`nbidle.io/autostop`,
+//!   `nbidle.io/idle-after`, `nbidle.io/owner`), bounded by the admin's
+//!   `autostop.min/max_idle_after`. A value nbidle cannot read opts the
+//!   notebook out and says why in its `message`: a typo never makes a
+//!   notebook stop sooner.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::config::HumanDuration;
+use crate::error::{Error, Result};
+use crate::notebook::{IdleBounds, NotebookId, StopCause, Timestamp};
+
+/// Set by nbidle (and Kubeflow's UI) to stop a Kubeflow notebook; its value is
+/// the RFC 3339 time of the stop. Kubeflow's controller scales to 0.
+pub const KUBEFLOW_STOPPED: &str = "kubeflow-resource-stopped";
+/// The user Kubeflow's UI records as the notebook's creator.
+pub const KUBEFLOW_CREATOR: &str = "notebooks.kubeflow.org/creator";
+
+/// `user` or `idle-alert`.
+pub const STOPPED_BY: &str = "nbidle.io/stopped-by";
+/// The alert that stopped it (`NotebookIdle`), or `api` for a user's stop.
+pub const STOP_REASON: &str = "nbidle.io/stop-reason";
+pub const STOPPED_AT: &str = "nbidle.io/stopped-at";
+/// When the stopping alert started firing (the stale-alert guard's input).
+pub const ALERT_STARTS_AT: &str = "nbidle.io/alert-starts-at";
+/// When nbidle last started the notebook.
+pub const STARTED_AT: &str = "nbidle.io/started-at";
+/// A StatefulSet's replica count before nbidle scaled it to 0.
+pub const REPLICAS: &str = "nbidle.io/replicas";
+
+/// `"false"`: never stopped by an idle alert.
+pub const AUTOSTOP: &str = "nbidle.io/autostop";
+/// This notebook's idle time (`2h`, `90m`), within the admin's bounds.
+pub const IDLE_AFTER: &str = "nbidle.io/idle-after";
+/// Who is warned before the stop; default: Kubeflow's creator annotation.
+pub const OWNER: &str = "nbidle.io/owner";
+
+/// Conflicting writes are retried this many times before giving up with a
+/// retryable error (Alertmanager then delivers again).
+const CONFLICT_RETRIES: usize = 5;
+
+/// A client from the environment: in a pod, its service account; elsewhere
+/// `$KUBECONFIG` or `~/.kube/config`.
+pub async fn client() -> Result<Client> {
+    Client::try_default()
+        .await
+        .map_err(|e| Error::Backend(format!("kubernetes client: {e}")))
+}
+
+/// Maps an API error; `NotFound` for 404 so the HTTP layer answers 404.
+pub fn api_error(id: &NotebookId, e: kube::Error) -> Error {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => Error::NotFound(id.clone()),
+        _ => Error::Backend(format!("{id}: {e}")),
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Runs a read-decide-write step again while its write conflicts with a
+/// concurrent change. `step` must read the object afresh each time.
+pub async fn retry_on_conflict<T, F, Fut>(id: &NotebookId, mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match step().await {
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => {
+                attempt += 1;
+                tracing::debug!(notebook = %id, attempt, "write conflicted; deciding again");
+                tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+            }
+            r => return r.map_err(|e| api_error(id, e)),
+        }
+    }
+}
+
+/// Watch-fed caches of one resource type: one per namespace watched, or one
+/// cluster-wide when no namespaces are configured.
+pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
+    stores: Vec<(Option<String>, Store<K>)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// Starts the watches. `strip` drops what nbidle never reads before an
+    /// object enters the cache.
+    pub fn watch(
+        client: &Client,
+        namespaces: &[String],
+        label_selector: Option<&str>,
+        strip: fn(&mut K),
+    ) -> Self {
+        let apis: Vec<(Option<String>, Api<K>)> = if namespaces.is_empty() {
+            vec![(None, Api::all(client.clone()))]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns)))
+                .collect()
+        };
+        let mut stores = Vec::new();
+        let mut tasks = Vec::new();
+        for (ns, api) in apis {
+            let (store, writer) = reflector::store();
+            let mut cfg = watcher::Config::default();
+            if let Some(sel) = label_selector {
+                cfg = cfg.labels(sel);
+            }
+            let kind = K::kind(&()).to_string();
+            let scope = ns.clone().unwrap_or_else(|| "(all)".into());
+            let stream = watcher(api, cfg)
+                .default_backoff()
+                .modify(strip)
+                .reflect(writer);
+            tasks.push(tokio::spawn(async move {
+                futures_util::pin_mut!(stream);
+                while let Some(ev) = stream.next().await {
+                    if let Err(e) = ev {
+                        tracing::warn!(%kind, namespace = %scope, error = %e, "watch failed; retrying");
+                    }
+                }
+            }));
+            stores.push((ns, store));
+        }
+        Cache { stores, tasks }
+    }
+
+    /// Resolves once every watch has listed its objects.
+    pub async fn synced(&self) {
+        for (_, s) in &self.stores {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<K>> {
+        self.stores.iter().flat_map(|(_, s)| s.state()).collect()
+    }
+
+    pub fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
+        let key = ObjectRef::new(&id.name).within(&id.namespace);
+        self.stores
+            .iter()
+            .filter(|(ns, _)| ns.as_deref().is_none_or(|n| n == id.namespace))
+            .find_map(|(_, s)| s.get(&key))
+    }
+
+    /// Whether `namespace` is one nbidle manages.
+    pub fn covers(&self, namespace: &str) -> bool {
+        self.stores
+            .iter()
+            .any(|(ns, _)| ns.as_deref().is_none_or(|n| n == namespace))
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Drops managed fields and the last-applied annotation, the bulk of most
+/// objects' metadata, which nbidle never reads.
+pub fn strip_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+/// Per-notebook policy read from annotations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub autostop: bool,
+    pub idle_after: Duration,
+    pub owner: Option<String>,
+    /// Why an annotation was ignored (and the notebook opted out).
+    pub problem: Option<String>,
+}
+
+pub fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Policy {
+    let mut p = Policy {
+        autostop: true,
+        idle_after: bounds.default,
+        owner: annotations
+            .get(OWNER)
+            .or_else(|| annotations.get(KUBEFLOW_CREATOR))
+            .filter(|o| !o.is_empty())
+            .cloned(),
+        problem: None,
+    };
+    match annotations.get(AUTOSTOP).map(|v| v.trim()) {
+        None | Some("true") => {}
+        Some("false") => p.autostop = false,
+        Some(other) => {
+            p.autostop = false;
+            p.problem = Some(format!(
+                "annotation {AUTOSTOP}: {other:?} is not \"true\" or \"false\"; not stopped automatically until fixed"
+            ));
+        }
+    }
+    let requested = match annotations.get(IDLE_AFTER) {
+        None => None,
+        Some(v) => match HumanDuration::parse(v) {
+            Ok(d) if d.0 >= Duration::from_secs(1) => Some(d.0),
+            Ok(_) => {
+                p.autostop = false;
+                p.problem = Some(format!(
+                    "annotation {IDLE_AFTER}: {v:?} is shorter than 1s; not stopped automatically until fixed"
+                ));
+                None
+            }
+            Err(e) => {
+                p.autostop = false;
+                p.problem = Some(format!(
+                    "annotation {IDLE_AFTER}: {e}; not stopped automatically until fixed"
+                ));
+                None
+            }
+        },
+    };
+    p.idle_after = bounds.effective(requested);
+    p
+}
+
+/// The stop recorded in nbidle's annotations, if any.
+pub fn recorded_stop(a: &BTreeMap<String, String>) -> (Option<Timestamp>, Option<StopCause>) {
+    let at = a.get(STOPPED_AT).and_then(|v| Timestamp::parse(v).ok());
+    let cause = match a.get(STOPPED_BY).map(String::as_str) {
+        Some("user") => Some(StopCause::User),
+        Some("idle-alert") => Some(StopCause::IdleAlert {
+            alertname: a.get(STOP_REASON).cloned().unwrap_or_default(),
+            alert_starts_at: a
+                .get(ALERT_STARTS_AT)
+                .and_then(|v| Timestamp::parse(v).ok())
+                .or(at)
+                .unwrap_or_else(Timestamp::now),
+        }),
+        _ => None,
+    };
+    (at, cause)
+}
+
+/// The annotations that record a stop (merged into the object's own).
+pub fn stop_annotations(
+    cause: &StopCause,
+    at: Timestamp,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(STOPPED_AT.into(), at.to_string().into());
+    m.insert(STOPPED_BY.into(), cause.trigger().into());
+    match cause {
+        StopCause::User => {
+            m.insert(STOP_REASON.into(), "api".into());
+            m.insert(ALERT_STARTS_AT.into(), serde_json::Value::Null);
+        }
+        StopCause::IdleAlert {
+            alertname,
+            alert_starts_at,
+        } => {
+            m.insert(STOP_REASON.into(), alertname.clone().into());
+            m.insert(ALERT_STARTS_AT.into(), alert_starts_at.to_string().into());
+        }
+    }
+    m
+}
+
+/// The annotations a start sets and removes.
+pub fn start_annotations(at: Timestamp) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for k in [STOPPED_AT, STOPPED_BY, STOP_REASON, ALERT_STARTS_AT] {
+        m.insert(k.into(), serde_json::Value::Null);
+    }
+    m.insert(STARTED_AT.into(), at.to_string().into());
+    m
+}
+
+pub fn k8s_time(t: &Time) -> Option<Timestamp> {
+    Timestamp::parse(&t.0.to_string()).ok()
+}
+
+/// The latest of the instants a notebook may have (re)started at: an
+/// alert that began before it is about an earlier life.
+pub fn latest(times: impl IntoIterator<Item = Option<Timestamp>>) -> Option<Timestamp> {
+    times.into_iter().flatten().max()
+}
+
+/// Renders the exporter's URL template for one notebook.
+pub fn jupyter_url(template: &str, id: &NotebookId) -> String {
+    let url = template
+        .replace("{namespace}", &id.namespace)
+        .replace("{name}", &id.name);
+    if url.ends_with('/') {
+        url
+    } else {
+        url + "/"
+    }
+}
+
+/// Records Events on the objects nbidle stops and starts; failures are
+/// logged, never fail the operation the Event describes.
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    pub fn new(client: Client) -> Self {
+        let instance = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok());
+        Events {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "nbidle".into(),
+                    instance,
+                },
+            ),
+        }
+    }
+
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(object = ?obj.meta().name, reason, error = %e, "could not record Event");
+        }
+    }
+}
+
+/// Says what stopped a notebook, for Events and logs.
+pub fn describe_stop(cause: &StopCause) -> String {
+    match cause {
+        StopCause::User => "stopped by a user through nbidle's API; its volumes are kept".into(),
+        StopCause::IdleAlert {
+            alertname,
+            alert_starts_at,
+        } => format!(
+            "stopped by nbidle: alert {alertname} firing since {alert_starts_at}; its volumes are kept"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn bounds() -> IdleBounds {
+        IdleBounds {
+            default: Duration::from_secs(1800),
+            min: Some(Duration::from_secs(600)),
+            max: Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+
+    #[test]
+    fn policy_from_annotations_within_bounds() {
+        let p = policy(&ann(&[]), bounds());
+        assert_eq!((p.autostop, p.idle_after.as_secs()), (true, 1800));
+        let p = policy(&ann(&[(IDLE_AFTER, "2h")]), bounds());
+        assert_eq!(p.idle_after.as_secs(), 7200);
+        // Bounded by the admin.
+        let p = policy(&ann(&[(IDLE_AFTER, "1m")]), bounds());
+        assert_eq!(p.idle_after.as_secs(), 600);
+        let p = policy(&ann(&[(IDLE_AFTER, "3d")]), bounds());
+        assert_eq!(p.idle_after.as_secs(), 4 * 3600);
+        let p = policy(&ann(&[(AUTOSTOP, "false")]), bounds());
+        assert!(!p.autostop && p.problem.is_none());
+    }
+
+    #[test]
+    fn unreadable_annotations_opt_out_and_say_why() {
+        let p = policy(&ann(&[(IDLE_AFTER, "soon")]), bounds());
+        assert!(!p.autostop);
+        assert!(p.problem.unwrap().contains(IDLE_AFTER));
+        let p = policy(&ann(&[(AUTOSTOP, "nope")]), bounds());
+        assert!(!p.autostop);
+        assert!(p.problem.unwrap().contains(AUTOSTOP));
+    }
+
+    #[test]
+    fn owner_from_annotation_or_kubeflow_creator() {
+        let p = policy(&ann(&[(KUBEFLOW_CREATOR, "ada@example.com")]), bounds());
+        assert_eq!(p.owner.as_deref(), Some("ada@example.com"));
+        let p = policy(
+            &ann(&[(KUBEFLOW_CREATOR, "ada@example.com"), (OWNER, "team-x")]),
+            bounds(),
+        );
+        assert_eq!(p.owner.as_deref(), Some("team-x"));
+    }
+
+    #[test]
+    fn stop_annotations_round_trip() {
+        let at = Timestamp::parse("2026-01-02T03:04:05Z").unwrap();
+        let cause = StopCause::IdleAlert {
+            alertname: "NotebookIdle".into(),
+            alert_starts_at: Timestamp::parse("2026-01-02T03:00:00Z").unwrap(),
+        };
+        let a: BTreeMap<String, String> = stop_annotations(&cause, at)
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+            .collect();
+        assert_eq!(recorded_stop(&a), (Some(at), Some(cause)));
+        let a: BTreeMap<String, String> = stop_annotations(&StopCause::User, at)
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+            .collect();
+        assert_eq!(recorded_stop(&a), (Some(at), Some(StopCause::User)));
+    }
+
+    #[test]
+    fn url_template() {
+        let id = NotebookId::new("team-a", "nb1");
+        assert_eq!(
+            jupyter_url(
+                "http://{name}.{namespace}.svc/notebook/{namespace}/{name}",
+                &id
+            ),
+            "http://nb1.team-a.svc/notebook/team-a/nb1/"
+        );
+    }
+}
