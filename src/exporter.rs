@@ -146,6 +146,7 @@ impl Exporter {
             }
         };
         let endpoints = self.backend.jupyter_endpoints().await.unwrap_or_default();
+        let probed = endpoints.len();
         let mut probes: HashMap<NotebookId, (ProbeResult, Timestamp, Vec<String>)> =
             stream::iter(endpoints)
                 .map(|ep| async move {
@@ -189,6 +190,7 @@ impl Exporter {
         memory.retain(|id, _| facts.iter().any(|f| &f.state.id == id));
         drop(memory);
         facts.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+        tracing::debug!(notebooks = facts.len(), probed = probed, "exporter round");
         *self
             .snapshot
             .write()

@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::PostParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource};
@@ -336,26 +338,21 @@ pub fn jupyter_url(template: &str, id: &NotebookId) -> String {
     }
 }
 
-/// Records Events on the objects nbidle stops and starts; failures are
-/// logged, never fail the operation the Event describes.
+/// Records an Event (events.k8s.io/v1) on the object for every stop and
+/// start. Each is its own Event, not a count on an earlier one, so the note
+/// says what happened that time. Failures are logged, never fail the
+/// operation the Event describes.
 pub struct Events {
-    recorder: Recorder,
+    client: Client,
+    instance: String,
 }
 
 impl Events {
     pub fn new(client: Client) -> Self {
         let instance = std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok());
-        Events {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: "nbidle".into(),
-                    instance,
-                },
-            ),
-        }
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "nbidle".into());
+        Events { client, instance }
     }
 
     pub async fn publish<K: Resource<DynamicType = ()>>(
@@ -364,15 +361,33 @@ impl Events {
         reason: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_: EventType::Normal,
-            reason: reason.into(),
+        let regarding = obj.object_ref(&());
+        let name = regarding.name.clone().unwrap_or_default();
+        let ns = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ev = K8sEvent {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                // Unique per Event, like the names kubectl shows.
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some("Normal".into()),
+            reason: Some(reason.into()),
+            action: Some(reason.into()),
             note: Some(note),
-            action: reason.into(),
-            secondary: None,
+            regarding: Some(regarding),
+            reporting_controller: Some("nbidle.io/nbidle".into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(object = ?obj.meta().name, reason, error = %e, "could not record Event");
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+            tracing::warn!(object = %name, reason, error = %e, "could not record Event");
         }
     }
 }

@@ -39,6 +39,8 @@ pub fn binaries() -> PathBuf {
 
 pub struct ControlPlane {
     pub url: String,
+    /// The apiserver's self-signed serving certificate (and its CA).
+    pub cert: PathBuf,
     _etcd: Proc,
     _apiserver: Proc,
 }
@@ -108,6 +110,7 @@ impl ControlPlane {
         );
         let cp = ControlPlane {
             url: format!("https://127.0.0.1:{port}"),
+            cert: dir.join("certs").join("apiserver.crt"),
             _etcd: etcd,
             _apiserver: apiserver,
         };
@@ -128,12 +131,32 @@ impl ControlPlane {
         self.request("PATCH", path, "application/merge-patch+json", Some(patch))
     }
 
+    /// One API call as `user` (impersonated by the admin), to check what
+    /// an RBAC role allows.
+    pub fn call_as(&self, user: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.request_as(Some(user), method, path, "application/json", body)
+    }
+
     fn request(&self, method: &str, path: &str, content_type: &str, body: Option<&Value>) -> Reply {
+        self.request_as(None, method, path, content_type, body)
+    }
+
+    fn request_as(
+        &self,
+        user: Option<&str>,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Reply {
         let mut cmd = Command::new("curl");
         cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method])
             .arg("-H")
             .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
             .arg(format!("{}{path}", self.url));
+        if let Some(u) = user {
+            cmd.arg("-H").arg(format!("Impersonate-User: {u}"));
+        }
         if let Some(b) = body {
             cmd.arg("-H")
                 .arg(format!("Content-Type: {content_type}"))
@@ -208,5 +231,128 @@ impl ControlPlane {
                 )
             })
             .collect()
+    }
+}
+
+/// The API path of a kind's collection, for the kinds the tests create.
+fn collection(api_version: &str, kind: &str, namespace: &str) -> String {
+    let (plural, namespaced) = match kind {
+        "Namespace" => ("namespaces", false),
+        "ClusterRole" => ("clusterroles", false),
+        "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "CustomResourceDefinition" => ("customresourcedefinitions", false),
+        "Role" => ("roles", true),
+        "RoleBinding" => ("rolebindings", true),
+        "ServiceAccount" => ("serviceaccounts", true),
+        "ConfigMap" => ("configmaps", true),
+        "Secret" => ("secrets", true),
+        "Service" => ("services", true),
+        "Deployment" => ("deployments", true),
+        "StatefulSet" => ("statefulsets", true),
+        "PersistentVolumeClaim" => ("persistentvolumeclaims", true),
+        "PodDisruptionBudget" => ("poddisruptionbudgets", true),
+        "Notebook" => ("notebooks", true),
+        "PrometheusRule" => ("prometheusrules", true),
+        "PodMonitor" => ("podmonitors", true),
+        "ServiceMonitor" => ("servicemonitors", true),
+        "AlertmanagerConfig" => ("alertmanagerconfigs", true),
+        other => panic!("the test harness does not know kind {other}"),
+    };
+    let base = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    if namespaced {
+        format!("{base}/namespaces/{namespace}/{plural}")
+    } else {
+        format!("{base}/{plural}")
+    }
+}
+
+impl ControlPlane {
+    /// Creates one object; namespaced objects without a namespace go to
+    /// `default_ns`.
+    pub fn create(&self, obj: &Value, default_ns: &str) -> Reply {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or(default_ns);
+        let path = collection(
+            obj["apiVersion"].as_str().expect("apiVersion"),
+            obj["kind"].as_str().expect("kind"),
+            ns,
+        );
+        self.call("POST", &path, Some(obj))
+    }
+
+    /// Creates every object of a multi-document YAML text and asserts each
+    /// was accepted.
+    pub fn create_yaml(&self, yaml: &str, default_ns: &str) {
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let obj = Value::deserialize(doc).unwrap();
+            if obj.is_null() {
+                continue;
+            }
+            let r = self.create(&obj, default_ns);
+            assert_eq!(
+                r.status, 201,
+                "creating {} {}: {}",
+                obj["kind"], obj["metadata"]["name"], r.body
+            );
+        }
+    }
+
+    /// The events.k8s.io Events about one object.
+    pub fn events(&self, namespace: &str, name: &str) -> Vec<Value> {
+        let r = self.call(
+            "GET",
+            &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .cloned()
+            .collect()
+    }
+
+    /// A kubeconfig for this control plane with the admin token, acting as
+    /// `impersonate` when given (nbidle then has exactly that user's rights).
+    pub fn kubeconfig(&self, dir: &Path, impersonate: Option<&str>) -> PathBuf {
+        let path = dir.join(format!(
+            "kubeconfig-{}",
+            impersonate.unwrap_or("admin").replace(':', "-")
+        ));
+        let imp = impersonate
+            .map(|u| format!("\n    as: {u}"))
+            .unwrap_or_default();
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: envtest
+  cluster:
+    server: {url}
+    certificate-authority: {ca}
+users:
+- name: nbidle
+  user:
+    token: {ADMIN_TOKEN}{imp}
+contexts:
+- name: envtest
+  context:
+    cluster: envtest
+    user: nbidle
+current-context: envtest
+",
+                url = self.url,
+                ca = self.cert.display(),
+            ),
+        )
+        .unwrap();
+        path
     }
 }

@@ -224,6 +224,7 @@ pub struct Nbidle {
     pub url: String,
     pub dir: PathBuf,
     pub config: PathBuf,
+    pub log: PathBuf,
     pub http: reqwest::Client,
 }
 
@@ -301,28 +302,43 @@ backend:
 
     pub async fn start(dir: &Path, notebooks: &[NotebookSpec], opts: NbidleOptions) -> Nbidle {
         let port = free_port();
-        let config = dir.join("nbidle.yaml");
-        std::fs::write(&config, Self::config_yaml(port, dir, notebooks, &opts)).unwrap();
-        let proc = Proc::spawn(
-            "nbidle",
-            Command::new(env!("CARGO_BIN_EXE_nbidle"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .env("NBIDLE_LOG", "debug,hyper=info"),
-            &dir.join("nbidle.log"),
+        let yaml = Self::config_yaml(port, dir, notebooks, &opts);
+        Self::start_yaml(dir, "nbidle", port, &yaml, &[]).await
+    }
+
+    /// Runs `nbidle serve` on `yaml` (which must listen on `port`), with
+    /// extra environment; config and log are `<dir>/<tag>.yaml|.log`.
+    pub async fn start_yaml(
+        dir: &Path,
+        tag: &str,
+        port: u16,
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Nbidle {
+        let config = dir.join(format!("{tag}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbidle"));
+        cmd.arg("serve").arg("--config").arg(&config).env(
+            "NBIDLE_LOG",
+            "debug,hyper=info,kube=info,tower=info,rustls=info",
         );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = dir.join(format!("{tag}.log"));
+        let proc = Proc::spawn(tag, &mut cmd, &log);
         let nb = Nbidle {
             proc,
             url: format!("http://127.0.0.1:{port}"),
             dir: dir.to_path_buf(),
             config,
+            log,
             http: reqwest::Client::new(),
         };
         wait_ready(
-            "nbidle ready",
+            &format!("{tag} ready"),
             &format!("{}/readyz", nb.url),
-            Duration::from_secs(20),
+            Duration::from_secs(30),
         )
         .await;
         nb
@@ -333,9 +349,14 @@ backend:
     }
 
     pub async fn notebook(&self, name: &str) -> Value {
+        self.notebook_in("local", name).await
+    }
+
+    /// A notebook by `namespace/name`, which must exist.
+    pub async fn notebook_in(&self, namespace: &str, name: &str) -> Value {
         let r = self
             .http
-            .get(self.api(&format!("notebooks/local/{name}")))
+            .get(self.api(&format!("notebooks/{namespace}/{name}")))
             .bearer_auth(API_TOKEN)
             .send()
             .await
@@ -349,10 +370,24 @@ backend:
     }
 
     pub async fn wait_status(&self, name: &str, status: &str, timeout: Duration) -> Value {
-        eventually(&format!("{name} to be {status}"), timeout, || async {
-            let v = self.notebook(name).await;
-            (v["status"] == status).then_some(v)
-        })
+        self.wait_status_in("local", name, status, timeout).await
+    }
+
+    pub async fn wait_status_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
+        eventually(
+            &format!("{namespace}/{name} to be {status}"),
+            timeout,
+            || async {
+                let v = self.notebook_in(namespace, name).await;
+                (v["status"] == status).then_some(v)
+            },
+        )
         .await
     }
 
@@ -396,7 +431,19 @@ backend:
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("nbidle.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The text of `/metrics/notebooks`.
+    pub async fn exporter_metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics/notebooks", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -417,9 +464,13 @@ pub fn payload(alerts: Vec<Value>) -> Value {
 }
 
 pub fn idle_alert(notebook: &str, starts_at: &str) -> Value {
+    idle_alert_in("local", notebook, starts_at)
+}
+
+pub fn idle_alert_in(namespace: &str, notebook: &str, starts_at: &str) -> Value {
     serde_json::json!({
         "status": "firing",
-        "labels": {"alertname": "NotebookIdle", "namespace": "local", "notebook": notebook, "nbidle_action": "stop", "severity": "info"},
+        "labels": {"alertname": "NotebookIdle", "namespace": namespace, "notebook": notebook, "nbidle_action": "stop", "severity": "info"},
         "annotations": {"summary": "idle"},
         "startsAt": starts_at,
         "endsAt": "0001-01-01T00:00:00Z",

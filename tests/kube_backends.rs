@@ -1,0 +1,718 @@
+//! The Kubernetes backends against a real kube-apiserver + etcd (envtest,
+//! built from source by scripts/envtest/build.sh). No controllers run, so
+//! the tests play Kubeflow's controller and the StatefulSet controller where
+//! nbidle would wait on them (status fields).
+
+mod common;
+
+use std::time::Duration;
+
+use common::envtest::{ControlPlane, Reply};
+use common::*;
+use serde_json::{json, Value};
+
+const NB_API: &str = "/apis/kubeflow.org/v1/namespaces";
+const STS_API: &str = "/apis/apps/v1/namespaces";
+
+fn repo(p: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// A config for the Kubernetes backends. The exporter's Jupyter URL points
+/// where nothing listens: these tests are about the API objects.
+fn kube_config(dir: &std::path::Path, port: u16, backend: &str, namespaces: &[&str]) -> String {
+    format!(
+        r#"listen: "127.0.0.1:{port}"
+data_dir: {data}
+auth:
+  webhook_token: "{WEBHOOK_TOKEN}"
+  api_tokens: ["{API_TOKEN}"]
+autostop:
+  idle_after: 30m
+  evaluation_interval: 1m
+  min_idle_after: 10m
+  max_idle_after: 4h
+exporter:
+  interval: 1s
+  timeout: 1s
+kubernetes:
+  notebook_namespaces: {ns}
+backend:
+{backend}
+"#,
+        data = dir.join(format!("data-{port}")).display(),
+        ns = serde_json::to_string(namespaces).unwrap(),
+    )
+}
+
+const KUBEFLOW: &str = "  kind: kubeflow\n  kubeflow:\n    jupyter_url: \"http://127.0.0.1:1/notebook/{namespace}/{name}/\"";
+
+async fn start_nbidle(
+    dir: &std::path::Path,
+    tag: &str,
+    kubeconfig: &std::path::Path,
+    backend: &str,
+    namespaces: &[&str],
+) -> Nbidle {
+    let port = free_port();
+    let yaml = kube_config(dir, port, backend, namespaces);
+    Nbidle::start_yaml(
+        dir,
+        tag,
+        port,
+        &yaml,
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+    .await
+}
+
+fn notebook(ns: &str, name: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations,
+                     "labels": {"app": name}},
+        "spec": {"template": {"spec": {"containers": [{
+            "name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.9.0",
+            "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}]}],
+            "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": format!("{name}-workspace")}}]}}},
+    })
+}
+
+fn pvc(ns: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    })
+}
+
+/// Plays Kubeflow's controller: the ready replicas it would report.
+fn set_ready(cp: &ControlPlane, ns: &str, name: &str, ready: i32) {
+    let r = cp.call_patch(
+        &format!("{NB_API}/{ns}/notebooks/{name}/status"),
+        &json!({"status": {"readyReplicas": ready}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn get(cp: &ControlPlane, path: &str) -> Reply {
+    cp.call("GET", path, None)
+}
+
+async fn control_plane(dir: &std::path::Path, namespaces: &[&str]) -> ControlPlane {
+    let cp = ControlPlane::start(dir).await;
+    cp.install_crd(&repo("tests/crds/notebook.yaml")).await;
+    for ns in namespaces {
+        cp.create_namespace(ns);
+    }
+    cp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(dir.path(), &["team-a", "team-b", "elsewhere"]).await;
+    for (ns, name, ann) in [
+        (
+            "team-a",
+            "nb1",
+            json!({"notebooks.kubeflow.org/creator": "ada@example.com"}),
+        ),
+        ("team-a", "keep", json!({"nbidle.io/autostop": "false"})),
+        ("team-b", "long", json!({"nbidle.io/idle-after": "2h"})),
+        (
+            "team-b",
+            "typo",
+            json!({"nbidle.io/idle-after": "two hours"}),
+        ),
+        ("elsewhere", "other", json!({})),
+    ] {
+        cp.create_yaml(
+            &serde_yaml::to_string(&pvc(ns, &format!("{name}-workspace"))).unwrap(),
+            ns,
+        );
+        let r = cp.create(&notebook(ns, name, ann), ns);
+        assert_eq!(r.status, 201, "{}", r.body);
+        set_ready(&cp, ns, name, 1);
+    }
+    let kubeconfig = cp.kubeconfig(dir.path(), None);
+    let nbidle = start_nbidle(
+        dir.path(),
+        "nbidle",
+        &kubeconfig,
+        KUBEFLOW,
+        &["team-a", "team-b"],
+    )
+    .await;
+
+    // The watch lists exactly the configured namespaces.
+    let v = nbidle
+        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .await;
+    assert_eq!(v["owner"], "ada@example.com");
+    assert_eq!(v["idle_after_seconds"], 1800);
+    let list: Value = nbidle
+        .http
+        .get(nbidle.api("notebooks"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<String> = list["notebooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            format!(
+                "{}/{}",
+                n["namespace"].as_str().unwrap(),
+                n["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["team-a/keep", "team-a/nb1", "team-b/long", "team-b/typo"]
+    );
+    assert_eq!(
+        nbidle.post("notebooks/elsewhere/other/stop").await.status(),
+        404
+    );
+
+    // Per-notebook policy from annotations, bounded by the admin.
+    let long = nbidle.notebook_in("team-b", "long").await;
+    assert_eq!(long["idle_after_seconds"], 7200);
+    let typo = nbidle.notebook_in("team-b", "typo").await;
+    assert_eq!(typo["autostop"], false, "{typo}");
+    assert!(
+        typo["message"]
+            .as_str()
+            .unwrap()
+            .contains("nbidle.io/idle-after"),
+        "{typo}"
+    );
+    assert_eq!(
+        nbidle.notebook_in("team-a", "keep").await["autostop"],
+        false
+    );
+
+    // A user's stop: Kubeflow's annotation plus nbidle's record; an Event.
+    let r = nbidle.post("notebooks/team-a/nb1/stop").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "stopping", "{v}");
+    let obj = get(&cp, &format!("{NB_API}/team-a/notebooks/nb1")).body;
+    let ann = &obj["metadata"]["annotations"];
+    assert!(ann["kubeflow-resource-stopped"].is_string(), "{ann}");
+    assert_eq!(ann["nbidle.io/stopped-by"], "user");
+    assert_eq!(
+        ann["notebooks.kubeflow.org/creator"], "ada@example.com",
+        "other annotations kept"
+    );
+    set_ready(&cp, "team-a", "nb1", 0); // Kubeflow's controller scaled to 0
+    let v = nbidle
+        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .await;
+    assert_eq!(v["stopped_by"]["trigger"], "user");
+    // Stopping again changes nothing.
+    let before = get(&cp, &format!("{NB_API}/team-a/notebooks/nb1")).body["metadata"]
+        ["resourceVersion"]
+        .clone();
+    assert_eq!(nbidle.post("notebooks/team-a/nb1/stop").await.status(), 200);
+    let after = get(&cp, &format!("{NB_API}/team-a/notebooks/nb1")).body["metadata"]
+        ["resourceVersion"]
+        .clone();
+    assert_eq!(before, after, "a repeated stop writes nothing");
+
+    // The workspace survives: the Notebook and its claim are still there.
+    assert_eq!(
+        get(
+            &cp,
+            "/api/v1/namespaces/team-a/persistentvolumeclaims/nb1-workspace"
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        get(&cp, &format!("{NB_API}/team-a/notebooks/nb1")).status,
+        200
+    );
+
+    // Start: Kubeflow's annotation and nbidle's record removed.
+    let r = nbidle.post("notebooks/team-a/nb1/start").await;
+    assert_eq!(r.status(), 200);
+    let obj = get(&cp, &format!("{NB_API}/team-a/notebooks/nb1")).body;
+    let ann = &obj["metadata"]["annotations"];
+    assert!(ann.get("kubeflow-resource-stopped").is_none(), "{ann}");
+    assert!(ann.get("nbidle.io/stopped-by").is_none(), "{ann}");
+    assert!(ann["nbidle.io/started-at"].is_string());
+    set_ready(&cp, "team-a", "nb1", 1);
+    nbidle
+        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .await;
+
+    // An alert about the notebook's previous life is stale.
+    let old = payload(vec![idle_alert_in(
+        "team-a",
+        "nb1",
+        &rfc3339_from_now(-3600),
+    )]);
+    let r: Value = nbidle.webhook(&old).await.json().await.unwrap();
+    assert_eq!(r["alerts"][0]["decision"], "stale", "{r}");
+    // An opted-out notebook is kept.
+    let keep = payload(vec![idle_alert_in("team-a", "keep", &rfc3339_from_now(-5))]);
+    let r: Value = nbidle.webhook(&keep).await.json().await.unwrap();
+    assert_eq!(r["alerts"][0]["decision"], "opted_out", "{r}");
+    // A current one stops it and says which alert did.
+    let now = payload(vec![idle_alert_in("team-a", "nb1", &rfc3339_from_now(2))]);
+    let r: Value = nbidle.webhook(&now).await.json().await.unwrap();
+    assert_eq!(r["alerts"][0]["decision"], "stopped", "{r}");
+    let ann =
+        get(&cp, &format!("{NB_API}/team-a/notebooks/nb1")).body["metadata"]["annotations"].clone();
+    assert_eq!(ann["nbidle.io/stopped-by"], "idle-alert");
+    assert_eq!(ann["nbidle.io/stop-reason"], "NotebookIdle");
+    assert!(ann["nbidle.io/alert-starts-at"].is_string());
+
+    // One Event per stop and start, on the Notebook.
+    let events = cp.events("team-a", "nb1");
+    let reasons: Vec<&str> = events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "Stopped").count(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "Started").count(),
+        1,
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["regarding"]["kind"] == "Notebook"
+            && e["reportingController"] == "nbidle.io/nbidle"));
+    assert!(events
+        .iter()
+        .any(|e| e["note"].as_str().unwrap().contains("NotebookIdle")));
+
+    // The exporter maps the notebooks to their pods for the CPU/GPU guards.
+    eventually("pod info", Duration::from_secs(10), || async {
+        nbidle
+            .exporter_metrics()
+            .await
+            .contains(
+                "nbidle_notebook_pod_info{namespace=\"team-b\",notebook=\"long\",pod=\"long-0\"} 1",
+            )
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_and_duplicate_alerts_stop_a_notebook_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(dir.path(), &["team-a"]).await;
+    for i in 0..5 {
+        let name = format!("nb{i}");
+        assert_eq!(
+            cp.create(&notebook("team-a", &name, json!({})), "team-a")
+                .status,
+            201
+        );
+        set_ready(&cp, "team-a", &name, 1);
+    }
+    let kubeconfig = cp.kubeconfig(dir.path(), None);
+    let a = start_nbidle(dir.path(), "nbidle-a", &kubeconfig, KUBEFLOW, &["team-a"]).await;
+    let b = start_nbidle(dir.path(), "nbidle-b", &kubeconfig, KUBEFLOW, &["team-a"]).await;
+    for n in [&a, &b] {
+        n.wait_status_in("team-a", "nb4", "running", Duration::from_secs(30))
+            .await;
+    }
+
+    // A user edits the notebooks all the while: their edits and nbidle's
+    // stops must both land (conflicts are retried, never overwritten).
+    let editor = {
+        let cp_url = cp.url.clone();
+        std::thread::spawn(move || {
+            for round in 0..40 {
+                for i in 0..5 {
+                    let _ = std::process::Command::new("curl")
+                        .args(["-sk", "-o", "/dev/null", "-X", "PATCH"])
+                        .arg("-H")
+                        .arg(format!(
+                            "Authorization: Bearer {}",
+                            common::envtest::ADMIN_TOKEN
+                        ))
+                        .arg("-H")
+                        .arg("Content-Type: application/merge-patch+json")
+                        .arg("--data-binary")
+                        .arg(
+                            json!({"metadata": {"labels": {"edited": format!("r{round}")}}})
+                                .to_string(),
+                        )
+                        .arg(format!("{cp_url}{NB_API}/team-a/notebooks/nb{i}"))
+                        .status();
+                }
+            }
+        })
+    };
+
+    // Both replicas get the same notification, three times each, at once.
+    let alerts: Vec<Value> = (0..5)
+        .map(|i| idle_alert_in("team-a", &format!("nb{i}"), &rfc3339_from_now(2)))
+        .collect();
+    let body = payload(alerts);
+    let sends = (0..6).map(|i| {
+        let target = if i % 2 == 0 { &a } else { &b };
+        let body = body.clone();
+        async move { target.webhook(&body).await }
+    });
+    let replies = futures_util::future::join_all(sends).await;
+    let mut stopped = 0;
+    for r in replies {
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        for al in v["alerts"].as_array().unwrap() {
+            let d = al["decision"].as_str().unwrap();
+            assert!(d == "stopped" || d == "already_stopped", "{v}");
+            stopped += (d == "stopped") as usize;
+        }
+    }
+    editor.join().unwrap();
+    assert_eq!(stopped, 5, "each notebook stopped by exactly one delivery");
+    for i in 0..5 {
+        let name = format!("nb{i}");
+        let obj = get(&cp, &format!("{NB_API}/team-a/notebooks/{name}")).body;
+        assert!(obj["metadata"]["annotations"]["kubeflow-resource-stopped"].is_string());
+        assert_eq!(
+            obj["metadata"]["labels"]["edited"], "r39",
+            "the user's last edit is kept"
+        );
+        let stops = cp
+            .events("team-a", &name)
+            .into_iter()
+            .filter(|e| e["reason"] == "Stopped")
+            .count();
+        assert_eq!(stops, 1, "{name}: one Stopped event");
+    }
+}
+
+fn statefulset(ns: &str, name: &str, labels: Value, replicas: i32, when_scaled: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": when_scaled, "whenDeleted": "Retain"},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "jupyter", "image": "quay.io/jupyter/base-notebook"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "work"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    })
+}
+
+/// Plays the StatefulSet controller: current and ready replicas.
+fn set_sts_status(cp: &ControlPlane, ns: &str, name: &str, replicas: i32) {
+    let r = cp.call_patch(
+        &format!("{STS_API}/{ns}/statefulsets/{name}/status"),
+        &json!({"status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+const STATEFULSET: &str = "  kind: statefulset\n  statefulset:\n    label_selector: \"app.kubernetes.io/component=notebook\"\n    jupyter_url: \"http://127.0.0.1:1/{namespace}/{name}/\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(dir.path(), &["lab"]).await;
+    let nb = json!({"app.kubernetes.io/component": "notebook"});
+    for (name, labels, replicas, when) in [
+        ("jupyter", nb.clone(), 2, "Retain"),
+        ("fragile", nb.clone(), 1, "Delete"),
+        ("database", json!({"app": "db"}), 3, "Retain"),
+    ] {
+        let r = cp.create(&statefulset("lab", name, labels, replicas, when), "lab");
+        assert_eq!(r.status, 201, "{}", r.body);
+        set_sts_status(&cp, "lab", name, replicas);
+    }
+    cp.create_yaml(
+        &serde_yaml::to_string(&pvc("lab", "work-jupyter-0")).unwrap(),
+        "lab",
+    );
+    let kubeconfig = cp.kubeconfig(dir.path(), None);
+    let nbidle = start_nbidle(dir.path(), "nbidle", &kubeconfig, STATEFULSET, &[]).await;
+    nbidle
+        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .await;
+    // Only the selected StatefulSets are notebooks.
+    assert_eq!(
+        nbidle.post("notebooks/lab/database/stop").await.status(),
+        404
+    );
+    // One whose claims would be deleted by a scale-down is never stopped.
+    let fragile = nbidle.notebook_in("lab", "fragile").await;
+    assert_eq!(fragile["autostop"], false);
+    let r = nbidle.post("notebooks/lab/fragile/stop").await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("whenScaled"),
+        "{err}"
+    );
+
+    let r = nbidle
+        .webhook(&payload(vec![idle_alert_in(
+            "lab",
+            "jupyter",
+            &rfc3339_from_now(2),
+        )]))
+        .await;
+    assert_eq!(r.status(), 200);
+    let obj = get(&cp, &format!("{STS_API}/lab/statefulsets/jupyter")).body;
+    assert_eq!(obj["spec"]["replicas"], 0);
+    assert_eq!(obj["metadata"]["annotations"]["nbidle.io/replicas"], "2");
+    assert_eq!(
+        obj["metadata"]["annotations"]["nbidle.io/stopped-by"],
+        "idle-alert"
+    );
+    let scale = get(&cp, &format!("{STS_API}/lab/statefulsets/jupyter/scale")).body;
+    assert_eq!(scale["kind"], "Scale");
+    // The API leaves out a zero `spec.replicas` of a Scale.
+    assert_eq!(
+        scale["spec"]["replicas"].as_i64().unwrap_or(0),
+        0,
+        "{scale}"
+    );
+    set_sts_status(&cp, "lab", "jupyter", 0);
+    let v = nbidle
+        .wait_status_in("lab", "jupyter", "stopped", Duration::from_secs(30))
+        .await;
+    assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle");
+    assert_eq!(
+        get(
+            &cp,
+            "/api/v1/namespaces/lab/persistentvolumeclaims/work-jupyter-0"
+        )
+        .status,
+        200
+    );
+    // The untouched: the database keeps its replicas.
+    assert_eq!(
+        get(&cp, &format!("{STS_API}/lab/statefulsets/database")).body["spec"]["replicas"],
+        3
+    );
+
+    let r = nbidle.post("notebooks/lab/jupyter/start").await;
+    assert_eq!(r.status(), 200);
+    let obj = get(&cp, &format!("{STS_API}/lab/statefulsets/jupyter")).body;
+    assert_eq!(obj["spec"]["replicas"], 2, "back to the remembered count");
+    assert!(obj["metadata"]["annotations"]
+        .get("nbidle.io/replicas")
+        .is_none());
+    set_sts_status(&cp, "lab", "jupyter", 2);
+    nbidle
+        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .await;
+    let reasons: Vec<Value> = cp
+        .events("lab", "jupyter")
+        .into_iter()
+        .map(|e| e["reason"].clone())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    // The next probe round maps the notebook to both its pods.
+    let both = |t: &str| {
+        ["jupyter-0", "jupyter-1"].iter().all(|pod| {
+            t.contains(&format!(
+                "nbidle_notebook_pod_info{{namespace=\"lab\",notebook=\"jupyter\",pod=\"{pod}\"}} 1"
+            ))
+        })
+    };
+    eventually(
+        "pod info for both pods",
+        Duration::from_secs(10),
+        || async { both(&nbidle.exporter_metrics().await).then_some(()) },
+    )
+    .await;
+}
+
+/// The objects of a YAML file, by kind and name.
+fn objects(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_rbac_allows_what_the_backends_do_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(dir.path(), &["team-a", "lab"]).await;
+    // deploy/'s namespace, ServiceAccount and RBAC, as `kubectl apply -k` would.
+    for f in [
+        "deploy/namespace.yaml",
+        "deploy/serviceaccount.yaml",
+        "deploy/rbac.yaml",
+    ] {
+        cp.create_yaml(&std::fs::read_to_string(repo(f)).unwrap(), "nbidle");
+    }
+    const SA: &str = "system:serviceaccount:nbidle:nbidle";
+    assert_eq!(
+        cp.create(&notebook("team-a", "nb1", json!({})), "team-a")
+            .status,
+        201
+    );
+    set_ready(&cp, "team-a", "nb1", 1);
+
+    let kubeconfig = cp.kubeconfig(dir.path(), Some(SA));
+    let nbidle = start_nbidle(dir.path(), "nbidle", &kubeconfig, KUBEFLOW, &[]).await;
+    nbidle
+        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .await;
+    assert_eq!(nbidle.post("notebooks/team-a/nb1/stop").await.status(), 200);
+    set_ready(&cp, "team-a", "nb1", 0);
+    nbidle
+        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        nbidle.post("notebooks/team-a/nb1/start").await.status(),
+        200
+    );
+    assert_eq!(
+        cp.events("team-a", "nb1").len(),
+        2,
+        "Events recorded as the ServiceAccount"
+    );
+    assert!(
+        !nbidle.log().contains("could not record Event"),
+        "{}",
+        nbidle.log()
+    );
+    // Nothing more: no deletes, no pods, no secrets, no StatefulSets.
+    for (method, path) in [
+        ("DELETE", format!("{NB_API}/team-a/notebooks/nb1")),
+        ("GET", "/api/v1/namespaces/team-a/pods".to_string()),
+        ("GET", "/api/v1/namespaces/team-a/secrets".to_string()),
+        (
+            "GET",
+            "/api/v1/namespaces/team-a/persistentvolumeclaims".to_string(),
+        ),
+        ("GET", format!("{STS_API}/team-a/statefulsets")),
+    ] {
+        let r = cp.call_as(SA, method, &path, None);
+        assert_eq!(
+            r.status, 403,
+            "{method} {path} must be forbidden: {}",
+            r.body
+        );
+    }
+    drop(nbidle);
+
+    // The statefulset overlay's role replaces the base's rules.
+    let mut role = objects("deploy/rbac.yaml").remove(0);
+    role["rules"] = objects("deploy/statefulset/rbac.yaml").remove(0)["rules"].clone();
+    let r = cp.call(
+        "PUT",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/nbidle",
+        Some(&role),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let nb = json!({"app.kubernetes.io/component": "notebook"});
+    assert_eq!(
+        cp.create(&statefulset("lab", "jupyter", nb, 1, "Retain"), "lab")
+            .status,
+        201
+    );
+    set_sts_status(&cp, "lab", "jupyter", 1);
+    let nbidle = start_nbidle(dir.path(), "nbidle-sts", &kubeconfig, STATEFULSET, &[]).await;
+    nbidle
+        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        nbidle.post("notebooks/lab/jupyter/stop").await.status(),
+        200
+    );
+    assert_eq!(
+        get(&cp, &format!("{STS_API}/lab/statefulsets/jupyter")).body["spec"]["replicas"],
+        0
+    );
+    assert_eq!(
+        nbidle.post("notebooks/lab/jupyter/start").await.status(),
+        200
+    );
+    assert_eq!(
+        get(&cp, &format!("{STS_API}/lab/statefulsets/jupyter")).body["spec"]["replicas"],
+        1
+    );
+    for (method, path) in [
+        ("DELETE", format!("{STS_API}/lab/statefulsets/jupyter")),
+        ("GET", format!("{NB_API}/team-a/notebooks")),
+        ("GET", "/api/v1/namespaces/lab/pods".to_string()),
+    ] {
+        let r = cp.call_as(SA, method, &path, None);
+        assert_eq!(
+            r.status, 403,
+            "{method} {path} must be forbidden: {}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifests_are_accepted_by_the_apiserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let kustomization = objects("deploy/kustomization.yaml").remove(0);
+    for f in kustomization["resources"].as_array().unwrap() {
+        let text =
+            std::fs::read_to_string(repo(&format!("deploy/{}", f.as_str().unwrap()))).unwrap();
+        cp.create_yaml(&text, "nbidle");
+    }
+    // What the configMapGenerator makes of deploy/nbidle.yaml.
+    let config = std::fs::read_to_string(repo("deploy/nbidle.yaml")).unwrap();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "nbidle-config", "namespace": "nbidle"},
+        "data": {"nbidle.yaml": config}});
+    assert_eq!(cp.create(&cm, "nbidle").status, 201);
+    let d = get(&cp, "/apis/apps/v1/namespaces/nbidle/deployments/nbidle").body;
+    assert_eq!(d["spec"]["replicas"], 2);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
+
+    // Both shipped configs pass `nbidle check` (token files aside, which
+    // the Secret provides in the cluster).
+    for cfg in ["deploy/nbidle.yaml", "deploy/statefulset/nbidle.yaml"] {
+        let text = std::fs::read_to_string(repo(cfg)).unwrap().replace(
+            "/etc/nbidle/secrets/",
+            &format!("{}/", dir.path().display()),
+        );
+        std::fs::write(dir.path().join("webhook-token"), "w").unwrap();
+        std::fs::write(dir.path().join("api-tokens"), "a\n").unwrap();
+        let path = dir.path().join("check.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nbidle"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cfg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
