@@ -163,7 +163,12 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     let jobs = jobs(cfg);
     let ex = &jobs.exporter;
     let on = format!("on ({NOTEBOOK_LABELS})");
-    let idle_after = format!("nbidle_notebook_idle_after_seconds{{job=\"{ex}\"}}");
+    // Every exporter series is read through `max by`: with several nbidle
+    // replicas each publishes its own copy (differing in instance and pod),
+    // and one alert per notebook must come out. The latest deadline wins.
+    let idle_after = format!(
+        "max by ({NOTEBOOK_LABELS}, owner) (nbidle_notebook_idle_after_seconds{{job=\"{ex}\"}})"
+    );
     let warn_s = cfg.autostop.warn_before.0.as_secs();
     let stop_t = Threshold {
         per_notebook: idle_after.clone(),
@@ -180,12 +185,14 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     let all = configured_signals(cfg);
     let activity = all.contains(&Signal::Activity);
     let others: Vec<Signal> = all.into_iter().filter(|s| *s != Signal::Activity).collect();
-    let deadline = format!("nbidle_notebook_idle_deadline_timestamp_seconds{{job=\"{ex}\"}}");
+    let deadline = format!(
+        "max by ({NOTEBOOK_LABELS}, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{{job=\"{ex}\"}})"
+    );
     // Without the activity signal: time since the start, and only for
     // notebooks whose probe works.
     let since_start = |t: &Threshold| {
         format!(
-            "(\n  (time() - nbidle_notebook_started_timestamp_seconds{{job=\"{ex}\"}})\n  >= {on} group_left (owner) {thr}\n)\nand {on} (nbidle_notebook_probe_success{{job=\"{ex}\"}} == 1)",
+            "(\n  (time() - max by ({NOTEBOOK_LABELS}) (nbidle_notebook_started_timestamp_seconds{{job=\"{ex}\"}}))\n  >= {on} group_left (owner) {thr}\n)\nand {on} (max by ({NOTEBOOK_LABELS}) (nbidle_notebook_probe_success{{job=\"{ex}\"}}) == 1)",
             thr = t.per_notebook
         )
     };
@@ -417,8 +424,9 @@ mod tests {
         );
         assert_eq!(stop.labels[ACTION_LABEL], ACTION_STOP);
         assert_eq!(warn.labels[ACTION_LABEL], ACTION_WARN);
-        assert_eq!(stop.expr, "(time() - nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"}) >= 0");
-        assert_eq!(warn.expr, "(nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"} - time()) <= 300 > 0");
+        let deadline = "max by (namespace, notebook, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"})";
+        assert_eq!(stop.expr, format!("(time() - {deadline}) >= 0"));
+        assert_eq!(warn.expr, format!("({deadline} - time()) <= 300 > 0"));
     }
 
     #[test]

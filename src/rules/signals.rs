@@ -91,7 +91,7 @@ impl Signal {
             // The activity signal is the base of the exporter rule
             // (rules::with_exporter); as a veto it is the same comparison.
             Signal::Activity => format!(
-                "(time() - nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}}) < {on} {thr}",
+                "(time() - max by ({NOTEBOOK_LABELS}) (nbidle_notebook_last_activity_timestamp_seconds{{job=\"{ex}\"}})) < {on} {thr}",
                 thr = t.per_notebook
             ),
             Signal::Kernels => format!(
@@ -105,14 +105,16 @@ impl Signal {
             // cAdvisor labels series by namespace and pod; nbidle's exporter
             // maps pods to notebooks with nbidle_notebook_pod_info.
             Signal::Cpu(c) => format!(
-                "sum by ({NOTEBOOK_LABELS}) (\n  rate(container_cpu_usage_seconds_total{{container!=\"\", container!=\"POD\"}}[{w}])\n  * on (namespace, pod) group_left (notebook) nbidle_notebook_pod_info{{job=\"{ex}\"}}\n) > {thr}",
+                "sum by ({NOTEBOOK_LABELS}) (\n  rate(container_cpu_usage_seconds_total{{container!=\"\", container!=\"POD\"}}[{w}])\n  * on (namespace, pod) group_left (notebook) {pods}\n) > {thr}",
+                pods = pod_info(ex),
                 w = c.window,
                 thr = c.threshold_cores
             ),
             // DCGM's exporter is usually scraped without honor_labels, so the
             // GPU user's pod lands in exported_namespace/exported_pod.
             Signal::Gpu(g) => format!(
-                "max by ({NOTEBOOK_LABELS}) (\n  label_replace(label_replace(avg_over_time({m}[{w}]), \"namespace\", \"$1\", \"exported_namespace\", \"(.+)\"), \"pod\", \"$1\", \"exported_pod\", \"(.+)\")\n  * on (namespace, pod) group_left (notebook) nbidle_notebook_pod_info{{job=\"{ex}\"}}\n) > {thr}",
+                "max by ({NOTEBOOK_LABELS}) (\n  label_replace(label_replace(avg_over_time({m}[{w}]), \"namespace\", \"$1\", \"exported_namespace\", \"(.+)\"), \"pod\", \"$1\", \"exported_pod\", \"(.+)\")\n  * on (namespace, pod) group_left (notebook) {pods}\n) > {thr}",
+                pods = pod_info(ex),
                 m = g.metric,
                 w = g.window,
                 thr = g.threshold
@@ -126,6 +128,14 @@ impl Signal {
             ),
         }
     }
+}
+
+/// Pods to notebooks, one series per pod however many nbidle replicas
+/// publish it (a duplicate on the "one" side of a join is an error).
+fn pod_info(exporter_job: &str) -> String {
+    format!(
+        "max by (namespace, pod, notebook) (nbidle_notebook_pod_info{{job=\"{exporter_job}\"}})"
+    )
 }
 
 /// Without the exporter: notebooks being scraped, from their `up` series.
