@@ -716,3 +716,115 @@ async fn deploy_manifests_are_accepted_by_the_apiserver() {
         );
     }
 }
+
+/// The whole path on Kubernetes objects: nbidle's exporter probes a real
+/// Jupyter server (served without a token, as Kubeflow runs them), a real
+/// Prometheus evaluates the generated rules, a real Alertmanager routes with
+/// the generated config, and nbidle stops the Notebook through the API
+/// server. The opted-out notebook, probed on the same server, is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kubeflow_notebook_is_stopped_by_prometheus_and_alertmanager() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(dir.path(), &["team-a"]).await;
+    for (name, ann) in [
+        (
+            "idle",
+            json!({"notebooks.kubeflow.org/creator": "ada@example.com"}),
+        ),
+        ("keep", json!({"nbidle.io/autostop": "false"})),
+    ] {
+        assert_eq!(
+            cp.create(&notebook("team-a", name, ann), "team-a").status,
+            201
+        );
+        set_ready(&cp, "team-a", name, 1);
+    }
+    let jport = free_port();
+    let root = dir.path().join("jupyter-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let _jupyter = Proc::spawn(
+        "jupyter",
+        std::process::Command::new(jupyter())
+            .args([
+                "server",
+                "--allow-root",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+            ])
+            .arg(format!("--ServerApp.port={jport}"))
+            .arg(format!("--ServerApp.root_dir={}", root.display()))
+            .args([
+                "--ServerApp.port_retries=0",
+                "--IdentityProvider.token=",
+                "--ServerApp.password=",
+            ]),
+        &dir.path().join("jupyter.log"),
+    );
+    wait_ready(
+        "jupyter",
+        &format!("http://127.0.0.1:{jport}/api/status"),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let kubeconfig = cp.kubeconfig(dir.path(), None);
+    let port = free_port();
+    let yaml = kube_config(
+        dir.path(),
+        port,
+        &format!("  kind: kubeflow\n  kubeflow:\n    jupyter_url: \"http://127.0.0.1:{jport}/\""),
+        &["team-a"],
+    )
+    .replace("idle_after: 30m", "idle_after: 20s")
+    .replace(
+        "evaluation_interval: 1m",
+        "evaluation_interval: 1s\n  warn_before: 5s",
+    )
+    .replace("min_idle_after: 10m", "min_idle_after: 10s")
+        + "alertmanager:\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1m\n";
+    let nbidle = Nbidle::start_yaml(
+        dir.path(),
+        "nbidle",
+        port,
+        &yaml,
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+    .await;
+    let am = Alertmanager::start(dir.path(), &nbidle.config).await;
+    let started = std::time::Instant::now();
+    let _prom = Prometheus::start(dir.path(), &nbidle, &am).await;
+
+    let path = format!("{NB_API}/team-a/notebooks/idle");
+    let ann = eventually(
+        "the Notebook stopped by the idle alert",
+        Duration::from_secs(120),
+        || async {
+            let ann = get(&cp, &path).body["metadata"]["annotations"].clone();
+            ann["kubeflow-resource-stopped"].is_string().then_some(ann)
+        },
+    )
+    .await;
+    eprintln!(
+        "idle Notebook stopped {:?} after Prometheus started (idle_after 20s)",
+        started.elapsed()
+    );
+    assert_eq!(ann["nbidle.io/stopped-by"], "idle-alert");
+    assert_eq!(ann["nbidle.io/stop-reason"], "NotebookIdle");
+    assert!(cp
+        .events("team-a", "idle")
+        .iter()
+        .any(|e| e["reason"] == "Stopped"));
+    let keep = get(&cp, &format!("{NB_API}/team-a/notebooks/keep")).body;
+    assert!(
+        keep["metadata"]["annotations"]
+            .get("kubeflow-resource-stopped")
+            .is_none(),
+        "{keep}"
+    );
+    assert_eq!(
+        nbidle
+            .metric("nbidle_stops_total{result=\"error\",trigger=\"idle-alert\"}")
+            .await,
+        0.0
+    );
+}
