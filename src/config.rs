@@ -64,6 +64,18 @@ pub struct AuthConfig {
     pub api_tokens: Vec<String>,
     /// A file with one token per line (blank lines and `#` comments ignored).
     pub api_tokens_file: Option<PathBuf>,
+    /// Bearer tokens that see and act on the notebooks of some namespaces
+    /// only (a team's own). The tokens above see every namespace.
+    #[serde(default)]
+    pub namespaced_api_tokens: Vec<NamespacedToken>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespacedToken {
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub namespaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -741,6 +753,8 @@ pub struct Secrets {
     pub webhook_token: Option<String>,
     pub webhook_basic: Option<(String, String)>,
     pub api_tokens: Vec<String>,
+    /// Tokens with the namespaces they may use.
+    pub namespaced_api_tokens: Vec<(String, Vec<String>)>,
 }
 
 impl Config {
@@ -783,6 +797,11 @@ impl Config {
         }
         if let Some(p) = self.auth.api_tokens_file.as_mut() {
             abs(p)
+        }
+        for t in &mut self.auth.namespaced_api_tokens {
+            if let Some(p) = t.token_file.as_mut() {
+                abs(p)
+            }
         }
         if let Some(p) = self
             .auth
@@ -893,6 +912,25 @@ impl Config {
                     format!("auth.api_tokens[{i}]"),
                     "must not be empty",
                 ));
+            }
+        }
+        for (i, t) in auth.namespaced_api_tokens.iter().enumerate() {
+            let f = |k: &str| format!("auth.namespaced_api_tokens[{i}].{k}");
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(Error::config(
+                    f("token"),
+                    "set exactly one of token, token_file",
+                ));
+            }
+            if t.namespaces.is_empty() {
+                return Err(Error::config(
+                    f("namespaces"),
+                    "list at least one namespace (a token for all goes in auth.api_tokens)",
+                ));
+            }
+            for (j, ns) in t.namespaces.iter().enumerate() {
+                check_notebook_name(ns)
+                    .map_err(|m| Error::config(f(&format!("namespaces[{j}]")), m))?;
             }
         }
         match self.backend.kind {
@@ -1193,7 +1231,20 @@ impl Config {
                 "the webhook needs credentials: set webhook_token, webhook_token_file or webhook_basic_auth",
             ));
         }
-        if api_tokens.is_empty() {
+        let mut namespaced_api_tokens = Vec::new();
+        for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
+            let field = format!("auth.namespaced_api_tokens[{i}]");
+            let token = match (&t.token, &t.token_file) {
+                (Some(t), _) => t.trim().to_string(),
+                (None, Some(p)) => read(&format!("{field}.token_file"), p)?,
+                (None, None) => unreachable!("validate() requires one of them"),
+            };
+            if token.is_empty() {
+                return Err(Error::config(format!("{field}.token"), "must not be empty"));
+            }
+            namespaced_api_tokens.push((token, t.namespaces.clone()));
+        }
+        if api_tokens.is_empty() && namespaced_api_tokens.is_empty() {
             return Err(Error::config(
                 "auth.api_tokens",
                 "the REST API needs at least one token",
@@ -1203,6 +1254,7 @@ impl Config {
             webhook_token,
             webhook_basic,
             api_tokens,
+            namespaced_api_tokens,
         })
     }
 }

@@ -16,7 +16,8 @@ use crate::decide::Policy;
 use crate::error::{Error, Result};
 use crate::exporter::Exporter;
 use crate::metrics::Metrics;
-use crate::server::{self, auth::Credentials, App};
+use crate::server::auth::{ApiTokens, Credentials};
+use crate::server::{self, App};
 
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let secrets = cfg.secrets()?;
@@ -90,7 +91,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             recheck: cfg.autostop.recheck,
         },
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
-        api_credentials: Credentials::new(secrets.api_tokens, None),
+        api_tokens: ApiTokens::new(secrets.api_tokens, secrets.namespaced_api_tokens),
         max_body_bytes: cfg.webhook.max_body_bytes,
         // Ready once the backend knows its notebooks (at once for local).
         ready: AtomicBool::new(false),

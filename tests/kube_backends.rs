@@ -11,6 +11,7 @@ use common::envtest::{ControlPlane, Reply};
 use common::*;
 use serde_json::{json, Value};
 
+const TEAM_A_TOKEN: &str = "team-a-token-for-tests";
 const NB_API: &str = "/apis/kubeflow.org/v1/namespaces";
 const STS_API: &str = "/apis/apps/v1/namespaces";
 
@@ -27,6 +28,9 @@ data_dir: {data}
 auth:
   webhook_token: "{WEBHOOK_TOKEN}"
   api_tokens: ["{API_TOKEN}"]
+  namespaced_api_tokens:
+    - token: "{TEAM_A_TOKEN}"
+      namespaces: [team-a]
 autostop:
   idle_after: 30m
   evaluation_interval: 1m

@@ -39,6 +39,57 @@ impl Credentials {
     }
 }
 
+/// Which notebooks a REST API caller may see and act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespaces(list) => list.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+/// The REST API's bearer tokens, each with its scope.
+#[derive(Debug, Clone, Default)]
+pub struct ApiTokens {
+    tokens: Vec<(String, Scope)>,
+}
+
+impl ApiTokens {
+    pub fn new(all: Vec<String>, namespaced: Vec<(String, Vec<String>)>) -> Self {
+        let mut tokens: Vec<(String, Scope)> = all.into_iter().map(|t| (t, Scope::All)).collect();
+        tokens.extend(
+            namespaced
+                .into_iter()
+                .map(|(t, ns)| (t, Scope::Namespaces(ns))),
+        );
+        ApiTokens { tokens }
+    }
+
+    /// The scope of the bearer token in the header; `None`: not a token.
+    pub fn scope(&self, header: Option<&str>) -> Option<Scope> {
+        let (scheme, value) = header.and_then(|h| h.trim().split_once(' '))?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let value = value.trim();
+        // Every candidate is compared, so the time taken does not reveal which matched.
+        let mut found = None;
+        for (t, scope) in &self.tokens {
+            if constant_time_eq(t.as_bytes(), value.as_bytes()) && found.is_none() {
+                found = Some(scope.clone());
+            }
+        }
+        found
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -82,6 +133,20 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn api_tokens_carry_their_scope() {
+        let t = ApiTokens::new(
+            vec!["admin".into()],
+            vec![("team".into(), vec!["team-a".into()])],
+        );
+        assert_eq!(t.scope(Some("Bearer admin")), Some(Scope::All));
+        let team = t.scope(Some("Bearer team")).unwrap();
+        assert!(team.allows("team-a") && !team.allows("team-b"));
+        assert_eq!(t.scope(Some("Bearer nope")), None);
+        assert_eq!(t.scope(Some("Basic team")), None);
+        assert_eq!(t.scope(None), None);
     }
 
     #[test]

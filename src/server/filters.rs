@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::Credentials;
+use super::auth::{Credentials, Scope};
 use super::handlers;
 use super::models::ApiError;
 use super::App;
@@ -44,7 +44,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
 
     // Auth comes after path and method, so it runs once per request (and
     // counts one failure), not once per API route tried.
-    let api_auth = || authorized(app.clone(), |a| &a.api_credentials, "api_auth");
+    let api_auth = || api_authorized(app.clone());
     let list = warp::path!("api" / "v1" / "notebooks")
         .and(warp::get())
         .and(api_auth())
@@ -97,4 +97,23 @@ fn authorized(
                 Err(warp::reject::custom(ApiError::unauthorized()))
             }
         })
+}
+
+/// Passes the app and the caller's scope on for a valid API token; rejects
+/// with 401 otherwise.
+fn api_authorized(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Arc<App>, Scope), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(with_app(app))
+        .and_then(|header: Option<String>, app: Arc<App>| async move {
+            match app.api_tokens.scope(header.as_deref()) {
+                Some(scope) => Ok((app, scope)),
+                None => {
+                    app.metrics.error("api_auth");
+                    Err(warp::reject::custom(ApiError::unauthorized()))
+                }
+            }
+        })
+        .untuple_one()
 }

@@ -12,6 +12,7 @@ use warp::http::StatusCode;
 use warp::reply::{json, with_status, Reply};
 use warp::Rejection;
 
+use super::auth::Scope;
 use super::models::*;
 use super::App;
 use crate::backend::{StopOutcome, StopRequest};
@@ -146,21 +147,38 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
     Ok(with_status(json(&body), code))
 }
 
-pub async fn list_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
-    let notebooks = app
+pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, Rejection> {
+    let mut notebooks = app
         .backend
         .list()
         .await
         .map_err(|e| reject(&app, "backend", e.into()))?;
+    notebooks.retain(|n| scope.allows(&n.id.namespace));
     Ok(json(&NotebookList { notebooks }))
+}
+
+/// 403 for a namespace the caller's token does not cover; nothing is read.
+fn in_scope(app: &App, scope: &Scope, id: &NotebookId) -> Result<(), Rejection> {
+    if scope.allows(&id.namespace) {
+        Ok(())
+    } else {
+        app.metrics.error("api_forbidden");
+        Err(warp::reject::custom(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token may not use namespace {:?}", id.namespace),
+        )))
+    }
 }
 
 pub async fn get_notebook(
     namespace: String,
     name: String,
     app: Arc<App>,
+    scope: Scope,
 ) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
+    in_scope(&app, &scope, &id)?;
     let state = app
         .backend
         .get(&id)
@@ -173,8 +191,10 @@ pub async fn stop_notebook(
     namespace: String,
     name: String,
     app: Arc<App>,
+    scope: Scope,
 ) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
+    in_scope(&app, &scope, &id)?;
     let req = StopRequest {
         cause: StopCause::User,
         unless_started_after: None,
@@ -205,8 +225,10 @@ pub async fn start_notebook(
     namespace: String,
     name: String,
     app: Arc<App>,
+    scope: Scope,
 ) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
+    in_scope(&app, &scope, &id)?;
     let before = app
         .backend
         .get(&id)

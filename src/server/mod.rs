@@ -20,7 +20,7 @@ use crate::backend::Backend;
 use crate::decide::Policy;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use auth::Credentials;
+use auth::{ApiTokens, Credentials};
 
 /// Everything a handler needs, shared by all requests.
 pub struct App {
@@ -30,7 +30,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
     pub webhook_credentials: Credentials,
-    pub api_credentials: Credentials,
+    pub api_tokens: ApiTokens,
     pub max_body_bytes: u64,
     /// Set once the backend has synced; cleared when shutdown begins so a
     /// load balancer stops sending traffic before the listener closes.
