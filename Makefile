@@ -27,12 +27,16 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## rules: regenerate the checked-in rules and Alertmanager config
+## rules: regenerate the checked-in rules, Alertmanager config and deploy/monitoring
 rules:
 	$(CARGO) run --quiet -- rules --out rules
 	$(CARGO) run --quiet -- rules --format prometheus-rule --out rules
 	$(CARGO) run --quiet -- rules --config rules/tests/all-signals.nbidle.yaml > rules/tests/all-signals.rules.yml
 	$(CARGO) run --quiet -- manifests alertmanager --config demo/nbidle.yaml > alertmanager/alertmanager.yml
+	$(CARGO) run --quiet -- rules --format prometheus-rule --config deploy/nbidle.yaml > deploy/monitoring/prometheusrule.yaml
+	$(CARGO) run --quiet -- manifests pod-monitor --config deploy/nbidle.yaml > deploy/monitoring/podmonitor.yaml
+	$(CARGO) run --quiet -- manifests service-monitor --config deploy/nbidle.yaml > deploy/monitoring/servicemonitor.yaml
+	$(CARGO) run --quiet -- manifests alertmanager-config --config deploy/nbidle.yaml > deploy/monitoring/alertmanagerconfig.yaml
 
 ## bench: webhook throughput, latency and memory (see docs/benchmarks.md)
 bench:

@@ -317,6 +317,11 @@ pub struct KubernetesConfig {
     /// the webhook token under the key `token`.
     #[serde(default = "default_webhook_secret")]
     pub webhook_secret: String,
+    /// Keep the generated PrometheusRule, PodMonitor, ServiceMonitor and
+    /// AlertmanagerConfig applied (server-side apply, field manager
+    /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
+    #[serde(default)]
+    pub apply: bool,
 }
 
 fn default_k8s_name() -> String {
@@ -345,6 +350,7 @@ impl Default for KubernetesConfig {
             notebook_label: default_notebook_label(),
             notebook_port: default_notebook_port(),
             webhook_secret: default_webhook_secret(),
+            apply: false,
         }
     }
 }
@@ -932,6 +938,12 @@ impl Config {
                 check_notebook_name(ns)
                     .map_err(|m| Error::config(f(&format!("namespaces[{j}]")), m))?;
             }
+        }
+        if self.kubernetes.apply && !self.backend.kind.is_kubernetes() {
+            return Err(Error::config(
+                "kubernetes.apply",
+                "applies objects to a cluster; it needs backend.kind kubeflow or statefulset",
+            ));
         }
         match self.backend.kind {
             BackendKind::Local => {

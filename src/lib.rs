@@ -19,16 +19,21 @@
 //!   deadlines on `/metrics/notebooks`, for the generated rules.
 //! - [`alerts`]: Alertmanager's webhook payload (version 4), validated whole.
 //! - [`backend`]: the `Backend` trait; [`backend::local`] supervises notebooks
-//!   as process groups and persists who stopped them.
+//!   as process groups and persists who stopped them; [`backend::kubeflow`]
+//!   and [`backend::statefulset`] stop Kubeflow Notebooks and StatefulSets
+//!   through the API server, from watch-fed caches ([`backend::kube`]).
 //! - [`rules`]: idle signals as PromQL building blocks → rule files and
 //!   `PrometheusRule` objects.
-//! - [`manifests`]: the Prometheus scrape job and Alertmanager config.
+//! - [`manifests`]: the Prometheus scrape job and Alertmanager config, and
+//!   prometheus-operator's PodMonitor, ServiceMonitor, AlertmanagerConfig.
+//! - [`apply`]: keeps those objects applied in the cluster (server-side apply).
 //! - [`config`]: the YAML config, strictly validated, errors name the key.
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
 //! - [`error`]: the crate's error type.
 
 pub mod alerts;
+pub mod apply;
 pub mod backend;
 pub mod config;
 pub mod decide;

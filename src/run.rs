@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::apply;
 use crate::backend::kube;
 use crate::backend::kubeflow::KubeflowBackend;
 use crate::backend::local::LocalBackend;
@@ -26,6 +27,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         .listen
         .parse()
         .map_err(|e| Error::config("listen", format!("{e}")))?;
+    let mut kube_client = None;
     let backend: Arc<dyn Backend> = match cfg.backend.kind {
         BackendKind::Local => {
             // validate() guarantees the section exists for kind: local.
@@ -38,6 +40,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         }
         kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
             let client = kube::client().await?;
+            kube_client = Some(client.clone());
             let k = cfg.backend.kube();
             let namespaces = &cfg.kubernetes.notebook_namespaces;
             let url = k.jupyter_url(kind);
@@ -69,6 +72,14 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         async move {
             let _ = rx.wait_for(|&s| s).await;
         }
+    };
+    // validate() allows apply only with a Kubernetes backend, so the client exists.
+    let apply_task = match (cfg.kubernetes.apply, kube_client) {
+        (true, Some(client)) => {
+            let objects = apply::objects(&cfg)?;
+            Some(tokio::spawn(apply::run(client, objects, stopped())))
+        }
+        _ => None,
     };
     let exporter = cfg.exporter.enabled.then(|| {
         Exporter::new(
@@ -112,6 +123,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         let _ = t.await;
     }
     sync.abort();
+    if let Some(t) = apply_task {
+        let _ = t.await;
+    }
     backend.shutdown().await;
     Ok(())
 }

@@ -690,6 +690,17 @@ async fn deploy_manifests_are_accepted_by_the_apiserver() {
         "metadata": {"name": "nbidle-config", "namespace": "nbidle"},
         "data": {"nbidle.yaml": config}});
     assert_eq!(cp.create(&cm, "nbidle").status, 201);
+    // deploy/monitoring against prometheus-operator's CRDs (as written for the tests).
+    cp.install_crd(&repo("tests/crds/prometheusrule.yaml"))
+        .await;
+    cp.install_crd(&repo("tests/crds/monitors.yaml")).await;
+    let monitoring = objects("deploy/monitoring/kustomization.yaml").remove(0);
+    for f in monitoring["resources"].as_array().unwrap() {
+        let text =
+            std::fs::read_to_string(repo(&format!("deploy/monitoring/{}", f.as_str().unwrap())))
+                .unwrap();
+        cp.create_yaml(&text, "nbidle");
+    }
     let d = get(&cp, "/apis/apps/v1/namespaces/nbidle/deployments/nbidle").body;
     assert_eq!(d["spec"]["replicas"], 2);
     let c = &d["spec"]["template"]["spec"]["containers"][0];
@@ -831,4 +842,73 @@ async fn an_idle_kubeflow_notebook_is_stopped_by_prometheus_and_alertmanager() {
             .await,
         0.0
     );
+}
+
+/// `kubernetes.apply: true`: the generated monitoring objects are created
+/// by server-side apply, as nbidle's ServiceAccount with deploy/'s roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_monitoring_objects_are_applied_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(dir.path(), &["team-a", "team-b"]).await;
+    cp.install_crd(&repo("tests/crds/prometheusrule.yaml"))
+        .await;
+    cp.install_crd(&repo("tests/crds/monitors.yaml")).await;
+    for f in [
+        "deploy/namespace.yaml",
+        "deploy/serviceaccount.yaml",
+        "deploy/rbac.yaml",
+        "deploy/monitoring/rbac.yaml",
+    ] {
+        cp.create_yaml(&std::fs::read_to_string(repo(f)).unwrap(), "nbidle");
+    }
+    const SA: &str = "system:serviceaccount:nbidle:nbidle";
+    let kubeconfig = cp.kubeconfig(dir.path(), Some(SA));
+    let port = free_port();
+    let yaml = kube_config(dir.path(), port, KUBEFLOW, &["team-a", "team-b"])
+        .replace("kubernetes:\n", "kubernetes:\n  apply: true\n")
+        + "prometheus:\n  labels: {release: kube-prometheus-stack}\n";
+    let _nbidle = Nbidle::start_yaml(
+        dir.path(),
+        "nbidle",
+        port,
+        &yaml,
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+    .await;
+    let mon = "/apis/monitoring.coreos.com/v1";
+    let paths = [
+        format!("{mon}/namespaces/nbidle/prometheusrules/nbidle-idle"),
+        format!("{mon}/namespaces/nbidle/podmonitors/nbidle-notebooks"),
+        format!("{mon}/namespaces/nbidle/servicemonitors/nbidle"),
+        "/apis/monitoring.coreos.com/v1alpha1/namespaces/team-a/alertmanagerconfigs/nbidle".into(),
+        "/apis/monitoring.coreos.com/v1alpha1/namespaces/team-b/alertmanagerconfigs/nbidle".into(),
+    ];
+    for p in &paths {
+        let obj = eventually(&format!("{p} applied"), Duration::from_secs(30), || async {
+            let r = get(&cp, p);
+            (r.status == 200).then_some(r.body)
+        })
+        .await;
+        assert_eq!(
+            obj["metadata"]["labels"]["release"], "kube-prometheus-stack",
+            "{p}"
+        );
+        let managers: Vec<&Value> = obj["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["manager"])
+            .collect();
+        assert_eq!(managers, [&json!("nbidle")], "{p}: applied by nbidle only");
+        assert_eq!(obj["metadata"]["managedFields"][0]["operation"], "Apply");
+    }
+    // The rule applied is the one `nbidle rules` prints for this config.
+    let rule = get(&cp, &paths[0]).body;
+    assert_eq!(
+        rule["spec"]["groups"][0]["rules"][1]["alert"],
+        "NotebookIdle"
+    );
+    // Nothing more than create and patch: deleting is not allowed.
+    let r = cp.call_as(SA, "DELETE", &paths[0], None);
+    assert_eq!(r.status, 403, "{}", r.body);
 }
