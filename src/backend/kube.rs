@@ -184,13 +184,6 @@ where
             .find_map(|(_, s)| s.get(&key))
     }
 
-    /// Whether `namespace` is one nbidle manages.
-    pub fn covers(&self, namespace: &str) -> bool {
-        self.stores
-            .iter()
-            .any(|(ns, _)| ns.as_deref().is_none_or(|n| n == namespace))
-    }
-
     pub fn stop(&self) {
         for t in &self.tasks {
             t.abort();

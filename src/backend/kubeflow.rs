@@ -170,8 +170,10 @@ impl KubeflowBackend {
         })
     }
 
+    /// Only what the watch selects (namespaces, label selector) is a
+    /// notebook nbidle may touch.
     fn api(&self, id: &NotebookId) -> Result<Api<Notebook>> {
-        if !self.cache.covers(&id.namespace) {
+        if self.cache.get(id).is_none() {
             return Err(Error::NotFound(id.clone()));
         }
         Ok(Api::namespaced(self.client.clone(), &id.namespace))
