@@ -390,6 +390,11 @@ async fn two_replicas_and_duplicate_alerts_stop_a_notebook_once() {
     }
     editor.join().unwrap();
     assert_eq!(stopped, 5, "each notebook stopped by exactly one delivery");
+    let conflicts: usize = [&a, &b]
+        .iter()
+        .map(|n| n.log().matches("write conflicted").count())
+        .sum();
+    eprintln!("write conflicts retried by the two replicas: {conflicts}");
     for i in 0..5 {
         let name = format!("nb{i}");
         let obj = get(&cp, &format!("{NB_API}/team-a/notebooks/{name}")).body;

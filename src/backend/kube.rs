@@ -472,6 +472,43 @@ mod tests {
         assert_eq!(recorded_stop(&a), (Some(at), Some(StopCause::User)));
     }
 
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure("test", "Test").with_code(code),
+        ))
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_retried_then_given_up_retryably() {
+        let id = NotebookId::new("ns", "nb");
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        // Two conflicts, then success: the step runs three times.
+        let r = retry_on_conflict(&id, || async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => Err(api_error(409)),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 2);
+        // Endless conflicts: a Backend error (the webhook answers 5xx and
+        // Alertmanager delivers again), after CONFLICT_RETRIES retries.
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let r: Result<()> = retry_on_conflict(&id, || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(api_error(409))
+        })
+        .await;
+        assert!(matches!(r, Err(Error::Backend(_))));
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            CONFLICT_RETRIES + 1
+        );
+        // Not found is not retried and maps to NotFound.
+        let r: Result<()> = retry_on_conflict(&id, || async { Err(api_error(404)) }).await;
+        assert!(matches!(r, Err(Error::NotFound(_))));
+    }
+
     #[test]
     fn url_template() {
         let id = NotebookId::new("team-a", "nb1");
