@@ -317,6 +317,10 @@ pub struct KubernetesConfig {
     /// the webhook token under the key `token`.
     #[serde(default = "default_webhook_secret")]
     pub webhook_secret: String,
+    /// A Secret (in `namespace`, key `token`) with a token the notebooks'
+    /// Jupyter servers accept, for a PodMonitor scraping servers that
+    /// protect `/metrics` (jupyter_server ≥ 2 with a token set).
+    pub notebook_metrics_secret: Option<String>,
     /// Keep the generated PrometheusRule, PodMonitor, ServiceMonitor and
     /// AlertmanagerConfig applied (server-side apply, field manager
     /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
@@ -350,6 +354,7 @@ impl Default for KubernetesConfig {
             notebook_label: default_notebook_label(),
             notebook_port: default_notebook_port(),
             webhook_secret: default_webhook_secret(),
+            notebook_metrics_secret: None,
             apply: false,
         }
     }
@@ -370,6 +375,9 @@ impl KubernetesConfig {
         for (i, ns) in self.notebook_namespaces.iter().enumerate() {
             check_notebook_name(ns)
                 .map_err(|m| Error::config(k(&format!("notebook_namespaces[{i}]")), m))?;
+        }
+        if let Some(s) = &self.notebook_metrics_secret {
+            check_notebook_name(s).map_err(|m| Error::config(k("notebook_metrics_secret"), m))?;
         }
         check_label_key(&self.notebook_label).map_err(|m| Error::config(k("notebook_label"), m))
     }

@@ -195,7 +195,7 @@ fn pod_monitor(cfg: &Config) -> serde_json::Value {
         "__meta_kubernetes_pod_label_{}",
         sanitize(&k.notebook_label)
     );
-    json!({
+    let mut pm = json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
         "metadata": object_meta(cfg, "nbidle-notebooks", &k.namespace),
@@ -219,7 +219,14 @@ fn pod_monitor(cfg: &Config) -> serde_json::Value {
                 ],
             }],
         },
-    })
+    });
+    // jupyter_server ≥ 2 accepts `Authorization: Bearer <token>`; the
+    // operator reads the Secret from the PodMonitor's namespace.
+    if let Some(secret) = &k.notebook_metrics_secret {
+        pm["spec"]["podMetricsEndpoints"][0]["authorization"] =
+            json!({"type": "Bearer", "credentials": {"name": secret, "key": "token"}});
+    }
+    pm
 }
 
 /// Prometheus label names allow `[a-zA-Z0-9_]`; Kubernetes label keys also

@@ -155,6 +155,30 @@ async fn generated_monitors_and_alertmanager_configs_pass_crd_validation() {
         pm.body["spec"]["namespaceSelector"]["matchNames"],
         json!(["team-a", "team-b"])
     );
+    // Jupyter servers that protect /metrics: the PodMonitor sends a token.
+    let cfg2 = dir.path().join("nbidle-auth.yaml");
+    std::fs::write(
+        &cfg2,
+        "backend: {kind: local, local: {}}\nkubernetes: {notebook_metrics_secret: jupyter-metrics}\n",
+    )
+    .unwrap();
+    let mut pm = yaml_to_json(&nbidle_cli(&[
+        "manifests",
+        "pod-monitor",
+        "--config",
+        cfg2.to_str().unwrap(),
+    ]));
+    pm["metadata"]["name"] = json!("with-auth");
+    let r = cp.call(
+        "POST",
+        "/apis/monitoring.coreos.com/v1/namespaces/nbidle/podmonitors",
+        Some(&pm),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"],
+        json!({"name": "jupyter-metrics", "key": "token"})
+    );
     // The validation is real: a bad relabeling action is refused.
     let mut bad = yaml_to_json(&nbidle_cli(&["manifests", "pod-monitor"]));
     bad["metadata"]["name"] = json!("bad");
