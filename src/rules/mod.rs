@@ -150,6 +150,14 @@ fn why(signals: &[Signal]) -> String {
         .join(", ")
 }
 
+/// One series per notebook, keeping its `owner` label, from series that
+/// several nbidle replicas may each publish: the latest value wins, and
+/// replicas that briefly disagree on the owner still give one series (a
+/// second would duplicate alerts and break the one-to-one joins).
+fn one_per_notebook(selector: &str) -> String {
+    format!("topk by ({NOTEBOOK_LABELS}) (1, max by ({NOTEBOOK_LABELS}, owner) ({selector}))")
+}
+
 /// The default: thresholds per notebook from nbidle's exporter, so one rule
 /// serves every notebook whatever its idle time.
 ///
@@ -166,9 +174,9 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     // Every exporter series is read through `max by`: with several nbidle
     // replicas each publishes its own copy (differing in instance and pod),
     // and one alert per notebook must come out. The latest deadline wins.
-    let idle_after = format!(
-        "max by ({NOTEBOOK_LABELS}, owner) (nbidle_notebook_idle_after_seconds{{job=\"{ex}\"}})"
-    );
+    let idle_after = one_per_notebook(&format!(
+        "nbidle_notebook_idle_after_seconds{{job=\"{ex}\"}}"
+    ));
     let warn_s = cfg.autostop.warn_before.0.as_secs();
     let stop_t = Threshold {
         per_notebook: idle_after.clone(),
@@ -185,9 +193,9 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     let all = configured_signals(cfg);
     let activity = all.contains(&Signal::Activity);
     let others: Vec<Signal> = all.into_iter().filter(|s| *s != Signal::Activity).collect();
-    let deadline = format!(
-        "max by ({NOTEBOOK_LABELS}, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{{job=\"{ex}\"}})"
-    );
+    let deadline = one_per_notebook(&format!(
+        "nbidle_notebook_idle_deadline_timestamp_seconds{{job=\"{ex}\"}}"
+    ));
     // Without the activity signal: time since the start, and only for
     // notebooks whose probe works.
     let since_start = |t: &Threshold| {
@@ -424,7 +432,7 @@ mod tests {
         );
         assert_eq!(stop.labels[ACTION_LABEL], ACTION_STOP);
         assert_eq!(warn.labels[ACTION_LABEL], ACTION_WARN);
-        let deadline = "max by (namespace, notebook, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"})";
+        let deadline = "topk by (namespace, notebook) (1, max by (namespace, notebook, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"}))";
         assert_eq!(stop.expr, format!("(time() - {deadline}) >= 0"));
         assert_eq!(warn.expr, format!("({deadline} - time()) <= 300 > 0"));
     }
