@@ -104,7 +104,11 @@ async fn simulate(port: u16) {
                 r#"[{"name":"1","last_activity":"2026-01-01T11:00:00.000000Z"}]"#,
             )
         });
-    warp::serve(kernels.or(terminals))
+    let status = warp::path!(String / String / "api" / "status").and_then(|_: String, _: String| async {
+        tokio::time::sleep(LATENCY).await;
+        Ok::<_, std::convert::Infallible>(r#"{"started":"2026-01-01T08:00:00.000000Z","last_activity":"2026-01-01T08:00:00.000000Z","connections":0,"kernels":1}"#)
+    });
+    warp::serve(kernels.or(terminals).or(status))
         .run(([127, 0, 0, 1], port))
         .await;
 }

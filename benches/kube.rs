@@ -114,7 +114,16 @@ async fn main() {
 
     // Jupyter stand-in for the exporter's probes.
     let probe_port = common::free_port();
-    tokio::spawn(warp::serve(warp::any().map(|| "[]")).run(([127, 0, 0, 1], probe_port)));
+    tokio::spawn(
+        warp::serve(warp::path::full().map(|p: warp::path::FullPath| {
+            if p.as_str().ends_with("/api/status") {
+                r#"{"started":"2026-01-01T08:00:00Z"}"#
+            } else {
+                "[]"
+            }
+        }))
+        .run(([127, 0, 0, 1], probe_port)),
+    );
 
     let port = common::free_port();
     let config = format!(

@@ -75,7 +75,16 @@ async fn main() {
     // Answers readiness probes and the exporter's probes like a booted
     // Jupyter server with no kernels and no terminals.
     let probe_port = free_port();
-    tokio::spawn(warp::serve(warp::any().map(|| "[]")).run(([127, 0, 0, 1], probe_port)));
+    tokio::spawn(
+        warp::serve(warp::path::full().map(|p: warp::path::FullPath| {
+            if p.as_str().ends_with("/api/status") {
+                r#"{"started":"2026-01-01T08:00:00Z"}"#
+            } else {
+                "[]"
+            }
+        }))
+        .run(([127, 0, 0, 1], probe_port)),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let total = BATCH + SINGLES;

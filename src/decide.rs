@@ -67,6 +67,10 @@ pub enum Decision {
     Disabled,
     /// nbidle's latest probe shows work since the alert was computed.
     ActiveAgain,
+    /// A Kubernetes notebook that is not running (starting, failed): its
+    /// start time is unknown until its pod runs, so an old alert must not
+    /// stop a notebook just started in Kubeflow's UI or by `kubectl scale`.
+    NotRunning,
     /// The backend failed; Alertmanager should retry.
     Failed(String),
 }
@@ -85,6 +89,7 @@ impl Decision {
             Decision::DryRun => "dry_run",
             Decision::Disabled => "disabled",
             Decision::ActiveAgain => "active_again",
+            Decision::NotRunning => "not_running",
             Decision::Failed(_) => "failed",
         }
     }
@@ -221,6 +226,8 @@ async fn decide_one(
         }
         Ok(StopOutcome::AlreadyStopped(_)) => Decision::AlreadyStopped,
         Ok(StopOutcome::StartedSince(_)) => Decision::Stale,
+        Ok(StopOutcome::OptedOut(_)) => Decision::OptedOut,
+        Ok(StopOutcome::NotRunning(_)) => Decision::NotRunning,
         Err(Error::NotFound(_)) => Decision::UnknownNotebook,
         Err(e) => {
             metrics

@@ -8,6 +8,8 @@
 //! - Activity comes from kernels' and terminals' `last_activity` (kernel
 //!   messages, terminal I/O), never from the server's own `last_activity`,
 //!   which an open but untouched JupyterLab tab bumps all day by polling.
+//!   The server's `started` (`/api/status`) is the floor: a notebook started
+//!   outside nbidle is never older than its server.
 //! - A kernel in `starting` counts as activity once, at its
 //!   `last_activity` (its start); one that no client ever connects to
 //!   therefore stops keeping the notebook alive after `idle_after`.
@@ -91,6 +93,12 @@ struct Kernel {
 #[derive(Deserialize)]
 struct Terminal {
     last_activity: Option<String>,
+}
+
+/// `/api/status`: when the Jupyter server itself started.
+#[derive(Deserialize)]
+struct ServerStatus {
+    started: Option<String>,
 }
 
 impl Exporter {
@@ -227,11 +235,22 @@ impl Exporter {
 
     async fn probe(&self, ep: &JupyterEndpoint) -> ProbeResult {
         let started = Instant::now();
-        let (kernels, terminals) = tokio::join!(
+        let (kernels, terminals, status) = tokio::join!(
             self.get_json::<Vec<Kernel>>(ep, "api/kernels"),
             self.get_json::<Vec<Terminal>>(ep, "api/terminals"),
+            self.get_json::<ServerStatus>(ep, "api/status"),
         );
         let duration = started.elapsed();
+        let server_started = match status {
+            Ok(s) => parse_time(&s.started),
+            Err(e) => {
+                return ProbeResult {
+                    duration,
+                    error: Some(e),
+                    ..Default::default()
+                }
+            }
+        };
         let kernels = match kernels {
             Ok(k) => k,
             Err(e) => {
@@ -254,12 +273,17 @@ impl Exporter {
                 }
             }
         };
-        summarize(
+        let mut r = summarize(
             &kernels,
             &terminals,
             duration,
             Timestamp::now().unix_seconds(),
-        )
+        );
+        // The server's own start is the floor of its activity: a notebook
+        // started outside nbidle (kubectl scale, Kubeflow's UI) is as young
+        // as its server, whatever the backend's records say.
+        r.last_activity = max_opt(r.last_activity, server_started);
+        r
     }
 
     /// The text exposition of the last round.
@@ -679,7 +703,9 @@ mod tests {
         let k = kernels.clone();
         let routes = warp::path!("api" / "kernels")
             .map(move || k.read().unwrap().clone())
-            .or(warp::path!("api" / "terminals").map(|| "[]".to_string()));
+            .or(warp::path!("api" / "terminals").map(|| "[]".to_string()))
+            .or(warp::path!("api" / "status")
+                .map(|| r#"{"started":"2026-01-01T08:00:00Z"}"#.to_string()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(warp::serve(routes).incoming(listener).run());
@@ -705,5 +731,30 @@ mod tests {
         );
         let text = render(&e.snapshot.read().unwrap(), f64::INFINITY);
         assert!(text.contains(&format!("}} {}", at_930 + 1800.0)), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_server_started_outside_nbidle_is_as_young_as_the_server() {
+        use warp::Filter;
+        // The backend's record says 08:00 (the object's creation); the
+        // server was started at 10:00 by someone else (kubectl scale).
+        let routes = warp::path!("api" / "kernels")
+            .map(|| "[]")
+            .or(warp::path!("api" / "terminals").map(|| "[]"))
+            .or(warp::path!("api" / "status").map(|| r#"{"started":"2026-01-01T10:00:00Z"}"#));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        let state = facts(None, true).state;
+        let backend = Arc::new(OneNotebook(
+            state.clone(),
+            format!("http://127.0.0.1:{port}/"),
+        ));
+        let e = Exporter::new(backend, ExporterConfig::default(), Duration::from_secs(300));
+        e.round().await;
+        let at_10 = Timestamp::parse("2026-01-01T10:00:00Z")
+            .unwrap()
+            .unix_seconds();
+        assert_eq!(e.facts(&state.id).unwrap().last_activity, Some(at_10));
     }
 }

@@ -305,6 +305,67 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
         .iter()
         .any(|e| e["note"].as_str().unwrap().contains("NotebookIdle")));
 
+    // Kubeflow's controller scales it down; then Kubeflow's UI starts it
+    // again, removing only its own annotation.
+    set_ready(&cp, "team-a", "nb1", 0);
+    nbidle
+        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .await;
+    let r = cp.call_patch(
+        &format!("{NB_API}/team-a/notebooks/nb1"),
+        &json!({"metadata": {"annotations": {"kubeflow-resource-stopped": null}}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // While its pod is not ready, no idle alert stops it...
+    let v = nbidle
+        .wait_status_in("team-a", "nb1", "starting", Duration::from_secs(30))
+        .await;
+    assert_eq!(v["stopped_by"], Value::Null);
+    let r: Value = nbidle
+        .webhook(&payload(vec![idle_alert_in(
+            "team-a",
+            "nb1",
+            &rfc3339_from_now(2),
+        )]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["alerts"][0]["decision"], "not_running", "{r}");
+    // ...and once running, a re-delivery of an alert from before nbidle's
+    // stop is about its previous life, though nbidle did not start it.
+    set_ready(&cp, "team-a", "nb1", 1);
+    nbidle
+        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .await;
+    let stopped_at = time::OffsetDateTime::parse(
+        ann["nbidle.io/stopped-at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let before_stop = (stopped_at - time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let r: Value = nbidle
+        .webhook(&payload(vec![idle_alert_in("team-a", "nb1", &before_stop)]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["alerts"][0]["decision"], "stale", "{r}");
+    // A stop in Kubeflow's UI is not reported as nbidle's earlier one.
+    let r = cp.call_patch(
+        &format!("{NB_API}/team-a/notebooks/nb1"),
+        &json!({"metadata": {"annotations": {"kubeflow-resource-stopped": "2030-01-01T00:00:00Z"}}}),
+    );
+    assert_eq!(r.status, 200);
+    set_ready(&cp, "team-a", "nb1", 0);
+    let v = nbidle
+        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .await;
+    assert_eq!(v["stopped_by"], Value::Null, "{v}");
+    assert_eq!(v["stopped_at"], "2030-01-01T00:00:00Z");
+
     // The exporter maps the notebooks to their pods for the CPU/GPU guards.
     eventually("pod info", Duration::from_secs(10), || async {
         nbidle
@@ -555,6 +616,48 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
         || async { both(&nbidle.exporter_metrics().await).then_some(()) },
     )
     .await;
+
+    // Stopped by a user, then scaled up by someone else (kubectl scale):
+    // an alert from before the stop does not stop it again.
+    assert_eq!(
+        nbidle.post("notebooks/lab/jupyter/stop").await.status(),
+        200
+    );
+    let stopped_at = get(&cp, &format!("{STS_API}/lab/statefulsets/jupyter")).body["metadata"]
+        ["annotations"]["nbidle.io/stopped-at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = cp.call_patch(
+        &format!("{STS_API}/lab/statefulsets/jupyter/scale"),
+        &json!({"spec": {"replicas": 1}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    set_sts_status(&cp, "lab", "jupyter", 1);
+    let v = nbidle
+        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .await;
+    assert!(
+        v["started_at"].as_str().unwrap() >= stopped_at.as_str(),
+        "{v}"
+    );
+    let before_stop =
+        (time::OffsetDateTime::parse(&stopped_at, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            - time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let r: Value = nbidle
+        .webhook(&payload(vec![idle_alert_in(
+            "lab",
+            "jupyter",
+            &before_stop,
+        )]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["alerts"][0]["decision"], "stale", "{r}");
 }
 
 /// The objects of a YAML file, by kind and name.

@@ -22,7 +22,8 @@ async fn generated_prometheus_rules_pass_crd_validation() {
     let cp = ControlPlane::start(dir.path()).await;
     cp.install_crd(&repo("tests/crds/prometheusrule.yaml"))
         .await;
-    let path = "/apis/monitoring.coreos.com/v1/namespaces/default/prometheusrules";
+    cp.create_namespace("nbidle");
+    let path = "/apis/monitoring.coreos.com/v1/namespaces/nbidle/prometheusrules";
 
     let configs = [
         None,

@@ -257,6 +257,11 @@ pub fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Pol
     p
 }
 
+/// Stops by idle alerts respect opt-outs read from the object itself.
+pub fn is_idle_alert(cause: &StopCause) -> bool {
+    matches!(cause, StopCause::IdleAlert { .. })
+}
+
 /// The stop recorded in nbidle's annotations, if any.
 pub fn recorded_stop(a: &BTreeMap<String, String>) -> (Option<Timestamp>, Option<StopCause>) {
     let at = a.get(STOPPED_AT).and_then(|v| Timestamp::parse(v).ok());

@@ -115,8 +115,11 @@ pub fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookS
     };
     let (recorded_at, cause) = k::recorded_stop(a);
     let (stopped_at, stopped_by) = match stopped_mark {
-        // Stopped in Kubeflow's UI, nbidle's annotations absent or stale.
-        Some(mark) => (recorded_at.or_else(|| Timestamp::parse(mark).ok()), cause),
+        // nbidle writes one instant into both annotations; a different one
+        // means Kubeflow's UI stopped it, and nbidle's record is of an
+        // earlier stop.
+        Some(mark) if a.get(k::STOPPED_AT) == Some(mark) => (recorded_at, cause),
+        Some(mark) => (Timestamp::parse(mark).ok(), None),
         None => (None, None),
     };
     let running_since = cs
@@ -130,6 +133,9 @@ pub fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookS
             .creation_timestamp
             .as_ref()
             .and_then(k::k8s_time),
+        // Not stopped now but stopped then (by nbidle, or in Kubeflow's UI,
+        // which leaves nbidle's annotations): started since, whoever did it.
+        stopped_mark.is_none().then_some(recorded_at).flatten(),
     ]);
     NotebookState {
         url: Some(k::jupyter_url(url_template, &id)),
@@ -188,6 +194,8 @@ enum Step {
     Done(Notebook),
     Already(Notebook),
     StartedSince(Notebook),
+    OptedOut(Notebook),
+    NotRunning(Notebook),
 }
 
 #[async_trait]
@@ -212,6 +220,14 @@ impl Backend for KubeflowBackend {
             let nb = api.get(&id.name).await?;
             if nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
                 return Ok(Step::Already(nb));
+            }
+            if k::is_idle_alert(&req.cause) {
+                if !k::policy(nb.annotations(), self.bounds).autostop {
+                    return Ok(Step::OptedOut(nb));
+                }
+                if self.state(&nb).status != Status::Running {
+                    return Ok(Step::NotRunning(nb));
+                }
             }
             if let Some(limit) = req.unless_started_after {
                 if self.state(&nb).started_at.is_some_and(|s| s > limit) {
@@ -241,6 +257,8 @@ impl Backend for KubeflowBackend {
             }
             Step::Already(nb) => StopOutcome::AlreadyStopped(self.state(&nb)),
             Step::StartedSince(nb) => StopOutcome::StartedSince(self.state(&nb)),
+            Step::OptedOut(nb) => StopOutcome::OptedOut(self.state(&nb)),
+            Step::NotRunning(nb) => StopOutcome::NotRunning(self.state(&nb)),
         })
     }
 
@@ -275,7 +293,10 @@ impl Backend for KubeflowBackend {
                     .await;
                 Ok(self.state(&nb))
             }
-            Step::Already(nb) | Step::StartedSince(nb) => Ok(self.state(&nb)),
+            Step::Already(nb)
+            | Step::StartedSince(nb)
+            | Step::OptedOut(nb)
+            | Step::NotRunning(nb) => Ok(self.state(&nb)),
         }
     }
 
@@ -369,6 +390,33 @@ mod tests {
             state(&nb(base), bounds(), URL).url.as_deref(),
             Some("http://nb.ns.svc/notebook/ns/nb/")
         );
+    }
+
+    #[test]
+    fn a_stop_in_kubeflows_ui_is_not_reported_as_nbidles_earlier_one() {
+        // nbidle stopped it at 01-02 (same instant in both annotations)...
+        let mut v = json!({"metadata": {"name": "nb", "namespace": "ns",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {k::KUBEFLOW_STOPPED: "2026-01-02T00:00:00Z",
+                k::STOPPED_AT: "2026-01-02T00:00:00Z", k::STOPPED_BY: "user",
+                k::STOP_REASON: "api"}}});
+        let s = state(&nb(v.clone()), bounds(), URL);
+        assert_eq!(s.stopped_by, Some(crate::notebook::StopCause::User));
+        // ...then Kubeflow's UI started it (nbidle's record stays): started
+        // since the stop, so alerts from before it are stale.
+        v["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(k::KUBEFLOW_STOPPED);
+        v["status"] = json!({"readyReplicas": 1});
+        let s = state(&nb(v.clone()), bounds(), URL);
+        assert_eq!(s.started_at.unwrap().to_string(), "2026-01-02T00:00:00Z");
+        // ...and stopped it again at 01-03: not nbidle's stop.
+        v["metadata"]["annotations"][k::KUBEFLOW_STOPPED] = json!("2026-01-03T00:00:00Z");
+        v["status"] = json!({"readyReplicas": 0});
+        let s = state(&nb(v), bounds(), URL);
+        assert_eq!(s.stopped_by, None);
+        assert_eq!(s.stopped_at.unwrap().to_string(), "2026-01-03T00:00:00Z");
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub enum StopOutcome {
     AlreadyStopped(NotebookState),
     /// It was started after `unless_started_after`; nothing was done.
     StartedSince(NotebookState),
+    /// An idle alert's stop, refused because the object (read fresh, not
+    /// from a cache that may lag) says the notebook opted out.
+    OptedOut(NotebookState),
+    /// An idle alert's stop of a notebook that is not running (Kubernetes
+    /// backends, whose start time is known only once its pod runs).
+    NotRunning(NotebookState),
 }
 
 impl StopOutcome {
@@ -44,7 +50,9 @@ impl StopOutcome {
         match self {
             StopOutcome::Stopped(s)
             | StopOutcome::AlreadyStopped(s)
-            | StopOutcome::StartedSince(s) => s,
+            | StopOutcome::StartedSince(s)
+            | StopOutcome::OptedOut(s)
+            | StopOutcome::NotRunning(s) => s,
         }
     }
 }

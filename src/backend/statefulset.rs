@@ -82,6 +82,9 @@ pub fn state(s: &StatefulSet, bounds: IdleBounds, url_template: &str) -> Noteboo
         started_at: k::latest([
             a.get(k::STARTED_AT).and_then(|v| Timestamp::parse(v).ok()),
             s.metadata.creation_timestamp.as_ref().and_then(k::k8s_time),
+            // Scaled up by someone else after nbidle's stop (whose record a
+            // start through nbidle would have removed): started since.
+            (want > 0).then(|| k::recorded_stop(a).0).flatten(),
         ]),
         stopped_at,
         stopped_by,
@@ -100,6 +103,8 @@ enum Step {
     Done(StatefulSet),
     Already(StatefulSet),
     StartedSince(StatefulSet),
+    OptedOut(StatefulSet),
+    NotRunning(StatefulSet),
     /// Scaling it to 0 would delete its volumes.
     Refused,
 }
@@ -171,6 +176,14 @@ impl Backend for StatefulSetBackend {
             if deletes_claims_when_scaled(&s) {
                 return Ok(Step::Refused);
             }
+            if k::is_idle_alert(&req.cause) {
+                if !k::policy(s.annotations(), self.bounds).autostop {
+                    return Ok(Step::OptedOut(s));
+                }
+                if self.state(&s).status != Status::Running {
+                    return Ok(Step::NotRunning(s));
+                }
+            }
             if let Some(limit) = req.unless_started_after {
                 if self.state(&s).started_at.is_some_and(|t| t > limit) {
                     return Ok(Step::StartedSince(s));
@@ -213,6 +226,8 @@ impl Backend for StatefulSetBackend {
             }
             Step::Already(s) => StopOutcome::AlreadyStopped(self.state(&s)),
             Step::StartedSince(s) => StopOutcome::StartedSince(self.state(&s)),
+            Step::OptedOut(s) => StopOutcome::OptedOut(self.state(&s)),
+            Step::NotRunning(s) => StopOutcome::NotRunning(self.state(&s)),
             Step::Refused => {
                 return Err(Error::invalid(
                     "notebook",
@@ -235,22 +250,35 @@ impl Backend for StatefulSetBackend {
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(1);
+            // First the record of the start (which an old alert's stop then
+            // finds: started since), then the scale with the recorded
+            // version as its precondition, as for a stop.
+            let annotated = api
+                .patch(
+                    &id.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {
+                        "resourceVersion": s.resource_version(),
+                        "annotations": k::start_annotations(Timestamp::now()),
+                    }})),
+                )
+                .await?;
             api.patch_scale(
                 &id.name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({
-                    "metadata": {"resourceVersion": s.resource_version()},
+                    "metadata": {"resourceVersion": annotated.resource_version()},
                     "spec": {"replicas": n},
                 })),
             )
             .await?;
-            let mut ann = k::start_annotations(Timestamp::now());
-            ann.insert(k::REPLICAS.into(), serde_json::Value::Null);
+            // The remembered count has served; should this fail, the next
+            // stop overwrites it.
             let s = api
                 .patch(
                     &id.name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": ann}})),
+                    &Patch::Merge(json!({"metadata": {"annotations": {k::REPLICAS: null}}})),
                 )
                 .await?;
             Ok((true, s))

@@ -341,6 +341,7 @@ struct PrometheusRuleObject<'a> {
 #[derive(Serialize)]
 struct ObjectMeta {
     name: String,
+    namespace: String,
     labels: BTreeMap<String, String>,
 }
 
@@ -358,6 +359,7 @@ pub fn render(cfg: &Config, format: Format) -> Result<String> {
                 kind: "PrometheusRule",
                 metadata: ObjectMeta {
                     name: "nbidle-idle".into(),
+                    namespace: cfg.kubernetes.namespace.clone(),
                     labels,
                 },
                 spec: &rules,

@@ -94,13 +94,9 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
     };
     // Before the backend's first list every notebook would look unknown and
     // its alert be dropped; 503 makes Alertmanager deliver it again.
-    if !app.ready.load(Ordering::SeqCst) {
+    if let Err(e) = synced(&app) {
         observe(StatusCode::SERVICE_UNAVAILABLE);
-        return Err(warp::reject::custom(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the backend has not listed its notebooks yet".to_string(),
-        )));
+        return Err(e);
     }
     let payload = match crate::alerts::parse(&body) {
         Ok(p) => p,
@@ -148,6 +144,7 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
 }
 
 pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, Rejection> {
+    synced(&app)?;
     let mut notebooks = app
         .backend
         .list()
@@ -155,6 +152,20 @@ pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, R
         .map_err(|e| reject(&app, "backend", e.into()))?;
     notebooks.retain(|n| scope.allows(&n.id.namespace));
     Ok(json(&NotebookList { notebooks }))
+}
+
+/// 503 until the backend has listed its notebooks: before that, every
+/// notebook would look unknown (404) or absent (an empty list).
+fn synced(app: &App) -> Result<(), Rejection> {
+    if app.ready.load(Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(warp::reject::custom(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the backend has not listed its notebooks yet".to_string(),
+        )))
+    }
 }
 
 /// 403 for a namespace the caller's token does not cover; nothing is read.
@@ -179,6 +190,7 @@ pub async fn get_notebook(
 ) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
     in_scope(&app, &scope, &id)?;
+    synced(&app)?;
     let state = app
         .backend
         .get(&id)
@@ -195,6 +207,7 @@ pub async fn stop_notebook(
 ) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
     in_scope(&app, &scope, &id)?;
+    synced(&app)?;
     let req = StopRequest {
         cause: StopCause::User,
         unless_started_after: None,
@@ -229,6 +242,7 @@ pub async fn start_notebook(
 ) -> Result<impl Reply, Rejection> {
     let id = NotebookId::new(namespace, name);
     in_scope(&app, &scope, &id)?;
+    synced(&app)?;
     let before = app
         .backend
         .get(&id)
