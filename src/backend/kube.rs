@@ -32,9 +32,10 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
+use super::{StopOutcome, StopRequest};
 use crate::config::HumanDuration;
 use crate::error::{Error, Result};
-use crate::notebook::{IdleBounds, NotebookId, StopCause, Timestamp};
+use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp};
 
 /// Set by nbidle (and Kubeflow's UI) to stop a Kubeflow notebook; its value is
 /// the RFC 3339 time of the stop. Kubeflow's controller scales to 0.
@@ -176,6 +177,34 @@ where
         self.stores.iter().flat_map(|(_, s)| s.state()).collect()
     }
 
+    /// Every cached object's state, sorted by id.
+    pub fn states(&self, state: impl Fn(&K) -> NotebookState) -> Vec<NotebookState> {
+        let mut out: Vec<_> = self.all().iter().map(|o| state(o)).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// One cached object's state; `NotFound` outside the watch.
+    pub fn state(
+        &self,
+        id: &NotebookId,
+        state: impl Fn(&K) -> NotebookState,
+    ) -> Result<NotebookState> {
+        self.get(id)
+            .map(|o| state(&o))
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+
+    /// The API for writing one notebook's object. Only what the watch
+    /// selects (namespaces, label selector) is a notebook: anything else (a
+    /// database's StatefulSet, say) is `NotFound`, never written.
+    pub fn api(&self, client: &Client, id: &NotebookId) -> Result<Api<K>> {
+        if self.get(id).is_none() {
+            return Err(Error::NotFound(id.clone()));
+        }
+        Ok(Api::namespaced(client.clone(), &id.namespace))
+    }
+
     pub fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
         let key = ObjectRef::new(&id.name).within(&id.namespace);
         self.stores
@@ -257,9 +286,60 @@ pub fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Pol
     p
 }
 
-/// Stops by idle alerts respect opt-outs read from the object itself.
-pub fn is_idle_alert(cause: &StopCause) -> bool {
-    matches!(cause, StopCause::IdleAlert { .. })
+/// What one read-decide-write step of a stop found, and did.
+pub enum StopStep<K> {
+    Done(K),
+    Already(K),
+    StartedSince(K),
+    OptedOut(K),
+    NotRunning(K),
+    /// The stop is refused whoever asks (the reason names the field).
+    Refused(String),
+}
+
+/// The checks a stop makes on the object it has just read (not the cache,
+/// which may lag): an idle alert's stop respects the notebook's opt-out
+/// and needs it running (its start time is known only then); any stop
+/// respects `unless_started_after`. `Ok` lets the stop go ahead.
+pub fn check_stop<K>(obj: K, st: &NotebookState, req: &StopRequest) -> Result<K, StopStep<K>> {
+    if matches!(req.cause, StopCause::IdleAlert { .. }) {
+        if !st.autostop {
+            return Err(StopStep::OptedOut(obj));
+        }
+        if st.status != Status::Running {
+            return Err(StopStep::NotRunning(obj));
+        }
+    }
+    if let Some(limit) = req.unless_started_after {
+        if st.started_at.is_some_and(|t| t > limit) {
+            return Err(StopStep::StartedSince(obj));
+        }
+    }
+    Ok(obj)
+}
+
+/// The outcome of a stop step, with the Event and log line of a real stop.
+pub async fn finish_stop<K: Resource<DynamicType = ()>>(
+    events: &Events,
+    id: &NotebookId,
+    req: &StopRequest,
+    step: StopStep<K>,
+    state: impl Fn(&K) -> NotebookState,
+) -> Result<StopOutcome> {
+    Ok(match step {
+        StopStep::Done(obj) => {
+            tracing::info!(notebook = %id, trigger = req.cause.trigger(), "notebook stopping");
+            events
+                .publish(&obj, "Stopped", describe_stop(&req.cause))
+                .await;
+            StopOutcome::Stopped(state(&obj))
+        }
+        StopStep::Already(obj) => StopOutcome::AlreadyStopped(state(&obj)),
+        StopStep::StartedSince(obj) => StopOutcome::StartedSince(state(&obj)),
+        StopStep::OptedOut(obj) => StopOutcome::OptedOut(state(&obj)),
+        StopStep::NotRunning(obj) => StopOutcome::NotRunning(state(&obj)),
+        StopStep::Refused(why) => return Err(Error::invalid("notebook", format!("{id}: {why}"))),
+    })
 }
 
 /// The stop recorded in nbidle's annotations, if any.

@@ -16,14 +16,14 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ContainerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kube::{self as k, Cache, Events};
+use super::kube::{self as k, Cache, Events, StopStep};
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
 /// The parts of a Notebook nbidle reads. Everything else (the pod template
@@ -176,64 +176,34 @@ impl KubeflowBackend {
         })
     }
 
-    /// Only what the watch selects (namespaces, label selector) is a
-    /// notebook nbidle may touch.
-    fn api(&self, id: &NotebookId) -> Result<Api<Notebook>> {
-        if self.cache.get(id).is_none() {
-            return Err(Error::NotFound(id.clone()));
-        }
-        Ok(Api::namespaced(self.client.clone(), &id.namespace))
-    }
-
     fn state(&self, nb: &Notebook) -> NotebookState {
         state(nb, self.bounds, &self.url_template)
     }
 }
 
-enum Step {
-    Done(Notebook),
-    Already(Notebook),
-    StartedSince(Notebook),
-    OptedOut(Notebook),
-    NotRunning(Notebook),
-}
-
 #[async_trait]
 impl Backend for KubeflowBackend {
     async fn list(&self) -> Result<Vec<NotebookState>> {
-        let mut out: Vec<_> = self.cache.all().iter().map(|nb| self.state(nb)).collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(self.cache.states(|nb| self.state(nb)))
     }
 
     async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
-        self.cache
-            .get(id)
-            .map(|nb| self.state(&nb))
-            .ok_or_else(|| Error::NotFound(id.clone()))
+        self.cache.state(id, |nb| self.state(nb))
     }
 
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
-        let api = &self.api(id)?;
+        let api = &self.cache.api(&self.client, id)?;
         let req = &req;
         let step = k::retry_on_conflict(id, || async move {
             let nb = api.get(&id.name).await?;
             if nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
-                return Ok(Step::Already(nb));
+                return Ok(StopStep::Already(nb));
             }
-            if k::is_idle_alert(&req.cause) {
-                if !k::policy(nb.annotations(), self.bounds).autostop {
-                    return Ok(Step::OptedOut(nb));
-                }
-                if self.state(&nb).status != Status::Running {
-                    return Ok(Step::NotRunning(nb));
-                }
-            }
-            if let Some(limit) = req.unless_started_after {
-                if self.state(&nb).started_at.is_some_and(|s| s > limit) {
-                    return Ok(Step::StartedSince(nb));
-                }
-            }
+            let st = self.state(&nb);
+            let nb = match k::check_stop(nb, &st, req) {
+                Ok(nb) => nb,
+                Err(refused) => return Ok(refused),
+            };
             let now = Timestamp::now();
             let mut ann = k::stop_annotations(&req.cause, now);
             ann.insert(k::KUBEFLOW_STOPPED.into(), now.to_string().into());
@@ -244,30 +214,18 @@ impl Backend for KubeflowBackend {
             let nb = api
                 .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            Ok(Step::Done(nb))
+            Ok(StopStep::Done(nb))
         })
         .await?;
-        Ok(match step {
-            Step::Done(nb) => {
-                tracing::info!(notebook = %id, trigger = req.cause.trigger(), "notebook stopping");
-                self.events
-                    .publish(&nb, "Stopped", k::describe_stop(&req.cause))
-                    .await;
-                StopOutcome::Stopped(self.state(&nb))
-            }
-            Step::Already(nb) => StopOutcome::AlreadyStopped(self.state(&nb)),
-            Step::StartedSince(nb) => StopOutcome::StartedSince(self.state(&nb)),
-            Step::OptedOut(nb) => StopOutcome::OptedOut(self.state(&nb)),
-            Step::NotRunning(nb) => StopOutcome::NotRunning(self.state(&nb)),
-        })
+        k::finish_stop(&self.events, id, req, step, |nb| self.state(nb)).await
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let api = &self.api(id)?;
+        let api = &self.cache.api(&self.client, id)?;
         let step = k::retry_on_conflict(id, || async move {
             let nb = api.get(&id.name).await?;
             if !nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
-                return Ok(Step::Already(nb));
+                return Ok((false, nb));
             }
             let mut ann = k::start_annotations(Timestamp::now());
             ann.insert(k::KUBEFLOW_STOPPED.into(), serde_json::Value::Null);
@@ -278,11 +236,11 @@ impl Backend for KubeflowBackend {
             let nb = api
                 .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            Ok(Step::Done(nb))
+            Ok((true, nb))
         })
         .await?;
         match step {
-            Step::Done(nb) => {
+            (true, nb) => {
                 tracing::info!(notebook = %id, "notebook starting");
                 self.events
                     .publish(
@@ -293,10 +251,7 @@ impl Backend for KubeflowBackend {
                     .await;
                 Ok(self.state(&nb))
             }
-            Step::Already(nb)
-            | Step::StartedSince(nb)
-            | Step::OptedOut(nb)
-            | Step::NotRunning(nb) => Ok(self.state(&nb)),
+            (false, nb) => Ok(self.state(&nb)),
         }
     }
 

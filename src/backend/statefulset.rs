@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::kube::{self as k, Cache, Events};
+use super::kube::{self as k, Cache, Events, StopStep};
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
 fn strip(s: &mut StatefulSet) {
@@ -99,16 +99,6 @@ pub struct StatefulSetBackend {
     url_template: String,
 }
 
-enum Step {
-    Done(StatefulSet),
-    Already(StatefulSet),
-    StartedSince(StatefulSet),
-    OptedOut(StatefulSet),
-    NotRunning(StatefulSet),
-    /// Scaling it to 0 would delete its volumes.
-    Refused,
-}
-
 impl StatefulSetBackend {
     pub fn new(
         client: Client,
@@ -124,15 +114,6 @@ impl StatefulSetBackend {
             bounds,
             url_template,
         })
-    }
-
-    fn api(&self, id: &NotebookId) -> Result<Api<StatefulSet>> {
-        // Only what the watch selects is a notebook: a StatefulSet outside
-        // the label selector (a database, say) is never scaled.
-        if self.cache.get(id).is_none() {
-            return Err(Error::NotFound(id.clone()));
-        }
-        Ok(Api::namespaced(self.client.clone(), &id.namespace))
     }
 
     fn state(&self, s: &StatefulSet) -> NotebookState {
@@ -152,43 +133,32 @@ impl StatefulSetBackend {
 #[async_trait]
 impl Backend for StatefulSetBackend {
     async fn list(&self) -> Result<Vec<NotebookState>> {
-        let mut out: Vec<_> = self.cache.all().iter().map(|s| self.state(s)).collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(self.cache.states(|s| self.state(s)))
     }
 
     async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
-        self.cache
-            .get(id)
-            .map(|s| self.state(&s))
-            .ok_or_else(|| Error::NotFound(id.clone()))
+        self.cache.state(id, |s| self.state(s))
     }
 
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
-        let api = &self.api(id)?;
+        let api = &self.cache.api(&self.client, id)?;
         let req = &req;
         let step = k::retry_on_conflict(id, || async move {
             let s = api.get(&id.name).await?;
             let n = replicas(&s);
             if n == 0 {
-                return Ok(Step::Already(s));
+                return Ok(StopStep::Already(s));
             }
             if deletes_claims_when_scaled(&s) {
-                return Ok(Step::Refused);
+                return Ok(StopStep::Refused(
+                    "its persistentVolumeClaimRetentionPolicy.whenScaled is Delete; scaling it to 0 would delete its volumes".into(),
+                ));
             }
-            if k::is_idle_alert(&req.cause) {
-                if !k::policy(s.annotations(), self.bounds).autostop {
-                    return Ok(Step::OptedOut(s));
-                }
-                if self.state(&s).status != Status::Running {
-                    return Ok(Step::NotRunning(s));
-                }
-            }
-            if let Some(limit) = req.unless_started_after {
-                if self.state(&s).started_at.is_some_and(|t| t > limit) {
-                    return Ok(Step::StartedSince(s));
-                }
-            }
+            let st = self.state(&s);
+            let s = match k::check_stop(s, &st, req) {
+                Ok(s) => s,
+                Err(refused) => return Ok(refused),
+            };
             let mut ann = k::stop_annotations(&req.cause, Timestamp::now());
             ann.insert(k::REPLICAS.into(), n.to_string().into());
             let annotated = api
@@ -213,32 +183,14 @@ impl Backend for StatefulSetBackend {
                 })),
             )
             .await?;
-            Ok(Step::Done(api.get(&id.name).await?))
+            Ok(StopStep::Done(api.get(&id.name).await?))
         })
         .await?;
-        Ok(match step {
-            Step::Done(s) => {
-                tracing::info!(notebook = %id, trigger = req.cause.trigger(), "notebook stopping");
-                self.events
-                    .publish(&s, "Stopped", k::describe_stop(&req.cause))
-                    .await;
-                StopOutcome::Stopped(self.state(&s))
-            }
-            Step::Already(s) => StopOutcome::AlreadyStopped(self.state(&s)),
-            Step::StartedSince(s) => StopOutcome::StartedSince(self.state(&s)),
-            Step::OptedOut(s) => StopOutcome::OptedOut(self.state(&s)),
-            Step::NotRunning(s) => StopOutcome::NotRunning(self.state(&s)),
-            Step::Refused => {
-                return Err(Error::invalid(
-                    "notebook",
-                    format!("{id}: its persistentVolumeClaimRetentionPolicy.whenScaled is Delete; scaling it to 0 would delete its volumes"),
-                ))
-            }
-        })
+        k::finish_stop(&self.events, id, req, step, |s| self.state(s)).await
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let api = &self.api(id)?;
+        let api = &self.cache.api(&self.client, id)?;
         let step = k::retry_on_conflict(id, || async move {
             let s = api.get(&id.name).await?;
             if replicas(&s) > 0 {
