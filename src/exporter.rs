@@ -48,6 +48,8 @@ pub struct ProbeResult {
     pub terminals: u32,
     /// Latest kernel or terminal activity, Unix seconds.
     pub last_activity: Option<f64>,
+    /// The server's start, when this probe read `/api/status`.
+    pub server_started: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -72,6 +74,17 @@ pub struct NotebookFacts {
     pub pods: Vec<String>,
 }
 
+/// What the exporter remembers of one notebook's current life.
+#[derive(Debug, Clone, Copy)]
+struct Life {
+    /// The backend's start of this life; another value is another life.
+    started_at: Option<Timestamp>,
+    /// The latest activity seen in it, Unix seconds.
+    last_activity: f64,
+    /// The Jupyter server's own start (`/api/status`), fetched once a life.
+    server_started: Option<f64>,
+}
+
 pub struct Exporter {
     backend: Arc<dyn Backend>,
     cfg: ExporterConfig,
@@ -81,7 +94,7 @@ pub struct Exporter {
     snapshot: RwLock<Arc<Vec<NotebookFacts>>>,
     /// Per notebook: the start of its current life and the latest activity
     /// seen in it.
-    memory: std::sync::Mutex<HashMap<NotebookId, (Option<Timestamp>, f64)>>,
+    memory: std::sync::Mutex<HashMap<NotebookId, Life>>,
 }
 
 #[derive(Deserialize)]
@@ -155,10 +168,25 @@ impl Exporter {
         };
         let endpoints = self.backend.jupyter_endpoints().await.unwrap_or_default();
         let probed = endpoints.len();
+        // Servers whose start is known for the life the backend reports
+        // need no /api/status: one request fewer per probe.
+        let known: std::collections::HashSet<NotebookId> = {
+            let memory = self.memory.lock().expect("memory lock is never poisoned");
+            states
+                .iter()
+                .filter(|s| {
+                    memory
+                        .get(&s.id)
+                        .is_some_and(|l| l.started_at == s.started_at && l.server_started.is_some())
+                })
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        let known = &known;
         let mut probes: HashMap<NotebookId, (ProbeResult, Timestamp, Vec<String>)> =
             stream::iter(endpoints)
                 .map(|ep| async move {
-                    let r = self.probe(&ep).await;
+                    let r = self.probe(&ep, !known.contains(&ep.id)).await;
                     (ep.id, (r, Timestamp::now(), ep.pods))
                 })
                 .buffer_unordered(self.cfg.concurrency)
@@ -176,14 +204,30 @@ impl Exporter {
                 let seen = p
                     .as_ref()
                     .and_then(|(r, _)| r.ok.then_some(r.last_activity).flatten());
-                let remembered = memory
+                let life = memory
                     .get(&state.id)
-                    .filter(|(started, _)| *started == state.started_at)
-                    .map(|(_, t)| *t);
+                    .filter(|l| l.started_at == state.started_at)
+                    .copied();
+                // The server's own start is the floor of its activity: a
+                // notebook started outside nbidle (kubectl scale, Kubeflow's
+                // UI) is as young as its server, whatever the backend says.
+                let server_started = p
+                    .as_ref()
+                    .and_then(|(r, _)| r.server_started)
+                    .or(life.and_then(|l| l.server_started));
                 let started = state.started_at.map(Timestamp::unix_seconds);
-                let last_activity = max_opt(max_opt(seen, remembered), started);
+                let last_activity = [seen, life.map(|l| l.last_activity), started, server_started]
+                    .into_iter()
+                    .fold(None, max_opt);
                 if let Some(t) = last_activity {
-                    memory.insert(state.id.clone(), (state.started_at, t));
+                    memory.insert(
+                        state.id.clone(),
+                        Life {
+                            started_at: state.started_at,
+                            last_activity: t,
+                            server_started,
+                        },
+                    );
                 }
                 NotebookFacts {
                     probed_at: p.as_ref().map(|(_, t)| *t),
@@ -233,16 +277,26 @@ impl Exporter {
         resp.json().await.map_err(|e| format!("{path}: {e}"))
     }
 
-    async fn probe(&self, ep: &JupyterEndpoint) -> ProbeResult {
+    /// `with_status`: also read the server's start (`/api/status`).
+    async fn probe(&self, ep: &JupyterEndpoint, with_status: bool) -> ProbeResult {
         let started = Instant::now();
+        let status = async {
+            if with_status {
+                self.get_json::<ServerStatus>(ep, "api/status")
+                    .await
+                    .map(|s| parse_time(&s.started))
+            } else {
+                Ok(None)
+            }
+        };
         let (kernels, terminals, status) = tokio::join!(
             self.get_json::<Vec<Kernel>>(ep, "api/kernels"),
             self.get_json::<Vec<Terminal>>(ep, "api/terminals"),
-            self.get_json::<ServerStatus>(ep, "api/status"),
+            status,
         );
         let duration = started.elapsed();
         let server_started = match status {
-            Ok(s) => parse_time(&s.started),
+            Ok(t) => t,
             Err(e) => {
                 return ProbeResult {
                     duration,
@@ -279,10 +333,7 @@ impl Exporter {
             duration,
             Timestamp::now().unix_seconds(),
         );
-        // The server's own start is the floor of its activity: a notebook
-        // started outside nbidle (kubectl scale, Kubeflow's UI) is as young
-        // as its server, whatever the backend's records say.
-        r.last_activity = max_opt(r.last_activity, server_started);
+        r.server_started = server_started;
         r
     }
 
@@ -735,13 +786,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_started_outside_nbidle_is_as_young_as_the_server() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         use warp::Filter;
         // The backend's record says 08:00 (the object's creation); the
         // server was started at 10:00 by someone else (kubectl scale).
+        let status_reads = Arc::new(AtomicUsize::new(0));
+        let reads = status_reads.clone();
         let routes = warp::path!("api" / "kernels")
             .map(|| "[]")
             .or(warp::path!("api" / "terminals").map(|| "[]"))
-            .or(warp::path!("api" / "status").map(|| r#"{"started":"2026-01-01T10:00:00Z"}"#));
+            .or(warp::path!("api" / "status").map(move || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                r#"{"started":"2026-01-01T10:00:00Z"}"#
+            }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(warp::serve(routes).incoming(listener).run());
@@ -751,10 +808,14 @@ mod tests {
             format!("http://127.0.0.1:{port}/"),
         ));
         let e = Exporter::new(backend, ExporterConfig::default(), Duration::from_secs(300));
-        e.round().await;
         let at_10 = Timestamp::parse("2026-01-01T10:00:00Z")
             .unwrap()
             .unix_seconds();
-        assert_eq!(e.facts(&state.id).unwrap().last_activity, Some(at_10));
+        for _ in 0..3 {
+            e.round().await;
+            assert_eq!(e.facts(&state.id).unwrap().last_activity, Some(at_10));
+        }
+        // The server's start is read once a life, not at every probe.
+        assert_eq!(status_reads.load(Ordering::SeqCst), 1);
     }
 }
