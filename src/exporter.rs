@@ -280,20 +280,19 @@ impl Exporter {
     /// `with_status`: also read the server's start (`/api/status`).
     async fn probe(&self, ep: &JupyterEndpoint, with_status: bool) -> ProbeResult {
         let started = Instant::now();
-        let status = async {
-            if with_status {
-                self.get_json::<ServerStatus>(ep, "api/status")
-                    .await
-                    .map(|s| parse_time(&s.started))
-            } else {
-                Ok(None)
-            }
-        };
-        let (kernels, terminals, status) = tokio::join!(
+        // Kernels and terminals together; the server's start (once a life)
+        // after them, so a probe holds at most two connections.
+        let (kernels, terminals) = tokio::join!(
             self.get_json::<Vec<Kernel>>(ep, "api/kernels"),
             self.get_json::<Vec<Terminal>>(ep, "api/terminals"),
-            status,
         );
+        let status = if with_status {
+            self.get_json::<ServerStatus>(ep, "api/status")
+                .await
+                .map(|s| parse_time(&s.started))
+        } else {
+            Ok(None)
+        };
         let duration = started.elapsed();
         let server_started = match status {
             Ok(t) => t,
