@@ -280,60 +280,51 @@ impl Exporter {
     /// `with_status`: also read the server's start (`/api/status`).
     async fn probe(&self, ep: &JupyterEndpoint, with_status: bool) -> ProbeResult {
         let started = Instant::now();
-        // Kernels and terminals together; the server's start (once a life)
-        // after them, so a probe holds at most two connections.
+        let fetched = self.fetch(ep, with_status).await;
+        let duration = started.elapsed();
+        match fetched {
+            Ok((kernels, terminals, server_started)) => {
+                let mut r = summarize(
+                    &kernels,
+                    &terminals,
+                    duration,
+                    Timestamp::now().unix_seconds(),
+                );
+                r.server_started = server_started;
+                r
+            }
+            Err(e) => ProbeResult {
+                duration,
+                error: Some(e),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Kernels and terminals together; the server's start (once a life)
+    /// after them, so a probe holds at most two connections.
+    async fn fetch(
+        &self,
+        ep: &JupyterEndpoint,
+        with_status: bool,
+    ) -> Result<(Vec<Kernel>, Vec<Terminal>, Option<f64>), String> {
         let (kernels, terminals) = tokio::join!(
             self.get_json::<Vec<Kernel>>(ep, "api/kernels"),
             self.get_json::<Vec<Terminal>>(ep, "api/terminals"),
         );
-        let status = if with_status {
-            self.get_json::<ServerStatus>(ep, "api/status")
-                .await
-                .map(|s| parse_time(&s.started))
-        } else {
-            Ok(None)
-        };
-        let duration = started.elapsed();
-        let server_started = match status {
-            Ok(t) => t,
-            Err(e) => {
-                return ProbeResult {
-                    duration,
-                    error: Some(e),
-                    ..Default::default()
-                }
-            }
-        };
-        let kernels = match kernels {
-            Ok(k) => k,
-            Err(e) => {
-                return ProbeResult {
-                    duration,
-                    error: Some(e),
-                    ..Default::default()
-                }
-            }
-        };
+        let kernels = kernels?;
         // A server without the terminals extension answers 404: no terminals.
         let terminals = match terminals {
-            Ok(t) => t,
             Err(e) if e.contains("HTTP 404") => Vec::new(),
-            Err(e) => {
-                return ProbeResult {
-                    duration,
-                    error: Some(e),
-                    ..Default::default()
-                }
-            }
+            t => t?,
         };
-        let mut r = summarize(
-            &kernels,
-            &terminals,
-            duration,
-            Timestamp::now().unix_seconds(),
-        );
-        r.server_started = server_started;
-        r
+        let server_started = if with_status {
+            let s = self.get_json::<ServerStatus>(ep, "api/status").await?;
+            parse_time(&s.started)
+        } else {
+            None
+        };
+        Ok((kernels, terminals, server_started))
     }
 
     /// The text exposition of the last round.

@@ -83,6 +83,14 @@ fn notebook(ns: &str, name: &str, annotations: Value) -> Value {
     })
 }
 
+/// RFC 3339 for one second before `t`: an alert that began before it.
+fn second_before(t: &str) -> String {
+    let rfc = &time::format_description::well_known::Rfc3339;
+    (time::OffsetDateTime::parse(t, rfc).unwrap() - time::Duration::seconds(1))
+        .format(rfc)
+        .unwrap()
+}
+
 fn pvc(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -338,14 +346,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     nbidle
         .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
         .await;
-    let stopped_at = time::OffsetDateTime::parse(
-        ann["nbidle.io/stopped-at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    let before_stop = (stopped_at - time::Duration::seconds(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let before_stop = second_before(ann["nbidle.io/stopped-at"].as_str().unwrap());
     let r: Value = nbidle
         .webhook(&payload(vec![idle_alert_in("team-a", "nb1", &before_stop)]))
         .await
@@ -641,12 +642,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
         v["started_at"].as_str().unwrap() >= stopped_at.as_str(),
         "{v}"
     );
-    let before_stop =
-        (time::OffsetDateTime::parse(&stopped_at, &time::format_description::well_known::Rfc3339)
-            .unwrap()
-            - time::Duration::seconds(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let before_stop = second_before(&stopped_at);
     let r: Value = nbidle
         .webhook(&payload(vec![idle_alert_in(
             "lab",

@@ -286,6 +286,30 @@ pub fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Pol
     p
 }
 
+/// Merges `annotations` into an object's (a null removes one). With
+/// `precondition`, the object read before: the patch fails with 409 if it
+/// changed since, so a decision is never written over a newer state.
+pub async fn annotate<K>(
+    api: &Api<K>,
+    precondition: Option<&K>,
+    name: &str,
+    annotations: serde_json::Map<String, serde_json::Value>,
+) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let mut meta = serde_json::json!({ "annotations": annotations });
+    if let Some(obj) = precondition {
+        meta["resourceVersion"] = obj.meta().resource_version.clone().into();
+    }
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "metadata": meta })),
+    )
+    .await
+}
+
 /// What one read-decide-write step of a stop found, and did.
 pub enum StopStep<K> {
     Done(K),

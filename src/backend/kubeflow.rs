@@ -16,10 +16,8 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ContainerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::kube::{self as k, Cache, Events, StopStep};
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
@@ -207,13 +205,7 @@ impl Backend for KubeflowBackend {
             let now = Timestamp::now();
             let mut ann = k::stop_annotations(&req.cause, now);
             ann.insert(k::KUBEFLOW_STOPPED.into(), now.to_string().into());
-            let patch = json!({"metadata": {
-                "resourceVersion": nb.resource_version(),
-                "annotations": ann,
-            }});
-            let nb = api
-                .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
             Ok(StopStep::Done(nb))
         })
         .await?;
@@ -229,13 +221,7 @@ impl Backend for KubeflowBackend {
             }
             let mut ann = k::start_annotations(Timestamp::now());
             ann.insert(k::KUBEFLOW_STOPPED.into(), serde_json::Value::Null);
-            let patch = json!({"metadata": {
-                "resourceVersion": nb.resource_version(),
-                "annotations": ann,
-            }});
-            let nb = api
-                .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
             Ok((true, nb))
         })
         .await?;
@@ -300,6 +286,7 @@ impl KubeflowBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::Duration;
 
     fn nb(v: serde_json::Value) -> Notebook {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -28,6 +28,20 @@ fn strip(s: &mut StatefulSet) {
         spec.template = Default::default();
         spec.volume_claim_templates = None;
     }
+}
+
+/// Scales through `/scale`, with `current`'s version as the precondition.
+async fn scale(api: &Api<StatefulSet>, current: &StatefulSet, replicas: i32) -> kube::Result<()> {
+    api.patch_scale(
+        &current.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({
+            "metadata": {"resourceVersion": current.resource_version()},
+            "spec": {"replicas": replicas},
+        })),
+    )
+    .await
+    .map(|_| ())
 }
 
 fn replicas(s: &StatefulSet) -> i32 {
@@ -161,28 +175,11 @@ impl Backend for StatefulSetBackend {
             };
             let mut ann = k::stop_annotations(&req.cause, Timestamp::now());
             ann.insert(k::REPLICAS.into(), n.to_string().into());
-            let annotated = api
-                .patch(
-                    &id.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {
-                        "resourceVersion": s.resource_version(),
-                        "annotations": ann,
-                    }})),
-                )
-                .await?;
+            let annotated = k::annotate(api, Some(&s), &id.name, ann).await?;
             // The scale carries the annotated version as its precondition: a
             // change in between (another replica's stop, a user's edit)
             // conflicts, and the step starts over on the new object.
-            api.patch_scale(
-                &id.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({
-                    "metadata": {"resourceVersion": annotated.resource_version()},
-                    "spec": {"replicas": 0},
-                })),
-            )
-            .await?;
+            scale(api, &annotated, 0).await?;
             Ok(StopStep::Done(api.get(&id.name).await?))
         })
         .await?;
@@ -205,34 +202,14 @@ impl Backend for StatefulSetBackend {
             // First the record of the start (which an old alert's stop then
             // finds: started since), then the scale with the recorded
             // version as its precondition, as for a stop.
-            let annotated = api
-                .patch(
-                    &id.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {
-                        "resourceVersion": s.resource_version(),
-                        "annotations": k::start_annotations(Timestamp::now()),
-                    }})),
-                )
-                .await?;
-            api.patch_scale(
-                &id.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({
-                    "metadata": {"resourceVersion": annotated.resource_version()},
-                    "spec": {"replicas": n},
-                })),
-            )
-            .await?;
+            let start = k::start_annotations(Timestamp::now());
+            let annotated = k::annotate(api, Some(&s), &id.name, start).await?;
+            scale(api, &annotated, n).await?;
             // The remembered count has served; should this fail, the next
             // stop overwrites it.
-            let s = api
-                .patch(
-                    &id.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": {k::REPLICAS: null}}})),
-                )
-                .await?;
+            let mut served = serde_json::Map::new();
+            served.insert(k::REPLICAS.into(), serde_json::Value::Null);
+            let s = k::annotate(api, None, &id.name, served).await?;
             Ok((true, s))
         })
         .await?;
