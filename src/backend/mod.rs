@@ -41,7 +41,8 @@ pub enum StopOutcome {
     /// from a cache that may lag) says the notebook opted out.
     OptedOut(NotebookState),
     /// An idle alert's stop of a notebook that is not running (Kubernetes
-    /// backends, whose start time is known only once its pod runs).
+    /// backends, whose start time is known only once its pod runs), or whose
+    /// state is unknown (a local notebook whose record cannot be read).
     NotRunning(NotebookState),
 }
 
@@ -117,7 +118,8 @@ pub trait Backend: Send + Sync {
     async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>>;
 
     /// Resolves once the backend knows its notebooks (a Kubernetes backend's
-    /// first list); `/readyz` fails until then.
+    /// first list, the local backend's start-up recovery); `/readyz`, the
+    /// webhook and the REST API answer 503 until then.
     async fn synced(&self) {}
 
     /// Called once when nbidle shuts down.
