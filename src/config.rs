@@ -40,6 +40,8 @@ pub struct Config {
     pub exporter: ExporterConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
     pub backend: BackendConfig,
 }
 
@@ -390,17 +392,97 @@ pub struct WebhookConfig {
     /// payloads well under this.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Bytes of webhook bodies read at the same time, over all requests;
+    /// beyond it a request gets 503 with `Retry-After` and Alertmanager
+    /// delivers it again.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: u64,
 }
 
 fn default_max_body_bytes() -> u64 {
     4 * 1024 * 1024
 }
 
+fn default_max_bytes_in_flight() -> u64 {
+    16 * 1024 * 1024
+}
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             max_body_bytes: default_max_body_bytes(),
+            max_bytes_in_flight: default_max_bytes_in_flight(),
         }
+    }
+}
+
+/// Limits of the HTTP listener, so slow, silent or many clients cannot
+/// exhaust nbidle's memory or connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections at most; at the cap a new connection replaces the
+    /// oldest one that is not handling a request.
+    pub max_connections: usize,
+    /// The request line and headers must arrive within this; it is also how
+    /// long an idle keep-alive connection is kept open.
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// A request body must arrive within this.
+    pub body_read_timeout: HumanDuration,
+    /// A response the client does not read for this long is abandoned.
+    pub write_timeout: HumanDuration,
+    /// On shutdown, requests in flight get this long to finish.
+    pub shutdown_timeout: HumanDuration,
+    /// TLS: a web config file in the Prometheus exporter-toolkit format
+    /// (`tls_server_config`); without it the listener speaks plain HTTP.
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            max_header_bytes: 16 * 1024,
+            body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            write_timeout: HumanDuration(Duration::from_secs(30)),
+            shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+            web_config_file: None,
+        }
+    }
+}
+
+/// hyper cannot buffer less than this for a request head.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+impl ServerConfig {
+    fn validate(&self) -> Result<()> {
+        let k = |key: &str| format!("server.{key}");
+        if !(16..=1_000_000).contains(&self.max_connections) {
+            return Err(Error::config(
+                k("max_connections"),
+                "must be between 16 and 1000000",
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(Error::config(
+                k("max_header_bytes"),
+                format!("must be between {MIN_HEADER_BYTES} and 1048576"),
+            ));
+        }
+        for (key, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if d.0 < Duration::from_millis(100) || d.0 > Duration::from_secs(3600) {
+                return Err(Error::config(k(key), "must be between 100ms and 1h"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -806,6 +888,9 @@ impl Config {
             }
         };
         abs(&mut self.data_dir);
+        if let Some(p) = self.server.web_config_file.as_mut() {
+            abs(p)
+        }
         if let Some(p) = self.auth.webhook_token_file.as_mut() {
             abs(p)
         }
@@ -894,6 +979,16 @@ impl Config {
                 "must be at least 1024",
             ));
         }
+        if self.webhook.max_bytes_in_flight < self.webhook.max_body_bytes {
+            return Err(Error::config(
+                "webhook.max_bytes_in_flight",
+                format!(
+                    "must be at least webhook.max_body_bytes ({})",
+                    self.webhook.max_body_bytes
+                ),
+            ));
+        }
+        self.server.validate()?;
         let auth = &self.auth;
         if auth.webhook_token.is_some() && auth.webhook_token_file.is_some() {
             return Err(Error::config(

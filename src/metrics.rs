@@ -2,7 +2,8 @@
 //! has a small fixed set of values; notebook names never become labels here.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::notebook::{NotebookState, Status};
@@ -21,8 +22,15 @@ pub struct Metrics {
     pub webhook_duration: HistogramVec,
     /// Notebooks by status; refreshed at every scrape.
     pub notebooks: IntGaugeVec,
-    /// Errors by kind (webhook_auth, webhook_payload, api_auth, api_request, backend).
+    /// Errors by kind (webhook_auth, webhook_payload, api_auth, api_request,
+    /// backend, accept, tls_handshake).
     pub errors: IntCounterVec,
+    /// Open HTTP connections.
+    pub connections_open: IntGauge,
+    /// Idle connections closed to make room at `server.max_connections`.
+    pub connections_evicted: IntCounter,
+    /// New connections closed at the cap because every open one was busy.
+    pub connections_refused: IntCounter,
 }
 
 impl Metrics {
@@ -83,6 +91,26 @@ impl Metrics {
         registry
             .register(Box::new(notebooks.clone()))
             .expect("metric registered once");
+        let connections_open =
+            IntGauge::new("nbidle_http_connections_open", "Open HTTP connections.")
+                .expect("valid metric definition");
+        let connections_evicted = IntCounter::new(
+            "nbidle_http_connections_evicted_total",
+            "Idle HTTP connections closed to make room at server.max_connections.",
+        )
+        .expect("valid metric definition");
+        let connections_refused = IntCounter::new(
+            "nbidle_http_connections_refused_total",
+            "New HTTP connections closed at server.max_connections because every open one was busy.",
+        )
+        .expect("valid metric definition");
+        for m in [
+            Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_evicted.clone()),
+            Box::new(connections_refused.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
         // Pre-create the series so dashboards show zeros, not gaps.
         for s in ["firing", "resolved"] {
             alerts_received.with_label_values(&[s]);
@@ -104,6 +132,9 @@ impl Metrics {
             webhook_duration,
             notebooks,
             errors,
+            connections_open,
+            connections_evicted,
+            connections_refused,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use warp::{Filter, Rejection, Reply};
 
 use super::auth::{Credentials, Scope};
+use super::body;
 use super::handlers;
 use super::models::ApiError;
 use super::App;
@@ -38,8 +39,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             |a| &a.webhook_credentials,
             "webhook_auth",
         ))
-        .and(warp::body::content_length_limit(app.max_body_bytes))
-        .and(warp::body::bytes())
+        .and(body::bounded(app.body_limits.clone()))
         .and_then(handlers::webhook);
 
     // Auth comes after path and method, so it runs once per request (and

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use super::body::Body;
 use warp::http::StatusCode;
 use warp::reply::{json, with_status, Reply};
 use warp::Rejection;
@@ -84,7 +84,7 @@ pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
     Ok(json(&groups))
 }
 
-pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection> {
+pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection> {
     let started = Instant::now();
     let observe = |code: StatusCode| {
         app.metrics
@@ -98,7 +98,7 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
         observe(StatusCode::SERVICE_UNAVAILABLE);
         return Err(e);
     }
-    let payload = match crate::alerts::parse(&body) {
+    let payload = match crate::alerts::parse(&body.bytes) {
         Ok(p) => p,
         Err(e) => {
             observe(StatusCode::BAD_REQUEST);
@@ -282,6 +282,7 @@ fn reject(app: &App, kind: &str, e: ApiError) -> Rejection {
 
 /// The one place rejections become responses.
 pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    let retry_after = err.find::<ApiError>().and_then(|e| e.retry_after);
     let (status, code, message) = if let Some(e) = err.find::<ApiError>() {
         (e.status, e.code, e.message.clone())
     } else if err.is_not_found() {
@@ -326,5 +327,9 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
             message: &message,
         },
     };
-    Ok(with_status(json(&body), status))
+    let reply = with_status(json(&body), status).into_response();
+    Ok(match retry_after {
+        Some(s) => warp::reply::with_header(reply, "retry-after", s.to_string()).into_response(),
+        None => reply,
+    })
 }
