@@ -271,6 +271,44 @@ pub struct PrometheusConfig {
     /// The `job` label of the scrape job for nbidle's exporter (`/metrics/notebooks`).
     #[serde(default = "default_exporter_job")]
     pub exporter_job: String,
+    /// How Prometheus verifies nbidle's certificate when nbidle serves TLS
+    /// (`server.web_config_file`); the generated scrape jobs carry it.
+    pub tls_config: Option<TlsClientConfig>,
+}
+
+/// A client's `tls_config` in the generated Prometheus and Alertmanager
+/// configs: how they verify nbidle's certificate. The paths are on their
+/// machines, so they are written as given, not resolved.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientConfig {
+    pub ca_file: Option<String>,
+    /// A client certificate, for `client_auth_type: RequireAndVerifyClientCert`.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub server_name: Option<String>,
+}
+
+impl TlsClientConfig {
+    fn validate(&self, field: &str) -> Result<()> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(Error::config(
+                format!("{field}.key_file"),
+                "set cert_file and key_file together",
+            ));
+        }
+        for (k, v) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("server_name", &self.server_name),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Error::config(format!("{field}.{k}"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_exporter_job() -> String {
@@ -289,6 +327,7 @@ impl Default for PrometheusConfig {
             labels: Labels::default(),
             notebook_job: default_notebook_job(),
             exporter_job: default_exporter_job(),
+            tls_config: None,
         }
     }
 }
@@ -501,6 +540,9 @@ pub struct AlertmanagerConfig {
     /// was down longer than Alertmanager's retries is caught here).
     #[serde(default = "default_repeat_interval")]
     pub repeat_interval: HumanDuration,
+    /// How Alertmanager verifies nbidle's certificate when nbidle serves
+    /// TLS; the generated webhook receiver carries it.
+    pub tls_config: Option<TlsClientConfig>,
 }
 
 fn default_group_wait() -> HumanDuration {
@@ -520,6 +562,7 @@ impl Default for AlertmanagerConfig {
             group_wait: default_group_wait(),
             group_interval: default_group_interval(),
             repeat_interval: default_repeat_interval(),
+            tls_config: None,
         }
     }
 }
@@ -989,6 +1032,14 @@ impl Config {
             ));
         }
         self.server.validate()?;
+        for (key, tls) in [
+            ("prometheus.tls_config", &self.prometheus.tls_config),
+            ("alertmanager.tls_config", &self.alertmanager.tls_config),
+        ] {
+            if let Some(t) = tls {
+                t.validate(key)?;
+            }
+        }
         let auth = &self.auth;
         if auth.webhook_token.is_some() && auth.webhook_token_file.is_some() {
             return Err(Error::config(
