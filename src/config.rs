@@ -17,6 +17,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
+mod secrets;
+pub use secrets::Secrets;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -70,6 +73,11 @@ pub struct AuthConfig {
     /// only (a team's own). The tokens above see every namespace.
     #[serde(default)]
     pub namespaced_api_tokens: Vec<NamespacedToken>,
+    /// Bearer token Prometheus must send to `/metrics`, `/metrics/notebooks`
+    /// and `/sd/notebooks`; unset, those routes are open to anyone who can
+    /// reach the listener.
+    pub metrics_token: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +370,10 @@ pub struct KubernetesConfig {
     /// Jupyter servers accept, for a PodMonitor scraping servers that
     /// protect `/metrics` (jupyter_server ≥ 2 with a token set).
     pub notebook_metrics_secret: Option<String>,
+    /// The Secret (in `namespace`, key `token`) holding `auth.metrics_token`,
+    /// for the ServiceMonitor; used only when a metrics token is set.
+    #[serde(default = "default_metrics_secret")]
+    pub metrics_secret: String,
     /// Keep the generated PrometheusRule, PodMonitor, ServiceMonitor and
     /// AlertmanagerConfig applied (server-side apply, field manager
     /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
@@ -384,6 +396,9 @@ fn default_notebook_port() -> String {
 fn default_webhook_secret() -> String {
     "nbidle-webhook".into()
 }
+fn default_metrics_secret() -> String {
+    "nbidle-metrics".into()
+}
 
 impl Default for KubernetesConfig {
     fn default() -> Self {
@@ -396,6 +411,7 @@ impl Default for KubernetesConfig {
             notebook_port: default_notebook_port(),
             webhook_secret: default_webhook_secret(),
             notebook_metrics_secret: None,
+            metrics_secret: default_metrics_secret(),
             apply: false,
         }
     }
@@ -410,6 +426,7 @@ impl KubernetesConfig {
             ("service_port", &self.service_port),
             ("notebook_port", &self.notebook_port),
             ("webhook_secret", &self.webhook_secret),
+            ("metrics_secret", &self.metrics_secret),
         ] {
             check_notebook_name(v).map_err(|m| Error::config(k(field), m))?;
         }
@@ -886,16 +903,6 @@ pub fn check_notebook_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Secrets resolved from inline values or files.
-#[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    pub webhook_token: Option<String>,
-    pub webhook_basic: Option<(String, String)>,
-    pub api_tokens: Vec<String>,
-    /// Tokens with the namespaces they may use.
-    pub namespaced_api_tokens: Vec<(String, Vec<String>)>,
-}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config> {
@@ -919,9 +926,55 @@ impl Config {
             };
             Error::config(field, e.into_inner().to_string())
         })?;
+        cfg.check_paths_given()?;
         cfg.resolve_paths(base);
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// An empty path would resolve to the config file's own directory
+    /// (state written among the configs, a notebook run there), so each is
+    /// refused before paths are resolved.
+    fn check_paths_given(&self) -> Result<()> {
+        let a = &self.auth;
+        let mut paths: Vec<(String, Option<&PathBuf>)> = vec![
+            ("data_dir".into(), Some(&self.data_dir)),
+            (
+                "auth.webhook_token_file".into(),
+                a.webhook_token_file.as_ref(),
+            ),
+            ("auth.api_tokens_file".into(), a.api_tokens_file.as_ref()),
+            (
+                "auth.metrics_token_file".into(),
+                a.metrics_token_file.as_ref(),
+            ),
+            (
+                "auth.webhook_basic_auth.password_file".into(),
+                a.webhook_basic_auth
+                    .as_ref()
+                    .and_then(|b| b.password_file.as_ref()),
+            ),
+        ];
+        for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
+            paths.push((
+                format!("auth.namespaced_api_tokens[{i}].token_file"),
+                t.token_file.as_ref(),
+            ));
+        }
+        if let Some(local) = &self.backend.local {
+            for (i, nb) in local.notebooks.iter().enumerate() {
+                paths.push((
+                    format!("backend.local.notebooks[{i}].workdir"),
+                    Some(&nb.workdir),
+                ));
+            }
+        }
+        for (key, p) in paths {
+            if p.is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(Error::config(key, "must not be empty"));
+            }
+        }
+        Ok(())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -938,6 +991,9 @@ impl Config {
             abs(p)
         }
         if let Some(p) = self.auth.api_tokens_file.as_mut() {
+            abs(p)
+        }
+        if let Some(p) = self.auth.metrics_token_file.as_mut() {
             abs(p)
         }
         for t in &mut self.auth.namespaced_api_tokens {
@@ -1059,12 +1115,33 @@ impl Config {
                     "must not be empty",
                 ));
             }
+            // Basic credentials travel as `username:password`; the first
+            // `:` ends the username, so a username with one never matches.
+            if b.username.contains(':') {
+                return Err(Error::config(
+                    "auth.webhook_basic_auth.username",
+                    "must not contain ':'",
+                ));
+            }
             if b.password.is_some() == b.password_file.is_some() {
                 return Err(Error::config(
                     "auth.webhook_basic_auth.password",
                     "set exactly one of password, password_file",
                 ));
             }
+        }
+        if auth.metrics_token.is_some() && auth.metrics_token_file.is_some() {
+            return Err(Error::config(
+                "auth.metrics_token_file",
+                "set metrics_token or metrics_token_file, not both",
+            ));
+        }
+        if auth
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::config("auth.metrics_token", "must not be empty"));
         }
         for (i, t) in auth.api_tokens.iter().enumerate() {
             if t.trim().is_empty() {
@@ -1124,9 +1201,6 @@ impl Config {
                     }
                     if nb.command.is_empty() || nb.command[0].is_empty() {
                         return Err(Error::config(f("command"), "must name a program"));
-                    }
-                    if nb.workdir.as_os_str().is_empty() {
-                        return Err(Error::config(f("workdir"), "must not be empty"));
                     }
                     check_url(&nb.url).map_err(|m| Error::config(f("url"), m))?;
                     // Local notebooks are probed over plain HTTP on this machine.
@@ -1342,87 +1416,6 @@ impl Config {
             max: a.max_idle_after.map(|d| d.0),
         }
     }
-
-    /// Reads the secrets, inline or from their files. Done once at start-up.
-    pub fn secrets(&self) -> Result<Secrets> {
-        let read = |field: &str, p: &Path| -> Result<String> {
-            let s = std::fs::read_to_string(p)
-                .map_err(|e| Error::config(field, format!("reading {}: {e}", p.display())))?;
-            Ok(s.trim().to_string())
-        };
-        let a = &self.auth;
-        let webhook_token = match (&a.webhook_token, &a.webhook_token_file) {
-            // Trimmed like the header it is compared with.
-            (Some(t), _) => Some(t.trim().to_string()),
-            (None, Some(p)) => Some(read("auth.webhook_token_file", p)?),
-            (None, None) => None,
-        };
-        let webhook_basic = match &a.webhook_basic_auth {
-            Some(b) => {
-                let pw = match (&b.password, &b.password_file) {
-                    (Some(p), _) => p.trim().to_string(),
-                    (None, Some(f)) => read("auth.webhook_basic_auth.password_file", f)?,
-                    (None, None) => unreachable!("validate() requires one of them"),
-                };
-                if pw.is_empty() {
-                    return Err(Error::config(
-                        "auth.webhook_basic_auth.password",
-                        "must not be empty",
-                    ));
-                }
-                Some((b.username.clone(), pw))
-            }
-            None => None,
-        };
-        let mut api_tokens: Vec<String> =
-            a.api_tokens.iter().map(|t| t.trim().to_string()).collect();
-        if let Some(p) = &a.api_tokens_file {
-            let text = read("auth.api_tokens_file", p)?;
-            api_tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
-        }
-        if webhook_token.as_deref().is_some_and(str::is_empty) {
-            return Err(Error::config(
-                "auth.webhook_token_file",
-                "the file is empty",
-            ));
-        }
-        if webhook_token.is_none() && webhook_basic.is_none() {
-            return Err(Error::config(
-                "auth.webhook_token",
-                "the webhook needs credentials: set webhook_token, webhook_token_file or webhook_basic_auth",
-            ));
-        }
-        let mut namespaced_api_tokens = Vec::new();
-        for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
-            let field = format!("auth.namespaced_api_tokens[{i}]");
-            let token = match (&t.token, &t.token_file) {
-                (Some(t), _) => t.trim().to_string(),
-                (None, Some(p)) => read(&format!("{field}.token_file"), p)?,
-                (None, None) => unreachable!("validate() requires one of them"),
-            };
-            if token.is_empty() {
-                return Err(Error::config(format!("{field}.token"), "must not be empty"));
-            }
-            namespaced_api_tokens.push((token, t.namespaces.clone()));
-        }
-        if api_tokens.is_empty() && namespaced_api_tokens.is_empty() {
-            return Err(Error::config(
-                "auth.api_tokens",
-                "the REST API needs at least one token",
-            ));
-        }
-        Ok(Secrets {
-            webhook_token,
-            webhook_basic,
-            api_tokens,
-            namespaced_api_tokens,
-        })
-    }
 }
 
 fn check_url(url: &str) -> std::result::Result<(), String> {
@@ -1555,6 +1548,32 @@ backend:
             Err(Error::Config { field, .. }) => assert_eq!(field, "auth.webhook_token"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn empty_paths_and_ambiguous_basic_users_are_refused() {
+        assert_eq!(err_field(&format!("data_dir: \"\"\n{MINIMAL}")), "data_dir");
+        let extra = "      - name: two\n        command: [\"x\"]\n        workdir: \"\"\n        url: \"http://127.0.0.1:1/\"\n";
+        assert_eq!(
+            err_field(&format!("{MINIMAL}{extra}")),
+            "backend.local.notebooks[1].workdir"
+        );
+        let y = MINIMAL.replace("auth:\n", "auth:\n  metrics_token_file: \"\"\n");
+        assert_eq!(err_field(&y), "auth.metrics_token_file");
+        let y = MINIMAL.replace(
+            "auth:\n",
+            "auth:\n  webhook_basic_auth: {username: \"am:x\", password: pw}\n",
+        );
+        assert_eq!(err_field(&y), "auth.webhook_basic_auth.username");
+        let y = MINIMAL.replace(
+            "auth:\n",
+            "auth:\n  metrics_token: m\n  metrics_token_file: m\n",
+        );
+        assert_eq!(err_field(&y), "auth.metrics_token_file");
+        let y = MINIMAL.replace("auth:\n", "auth:\n  metrics_token: \" \"\n");
+        assert_eq!(err_field(&y), "auth.metrics_token");
+        let y = MINIMAL.replace("auth:", "kubernetes: {metrics_secret: Bad}\nauth:");
+        assert_eq!(err_field(&y), "kubernetes.metrics_secret");
     }
 
     #[test]

@@ -75,6 +75,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
             let cfg = load(Some(&config))?;
+            for w in cfg.secret_file_warnings() {
+                tracing::warn!("{w}");
+            }
             // File writes of state go through the blocking pool; a few
             // threads keep up with 1,000 stops, and each thread costs memory.
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +90,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(Some(&config))?;
             cfg.secrets().context("invalid config")?;
             cfg.check_backend_fit().context("invalid config")?;
+            // Warnings do not fail the check: the config works as written.
+            for w in cfg.secret_file_warnings() {
+                eprintln!("warning: {w}");
+            }
             println!("{}: ok", config.display());
         }
         Command::Rules {

@@ -54,53 +54,61 @@ fn scrape_config(cfg: &Config) -> Value {
     let base = nbidle_base_url(cfg);
     let host = base.trim_start_matches("http://").to_string();
     let interval = cfg.autostop.evaluation_interval.prometheus();
+    let a = &cfg.auth;
+    // nbidle's metrics token goes to nbidle only: to its service discovery,
+    // not to the notebooks that discovery finds, which would learn it.
+    let token = bearer_authorization(a.metrics_token_file.as_deref(), a.metrics_token.as_deref());
+    let mut sd = vec![
+        ("url", s(&format!("{base}/sd/notebooks"))),
+        ("refresh_interval", s(&interval)),
+    ];
+    let mut exporter = vec![
+        ("job_name", s(&cfg.prometheus.exporter_job)),
+        ("scrape_interval", s(&interval)),
+        ("metrics_path", s("/metrics/notebooks")),
+        // The series name their notebook's namespace; keep it rather
+        // than nbidle's own target labels.
+        ("honor_labels", Value::Bool(true)),
+    ];
+    if let Some(auth) = token {
+        sd.push(("authorization", auth.clone()));
+        exporter.push(("authorization", auth));
+    }
+    exporter.push((
+        "static_configs",
+        list(vec![map(vec![("targets", list(vec![s(&host)]))])]),
+    ));
     let mut jobs = vec![map(vec![
         ("job_name", s(&cfg.prometheus.notebook_job)),
         ("scrape_interval", s(&interval)),
-        (
-            "http_sd_configs",
-            list(vec![map(vec![
-                ("url", s(&format!("{base}/sd/notebooks"))),
-                ("refresh_interval", s(&interval)),
-            ])]),
-        ),
+        ("http_sd_configs", list(vec![map(sd)])),
     ])];
     if cfg.exporter.enabled {
-        jobs.push(map(vec![
-            ("job_name", s(&cfg.prometheus.exporter_job)),
-            ("scrape_interval", s(&interval)),
-            ("metrics_path", s("/metrics/notebooks")),
-            // The series name their notebook's namespace; keep it rather
-            // than nbidle's own target labels.
-            ("honor_labels", Value::Bool(true)),
-            (
-                "static_configs",
-                list(vec![map(vec![("targets", list(vec![s(&host)]))])]),
-            ),
-        ]));
+        jobs.push(map(exporter));
     }
     map(vec![("scrape_configs", list(jobs))])
 }
 
-/// The webhook's credentials as Alertmanager's `http_config`: a token file
-/// is referenced by path (the secret stays out of the generated file), an
-/// inline token is written inline.
+/// A bearer token as Prometheus's and Alertmanager's `authorization`: a
+/// token file is referenced by path (the secret stays out of the generated
+/// file), an inline token is written inline.
+fn bearer_authorization(file: Option<&std::path::Path>, inline: Option<&str>) -> Option<Value> {
+    let credentials = match (file, inline) {
+        (Some(f), _) => ("credentials_file", s(&f.display().to_string())),
+        (None, Some(t)) => ("credentials", s(t)),
+        (None, None) => return None,
+    };
+    Some(map(vec![("type", s("Bearer")), credentials]))
+}
+
+/// The webhook's credentials as Alertmanager's `http_config`.
 fn http_config(cfg: &Config) -> Value {
     let a = &cfg.auth;
     let mut pairs = vec![];
-    if let Some(file) = &a.webhook_token_file {
-        pairs.push((
-            "authorization",
-            map(vec![
-                ("type", s("Bearer")),
-                ("credentials_file", s(&file.display().to_string())),
-            ]),
-        ));
-    } else if let Some(token) = &a.webhook_token {
-        pairs.push((
-            "authorization",
-            map(vec![("type", s("Bearer")), ("credentials", s(token))]),
-        ));
+    if let Some(auth) =
+        bearer_authorization(a.webhook_token_file.as_deref(), a.webhook_token.as_deref())
+    {
+        pairs.push(("authorization", auth));
     } else if let Some(b) = &a.webhook_basic_auth {
         let mut basic = vec![("username", s(&b.username))];
         match (&b.password, &b.password_file) {
@@ -241,7 +249,7 @@ fn sanitize(label: &str) -> String {
 fn service_monitor(cfg: &Config) -> serde_json::Value {
     let k = &cfg.kubernetes;
     let interval = cfg.autostop.evaluation_interval.prometheus();
-    json!({
+    let mut sm = json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": object_meta(cfg, &k.service, &k.namespace),
@@ -260,7 +268,18 @@ fn service_monitor(cfg: &Config) -> serde_json::Value {
                 },
             ],
         },
-    })
+    });
+    // With a metrics token nbidle answers both paths to that token only;
+    // the operator reads it from the Secret in nbidle's namespace.
+    let a = &cfg.auth;
+    if a.metrics_token.is_some() || a.metrics_token_file.is_some() {
+        let auth =
+            json!({"type": "Bearer", "credentials": {"name": k.metrics_secret, "key": "token"}});
+        for ep in sm["spec"]["endpoints"].as_array_mut().into_iter().flatten() {
+            ep["authorization"] = auth.clone();
+        }
+    }
+    sm
 }
 
 /// The operator adds a `namespace="<its own namespace>"` matcher to every

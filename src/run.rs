@@ -110,7 +110,8 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             recheck: cfg.autostop.recheck,
         },
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
-        api_tokens: ApiTokens::new(secrets.api_tokens, secrets.namespaced_api_tokens),
+        api_tokens: ApiTokens::new(secrets.api_tokens, secrets.namespaced_api_tokens)
+            .with_scrape_token(secrets.metrics_token),
         body_limits: Arc::new(BodyLimits::new(
             cfg.webhook.max_body_bytes,
             cfg.webhook.max_bytes_in_flight,
