@@ -374,6 +374,9 @@ pub struct KubernetesConfig {
     /// for the ServiceMonitor; used only when a metrics token is set.
     #[serde(default = "default_metrics_secret")]
     pub metrics_secret: String,
+    /// With TLS: a Secret holding `ca.crt` (cert-manager's layout) that the
+    /// generated ServiceMonitor and AlertmanagerConfigs verify nbidle with.
+    pub tls_secret: Option<String>,
     /// Keep the generated PrometheusRule, PodMonitor, ServiceMonitor and
     /// AlertmanagerConfig applied (server-side apply, field manager
     /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
@@ -412,6 +415,7 @@ impl Default for KubernetesConfig {
             webhook_secret: default_webhook_secret(),
             notebook_metrics_secret: None,
             metrics_secret: default_metrics_secret(),
+            tls_secret: None,
             apply: false,
         }
     }
@@ -436,6 +440,9 @@ impl KubernetesConfig {
         }
         if let Some(s) = &self.notebook_metrics_secret {
             check_notebook_name(s).map_err(|m| Error::config(k("notebook_metrics_secret"), m))?;
+        }
+        if let Some(s) = &self.tls_secret {
+            check_notebook_name(s).map_err(|m| Error::config(k("tls_secret"), m))?;
         }
         check_label_key(&self.notebook_label).map_err(|m| Error::config(k("notebook_label"), m))
     }

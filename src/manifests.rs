@@ -5,7 +5,7 @@
 use serde_json::json;
 use serde_yaml::{Mapping, Value};
 
-use crate::config::Config;
+use crate::config::{Config, TlsClientConfig};
 use crate::error::Result;
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
@@ -47,12 +47,51 @@ pub fn nbidle_base_url(cfg: &Config) -> String {
         .listen
         .replace("0.0.0.0", "127.0.0.1")
         .replace("[::]", "[::1]");
-    format!("http://{listen}")
+    format!("{}://{listen}", scheme(cfg))
+}
+
+/// `https` when nbidle serves TLS (`server.web_config_file`).
+fn scheme(cfg: &Config) -> &'static str {
+    if cfg.server.web_config_file.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A client's `tls_config` as Prometheus and Alertmanager read it.
+fn tls_config(t: &TlsClientConfig) -> Value {
+    let pairs = [
+        ("ca_file", &t.ca_file),
+        ("cert_file", &t.cert_file),
+        ("key_file", &t.key_file),
+        ("server_name", &t.server_name),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| (k, s(v))))
+    .collect();
+    map(pairs)
+}
+
+/// The operator's `tlsConfig` for reaching nbidle's Service: the CA from
+/// `ca.crt` of `kubernetes.tls_secret` (cert-manager's layout), the
+/// Service's DNS name as the name to verify.
+fn operator_tls_config(cfg: &Config) -> Option<serde_json::Value> {
+    let k = &cfg.kubernetes;
+    let secret = k.tls_secret.as_ref()?;
+    Some(json!({
+        "ca": {"secret": {"name": secret, "key": "ca.crt"}},
+        "serverName": format!("{}.{}.svc", k.service, k.namespace),
+    }))
 }
 
 fn scrape_config(cfg: &Config) -> Value {
     let base = nbidle_base_url(cfg);
-    let host = base.trim_start_matches("http://").to_string();
+    let host = base
+        .split_once("://")
+        .map_or(base.as_str(), |(_, h)| h)
+        .to_string();
+    let tls = cfg.prometheus.tls_config.as_ref().map(tls_config);
     let interval = cfg.autostop.evaluation_interval.prometheus();
     let a = &cfg.auth;
     // nbidle's metrics token goes to nbidle only: to its service discovery,
@@ -73,6 +112,13 @@ fn scrape_config(cfg: &Config) -> Value {
     if let Some(auth) = token {
         sd.push(("authorization", auth.clone()));
         exporter.push(("authorization", auth));
+    }
+    if scheme(cfg) == "https" {
+        exporter.push(("scheme", s("https")));
+    }
+    if let Some(t) = tls {
+        sd.push(("tls_config", t.clone()));
+        exporter.push(("tls_config", t));
     }
     exporter.push((
         "static_configs",
@@ -117,6 +163,9 @@ fn http_config(cfg: &Config) -> Value {
             (None, None) => {}
         }
         pairs.push(("basic_auth", map(basic)));
+    }
+    if let Some(t) = &cfg.alertmanager.tls_config {
+        pairs.push(("tls_config", tls_config(t)));
     }
     map(pairs)
 }
@@ -271,6 +320,15 @@ fn service_monitor(cfg: &Config) -> serde_json::Value {
     });
     // With a metrics token nbidle answers both paths to that token only;
     // the operator reads it from the Secret in nbidle's namespace.
+    if scheme(cfg) == "https" {
+        let tls = operator_tls_config(cfg);
+        for ep in sm["spec"]["endpoints"].as_array_mut().into_iter().flatten() {
+            ep["scheme"] = json!("https");
+            if let Some(t) = &tls {
+                ep["tlsConfig"] = t.clone();
+            }
+        }
+    }
     let a = &cfg.auth;
     if a.metrics_token.is_some() || a.metrics_token_file.is_some() {
         let auth =
@@ -294,8 +352,10 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
     let url = am.webhook_url.clone().unwrap_or_else(|| {
         let port = cfg.listen.rsplit_once(':').map_or("9877", |(_, p)| p);
         format!(
-            "http://{}.{}.svc:{port}/webhook/alertmanager",
-            k.service, k.namespace
+            "{}://{}.{}.svc:{port}/webhook/alertmanager",
+            scheme(cfg),
+            k.service,
+            k.namespace
         )
     });
     let namespaces = if k.notebook_namespaces.is_empty() {
@@ -306,6 +366,12 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
     namespaces
         .iter()
         .map(|ns| {
+            let mut http_config = json!({"authorization": {"type": "Bearer", "credentials": {"name": k.webhook_secret, "key": "token"}}});
+            if scheme(cfg) == "https" {
+                if let Some(t) = operator_tls_config(cfg) {
+                    http_config["tlsConfig"] = t;
+                }
+            }
             json!({
                 "apiVersion": "monitoring.coreos.com/v1alpha1",
                 "kind": "AlertmanagerConfig",
@@ -324,7 +390,7 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
                         "webhookConfigs": [{
                             "url": url,
                             "sendResolved": false,
-                            "httpConfig": {"authorization": {"type": "Bearer", "credentials": {"name": k.webhook_secret, "key": "token"}}},
+                            "httpConfig": http_config,
                         }],
                     }],
                 },

@@ -32,8 +32,17 @@ fn issue(dir: &Path, name: &str, cn: &str, usage: &str) {
     openssl(
         dir,
         &[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
             &format!("/CN={cn}"),
         ],
     );
@@ -48,8 +57,20 @@ fn issue(dir: &Path, name: &str, cn: &str, usage: &str) {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", &format!("{name}.crt"), "-extfile",
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
             ext.to_str().unwrap(),
         ],
     );
@@ -59,8 +80,21 @@ fn make_ca(dir: &Path) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=nbidle test CA",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=nbidle test CA",
         ],
     );
 }
@@ -89,7 +123,14 @@ fn served_subject(dir: &Path, port: u16) -> String {
     let out = Command::new(tool(&["openssl"]))
         .current_dir(dir)
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-CAfile", "ca.crt", "-cert", "client.crt", "-key", "client.key"])
+        .args([
+            "-CAfile",
+            "ca.crt",
+            "-cert",
+            "client.crt",
+            "-key",
+            "client.key",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -127,7 +168,12 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
     let port = free_port();
     let yaml = Nbidle::config_yaml(port, d, &[sleeper("nb")], &NbidleOptions::default());
     let mut doc: Yaml = serde_yaml::from_str(&yaml).unwrap();
-    set(&mut doc, "server", "web_config_file", Yaml::String(web.display().to_string()));
+    set(
+        &mut doc,
+        "server",
+        "web_config_file",
+        Yaml::String(web.display().to_string()),
+    );
     let client_tls: Yaml = serde_yaml::from_str(&format!(
         "{{ca_file: {ca}, cert_file: {crt}, key_file: {key}}}",
         ca = d.join("ca.crt").display(),
@@ -150,27 +196,50 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
     .await;
     let api = |path: &str| format!("{base}/api/v1/notebooks/local/nb{path}");
     let bearer = format!("Authorization: Bearer {API_TOKEN}");
-    eventually("notebook running", Duration::from_secs(30), || async {
-        curl_ok(d, &api(""), &["-H", &bearer]).filter(|b| b.contains("\"running\""))
-    })
-    .await;
+    // The API answers over TLS (the notebook is a `sleep`: it starts, never
+    // serves).
+    let state = curl_ok(d, &api(""), &["-H", &bearer]).expect("API over TLS");
+    assert!(state.contains("\"starting\""), "{state}");
 
     // Plain HTTP and clients without a certificate get nothing.
     let plain = Command::new(tool(&["curl"]))
-        .args(["-sS", "--max-time", "5", &format!("http://127.0.0.1:{port}/livez")])
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{port}/livez"),
+        ])
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("ok"));
     let anonymous = Command::new(tool(&["curl"]))
         .current_dir(d)
-        .args(["-sS", "--max-time", "5", "--cacert", "ca.crt", &format!("{base}/livez")])
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            "ca.crt",
+            &format!("{base}/livez"),
+        ])
         .output()
         .unwrap();
-    assert!(!anonymous.status.success(), "a client without a certificate was served");
+    assert!(
+        !anonymous.status.success(),
+        "a client without a certificate was served"
+    );
 
     // Alertmanager with the generated config: https and the tls_config.
-    let am_cfg = nbidle_cli(&["manifests", "alertmanager", "--config", config.to_str().unwrap()]);
-    assert!(am_cfg.contains(&format!("url: {base}/webhook/alertmanager")), "{am_cfg}");
+    let am_cfg = nbidle_cli(&[
+        "manifests",
+        "alertmanager",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        am_cfg.contains(&format!("url: {base}/webhook/alertmanager")),
+        "{am_cfg}"
+    );
     assert!(am_cfg.contains("tls_config:"), "{am_cfg}");
     std::fs::write(d.join("alertmanager.yml"), &am_cfg).unwrap();
     run(Command::new(tool(&["amtool"]))
@@ -179,14 +248,22 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
     let _am = Proc::spawn(
         "alertmanager",
         Command::new(tool(&["prometheus-alertmanager", "alertmanager"]))
-            .arg(format!("--config.file={}", d.join("alertmanager.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                d.join("alertmanager.yml").display()
+            ))
             .arg(format!("--storage.path={}", d.join("am-data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
             .arg("--cluster.listen-address="),
         &d.join("alertmanager.log"),
     );
     let am = format!("http://127.0.0.1:{am_port}");
-    wait_ready("alertmanager", &format!("{am}/-/ready"), Duration::from_secs(30)).await;
+    wait_ready(
+        "alertmanager",
+        &format!("{am}/-/ready"),
+        Duration::from_secs(30),
+    )
+    .await;
     let alert = serde_json::json!([{
         "labels": {"alertname": "NotebookIdle", "nbidle_action": "stop",
                    "namespace": "local", "notebook": "nb"},
@@ -199,15 +276,22 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    let stopped = eventually("stopped by the alert over TLS", Duration::from_secs(30), || async {
-        curl_ok(d, &api(""), &["-H", &bearer]).filter(|b| b.contains("\"stopped\""))
-    })
+    let stopped = eventually(
+        "stopped by the alert over TLS",
+        Duration::from_secs(30),
+        || async { curl_ok(d, &api(""), &["-H", &bearer]).filter(|b| b.contains("\"stopped\"")) },
+    )
     .await;
     assert!(stopped.contains("idle-alert"), "{stopped}");
 
     // Prometheus with the generated scrape jobs (service discovery and
     // exporter over TLS) and a job for nbidle's own /metrics.
-    let scrape = nbidle_cli(&["manifests", "prometheus-scrape", "--config", config.to_str().unwrap()]);
+    let scrape = nbidle_cli(&[
+        "manifests",
+        "prometheus-scrape",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     let scrape: Yaml = serde_yaml::from_str(&scrape).unwrap();
     let mut jobs = scrape["scrape_configs"].as_sequence().unwrap().clone();
     let mut own: Yaml = serde_yaml::from_str(&format!(
@@ -230,30 +314,42 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
         "prometheus",
         Command::new(tool(&["prometheus"]))
             .arg(format!("--config.file={}", prom_file.display()))
-            .arg(format!("--storage.tsdb.path={}", d.join("prom-data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                d.join("prom-data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
         &d.join("prometheus.log"),
     );
     let prom = format!("http://127.0.0.1:{prom_port}");
-    wait_ready("prometheus", &format!("{prom}/-/ready"), Duration::from_secs(30)).await;
+    wait_ready(
+        "prometheus",
+        &format!("{prom}/-/ready"),
+        Duration::from_secs(30),
+    )
+    .await;
     let http = reqwest::Client::new();
-    eventually("nbidle's jobs up over TLS", Duration::from_secs(30), || async {
-        let v: serde_json::Value = http
-            .get(format!("{prom}/api/v1/targets?state=active"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let targets = v["data"]["activeTargets"].as_array()?.clone();
-        let up = |job: &str| {
-            targets
-                .iter()
-                .any(|t| t["labels"]["job"] == job && t["health"] == "up")
-        };
-        (up("nbidle") && up("nbidle-exporter")).then_some(())
-    })
+    eventually(
+        "nbidle's jobs up over TLS",
+        Duration::from_secs(30),
+        || async {
+            let v: serde_json::Value = http
+                .get(format!("{prom}/api/v1/targets?state=active"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let targets = v["data"]["activeTargets"].as_array()?.clone();
+            let up = |job: &str| {
+                targets
+                    .iter()
+                    .any(|t| t["labels"]["job"] == job && t["health"] == "up")
+            };
+            (up("nbidle") && up("nbidle-exporter")).then_some(())
+        },
+    )
     .await;
 
     // A renewed certificate is served to new connections, no restart.
@@ -264,9 +360,15 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
         std::fs::copy(d.join(format!("renewed.{ext}")), &tmp).unwrap();
         std::fs::rename(&tmp, d.join(format!("server.{ext}"))).unwrap();
     }
-    eventually("renewed certificate served", Duration::from_secs(10), || async {
-        served_subject(d, port).contains("nbidle renewed").then_some(())
-    })
+    eventually(
+        "renewed certificate served",
+        Duration::from_secs(10),
+        || async {
+            served_subject(d, port)
+                .contains("nbidle renewed")
+                .then_some(())
+        },
+    )
     .await;
     assert!(curl_ok(d, &format!("{base}/livez"), &[]).is_some());
 }
