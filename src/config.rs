@@ -210,7 +210,25 @@ pub struct ExporterConfig {
     /// Probes in flight at once.
     #[serde(default = "default_probe_concurrency")]
     pub concurrency: usize,
+    /// Largest probe response body read (`/api/kernels`, `/api/terminals`,
+    /// `/api/status`); a larger one fails the probe.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Most kernels taken from one `/api/kernels`; more fail the probe.
+    #[serde(default = "default_max_items")]
+    pub max_kernels: usize,
+    /// Most terminals taken from one `/api/terminals`; more fail the probe.
+    #[serde(default = "default_max_items")]
+    pub max_terminals: usize,
 }
+
+/// Bounds of `exporter.max_response_bytes`: an honest answer with a
+/// thousand kernels is about 150 KiB; the most stays far below nbidle's
+/// memory, since `2 × concurrency` responses can be in flight at once.
+pub const MIN_RESPONSE_BYTES: u64 = 16 * 1024;
+pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Bound of `exporter.max_kernels` and `exporter.max_terminals`.
+pub const MAX_ITEMS: usize = 1_000_000;
 
 fn default_probe_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
@@ -221,6 +239,12 @@ fn default_probe_timeout() -> HumanDuration {
 fn default_probe_concurrency() -> usize {
     64
 }
+fn default_max_response_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_items() -> usize {
+    1000
+}
 
 impl Default for ExporterConfig {
     fn default() -> Self {
@@ -229,6 +253,9 @@ impl Default for ExporterConfig {
             interval: default_probe_interval(),
             timeout: default_probe_timeout(),
             concurrency: default_probe_concurrency(),
+            max_response_bytes: default_max_response_bytes(),
+            max_kernels: default_max_items(),
+            max_terminals: default_max_items(),
         }
     }
 }
@@ -1379,6 +1406,23 @@ impl Config {
                 "must be between 1 and 4096",
             ));
         }
+        if !(MIN_RESPONSE_BYTES..=MAX_RESPONSE_BYTES).contains(&e.max_response_bytes) {
+            return Err(Error::config(
+                "exporter.max_response_bytes",
+                format!("must be between {MIN_RESPONSE_BYTES} (16 KiB) and {MAX_RESPONSE_BYTES} (64 MiB)"),
+            ));
+        }
+        for (key, n) in [
+            ("exporter.max_kernels", e.max_kernels),
+            ("exporter.max_terminals", e.max_terminals),
+        ] {
+            if !(1..=MAX_ITEMS).contains(&n) {
+                return Err(Error::config(
+                    key,
+                    format!("must be between 1 and {MAX_ITEMS}"),
+                ));
+            }
+        }
         if let Some(local) = &self.backend.local {
             for (i, nb) in local.notebooks.iter().enumerate() {
                 if let Some(d) = nb.idle_after {
@@ -1524,6 +1568,34 @@ backend:
     fn invalid_label_names_the_label() {
         let y = MINIMAL.replace("auth:", "prometheus:\n  labels: \"bad key:x\"\nauth:");
         assert_eq!(err_field(&y), "prometheus.labels.bad key");
+    }
+
+    #[test]
+    fn exporter_limits_have_defaults_and_bounds_that_name_their_keys() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.exporter.max_response_bytes, 1024 * 1024);
+        assert_eq!(
+            (c.exporter.max_kernels, c.exporter.max_terminals),
+            (1000, 1000)
+        );
+        let with = |kv: &str| MINIMAL.replace("auth:", &format!("exporter:\n  {kv}\nauth:"));
+        let c = parse(&with("max_response_bytes: 65536")).unwrap();
+        assert_eq!(c.exporter.max_response_bytes, 65536);
+        for (kv, key) in [
+            ("max_response_bytes: 0", "exporter.max_response_bytes"),
+            ("max_response_bytes: 16383", "exporter.max_response_bytes"),
+            (
+                "max_response_bytes: 67108865",
+                "exporter.max_response_bytes",
+            ),
+            ("max_response_bytes: -1", "exporter.max_response_bytes"),
+            ("max_response_bytes: 1MiB", "exporter.max_response_bytes"),
+            ("max_kernels: 0", "exporter.max_kernels"),
+            ("max_kernels: 1000001", "exporter.max_kernels"),
+            ("max_terminals: 0", "exporter.max_terminals"),
+        ] {
+            assert_eq!(err_field(&with(kv)), key, "{kv}");
+        }
     }
 
     #[test]
