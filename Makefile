@@ -38,10 +38,11 @@ rules:
 	$(CARGO) run --quiet -- manifests service-monitor --config deploy/nbidle.yaml > deploy/monitoring/servicemonitor.yaml
 	$(CARGO) run --quiet -- manifests alertmanager-config --config deploy/nbidle.yaml > deploy/monitoring/alertmanagerconfig.yaml
 
-## bench: webhook, exporter and Kubernetes backend speed and memory (see docs/benchmarks.md)
+## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers (see docs/benchmarks.md)
 bench:
 	$(CARGO) build --release --bin nbidle --benches
 	$(CARGO) bench --bench webhook
 	$(CARGO) bench --bench exporter
+	$(CARGO) bench --bench hostile
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

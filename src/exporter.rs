@@ -86,6 +86,9 @@ pub struct NotebookFacts {
     pub pods: Vec<String>,
 }
 
+/// One probe's result, when it answered, and the notebook's pods.
+type Probed = (ProbeResult, Timestamp, Vec<String>);
+
 /// What the exporter remembers of one notebook's current life.
 #[derive(Debug, Clone, Copy)]
 struct Life {
@@ -199,15 +202,14 @@ impl Exporter {
                 .collect()
         };
         let known = &known;
-        let mut probes: HashMap<NotebookId, (ProbeResult, Timestamp, Vec<String>)> =
-            stream::iter(endpoints)
-                .map(|ep| async move {
-                    let r = self.probe(&ep, !known.contains(&ep.id)).await;
-                    (ep.id, (r, Timestamp::now(), ep.pods))
-                })
-                .buffer_unordered(self.cfg.concurrency)
-                .collect()
-                .await;
+        let mut probes: HashMap<NotebookId, Probed> = stream::iter(endpoints)
+            .map(|ep| async move {
+                let r = self.probe(&ep, !known.contains(&ep.id)).await;
+                (ep.id, (r, Timestamp::now(), ep.pods))
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
         self.note_failures(&probes);
         let mut memory = self.memory.lock().expect("memory lock is never poisoned");
         let mut facts: Vec<NotebookFacts> = states
@@ -277,9 +279,9 @@ impl Exporter {
     }
 
     /// Counts this round's failed probes and logs each notebook whose probe
-    /// now fails where it did not (or failed otherwise) in the last round:
-    /// one line per change, not one per round.
-    fn note_failures(&self, probes: &HashMap<NotebookId, (ProbeResult, Timestamp, Vec<String>)>) {
+    /// now fails where it did not (or failed otherwise) in the last round,
+    /// and each that succeeds again: one line per change, not per round.
+    fn note_failures(&self, probes: &HashMap<NotebookId, Probed>) {
         let last = self
             .snapshot
             .read()
@@ -294,10 +296,17 @@ impl Exporter {
                 .map(|f| f.reason)
         };
         for (id, (r, _, _)) in probes {
-            let Some(f) = &r.failure else { continue };
+            let before = last_reason(id);
+            let Some(f) = &r.failure else {
+                if before.is_some() {
+                    tracing::info!(notebook = %id, "exporter: probe succeeds again");
+                }
+                continue;
+            };
             self.failures[f.reason.index()].fetch_add(1, Ordering::Relaxed);
-            if last_reason(id) != Some(f.reason) {
-                tracing::warn!(notebook = %id, reason = f.reason.as_str(), failure = %f, "exporter: probe failed");
+            if before != Some(f.reason) {
+                let reason = f.reason.as_str();
+                tracing::warn!(notebook = %id, reason, failure = %f, "exporter: probe failed");
             }
         }
     }
@@ -1022,5 +1031,28 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_server_without_terminals_is_probed_without_them() {
+        use warp::Filter;
+        // No /api/terminals route: warp answers 404, as a server without
+        // the terminals extension does.
+        let routes = warp::path!("api" / "kernels")
+            .map(|| r#"[{"execution_state":"busy","last_activity":"2026-01-01T09:30:00Z"}]"#)
+            .or(warp::path!("api" / "status").map(|| r#"{"started":"2026-01-01T08:00:00Z"}"#));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        let state = facts(None, true).state;
+        let backend = Arc::new(OneNotebook(
+            state.clone(),
+            format!("http://127.0.0.1:{port}/"),
+        ));
+        let e = Exporter::new(backend, ExporterConfig::default(), Duration::from_secs(300));
+        e.round().await;
+        let p = e.facts(&state.id).unwrap().probe.unwrap();
+        assert!(p.ok, "{:?}", p.failure);
+        assert_eq!((p.busy_kernels(), p.terminals), (1, 0));
     }
 }
