@@ -10,7 +10,7 @@
 //! Cases:
 //! - a notebook's Jupyter server answering `/api/kernels` with 400 MB
 //!   (`tests/drivers/hostile_jupyter.py`), with its `Content-Length`,
-//!   chunked, and endless, probed every second for 10 s.
+//!   chunked, and endless, probed every 2 s for 10 s.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -77,7 +77,8 @@ impl Drop for Killed {
 }
 
 /// The release nbidle on a local backend with `notebooks` (YAML list
-/// entries), probing every second; ready when `/readyz` answers.
+/// entries), probing every 2 s with the default 5 s timeout; ready when
+/// `/readyz` answers.
 struct Nbidle {
     proc: Killed,
     base: String,
@@ -91,7 +92,7 @@ impl Nbidle {
         let port = free_port();
         let config = format!(
             "listen: \"127.0.0.1:{port}\"\ndata_dir: data\nauth: {{webhook_token: {WEBHOOK_TOKEN}, api_tokens: [{API_TOKEN}]}}\n\
-             exporter: {{interval: 1s, timeout: 5s}}\n\
+             exporter: {{interval: 2s, timeout: 5s}}\n\
              backend:\n  kind: local\n  local:\n    stop_grace_period: 5s\n    stop_on_exit: true\n    notebooks:\n{notebooks}"
         );
         let cfg = dir.path().join("nbidle.yaml");
@@ -104,18 +105,24 @@ impl Nbidle {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let nb = Nbidle {
+        let mut nb = Nbidle {
             proc: Killed(child),
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             _dir: dir,
         };
-        until("nbidle ready", Duration::from_secs(30), || async {
+        let t = Instant::now();
+        loop {
             let r = nb.http.get(format!("{}/readyz", nb.base)).send().await;
-            r.is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        nb
+            if r.is_ok_and(|r| r.status().is_success()) {
+                return nb;
+            }
+            if let Ok(Some(status)) = nb.proc.0.try_wait() {
+                panic!("nbidle exited: {status}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "nbidle never ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn pid(&self) -> u32 {
