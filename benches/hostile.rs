@@ -261,12 +261,252 @@ async fn hostile_notebook(mode: &str, case: &str) -> Row {
     }
 }
 
+/// A notebook nobody serves: its probes fail at connect, cheaply.
+const QUIET_NOTEBOOK: &str =
+    "      - {name: quiet, command: [sleep, \"3600\"], workdir: ws/quiet, url: \"http://127.0.0.1:9/\"}\n";
+
+/// Opens a connection and sends an unfinished head of up to 390 KB, in
+/// 1 KB lines, until nbidle closes it; then starts again, until `until`.
+async fn partial_head_client(addr: String, until: Instant) -> u64 {
+    use tokio::io::AsyncWriteExt;
+    let line = format!("X-Filler: {}\r\n", "a".repeat(1000));
+    let mut closed = 0;
+    while Instant::now() < until {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+            continue;
+        }
+        let mut sent = 0;
+        while sent < 390 * 1024 && Instant::now() < until {
+            if s.write_all(line.as_bytes()).await.is_err() {
+                closed += 1;
+                break;
+            }
+            sent += line.len();
+        }
+        // Hold what was sent (as a slow client would) until nbidle ends it.
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(
+            until.saturating_duration_since(Instant::now()),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await;
+    }
+    closed
+}
+
+/// Milliseconds of `n` authenticated API requests, one after another.
+async fn api_latencies(base: &str, n: usize) -> Vec<f64> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let ok = http
+            .get(format!("{base}/api/v1/notebooks"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        out.push(if ok {
+            t.elapsed().as_secs_f64() * 1000.0
+        } else {
+            f64::INFINITY
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// 1,000 clients holding unfinished request heads of up to 390 KB each,
+/// while the API is timed.
+async fn partial_heads() -> Row {
+    let nb = Nbidle::start(QUIET_NOTEBOOK).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = vm_mib(nb.pid(), "VmRSS:");
+    let quiet = api_latencies(&nb.base, 200).await;
+    let addr = nb.base.trim_start_matches("http://").to_string();
+    let until = Instant::now() + HOSTILE_FOR;
+    let clients: Vec<_> = (0..1000)
+        .map(|_| tokio::spawn(partial_head_client(addr.clone(), until)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = api_latencies(&nb.base, 200).await;
+    let mut closed = 0;
+    for c in clients {
+        closed += c.await.unwrap();
+    }
+    let peak = vm_mib(nb.pid(), "VmHWM:");
+    Row {
+        case: "1,000 clients hold unfinished heads of up to 390 KB".into(),
+        idle_mib: idle,
+        peak_mib: peak,
+        outcome: format!(
+            "{closed} heads cut off at the limit; API p50/p99 {:.2}/{:.2} ms quiet, {:.2}/{:.2} ms meanwhile ({} of 200 failed)",
+            quantile(&quiet, 0.5),
+            quantile(&quiet, 0.99),
+            quantile(&loaded, 0.5),
+            quantile(&loaded, 0.99),
+            loaded.iter().filter(|l| l.is_infinite()).count(),
+        ),
+    }
+}
+
+/// 200 clients posting 4 MiB webhook bodies at once, again and again.
+async fn large_bodies() -> Row {
+    let nb = Nbidle::start(QUIET_NOTEBOOK).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = vm_mib(nb.pid(), "VmRSS:");
+    let body = bytes::Bytes::from(vec![b' '; 4 * 1024 * 1024 - 16]);
+    let until = Instant::now() + HOSTILE_FOR;
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let (url, body) = (format!("{}/webhook/alertmanager", nb.base), body.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut codes = std::collections::BTreeMap::<u16, u64>::new();
+                while Instant::now() < until {
+                    let r = http
+                        .post(&url)
+                        .bearer_auth(WEBHOOK_TOKEN)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    *codes.entry(r.map_or(0, |r| r.status().as_u16())).or_default() += 1;
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::<u16, u64>::new();
+    for c in clients {
+        for (k, v) in c.await.unwrap() {
+            *codes.entry(k).or_default() += v;
+        }
+    }
+    let peak = vm_mib(nb.pid(), "VmHWM:");
+    let summary: Vec<String> = codes.iter().map(|(c, n)| format!("{n}× {c}")).collect();
+    Row {
+        case: "200 clients post 4 MiB webhook bodies at once".into(),
+        idle_mib: idle,
+        peak_mib: peak,
+        outcome: format!("answers: {}", summary.join(", ")),
+    }
+}
+
+/// The bytes of one webhook notification carrying 1,000 idle alerts, as a
+/// real Alertmanager sends it: alerts labelled and annotated as nbidle's
+/// rules make them, posted to Alertmanager, grouped into one notification
+/// (`group_by: [nbidle_action]`) and caught by a listener here.
+async fn alertmanager_payload_bytes(alerts: usize) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let catcher = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let catch_at = catcher.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "route:\n  receiver: nbidle\n  group_by: [nbidle_action]\n  group_wait: 1s\nreceivers:\n- name: nbidle\n  webhook_configs:\n  - url: http://{catch_at}/webhook/alertmanager\n    send_resolved: false\n    max_alerts: 0\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Alertmanager: run scripts/test-deps.sh");
+    let _am = Killed(
+        Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let am = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    until("alertmanager ready", Duration::from_secs(30), || async {
+        http.get(format!("{am}/-/ready")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    // Labels, annotations and generator URL as the rule NotebookIdle gives
+    // them (rules/nbidle.rules.yml), for notebooks with realistic names.
+    let expr = "(time() - topk by (namespace, notebook) (1, max by (namespace, notebook, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"}))) >= 0";
+    let generator = format!(
+        "http://prometheus-k8s-0:9090/graph?g0.expr={}&g0.tab=1",
+        expr.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect::<String>()
+    );
+    let batch: Vec<serde_json::Value> = (0..alerts)
+        .map(|i| {
+            let (ns, nb, owner) = (format!("team-{:02}", i % 40), format!("notebook-{i:04}"), format!("user{:03}@example.org", i % 300));
+            serde_json::json!({
+                "labels": {"alertname": "NotebookIdle", "namespace": ns, "notebook": nb, "owner": owner,
+                           "nbidle_action": "stop", "severity": "info", "prometheus": "monitoring/k8s"},
+                "annotations": {
+                    "summary": format!("Notebook {ns}/{nb} is idle"),
+                    "description": format!("Notebook {ns}/{nb} of {owner} has shown no work (no busy kernel and no kernel or terminal activity) for its idle time; nbidle stops it. Silence this alert to keep it running."),
+                },
+                "generatorURL": generator,
+            })
+        })
+        .collect();
+    let r = http.post(format!("{am}/api/v2/alerts")).json(&batch).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(60), catcher.accept())
+        .await
+        .expect("Alertmanager notified")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let length = loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the head");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: u64 = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("Content-Length")
+                .trim()
+                .parse()
+                .unwrap();
+            let mut body = (got.len() - end - 4) as u64;
+            while body < len {
+                body += s.read(&mut buf).await.unwrap() as u64;
+            }
+            break len;
+        }
+    };
+    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+    length
+}
+
 #[tokio::main]
 async fn main() {
     let rows = vec![
         hostile_notebook("huge", "a notebook answers 400 MB (Content-Length)").await,
         hostile_notebook("huge-chunked", "a notebook answers 400 MB (chunked)").await,
         hostile_notebook("endless", "a notebook answers an endless body").await,
+        partial_heads().await,
+        large_bodies().await,
     ];
     println!("| case | nbidle idle RSS | peak RSS (VmHWM) | above idle | outcome |");
     println!("|---|---|---|---|---|");
@@ -280,6 +520,12 @@ async fn main() {
             r.outcome
         );
     }
+    let bytes = alertmanager_payload_bytes(1000).await;
+    println!();
+    println!(
+        "| webhook body of 1,000 idle alerts from a real Alertmanager | {bytes} bytes ({:.2} MiB) |",
+        bytes as f64 / 1024.0 / 1024.0
+    );
     for r in &rows {
         assert!(
             r.above_idle() < TARGET_MIB,
