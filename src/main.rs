@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use nbidle::config::Config;
 use nbidle::manifests::{self, Manifest};
 use nbidle::rules::{self, Format};
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .finish()
+        .with(nbidle::logsafe::LimitRepeats::default())
         .init();
     match Cli::parse().command {
         Command::Serve { config } => {
