@@ -146,14 +146,17 @@ pub const WINDOW: Duration = Duration::from_secs(5);
 pub static REJECTED_PAYLOAD: RateLimit = RateLimit::new("webhook_payload");
 /// An alert naming a notebook the backend does not know.
 pub static UNKNOWN_NOTEBOOK: RateLimit = RateLimit::new("unknown_notebook");
+/// A request warp could not read (a body cut off by its client).
+pub static UNHANDLED_REJECTION: RateLimit = RateLimit::new("unhandled_rejection");
 /// warp's line for each 4xx answer (refused credentials, bodies, routes).
 pub static HTTP_CLIENT_ERROR: RateLimit = RateLimit::new("http_client_error");
 /// warp's line for each 5xx answer (a webhook retry asked for, too busy).
 pub static HTTP_SERVER_ERROR: RateLimit = RateLimit::new("http_server_error");
 /// Every limited kind: the label values of `nbidle_log_lines_suppressed_total`.
-pub static LIMITS: [&RateLimit; 4] = [
+pub static LIMITS: [&RateLimit; 5] = [
     &REJECTED_PAYLOAD,
     &UNKNOWN_NOTEBOOK,
+    &UNHANDLED_REJECTION,
     &HTTP_CLIENT_ERROR,
     &HTTP_SERVER_ERROR,
 ];

@@ -162,7 +162,7 @@ struct RawPayload {
     #[serde(default, deserialize_with = "present")]
     receiver: Option<Value>,
     #[serde(default)]
-    alerts: Option<Vec<RawAlert>>,
+    alerts: Option<Vec<Object<RawAlert>>>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +183,27 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// `T` read from a JSON object only (serde's derived structs also read an
+/// array of their field values).
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 fn object(fields: Vec<(&str, Option<Value>)>) -> Value {
     Value::Object(
         fields
@@ -197,7 +218,7 @@ impl RawPayload {
         let alerts = self.alerts.map(|xs| {
             Value::Array(
                 xs.into_iter()
-                    .map(|a| {
+                    .map(|Object(a)| {
                         object(vec![
                             ("status", a.status),
                             ("labels", a.labels),
@@ -316,8 +337,8 @@ async fn check(
             return Ok(());
         }
     };
-    let raw = match serde_json::from_slice::<RawPayload>(body) {
-        Ok(r) => r.into_value(),
+    let raw = match serde_json::from_slice::<Object<RawPayload>>(body) {
+        Ok(Object(r)) => r.into_value(),
         Err(e) => {
             return Err(TestCaseError::fail(format!(
                 "accepted, yet unreadable: {e}"
@@ -496,6 +517,11 @@ enum Mutation {
     Insert(usize, String, Value),
     /// An array's element again, or an object's field under a second key.
     Duplicate(usize),
+    /// An object as the array of its values in the order of an alert's
+    /// fields (serde's derived structs can also be written so).
+    ObjectToArray(usize),
+    /// A string `s` as `{s: null}` (how serde's enums can also be written).
+    StringToMap(usize),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -512,6 +538,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         4 => (any::<usize>(), any_json()).prop_map(|(i, v)| Mutation::Replace(i, v)),
         3 => (any::<usize>(), key, any_json()).prop_map(|(i, k, v)| Mutation::Insert(i, k, v)),
         1 => any::<usize>().prop_map(Mutation::Duplicate),
+        1 => any::<usize>().prop_map(Mutation::ObjectToArray),
+        1 => any::<usize>().prop_map(Mutation::StringToMap),
     ]
 }
 
@@ -592,6 +620,21 @@ fn apply(root: &mut Value, m: &Mutation) {
             }
             _ => {}
         },
+        Mutation::ObjectToArray(i) => {
+            if let Some(node) = root.pointer_mut(&at(*i)) {
+                if let Value::Object(o) = node {
+                    let fields = ["status", "labels", "annotations", "startsAt", "fingerprint"];
+                    *node = fields.iter().filter_map(|f| o.get(*f).cloned()).collect();
+                }
+            }
+        }
+        Mutation::StringToMap(i) => {
+            if let Some(node) = root.pointer_mut(&at(*i)) {
+                if let Value::String(s) = node {
+                    *node = json!({ s.as_str(): null });
+                }
+            }
+        }
     }
 }
 

@@ -237,3 +237,31 @@ async fn a_flood_of_rejected_payloads_writes_a_bounded_log_and_counts_the_rest()
         reported as f64
     );
 }
+
+#[tokio::test]
+async fn bodies_cut_off_by_their_client_log_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = start(dir.path()).await;
+    let addr = nb.url.trim_start_matches("http://").to_string();
+    let head = format!(
+        "POST /webhook/alertmanager HTTP/1.1\r\nHost: nbidle\r\nAuthorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"version\":"
+    );
+    let before = nb.log().len();
+    let cut = 2_000;
+    for _ in 0..cut {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
+    }
+    // Each cut-off body is seen once its connection closes; a request after
+    // them all is answered after they are handled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(nb.webhook(&payload(vec![])).await.status(), 200);
+    let log = nb.log();
+    let grown = log.len() - before;
+    eprintln!("{cut} cut-off bodies: the log grew by {grown} bytes");
+    assert!(
+        grown < 32 * 1024,
+        "{cut} cut-off bodies wrote {grown} bytes of log, ending {:#?}",
+        log.lines().rev().take(2).collect::<Vec<_>>()
+    );
+}

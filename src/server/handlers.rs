@@ -17,7 +17,7 @@ use super::models::*;
 use super::App;
 use crate::backend::{StopOutcome, StopRequest};
 use crate::decide::{self, Decision};
-use crate::logsafe::{Escaped, REJECTED_PAYLOAD};
+use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
 use crate::notebook::{NotebookId, StopCause};
 
 pub async fn livez() -> Result<impl Reply, Infallible> {
@@ -317,7 +317,10 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
     } else {
-        tracing::error!(rejection = ?err, "unhandled rejection");
+        // A client that cuts its body off gets here, as often as it likes.
+        if let Some(a) = UNHANDLED_REJECTION.admit() {
+            tracing::error!(rejection = ?err, suppressed = a.suppressed, "unhandled rejection");
+        }
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
