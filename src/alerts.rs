@@ -25,8 +25,8 @@ pub enum AlertStatus {
 /// which Alertmanager never sends.
 impl<'de> Deserialize<'de> for AlertStatus {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        match s.as_ref() {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
             "firing" => Ok(AlertStatus::Firing),
             "resolved" => Ok(AlertStatus::Resolved),
             other => Err(de::Error::unknown_variant(other, &["firing", "resolved"])),
