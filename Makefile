@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-check test test-deps unit lint bench rules fmt
+.PHONY: demo demo-check test test-deps unit lint bench fuzz rules fmt
 
 ## demo: the whole loop on this machine; Ctrl-C stops everything
 demo:
@@ -21,6 +21,11 @@ test-deps:
 ## test: unit tests, promtool/amtool checks, integration and end-to-end tests
 test: test-deps
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
+
+## fuzz: the webhook parser and decision against 1,000,000 generated and
+## mutated payloads, release build (PROPTEST_CASES=N for another count)
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release --test fuzz_webhook -- --nocapture
 
 ## lint: formatting and clippy, as CI runs them
 lint:

@@ -1,5 +1,6 @@
 //! The `nbidle` command: parses arguments and calls the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 use nbidle::config::Config;
 use nbidle::manifests::{self, Manifest};
 use nbidle::rules::{self, Format};
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +73,10 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(nbidle::logsafe::LimitRepeats::default())
         .init();
     match Cli::parse().command {
         Command::Serve { config } => {

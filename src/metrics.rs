@@ -1,6 +1,8 @@
 //! nbidle's own metrics, in one struct that registers itself. Every label
 //! has a small fixed set of values; notebook names never become labels here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -31,6 +33,10 @@ pub struct Metrics {
     pub connections_evicted: IntCounter,
     /// New connections closed at the cap because every open one was busy.
     pub connections_refused: IntCounter,
+    /// Log lines left out by a rate limit, by kind (`logsafe::LIMITS`).
+    pub log_lines_suppressed: IntCounterVec,
+    /// What `log_lines_suppressed` has been brought up to, per limit.
+    log_synced: Vec<AtomicU64>,
 }
 
 impl Metrics {
@@ -65,6 +71,11 @@ impl Metrics {
             &["trigger", "result"],
         );
         let errors = counter("nbidle_errors_total", "Errors, by kind.", &["kind"]);
+        let log_lines_suppressed = counter(
+            "nbidle_log_lines_suppressed_total",
+            "Log lines left out by the limit on repeated lines, by kind.",
+            &["kind"],
+        );
         let webhook_duration = HistogramVec::new(
             HistogramOpts::new(
                 "nbidle_webhook_duration_seconds",
@@ -123,6 +134,9 @@ impl Metrics {
         for r in ["success", "error"] {
             starts.with_label_values(&["user", r]);
         }
+        for l in crate::logsafe::LIMITS {
+            log_lines_suppressed.with_label_values(&[l.kind()]);
+        }
         Metrics {
             registry,
             alerts_received,
@@ -135,6 +149,11 @@ impl Metrics {
             connections_open,
             connections_evicted,
             connections_refused,
+            log_lines_suppressed,
+            log_synced: crate::logsafe::LIMITS
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -151,8 +170,24 @@ impl Metrics {
         self.errors.with_label_values(&[kind]).inc();
     }
 
+    /// Brings `nbidle_log_lines_suppressed_total` up to the limits' counts
+    /// (they live with the process's log, not with one `Metrics`).
+    fn sync_log_lines_suppressed(&self) {
+        for (l, synced) in crate::logsafe::LIMITS.iter().zip(&self.log_synced) {
+            let total = l.suppressed_total();
+            // fetch_max: of two renders at once, only one adds the difference.
+            let before = synced.fetch_max(total, Ordering::Relaxed);
+            if total > before {
+                self.log_lines_suppressed
+                    .with_label_values(&[l.kind()])
+                    .inc_by(total - before);
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.sync_log_lines_suppressed();
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

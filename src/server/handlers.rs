@@ -17,6 +17,7 @@ use super::models::*;
 use super::App;
 use crate::backend::{StopOutcome, StopRequest};
 use crate::decide::{self, Decision};
+use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
 use crate::notebook::{NotebookId, StopCause};
 
 pub async fn livez() -> Result<impl Reply, Infallible> {
@@ -103,7 +104,10 @@ pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection>
         Err(e) => {
             observe(StatusCode::BAD_REQUEST);
             app.metrics.error("webhook_payload");
-            tracing::warn!(error = %e, "rejected webhook payload");
+            // The error quotes the payload; a client can send any number.
+            if let Some(a) = REJECTED_PAYLOAD.admit() {
+                tracing::warn!(error = %Escaped(&e), suppressed = a.suppressed, "rejected webhook payload");
+            }
             return Err(warp::reject::custom(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_payload",
@@ -314,7 +318,10 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
     } else {
-        tracing::error!(rejection = ?err, "unhandled rejection");
+        // A client that cuts its body off gets here, as often as it likes.
+        if let Some(a) = UNHANDLED_REJECTION.admit() {
+            tracing::error!(rejection = ?err, suppressed = a.suppressed, "unhandled rejection");
+        }
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
