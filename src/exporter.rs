@@ -177,7 +177,7 @@ impl Exporter {
             Err(e) => {
                 // Publish nothing rather than last round's facts: stale
                 // numbers could look idle. The memory of activity stays.
-                tracing::warn!(error = %e, "exporter: listing notebooks");
+                tracing::warn!(error = %crate::logsafe::Escaped(&e), "exporter: listing notebooks");
                 *self
                     .snapshot
                     .write()
