@@ -36,6 +36,8 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         .parse()
         .map_err(|e| Error::config("listen", format!("{e}")))?;
     let mut kube_client = None;
+    // The local backend's notebooks are recovered once the listener is bound.
+    let mut local_recovery = None;
     let backend: Arc<dyn Backend> = match cfg.backend.kind {
         BackendKind::Local => {
             // validate() guarantees the section exists for kind: local.
@@ -44,7 +46,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
                 .local
                 .as_ref()
                 .ok_or_else(|| Error::config("backend.local", "missing"))?;
-            LocalBackend::new(local, &cfg.data_dir, cfg.idle_bounds()).await?
+            // Takes the data dir's lock first: a second nbidle stops here.
+            let b = LocalBackend::open(local, &cfg.data_dir, cfg.idle_bounds()).await?;
+            local_recovery = Some(b.clone());
+            b
         }
         kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
             let client = kube::client().await?;
@@ -117,7 +122,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             cfg.webhook.max_bytes_in_flight,
             cfg.server.body_read_timeout.0,
         )),
-        // Ready once the backend knows its notebooks (at once for local).
+        // Ready once the backend knows its notebooks (local: once recovered).
         ready: AtomicBool::new(false),
     });
     let sync = {
@@ -130,6 +135,11 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     };
     let (bound, server) = server::bind(app, addr, limits, tls, stopped()).await?;
     tracing::info!(%bound, backend = ?cfg.backend.kind, dry_run = cfg.autostop.dry_run, "nbidle listening");
+    // Only now, with the port ours: an nbidle that cannot listen has spawned
+    // and adopted nothing. /livez answers meanwhile; /readyz once done.
+    if let Some(local) = local_recovery {
+        tokio::spawn(local.recover());
+    }
     server.await;
     tracing::info!("shutting down");
     if let Some(t) = exporter_task {

@@ -4,24 +4,39 @@
 //! - stop: persist "stopped by X at T", SIGTERM the process group, SIGKILL
 //!   after the grace period. The workdir is never touched.
 //! - start: run the command again in the same workdir.
-//! - Per notebook a small JSON file under `<data_dir>/notebooks/` records the
+//! - Per notebook a small JSON record under `<data_dir>/notebooks/` holds the
 //!   desired state, the pid (with its kernel start time, so a reused pid is not
-//!   mistaken for ours) and who stopped it. On start-up nbidle adopts a
-//!   notebook whose process still runs instead of spawning a second copy, and
-//!   leaves stopped notebooks stopped.
+//!   mistaken for ours) and who stopped it ([`record`]: atomic, durable
+//!   writes). On start-up nbidle adopts a notebook whose process still runs
+//!   instead of spawning a second copy, and leaves stopped notebooks stopped.
+//! - One nbidle per data dir ([`lock`]).
+//! - Start-up has two parts: [`LocalBackend::open`] takes the lock and reads
+//!   the records (nothing is spawned, adopted or signalled), and
+//!   [`LocalBackend::recover`] brings each notebook to its desired state, in
+//!   the background once the listener is bound; [`Backend::synced`] resolves
+//!   when it is done.
+//! - A record that cannot be read leaves its notebook `unknown`: neither
+//!   started nor stopped, its idle alerts ignored, a start refused; a user's
+//!   stop writes a fresh record and stops a process of it that still runs.
 //!
 //! Every operation on a notebook holds that notebook's mutex, so a stop and
 //! a start (or two deliveries of one alert) never interleave.
 
+mod lock;
+mod record;
+
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Semaphore};
 
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::config::{LocalConfig, LocalNotebook};
@@ -29,12 +44,21 @@ use crate::error::{Error, Result};
 use crate::notebook::{
     IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE,
 };
+pub use lock::{DataDirLock, LOCK_FILE};
+use record::RecordDir;
 
 /// How often a watcher checks a process it did not spawn (adopted after a
-/// restart).
+/// restart), where the kernel offers no pidfd to wait on.
 const POLL: Duration = Duration::from_millis(500);
 /// The longest pause between readiness probes of a starting notebook.
 const PROBE_MAX_INTERVAL: Duration = Duration::from_secs(5);
+/// Readiness probes in flight at once: 10,000 notebooks starting together
+/// must not open 10,000 connections or starve the webhook of CPU.
+const PROBE_CONCURRENCY: usize = 32;
+/// Notebooks recovered at once at start-up. Each recovery waits mostly on
+/// its record's file sync; running many lets those syncs share journal
+/// commits (sequential syncs made 10,000 notebooks take minutes).
+const RECOVERY_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,10 +97,21 @@ impl Default for Persisted {
     }
 }
 
+/// A record read at start-up: its content, or why it is unusable.
+fn parse_record(read: Result<Option<Vec<u8>>, String>) -> Result<Persisted, String> {
+    match read? {
+        None => Ok(Persisted::default()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+    }
+}
+
 struct SlotState {
     p: Persisted,
     status: Status,
     message: Option<String>,
+    /// Why the record could not be read; while set, `p` means nothing and
+    /// the notebook is neither started nor stopped by nbidle on its own.
+    corrupt: Option<String>,
     /// Bumped on every spawn and stop, so a watcher of an older process
     /// cannot overwrite the state of a newer one.
     generation: u64,
@@ -89,6 +124,9 @@ struct Slot {
     id: NotebookId,
     spec: LocalNotebook,
     state_file: PathBuf,
+    /// The record's path inside the data dir, for messages that reach API
+    /// clients (which are not told the server's paths).
+    record: String,
     log_file: PathBuf,
     inner: Mutex<SlotState>,
 }
@@ -99,17 +137,42 @@ pub struct LocalBackend {
     grace: Duration,
     stop_on_exit: bool,
     http: reqwest::Client,
+    probes: Arc<Semaphore>,
+    records: Arc<RecordDir>,
+    /// Turns true when start-up recovery has finished.
+    recovered: watch::Sender<bool>,
+    /// Held by recovery while it runs, so shutdown can wait for it.
+    recovery: Mutex<()>,
+    /// Set at shutdown: recovery starts no further notebook.
+    closing: AtomicBool,
+    _lock: DataDirLock,
 }
 
 impl LocalBackend {
-    /// Loads persisted state and brings every notebook to its desired state:
-    /// adopts live processes, spawns the missing ones, leaves stopped ones.
+    /// [`open`](Self::open) and [`recover`](Self::recover) in one step.
     pub async fn new(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
+        let backend = Self::open(cfg, data_dir, idle).await?;
+        backend.clone().recover().await;
+        Ok(backend)
+    }
+
+    /// Takes the data dir's lock, then reads every notebook's record.
+    /// Spawns, adopts and signals nothing: a second nbidle on the same data
+    /// dir fails here, before it can touch a notebook. A record that cannot
+    /// be read makes that notebook `unknown`, not an error.
+    pub async fn open(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
+        let (cfg, data_dir) = (cfg.clone(), data_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || Self::open_blocking(&cfg, &data_dir, idle))
+            .await
+            .map_err(|e| Error::Backend(format!("opening the data dir: {e}")))?
+    }
+
+    fn open_blocking(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
+        let lock = DataDirLock::acquire(data_dir)?;
         let state_dir = data_dir.join("notebooks");
         let log_dir = data_dir.join("logs");
         for d in [&state_dir, &log_dir] {
-            tokio::fs::create_dir_all(d)
-                .await
+            std::fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
         let http = reqwest::Client::builder()
@@ -119,49 +182,87 @@ impl LocalBackend {
         let mut slots = BTreeMap::new();
         for spec in &cfg.notebooks {
             let id = NotebookId::new(LOCAL_NAMESPACE, &spec.name);
-            let state_file = state_dir.join(format!("{}.json", spec.name));
-            let p = match tokio::fs::read(&state_file).await {
-                Ok(bytes) => serde_json::from_slice::<Persisted>(&bytes).map_err(|e| {
-                    Error::Backend(format!(
-                        "state file {} is corrupt ({e}); fix or remove it",
-                        state_file.display()
-                    ))
-                })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
-                Err(e) => return Err(Error::io(format!("reading {}", state_file.display()), e)),
+            let file_name = format!("{}.json", spec.name);
+            let state_file = state_dir.join(&file_name);
+            let (p, corrupt) = match parse_record(record::read(&state_file)) {
+                Ok(p) => (p, None),
+                Err(reason) => {
+                    tracing::error!(notebook = %id, file = %state_file.display(), %reason,
+                        "corrupt state file: the notebook is left unknown, neither started nor stopped");
+                    (Persisted::default(), Some(reason))
+                }
             };
             let slot = Arc::new(Slot {
                 id: id.clone(),
                 spec: spec.clone(),
                 state_file,
+                record: format!("notebooks/{file_name}"),
                 log_file: log_dir.join(format!("{}.log", spec.name)),
                 inner: Mutex::new(SlotState {
                     p,
                     status: Status::Unknown,
                     message: None,
+                    corrupt,
                     generation: 0,
                     exited: None,
                 }),
             });
             slots.insert(id, slot);
         }
-        let backend = Arc::new(LocalBackend {
+        Ok(Arc::new(LocalBackend {
             slots,
             idle,
             grace: cfg.stop_grace_period.0,
             stop_on_exit: cfg.stop_on_exit,
             http,
-        });
-        // One pass over /proc for all notebooks, before any is spawned.
-        let marked = marked_processes();
-        for slot in backend.slots.values() {
-            backend.recover(slot, &marked).await?;
-        }
-        Ok(backend)
+            probes: Arc::new(Semaphore::new(PROBE_CONCURRENCY)),
+            records: Arc::new(RecordDir::new(state_dir)),
+            recovered: watch::channel(false).0,
+            recovery: Mutex::new(()),
+            closing: AtomicBool::new(false),
+            _lock: lock,
+        }))
     }
 
-    async fn recover(&self, slot: &Arc<Slot>, marked: &HashMap<String, (i32, u64)>) -> Result<()> {
+    /// Brings every notebook to its desired state: adopts live processes,
+    /// spawns the missing ones, finishes interrupted stops, leaves stopped
+    /// ones. Run once, after [`open`](Self::open).
+    pub async fn recover(self: Arc<Self>) {
+        let _running = self.recovery.lock().await;
+        let started = Instant::now();
+        // One pass over /proc for all notebooks, before any is spawned.
+        let marked = tokio::task::spawn_blocking(marked_processes)
+            .await
+            .unwrap_or_default();
+        stream::iter(self.slots.values())
+            .for_each_concurrent(RECOVERY_CONCURRENCY, |slot| async {
+                if !self.closing.load(Ordering::SeqCst) {
+                    self.recover_one(slot, &marked).await;
+                }
+            })
+            .await;
+        let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+        for slot in self.slots.values() {
+            *by_status
+                .entry(slot.inner.lock().await.status.as_str())
+                .or_default() += 1;
+        }
+        tracing::info!(
+            notebooks = self.slots.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            ?by_status,
+            "local notebooks recovered"
+        );
+        self.recovered.send_replace(true);
+    }
+
+    async fn recover_one(&self, slot: &Arc<Slot>, marked: &HashMap<String, (i32, u64)>) {
         let mut st = slot.inner.lock().await;
+        if let Some(reason) = &st.corrupt {
+            let running = marked.get(&marker(slot)).map(|&(pid, _)| pid);
+            st.message = Some(corrupt_message(slot, reason, running));
+            return;
+        }
         let mut live = live_pid(&st.p);
         if live.is_none() {
             // nbidle may have died between spawning a process and recording
@@ -202,11 +303,11 @@ impl LocalBackend {
                 st.status = Status::Stopping;
                 let exited =
                     self.watch_adopted(slot.clone(), pid, st.p.pid_start_ticks, st.generation);
+                st.exited = Some(exited.clone());
                 self.terminate(slot.clone(), pid, exited, st.generation);
             }
             (Desired::Stopped, None) => st.status = Status::Stopped,
         }
-        Ok(())
     }
 
     fn slot(&self, id: &NotebookId) -> Result<&Arc<Slot>> {
@@ -233,20 +334,14 @@ impl LocalBackend {
         }
     }
 
-    async fn persist(slot: &Slot, p: &Persisted) -> Result<()> {
+    /// Writes a notebook's record durably; the caller holds the slot lock.
+    async fn persist(&self, slot: &Slot, p: &Persisted) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(p)?;
-        let path = slot.state_file.clone();
-        // One trip to the blocking pool for write + rename.
-        tokio::task::spawn_blocking(move || {
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, bytes)
-                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-            // rename is atomic: a crash leaves the old or the new file, never half.
-            std::fs::rename(&tmp, &path)
-                .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
-        })
-        .await
-        .map_err(|e| Error::Backend(format!("persisting state: {e}")))?
+        let (records, path) = (self.records.clone(), slot.state_file.clone());
+        tokio::task::spawn_blocking(move || records.write(&path, &bytes))
+            .await
+            .map_err(|e| Error::Backend(format!("persisting state: {e}")))?
+            .map_err(|e| Error::Backend(format!("writing state file {}: {e}", slot.record)))
     }
 
     /// Spawns the notebook's command; the caller holds the slot lock.
@@ -290,7 +385,7 @@ impl LocalBackend {
         next.started_at = Some(Timestamp::now());
         next.stopped_at = None;
         next.stopped_by = None;
-        if let Err(e) = Self::persist(slot, &next).await {
+        if let Err(e) = self.persist(slot, &next).await {
             if let Some(pid) = pid {
                 signal_group(pid, libc::SIGKILL);
             }
@@ -337,9 +432,7 @@ impl LocalBackend {
     ) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            while process_alive(pid, ticks) {
-                tokio::time::sleep(POLL).await;
-            }
+            gone(pid, ticks).await;
             let _ = tx.send(true);
             Self::exited(&slot, generation, "exited".into()).await;
         });
@@ -373,14 +466,17 @@ impl LocalBackend {
 
     /// Marks a starting notebook running once its URL answers HTTP at all.
     fn probe_ready(&self, slot: Arc<Slot>, generation: u64) {
-        let http = self.http.clone();
+        let (http, probes) = (self.http.clone(), self.probes.clone());
         tokio::spawn(async move {
             let url = format!("{}/api", slot.spec.url.trim_end_matches('/'));
             // Back off while the server boots, so a notebook that never
             // answers costs one request every few seconds, not a busy loop.
             let mut wait = Duration::from_millis(250);
             loop {
-                let answered = http.get(&url).send().await.is_ok();
+                let answered = {
+                    let _permit = probes.acquire().await;
+                    http.get(&url).send().await.is_ok()
+                };
                 let mut st = slot.inner.lock().await;
                 if st.generation != generation || st.status != Status::Starting {
                     return;
@@ -422,6 +518,82 @@ impl LocalBackend {
             Self::exited(&slot, generation, "stopped".into()).await;
         });
     }
+
+    /// What a stop starts from for a notebook whose record is corrupt: no
+    /// record, and the process of this notebook found by its marker, if any.
+    async fn unrecorded(slot: &Slot) -> Persisted {
+        let m = marker(slot);
+        let found = tokio::task::spawn_blocking(move || marked_processes().remove(&m))
+            .await
+            .ok()
+            .flatten();
+        Persisted {
+            pid: found.map(|(pid, _)| pid),
+            pid_start_ticks: found.map(|(_, ticks)| ticks),
+            boot_id: found.and_then(|_| boot_id()),
+            ..Persisted::default()
+        }
+    }
+
+    /// Stops every live process at nbidle's exit (`stop_on_exit`). These are
+    /// nbidle's own stops: their watchers are retired first so none reports
+    /// its process as ended unexpectedly, and the records keep saying
+    /// "running", so the next start-up starts them again.
+    async fn stop_all_at_exit(&self) {
+        let mut stopping = Vec::new();
+        for slot in self.slots.values() {
+            let mut st = slot.inner.lock().await;
+            let Some(pid) = live_pid(&st.p) else {
+                continue;
+            };
+            st.generation += 1;
+            st.status = Status::Stopping;
+            st.message = None;
+            signal_group(pid, libc::SIGTERM);
+            stopping.push((slot.clone(), pid, st.p.pid_start_ticks, st.exited.clone()));
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let mut killed = 0;
+        for (slot, pid, ticks, exited) in &stopping {
+            let in_time = match exited.clone() {
+                Some(mut rx) => matches!(
+                    tokio::time::timeout_at(deadline, rx.wait_for(|&e| e)).await,
+                    Ok(Ok(_))
+                ),
+                None => tokio::time::timeout_at(deadline, gone(*pid, *ticks))
+                    .await
+                    .is_ok(),
+            };
+            if !in_time {
+                killed += 1;
+            }
+            signal_group(*pid, libc::SIGKILL);
+            slot.inner.lock().await.status = Status::Stopped;
+        }
+        tracing::info!(
+            notebooks = stopping.len(),
+            killed_after_grace = killed,
+            "notebooks stopped at shutdown (stop_on_exit)"
+        );
+    }
+}
+
+/// The `message` of a notebook whose record cannot be read: what happened,
+/// what nbidle did (nothing), and what each way out does.
+fn corrupt_message(slot: &Slot, reason: &str, running: Option<i32>) -> String {
+    let process = match running {
+        Some(pid) => format!(" Its process {pid} still runs and is left alone."),
+        None => String::new(),
+    };
+    format!(
+        "state file {record} in the data dir is corrupt ({reason}), so nbidle neither started nor \
+         stopped this notebook.{process} A stop (POST /api/v1/notebooks/local/{name}/stop) writes \
+         a fresh record saying stopped and stops any process of the notebook; a start is then an \
+         ordinary start. Removing the file makes nbidle start the notebook (or adopt its running \
+         process) at its next start-up, even if it had been stopped.",
+        record = slot.record,
+        name = slot.spec.name,
+    )
 }
 
 #[async_trait]
@@ -444,21 +616,33 @@ impl Backend for LocalBackend {
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
         let slot = self.slot(id)?;
         let mut st = slot.inner.lock().await;
-        if st.p.desired == Desired::Stopped {
+        let current = match (&st.corrupt, &req.cause) {
+            (None, _) => st.p.clone(),
+            // An alert cannot know more than nbidle does: it stops nothing.
+            (Some(_), StopCause::IdleAlert { .. }) => {
+                return Ok(StopOutcome::NotRunning(self.snapshot(slot, &st)))
+            }
+            // Someone asked for it: the safe direction, and the way out.
+            (Some(_), StopCause::User) => Self::unrecorded(slot).await,
+        };
+        if current.desired == Desired::Stopped {
             return Ok(StopOutcome::AlreadyStopped(self.snapshot(slot, &st)));
         }
-        if let (Some(limit), Some(started)) = (req.unless_started_after, st.p.started_at) {
+        if let (Some(limit), Some(started)) = (req.unless_started_after, current.started_at) {
             if started > limit {
                 return Ok(StopOutcome::StartedSince(self.snapshot(slot, &st)));
             }
         }
-        let mut next = st.p.clone();
+        let mut next = current;
         next.desired = Desired::Stopped;
         next.stopped_at = Some(Timestamp::now());
         next.stopped_by = Some(req.cause);
         // Persist before signalling: if nbidle dies now, the restart finishes
         // the stop instead of resurrecting the notebook.
-        Self::persist(slot, &next).await?;
+        self.persist(slot, &next).await?;
+        if st.corrupt.take().is_some() {
+            tracing::info!(notebook = %id, "corrupt state file replaced by a stopped record");
+        }
         st.p = next;
         st.generation += 1;
         st.message = None;
@@ -470,7 +654,14 @@ impl Backend for LocalBackend {
                 let exited = match st.exited.clone() {
                     Some(rx) => rx,
                     None => {
-                        self.watch_adopted(slot.clone(), pid, st.p.pid_start_ticks, st.generation)
+                        let rx = self.watch_adopted(
+                            slot.clone(),
+                            pid,
+                            st.p.pid_start_ticks,
+                            st.generation,
+                        );
+                        st.exited = Some(rx.clone());
+                        rx
                     }
                 };
                 self.terminate(slot.clone(), pid, exited, st.generation);
@@ -484,6 +675,15 @@ impl Backend for LocalBackend {
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
         let slot = self.slot(id)?;
         let mut st = slot.inner.lock().await;
+        if let Some(reason) = &st.corrupt {
+            return Err(Error::Backend(format!(
+                "{id} was not started: its state file {} is corrupt ({reason}), so nbidle cannot \
+                 tell whether it was stopped or still runs. Stop it first \
+                 (POST /api/v1/notebooks/local/{}/stop writes a fresh record and stops any process \
+                 of it), then start it",
+                slot.record, slot.spec.name
+            )));
+        }
         if st.p.desired == Desired::Running
             && matches!(st.status, Status::Running | Status::Starting)
         {
@@ -503,7 +703,13 @@ impl Backend for LocalBackend {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        self.spawn(slot, &mut st).await?;
+        if let Err(e) = self.spawn(slot, &mut st).await {
+            // The notebook is down and why must be visible, not "stopped".
+            tracing::error!(notebook = %id, error = %e, "starting notebook");
+            st.status = Status::Failed;
+            st.message = Some(e.to_string());
+            return Err(e);
+        }
         Ok(self.snapshot(slot, &st))
     }
 
@@ -511,7 +717,7 @@ impl Backend for LocalBackend {
         let mut out = Vec::new();
         for slot in self.slots.values() {
             let st = slot.inner.lock().await;
-            if st.p.desired != Desired::Running {
+            if st.corrupt.is_some() || st.p.desired != Desired::Running {
                 continue;
             }
             // The URL was validated at config load, so this always succeeds.
@@ -538,27 +744,20 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    /// Resolves once start-up recovery has brought every notebook to its
+    /// desired state.
+    async fn synced(&self) {
+        let mut rx = self.recovered.subscribe();
+        let _ = rx.wait_for(|&done| done).await;
+    }
+
     async fn shutdown(&self) {
-        if !self.stop_on_exit {
-            return;
-        }
-        for slot in self.slots.values() {
-            let st = slot.inner.lock().await;
-            if let Some(pid) = live_pid(&st.p) {
-                signal_group(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = tokio::time::Instant::now() + self.grace;
-        for slot in self.slots.values() {
-            let st = slot.inner.lock().await;
-            if let Some(pid) = live_pid(&st.p) {
-                while process_alive(pid, st.p.pid_start_ticks)
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                signal_group(pid, libc::SIGKILL);
-            }
+        // No notebook is spawned once shutdown begins; wait for the ones
+        // recovery is on, so none starts after the stops below.
+        self.closing.store(true, Ordering::SeqCst);
+        drop(self.recovery.lock().await);
+        if self.stop_on_exit {
+            self.stop_all_at_exit().await;
         }
     }
 }
@@ -656,6 +855,38 @@ fn process_alive(pid: i32, ticks: Option<u64>) -> bool {
         }
         _ => false,
     }
+}
+
+/// Resolves when the process is gone. Waits on a pidfd where the kernel has
+/// them (Linux 5.3+), so 10,000 adopted notebooks cost nothing while they
+/// run, where polling /proc for each would cost 20,000 reads a second.
+async fn gone(pid: i32, ticks: Option<u64>) {
+    if let Some(fd) = pidfd_open(pid) {
+        // Checked after opening: a process still ours now is the pidfd's.
+        if !process_alive(pid, ticks) {
+            return;
+        }
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the
+        // same descriptor for the AsyncFd's whole life.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(fd) = registered {
+            // A pidfd turns readable when its process has exited.
+            let _ = fd.readable().await;
+            return;
+        }
+    }
+    while process_alive(pid, ticks) {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // (close-on-exec) or -1; the descriptor is owned by the OwnedFd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
@@ -805,6 +1036,7 @@ mod tests {
         let (pid2, ticks2) = pid_and_ticks(&b, &id).await;
         assert!(process_alive(pid2, ticks2));
         // A restart of nbidle adopts the live process instead of spawning another.
+        drop(b);
         let b2 = LocalBackend::new(&c, &dir.path().join("data"), bounds())
             .await
             .unwrap();
@@ -844,5 +1076,183 @@ mod tests {
             .unwrap();
         let err = b.get(&NotebookId::new("local", "nope")).await.unwrap_err();
         assert!(matches!(err, Error::NotFound(_)));
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_used_says_why() {
+        let ok = parse_record(Ok(Some(br#"{"desired":"stopped","pid":null}"#.to_vec()))).unwrap();
+        assert_eq!(ok.desired, Desired::Stopped);
+        assert_eq!(parse_record(Ok(None)).unwrap().desired, Desired::Running);
+        let full = serde_json::to_string(&Persisted {
+            desired: Desired::Stopped,
+            stopped_by: Some(StopCause::User),
+            ..Persisted::default()
+        })
+        .unwrap();
+        let cases: [(&[u8], &str); 5] = [
+            (b"", "EOF while parsing"),
+            (&full.as_bytes()[..full.len() / 2], "EOF while parsing"),
+            (b"\x00\xffgarbage", "expected value"),
+            (br#""stopped""#, "invalid type"),
+            (b"[]", "invalid length"),
+        ];
+        for (bytes, want) in cases {
+            let e = parse_record(Ok(Some(bytes.to_vec()))).unwrap_err();
+            assert!(e.contains(want), "{bytes:?}: {e}");
+        }
+        assert_eq!(
+            parse_record(Err("unreadable: denied".into())).unwrap_err(),
+            "unreadable: denied"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_unknown_neither_started_nor_stopped_and_a_user_stop_recovers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("notebooks")).unwrap();
+        std::fs::write(data.join("notebooks/bad.json"), "").unwrap();
+        let b = LocalBackend::new(&cfg(dir.path(), &["bad", "good"]), &data, bounds())
+            .await
+            .unwrap();
+        let bad = NotebookId::new(LOCAL_NAMESPACE, "bad");
+        let s = b.get(&bad).await.unwrap();
+        assert_eq!(s.status, Status::Unknown);
+        let msg = s.message.unwrap();
+        assert!(
+            msg.contains("notebooks/bad.json") && msg.contains("EOF"),
+            "{msg}"
+        );
+        assert!(!msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert_eq!(b.slot(&bad).unwrap().inner.lock().await.p.pid, None);
+        let good = NotebookId::new(LOCAL_NAMESPACE, "good");
+        assert_eq!(b.get(&good).await.unwrap().status, Status::Starting);
+        assert!(b
+            .scrape_targets()
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.id == good));
+
+        // An alert stops nothing, a start is refused, the file is untouched.
+        let alert = StopRequest {
+            cause: StopCause::IdleAlert {
+                alertname: "NotebookIdle".into(),
+                alert_starts_at: Timestamp::now(),
+            },
+            unless_started_after: None,
+        };
+        let out = b.stop(&bad, alert).await.unwrap();
+        assert!(matches!(out, StopOutcome::NotRunning(_)), "{out:?}");
+        let e = b.start(&bad).await.unwrap_err().to_string();
+        assert!(e.contains("/api/v1/notebooks/local/bad/stop"), "{e}");
+        assert_eq!(b.get(&bad).await.unwrap().status, Status::Unknown);
+        assert_eq!(std::fs::read(data.join("notebooks/bad.json")).unwrap(), b"");
+
+        // A user's stop writes a fresh record; then a start is ordinary.
+        assert!(matches!(user_stop(&b, &bad).await, StopOutcome::Stopped(_)));
+        let s = b.get(&bad).await.unwrap();
+        assert_eq!((s.status, s.message), (Status::Stopped, None));
+        let rec: Persisted =
+            serde_json::from_slice(&std::fs::read(data.join("notebooks/bad.json")).unwrap())
+                .unwrap();
+        assert_eq!(rec.desired, Desired::Stopped);
+        b.start(&bad).await.unwrap();
+        assert_eq!(b.get(&bad).await.unwrap().status, Status::Starting);
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_is_failed_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), &["a"]);
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
+            .await
+            .unwrap();
+        let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+        user_stop(&b, &id).await;
+        wait_status(&b, &id, Status::Stopped).await;
+        b.shutdown().await;
+        drop(b);
+        c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
+            .await
+            .unwrap();
+        let e = b.start(&id).await.unwrap_err().to_string();
+        let s = b.get(&id).await.unwrap();
+        assert_eq!(s.status, Status::Failed);
+        assert_eq!(s.message.as_deref(), Some(e.as_str()));
+        assert!(e.contains("/nonexistent/jupyter"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn open_spawns_nothing_and_synced_waits_for_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let b = LocalBackend::open(&cfg(dir.path(), &["a"]), &data, bounds())
+            .await
+            .unwrap();
+        let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+        assert_eq!(b.get(&id).await.unwrap().status, Status::Unknown);
+        assert!(!data.join("notebooks/a.json").exists(), "nothing spawned");
+        let early = tokio::time::timeout(Duration::from_millis(200), b.synced()).await;
+        assert!(early.is_err(), "not synced before recovery");
+        // The lock is held from open on.
+        assert!(DataDirLock::acquire(&data).is_err());
+        b.clone().recover().await;
+        tokio::time::timeout(Duration::from_secs(1), b.synced())
+            .await
+            .expect("synced after recovery");
+        assert_eq!(b.get(&id).await.unwrap().status, Status::Starting);
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn stop_on_exit_stops_are_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(
+            &cfg(dir.path(), &["a", "b"]),
+            &dir.path().join("data"),
+            bounds(),
+        )
+        .await
+        .unwrap();
+        let ids = ["a", "b"].map(|n| NotebookId::new(LOCAL_NAMESPACE, n));
+        let mut pids = Vec::new();
+        for id in &ids {
+            pids.push(pid_and_ticks(&b, id).await);
+        }
+        b.shutdown().await;
+        // Give the processes' watchers time to run: they must not call
+        // nbidle's own stops failures.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (id, (pid, ticks)) in ids.iter().zip(pids) {
+            assert!(!process_alive(pid, ticks));
+            let s = b.get(id).await.unwrap();
+            assert_eq!((s.status, s.message), (Status::Stopped, None), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_adopted_process_is_watched_to_its_end() {
+        let mut p = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(p.arg("300"), 0);
+        let mut p = p.spawn().unwrap();
+        let pid = p.id() as i32;
+        let ticks = proc_start_ticks(pid);
+        let watch = tokio::spawn(gone(pid, ticks));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!watch.is_finished());
+        signal_group(pid, libc::SIGTERM);
+        // Reaped by its parent (this test), as an adopted process is by
+        // whoever its parent is.
+        tokio::task::spawn_blocking(move || p.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), watch)
+            .await
+            .expect("the exit is seen at once")
+            .unwrap();
     }
 }
