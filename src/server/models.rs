@@ -62,13 +62,16 @@ impl From<Error> for ApiError {
 /// learns which file an operation failed on, not where nbidle keeps its
 /// files. A path starts with `/` at the start of a word (or after a quote,
 /// bracket or `=`) and ends at whitespace, a quote, a bracket, `,` or `:`.
+/// nbidle's own API paths (`/api/v1/…`) are kept.
 pub fn without_paths(msg: &str) -> String {
     let ends = |c: char| c.is_whitespace() || "\"'`)]},:".contains(c);
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     let mut word_start = true;
     while let Some(c) = rest.chars().next() {
-        if c == '/' && word_start {
+        // nbidle's own routes (advice such as "POST /api/v1/…/stop") are
+        // not server paths.
+        if c == '/' && word_start && !rest.starts_with("/api/v1/") {
             let len = rest.find(ends).unwrap_or(rest.len());
             let (path, after) = rest.split_at(len);
             out.push_str(path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("/"));
@@ -169,6 +172,7 @@ mod tests {
             "notebook local/lab not found",
             "backend: kubeflow.org/v1 team-a/lab: https://10.0.0.1:6443/apis/x: 409 Conflict",
             "a / b, 1/2",
+            "stop it first (POST /api/v1/notebooks/local/lab/stop)",
             "",
         ] {
             assert_eq!(without_paths(m), m);
