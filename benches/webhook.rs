@@ -1,6 +1,10 @@
-//! `make bench`: nbidle's webhook under load, against the release binary
-//! supervising real (stand-in) notebook processes.
+//! `make bench`: nbidle's start-up and webhook under load, against the
+//! release binary supervising real (stand-in) notebook processes.
 //!
+//! - start-up with 10,000 notebooks: time until the listener answers
+//!   (`/livez`, and `/readyz` saying not ready), until `/readyz` is ready
+//!   (every notebook recovered: spawned), and until all run; then the same
+//!   after a restart that adopts the 10,000 running processes;
 //! - one webhook payload with 1,000 firing alerts for 1,000 notebooks: time
 //!   until every stop is issued (the response returns after the last one);
 //! - 1,000 single-alert payloads, one after another: p50/p99 latency;
@@ -10,12 +14,14 @@
 //! answers their readiness probes so they count as running, as Jupyter would.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use warp::Filter;
 
+const STARTUP_NOTEBOOKS: usize = 10_000;
 const BATCH: usize = 1000;
 const SINGLES: usize = 1000;
 const WEBHOOK_TOKEN: &str = "bench-webhook";
@@ -70,8 +76,181 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
         .min(sorted.len() - 1)]
 }
 
+/// Writes a config for `n` `sleep` notebooks probed at `probe_port`. The
+/// processes end by themselves after `life` seconds, should a run fail
+/// before stopping them.
+fn write_config(
+    dir: &Path,
+    n: usize,
+    (port, probe_port): (u16, u16),
+    life: u32,
+    stop_on_exit: bool,
+) -> PathBuf {
+    let mut nbs = String::new();
+    for i in 0..n {
+        nbs.push_str(&format!(
+            "      - {{name: nb-{i}, command: [sleep, \"{life}\"], workdir: ws/nb-{i}, url: \"http://127.0.0.1:{probe_port}/nb-{i}/\"}}\n"
+        ));
+    }
+    let config = format!(
+        "listen: \"127.0.0.1:{port}\"\ndata_dir: data\nauth: {{webhook_token: {WEBHOOK_TOKEN}, api_tokens: [{API_TOKEN}]}}\n\
+         backend:\n  kind: local\n  local:\n    stop_grace_period: 30s\n    stop_on_exit: {stop_on_exit}\n    notebooks:\n{nbs}"
+    );
+    let cfg = dir.join("nbidle.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    cfg
+}
+
+/// Runs nbidle with the small environment a service has: cargo's (with its
+/// LD_LIBRARY_PATH) would be inherited by every notebook, and each stand-in's
+/// dynamic loader would search cargo's library dirs, costing more CPU than
+/// nbidle itself spends on start-up.
+fn serve(cfg: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nbidle"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("NBIDLE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, and the time until nbidle has exited.
+fn terminate(mut child: Child) -> Duration {
+    let t = Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    t.elapsed()
+}
+
+/// Polls until `f` answers, every `every`; fails the benchmark after 300 s.
+async fn until<F, Fut>(what: &str, every: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < Duration::from_secs(300), "{what}: timed out");
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn status_of(http: &reqwest::Client, url: String) -> Option<u16> {
+    let r = http.get(url).send().await.ok()?;
+    Some(r.status().as_u16())
+}
+
+/// How many notebooks the API reports running (None before it answers 200).
+async fn running(http: &reqwest::Client, base: &str) -> Option<usize> {
+    let r = http
+        .get(format!("{base}/api/v1/notebooks"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    Some(
+        v["notebooks"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"] == "running")
+            .count(),
+    )
+}
+
+/// nbidle's CPU time so far (user + system), from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+struct Startup {
+    listening: Duration,
+    /// What `/readyz` answered when the listener first did.
+    first_readyz: u16,
+    ready: Duration,
+    cpu_at_ready: f64,
+    all_running: Duration,
+}
+
+/// Starts nbidle and times its way to every notebook running.
+async fn time_startup(http: &reqwest::Client, cfg: &Path, port: u16, n: usize) -> (Child, Startup) {
+    let base = format!("http://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let child = serve(cfg);
+    until("listener", Duration::from_millis(5), || {
+        let url = format!("{base}/livez");
+        async move { status_of(http, url).await == Some(200) }
+    })
+    .await;
+    let listening = t0.elapsed();
+    let first_readyz = status_of(http, format!("{base}/readyz")).await.unwrap();
+    until("ready", Duration::from_millis(20), || {
+        let url = format!("{base}/readyz");
+        async move { status_of(http, url).await == Some(200) }
+    })
+    .await;
+    let ready = t0.elapsed();
+    let cpu_at_ready = cpu_seconds(child.id());
+    until("all running", Duration::from_millis(500), || async {
+        running(http, &base).await == Some(n)
+    })
+    .await;
+    let startup = Startup {
+        listening,
+        first_readyz,
+        ready,
+        cpu_at_ready,
+        all_running: t0.elapsed(),
+    };
+    (child, startup)
+}
+
+/// 10,000 notebooks need 10,000 processes and their log files; the fd limit
+/// is raised to the hard limit for this process and so for nbidle.
+fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    r.rlim_cur
+}
+
+fn print_startup(what: &str, s: &Startup) {
+    println!(
+        "| {what}: listener answers /livez (/readyz then: {}) | {:.2} s |",
+        s.first_readyz,
+        s.listening.as_secs_f64()
+    );
+    println!(
+        "| {what}: /readyz ready (every notebook recovered) | {:.2} s (nbidle CPU {:.2} s) |",
+        s.ready.as_secs_f64(),
+        s.cpu_at_ready
+    );
+    println!(
+        "| {what}: every notebook running | {:.2} s |",
+        s.all_running.as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    let fd_limit = raise_fd_limit();
     // Answers readiness probes and the exporter's probes like a booted
     // Jupyter server with no kernels and no terminals.
     let probe_port = free_port();
@@ -86,61 +265,36 @@ async fn main() {
         .run(([127, 0, 0, 1], probe_port)),
     );
 
+    let http = reqwest::Client::new();
+
+    // Start-up with 10,000 notebooks: first every process is spawned, then
+    // a restart (the processes outlive nbidle: stop_on_exit false) adopts
+    // them all; the restarted nbidle stops them all when it exits.
+    let startup_dir = tempfile::tempdir().unwrap();
+    let n = STARTUP_NOTEBOOKS;
+    let port = free_port();
+    let cfg = write_config(startup_dir.path(), n, (port, probe_port), 600, false);
+    let (child, fresh) = time_startup(&http, &cfg, port, n).await;
+    terminate(child);
+    let cfg = write_config(startup_dir.path(), n, (port, probe_port), 600, true);
+    let (child, adopted) = time_startup(&http, &cfg, port, n).await;
+    let stop_all = terminate(child);
+    drop(startup_dir);
+
     let dir = tempfile::tempdir().unwrap();
     let total = BATCH + SINGLES;
-    let mut nbs = String::new();
-    for i in 0..total {
-        nbs.push_str(&format!(
-            "      - {{name: nb-{i}, command: [sleep, \"3600\"], workdir: ws/nb-{i}, url: \"http://127.0.0.1:{probe_port}/nb-{i}/\"}}\n"
-        ));
-    }
     let port = free_port();
-    let config = format!(
-        "listen: \"127.0.0.1:{port}\"\ndata_dir: data\nauth: {{webhook_token: {WEBHOOK_TOKEN}, api_tokens: [{API_TOKEN}]}}\n\
-         backend:\n  kind: local\n  local:\n    stop_grace_period: 30s\n    stop_on_exit: true\n    notebooks:\n{nbs}"
-    );
-    let cfg = dir.path().join("nbidle.yaml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nbidle"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("NBIDLE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let cfg = write_config(dir.path(), total, (port, probe_port), 3600, true);
+    let mut child = serve(&cfg);
     let pid = child.id();
-    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
     // Wait until every notebook is up and running.
     let t0 = Instant::now();
-    loop {
-        let ok = async {
-            let r = http
-                .get(format!("{base}/api/v1/notebooks"))
-                .bearer_auth(API_TOKEN)
-                .send()
-                .await
-                .ok()?;
-            let v: Value = r.json().await.ok()?;
-            let running = v["notebooks"]
-                .as_array()?
-                .iter()
-                .filter(|n| n["status"] == "running")
-                .count();
-            (running == total).then_some(())
-        }
-        .await;
-        if ok.is_some() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "notebooks did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("notebooks up", Duration::from_millis(200), || async {
+        running(&http, &base).await == Some(total)
+    })
+    .await;
     let startup = t0.elapsed();
     let starts_at = {
         let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
@@ -185,6 +339,13 @@ async fn main() {
 
     println!("| measurement | result |");
     println!("|---|---|");
+    print_startup(&format!("start-up, {n} notebooks spawned"), &fresh);
+    print_startup(&format!("restart, {n} running notebooks adopted"), &adopted);
+    println!(
+        "| SIGTERM with stop_on_exit: {n} notebooks stopped, nbidle exited | {:.2} s |",
+        stop_all.as_secs_f64()
+    );
+    println!("| open file limit (RLIMIT_NOFILE) | {fd_limit} |");
     println!(
         "| start-up: {total} notebooks spawned and running | {:.2} s |",
         startup.as_secs_f64()

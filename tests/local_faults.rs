@@ -391,3 +391,72 @@ async fn a_port_in_use_exits_before_anything_is_spawned() {
     );
     assert!(!state_file(dir.path(), "a").exists(), "nothing recorded");
 }
+
+#[tokio::test]
+async fn the_listener_answers_while_notebooks_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    // Enough notebooks that spawning them takes far longer than binding.
+    let specs: Vec<NotebookSpec> = (0..1000)
+        .map(|i| NotebookSpec {
+            // One closed port for all: nothing answers, and URLs differ.
+            url: format!("http://127.0.0.1:9/n{i}/"),
+            ..sleeper(&format!("n{i}"))
+        })
+        .collect();
+    let port = free_port();
+    let yaml = Nbidle::config_yaml(port, dir.path(), &specs, &NbidleOptions::default());
+    let config = dir.path().join("nbidle.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbidle"));
+    cmd.arg("serve").arg("--config").arg(&config);
+    let mut proc = Proc::spawn("nbidle", &mut cmd, &dir.path().join("nbidle.log"));
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let code = |path: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(format!("{url}{path}"))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let log = dir.path().join("nbidle.log");
+    let first = eventually("the listener", Duration::from_secs(30), || async {
+        let c = code("/livez").await;
+        if c.is_none()
+            && std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Error")
+        {
+            panic!("nbidle failed: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        c
+    })
+    .await;
+    assert_eq!(first, 200);
+    assert_eq!(
+        code("/readyz").await,
+        Some(503),
+        "not ready while notebooks are recovered"
+    );
+    let r = nb_list(&http, &url).await;
+    assert_eq!(r, 503, "the API waits for recovery");
+    eventually("ready", Duration::from_secs(60), || async {
+        (code("/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(nb_list(&http, &url).await, 200);
+    assert!(proc.terminate().unwrap().success());
+}
+
+async fn nb_list(http: &reqwest::Client, url: &str) -> u16 {
+    http.get(format!("{url}/api/v1/notebooks"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

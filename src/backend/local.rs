@@ -23,12 +23,14 @@
 //! a start (or two deliveries of one alert) never interleave.
 
 mod lock;
+mod reaper;
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::sync::{oneshot, watch, Mutex, Semaphore};
 
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::config::{LocalConfig, LocalNotebook};
@@ -44,7 +46,8 @@ use crate::error::{Error, Result};
 use crate::notebook::{
     IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE,
 };
-pub use lock::{DataDirLock, LOCK_FILE};
+use lock::DataDirLock;
+use reaper::Reaper;
 use record::RecordDir;
 
 /// How often a watcher checks a process it did not spawn (adopted after a
@@ -65,6 +68,19 @@ const RECOVERY_CONCURRENCY: usize = 64;
 enum Desired {
     Running,
     Stopped,
+}
+
+/// What start-up recovery does with one notebook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Its process runs: watch it.
+    Adopt(i32),
+    Spawn,
+    /// Stopped, but its process still runs: nbidle died during the stop.
+    FinishStop(i32),
+    Stopped,
+    /// Its record cannot be read: leave it alone.
+    Corrupt,
 }
 
 /// What survives a restart of nbidle.
@@ -123,6 +139,8 @@ struct SlotState {
 struct Slot {
     id: NotebookId,
     spec: LocalNotebook,
+    /// `spec.command[0]`, found on PATH once at open when it is a bare name.
+    program: PathBuf,
     state_file: PathBuf,
     /// The record's path inside the data dir, for messages that reach API
     /// clients (which are not told the server's paths).
@@ -138,6 +156,7 @@ pub struct LocalBackend {
     stop_on_exit: bool,
     http: reqwest::Client,
     probes: Arc<Semaphore>,
+    reaper: Arc<Reaper>,
     records: Arc<RecordDir>,
     /// Turns true when start-up recovery has finished.
     recovered: watch::Sender<bool>,
@@ -162,12 +181,18 @@ impl LocalBackend {
     /// be read makes that notebook `unknown`, not an error.
     pub async fn open(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
         let (cfg, data_dir) = (cfg.clone(), data_dir.to_path_buf());
-        tokio::task::spawn_blocking(move || Self::open_blocking(&cfg, &data_dir, idle))
+        let reaper = Reaper::start().map_err(|e| Error::io("listening for SIGCHLD", e))?;
+        tokio::task::spawn_blocking(move || Self::open_blocking(&cfg, &data_dir, idle, reaper))
             .await
             .map_err(|e| Error::Backend(format!("opening the data dir: {e}")))?
     }
 
-    fn open_blocking(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
+    fn open_blocking(
+        cfg: &LocalConfig,
+        data_dir: &Path,
+        idle: IdleBounds,
+        reaper: Arc<Reaper>,
+    ) -> Result<Arc<Self>> {
         let lock = DataDirLock::acquire(data_dir)?;
         let state_dir = data_dir.join("notebooks");
         let log_dir = data_dir.join("logs");
@@ -180,6 +205,7 @@ impl LocalBackend {
             .build()
             .map_err(|e| Error::Backend(format!("http client: {e}")))?;
         let mut slots = BTreeMap::new();
+        let mut programs = HashMap::new();
         for spec in &cfg.notebooks {
             let id = NotebookId::new(LOCAL_NAMESPACE, &spec.name);
             let file_name = format!("{}.json", spec.name);
@@ -192,9 +218,17 @@ impl LocalBackend {
                     (Persisted::default(), Some(reason))
                 }
             };
+            let path_var = spec.env.get("PATH").cloned();
+            let program = programs
+                .entry((spec.command[0].clone(), path_var))
+                .or_insert_with_key(|(program, path_var)| {
+                    find_program(program, path_var.as_deref())
+                })
+                .clone();
             let slot = Arc::new(Slot {
                 id: id.clone(),
                 spec: spec.clone(),
+                program,
                 state_file,
                 record: format!("notebooks/{file_name}"),
                 log_file: log_dir.join(format!("{}.log", spec.name)),
@@ -216,6 +250,7 @@ impl LocalBackend {
             stop_on_exit: cfg.stop_on_exit,
             http,
             probes: Arc::new(Semaphore::new(PROBE_CONCURRENCY)),
+            reaper,
             records: Arc::new(RecordDir::new(state_dir)),
             recovered: watch::channel(false).0,
             recovery: Mutex::new(()),
@@ -234,13 +269,35 @@ impl LocalBackend {
         let marked = tokio::task::spawn_blocking(marked_processes)
             .await
             .unwrap_or_default();
-        stream::iter(self.slots.values())
-            .for_each_concurrent(RECOVERY_CONCURRENCY, |slot| async {
-                if !self.closing.load(Ordering::SeqCst) {
-                    self.recover_one(slot, &marked).await;
+        // Spawns first, then the rest: an adopted process is watched
+        // through a pidfd, and every descriptor open in nbidle costs every
+        // later spawn a close at exec.
+        let marked = Arc::new(marked);
+        let slots: Vec<Arc<Slot>> = self.slots.values().cloned().collect();
+        let rest: Vec<(Arc<Slot>, Plan)> = stream::iter(slots)
+            .map(|slot| {
+                let (this, marked) = (self.clone(), marked.clone());
+                async move {
+                    let mut st = slot.inner.lock().await;
+                    let plan = Self::plan(&slot, &mut st, &marked);
+                    if plan == Plan::Spawn && !this.closing.load(Ordering::SeqCst) {
+                        this.recover_spawn(&slot, &mut st).await;
+                    }
+                    drop(st);
+                    (slot, plan)
                 }
             })
+            .buffer_unordered(RECOVERY_CONCURRENCY)
+            .filter(|(_, plan)| std::future::ready(*plan != Plan::Spawn))
+            .collect()
             .await;
+        for (slot, plan) in rest {
+            if self.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut st = slot.inner.lock().await;
+            self.recover_rest(&slot, &mut st, plan);
+        }
         let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
         for slot in self.slots.values() {
             *by_status
@@ -256,17 +313,16 @@ impl LocalBackend {
         self.recovered.send_replace(true);
     }
 
-    async fn recover_one(&self, slot: &Arc<Slot>, marked: &HashMap<String, (i32, u64)>) {
-        let mut st = slot.inner.lock().await;
+    /// What recovery does with a notebook. Records a process found by its
+    /// marker (spawned by an nbidle that died before recording it).
+    fn plan(slot: &Slot, st: &mut SlotState, marked: &HashMap<String, (i32, u64)>) -> Plan {
         if let Some(reason) = &st.corrupt {
             let running = marked.get(&marker(slot)).map(|&(pid, _)| pid);
             st.message = Some(corrupt_message(slot, reason, running));
-            return;
+            return Plan::Corrupt;
         }
         let mut live = live_pid(&st.p);
         if live.is_none() {
-            // nbidle may have died between spawning a process and recording
-            // its pid: find it by the marker every notebook process carries.
             if let Some(&(pid, ticks)) = marked.get(&marker(slot)) {
                 tracing::info!(notebook = %slot.id, pid, "found an unrecorded notebook process");
                 st.p.pid = Some(pid);
@@ -276,7 +332,26 @@ impl LocalBackend {
             }
         }
         match (st.p.desired, live) {
-            (Desired::Running, Some(pid)) => {
+            (Desired::Running, Some(pid)) => Plan::Adopt(pid),
+            (Desired::Running, None) => Plan::Spawn,
+            (Desired::Stopped, Some(pid)) => Plan::FinishStop(pid),
+            (Desired::Stopped, None) => Plan::Stopped,
+        }
+    }
+
+    async fn recover_spawn(&self, slot: &Arc<Slot>, st: &mut SlotState) {
+        // One notebook that cannot start must not keep nbidle (and every
+        // other notebook's stops) down: report it failed.
+        if let Err(e) = self.spawn(slot, st).await {
+            tracing::error!(notebook = %slot.id, error = %e, "starting notebook");
+            st.status = Status::Failed;
+            st.message = Some(e.to_string());
+        }
+    }
+
+    fn recover_rest(&self, slot: &Arc<Slot>, st: &mut SlotState, plan: Plan) {
+        match plan {
+            Plan::Adopt(pid) => {
                 tracing::info!(notebook = %slot.id, pid, "adopting running notebook process");
                 st.status = Status::Starting;
                 st.generation += 1;
@@ -288,16 +363,7 @@ impl LocalBackend {
                 ));
                 self.probe_ready(slot.clone(), st.generation);
             }
-            (Desired::Running, None) => {
-                // One notebook that cannot start must not keep nbidle (and
-                // every other notebook's stops) down: report it failed.
-                if let Err(e) = self.spawn(slot, &mut st).await {
-                    tracing::error!(notebook = %slot.id, error = %e, "starting notebook");
-                    st.status = Status::Failed;
-                    st.message = Some(e.to_string());
-                }
-            }
-            (Desired::Stopped, Some(pid)) => {
+            Plan::FinishStop(pid) => {
                 // nbidle went down in the middle of a stop: finish it.
                 st.generation += 1;
                 st.status = Status::Stopping;
@@ -306,7 +372,8 @@ impl LocalBackend {
                 st.exited = Some(exited.clone());
                 self.terminate(slot.clone(), pid, exited, st.generation);
             }
-            (Desired::Stopped, None) => st.status = Status::Stopped,
+            Plan::Stopped => st.status = Status::Stopped,
+            Plan::Spawn | Plan::Corrupt => {}
         }
     }
 
@@ -347,19 +414,13 @@ impl LocalBackend {
     /// Spawns the notebook's command; the caller holds the slot lock.
     async fn spawn(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<()> {
         let spec = &slot.spec;
-        tokio::fs::create_dir_all(&spec.workdir)
+        let (workdir, log_file) = (spec.workdir.clone(), slot.log_file.clone());
+        let (log, log2) = tokio::task::spawn_blocking(move || prepare(&workdir, &log_file))
             .await
-            .map_err(|e| Error::io(format!("creating workdir {}", spec.workdir.display()), e))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&slot.log_file)
-            .map_err(|e| Error::io(format!("opening {}", slot.log_file.display()), e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening {}", slot.log_file.display()), e))?;
-        let mut cmd = tokio::process::Command::new(&spec.command[0]);
-        cmd.args(&spec.command[1..])
+            .map_err(|e| Error::Backend(format!("preparing {}: {e}", slot.id)))??;
+        let mut cmd = std::process::Command::new(&slot.program);
+        cmd.arg0(&spec.command[0])
+            .args(&spec.command[1..])
             .current_dir(&spec.workdir)
             .envs(&spec.env)
             .env(MARKER_ENV, marker(slot))
@@ -371,12 +432,11 @@ impl LocalBackend {
             // reach it. (Jupyter starts kernels in sessions of their own; it
             // shuts them down on SIGTERM, and ipykernel exits when its parent
             // dies, so SIGKILL after the grace period leaves none behind.)
-            .process_group(0)
-            .kill_on_drop(false);
-        let child = cmd.spawn().map_err(|e| {
+            .process_group(0);
+        let (pid, exit) = self.reaper.spawn(&mut cmd).map_err(|e| {
             Error::Backend(format!("starting {}: {:?}: {e}", slot.id, spec.command[0]))
         })?;
-        let pid = child.id().map(|p| p as i32);
+        let pid = Some(pid);
         let mut next = st.p.clone();
         next.desired = Desired::Running;
         next.pid = pid;
@@ -396,7 +456,7 @@ impl LocalBackend {
         st.message = None;
         st.generation += 1;
         tracing::info!(notebook = %slot.id, pid = ?pid, workdir = %spec.workdir.display(), "notebook started");
-        st.exited = Some(self.watch_child(slot.clone(), child, st.generation));
+        st.exited = Some(self.watch_child(slot.clone(), exit, st.generation));
         self.probe_ready(slot.clone(), st.generation);
         Ok(())
     }
@@ -406,15 +466,14 @@ impl LocalBackend {
     fn watch_child(
         &self,
         slot: Arc<Slot>,
-        mut child: tokio::process::Child,
+        exit: oneshot::Receiver<ExitStatus>,
         generation: u64,
     ) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            let status = child.wait().await;
-            let how = match status {
+            let how = match exit.await {
                 Ok(s) => s.to_string(),
-                Err(e) => format!("wait failed: {e}"),
+                Err(_) => "ended; its exit status was not collected".into(),
             };
             let _ = tx.send(true);
             Self::exited(&slot, generation, how).await;
@@ -576,6 +635,62 @@ impl LocalBackend {
             "notebooks stopped at shutdown (stop_on_exit)"
         );
     }
+}
+
+/// Creates the workdir and opens the log for stdout and stderr; blocking.
+/// A log that is not a regular file is refused: opening a FIFO would block
+/// until someone reads it.
+fn prepare(workdir: &Path, log_file: &Path) -> Result<(std::fs::File, std::fs::File)> {
+    std::fs::create_dir_all(workdir)
+        .map_err(|e| Error::io(format!("creating workdir {}", workdir.display()), e))?;
+    let opening = |e| Error::io(format!("opening {}", log_file.display()), e);
+    if let Ok(m) = std::fs::symlink_metadata(log_file) {
+        if !m.is_file() {
+            return Err(Error::Backend(format!(
+                "log file {} is not a regular file",
+                log_file.display()
+            )));
+        }
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .map_err(opening)?;
+    let log2 = log.try_clone().map_err(opening)?;
+    Ok((log, log2))
+}
+
+/// Where a bare program name is found on PATH (the notebook's own PATH when
+/// its `env` sets one), as execvp would find it. Looked up once: each spawn
+/// trying every PATH directory in turn was a tenth of the start-up cost of
+/// 10,000 notebooks. Anything else, or nothing found, stays as configured
+/// and is looked up at the spawn.
+fn find_program(program: &str, path_var: Option<&str>) -> PathBuf {
+    let as_is = PathBuf::from(program);
+    if program.contains('/') {
+        return as_is;
+    }
+    let Some(path_var) = path_var
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+    else {
+        return as_is;
+    };
+    for dir in std::env::split_paths(&path_var) {
+        // A relative entry would be relative to the workdir at the spawn.
+        if !dir.is_absolute() {
+            return as_is;
+        }
+        let candidate = dir.join(program);
+        let executable = std::fs::metadata(&candidate).is_ok_and(|m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0 && m.is_file()
+        });
+        if executable {
+            return candidate;
+        }
+    }
+    as_is
 }
 
 /// The `message` of a notebook whose record cannot be read: what happened,
@@ -1076,6 +1191,27 @@ mod tests {
             .unwrap();
         let err = b.get(&NotebookId::new("local", "nope")).await.unwrap_err();
         assert!(matches!(err, Error::NotFound(_)));
+    }
+
+    #[test]
+    fn a_bare_program_is_found_on_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let path = format!("{}:/usr/bin", dir.path().join("none").display());
+        // Not executable yet: not found.
+        assert_eq!(find_program("tool", Some(&path)), PathBuf::from("tool"));
+        let path = format!("{}:{}", dir.path().join("none").display(), bin.display());
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert_eq!(find_program("tool", Some(&path)), tool);
+        assert_eq!(find_program("./tool", Some(&path)), PathBuf::from("./tool"));
+        assert_eq!(
+            find_program("tool", Some("rel:/usr/bin")),
+            PathBuf::from("tool")
+        );
     }
 
     #[test]
