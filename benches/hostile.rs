@@ -276,7 +276,10 @@ async fn partial_head_client(addr: String, until: Instant) -> u64 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+        if s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .is_err()
+        {
             continue;
         }
         let mut sent = 0;
@@ -383,7 +386,9 @@ async fn large_bodies() -> Row {
                         .body(body.clone())
                         .send()
                         .await;
-                    *codes.entry(r.map_or(0, |r| r.status().as_u16())).or_default() += 1;
+                    *codes
+                        .entry(r.map_or(0, |r| r.status().as_u16()))
+                        .or_default() += 1;
                 }
                 codes
             })
@@ -430,7 +435,10 @@ async fn alertmanager_payload_bytes(alerts: usize) -> u64 {
     let _am = Killed(
         Command::new(bin)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
@@ -441,7 +449,10 @@ async fn alertmanager_payload_bytes(alerts: usize) -> u64 {
     let am = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     until("alertmanager ready", Duration::from_secs(30), || async {
-        http.get(format!("{am}/-/ready")).send().await.is_ok_and(|r| r.status().is_success())
+        http.get(format!("{am}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     })
     .await;
     // Labels, annotations and generator URL as the rule NotebookIdle gives
@@ -450,7 +461,11 @@ async fn alertmanager_payload_bytes(alerts: usize) -> u64 {
     let generator = format!(
         "http://prometheus-k8s-0:9090/graph?g0.expr={}&g0.tab=1",
         expr.bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
             .collect::<String>()
     );
     let batch: Vec<serde_json::Value> = (0..alerts)
@@ -467,7 +482,12 @@ async fn alertmanager_payload_bytes(alerts: usize) -> u64 {
             })
         })
         .collect();
-    let r = http.post(format!("{am}/api/v2/alerts")).json(&batch).send().await.unwrap();
+    let r = http
+        .post(format!("{am}/api/v2/alerts"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(60), catcher.accept())
         .await
@@ -495,7 +515,9 @@ async fn alertmanager_payload_bytes(alerts: usize) -> u64 {
             break len;
         }
     };
-    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+    let _ = s
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        .await;
     length
 }
 
