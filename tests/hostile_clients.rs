@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,35 +17,7 @@ use tokio::net::TcpStream;
 async fn start(dir: &std::path::Path, extra: &str, wrap: &[&str]) -> Nbidle {
     let port = free_port();
     let yaml = Nbidle::config_yaml(port, dir, &[sleeper("nb")], &NbidleOptions::default()) + extra;
-    let config = dir.join("nbidle.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let bin = env!("CARGO_BIN_EXE_nbidle");
-    let mut cmd = match wrap.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    cmd.arg("serve").arg("--config").arg(&config);
-    let log = dir.join("nbidle.log");
-    let proc = Proc::spawn("nbidle", &mut cmd, &log);
-    let nb = Nbidle {
-        proc,
-        url: format!("http://127.0.0.1:{port}"),
-        dir: dir.to_path_buf(),
-        config,
-        log,
-        http: reqwest::Client::new(),
-    };
-    wait_ready(
-        "nbidle ready",
-        &format!("{}/readyz", nb.url),
-        Duration::from_secs(30),
-    )
-    .await;
-    nb
+    Nbidle::start_wrapped(dir, "nbidle", port, &yaml, &[], wrap).await
 }
 
 fn addr(nb: &Nbidle) -> String {

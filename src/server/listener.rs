@@ -182,6 +182,29 @@ fn evict_oldest_idle(open: &mut BTreeMap<u64, Arc<Conn>>, metrics: &Metrics) -> 
     true
 }
 
+/// What serving needs of the routes: warp's filter turned into a service.
+pub trait RouteService:
+    tower_service::Service<
+        hyper::Request<Incoming>,
+        Response = warp::reply::Response,
+        Error = std::convert::Infallible,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> RouteService for T where
+    T: tower_service::Service<
+            hyper::Request<Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `listener` until `shutdown` resolves, then drains (see the module
 /// doc). `service` is the warp filter turned into a service.
 pub async fn serve<S>(
@@ -192,13 +215,7 @@ pub async fn serve<S>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: tower_service::Service<
-            hyper::Request<Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: RouteService,
     S::Future: Send + 'static,
 {
     let registry = Arc::new(Registry::default());
@@ -292,13 +309,7 @@ struct ConnTask<S> {
 
 impl<S> ConnTask<S>
 where
-    S: tower_service::Service<
-            hyper::Request<Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: RouteService,
     S::Future: Send + 'static,
 {
     async fn run<I>(mut self, io: I)
@@ -343,13 +354,7 @@ impl Drop for InFlight {
 
 impl<S> hyper::service::Service<hyper::Request<Incoming>> for Counted<S>
 where
-    S: tower_service::Service<
-            hyper::Request<Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: RouteService,
     S::Future: Send + 'static,
 {
     type Response = warp::reply::Response;

@@ -315,9 +315,30 @@ backend:
         yaml: &str,
         env: &[(&str, &str)],
     ) -> Nbidle {
+        Self::start_wrapped(dir, tag, port, yaml, env, &[]).await
+    }
+
+    /// As `start_yaml`, with nbidle run by a wrapper command (`wrap` then
+    /// nbidle's own arguments), e.g. `prlimit --nofile=256:256 --`.
+    pub async fn start_wrapped(
+        dir: &Path,
+        tag: &str,
+        port: u16,
+        yaml: &str,
+        env: &[(&str, &str)],
+        wrap: &[&str],
+    ) -> Nbidle {
         let config = dir.join(format!("{tag}.yaml"));
         std::fs::write(&config, yaml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbidle"));
+        let bin = env!("CARGO_BIN_EXE_nbidle");
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve").arg("--config").arg(&config).env(
             "NBIDLE_LOG",
             "debug,hyper=info,kube=info,tower=info,rustls=info",
