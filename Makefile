@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-check test test-deps unit lint bench rules fmt
+.PHONY: demo demo-check test test-deps unit lint bench fuzz rules fmt
 
 ## demo: the whole loop on this machine; Ctrl-C stops everything
 demo:
@@ -22,6 +22,11 @@ test-deps:
 test: test-deps
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
+## fuzz: the webhook parser and decision against 1,000,000 generated and
+## mutated payloads, release build (PROPTEST_CASES=N for another count)
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release --test fuzz_webhook -- --nocapture
+
 ## lint: formatting and clippy, as CI runs them
 lint:
 	$(CARGO) fmt --all -- --check
@@ -38,10 +43,11 @@ rules:
 	$(CARGO) run --quiet -- manifests service-monitor --config deploy/nbidle.yaml > deploy/monitoring/servicemonitor.yaml
 	$(CARGO) run --quiet -- manifests alertmanager-config --config deploy/nbidle.yaml > deploy/monitoring/alertmanagerconfig.yaml
 
-## bench: webhook, exporter and Kubernetes backend speed and memory (see docs/benchmarks.md)
+## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers (see docs/benchmarks.md)
 bench:
 	$(CARGO) build --release --bin nbidle --benches
 	$(CARGO) bench --bench webhook
 	$(CARGO) bench --bench exporter
+	$(CARGO) bench --bench hostile
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

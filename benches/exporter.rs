@@ -175,6 +175,7 @@ async fn main() {
             interval: HumanDuration(Duration::from_secs(15)),
             timeout: HumanDuration(Duration::from_secs(5)),
             concurrency: 64,
+            ..ExporterConfig::default()
         };
         let exporter = Exporter::new(
             fleet,

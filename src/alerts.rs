@@ -4,7 +4,10 @@
 //! rejected whole, before anything is stopped.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -12,11 +15,23 @@ use crate::notebook::{NotebookId, Timestamp};
 
 pub const SUPPORTED_VERSION: &str = "4";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertStatus {
     Firing,
     Resolved,
+}
+
+/// A string only: serde's derived enum also reads `{"firing": null}`,
+/// which Alertmanager never sends.
+impl<'de> Deserialize<'de> for AlertStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "firing" => Ok(AlertStatus::Firing),
+            "resolved" => Ok(AlertStatus::Resolved),
+            other => Err(de::Error::unknown_variant(other, &["firing", "resolved"])),
+        }
+    }
 }
 
 impl AlertStatus {
@@ -39,6 +54,7 @@ pub struct WebhookPayload {
     pub status: AlertStatus,
     #[serde(default)]
     pub receiver: String,
+    #[serde(deserialize_with = "objects")]
     pub alerts: Vec<Alert>,
 }
 
@@ -67,6 +83,38 @@ impl Alert {
         let ns = self.labels.get("namespace")?;
         let name = self.labels.get("notebook")?;
         Some(NotebookId::new(ns, name))
+    }
+}
+
+/// Reads a list of `T` each from a JSON object only: serde's derived
+/// structs also read an array of their field values, in order, which
+/// Alertmanager never sends.
+fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Vec::<Object<T>>::deserialize(d)?
+        .into_iter()
+        .map(|o| o.0)
+        .collect())
+}
+
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(PhantomData)).map(Object)
     }
 }
 
@@ -177,5 +225,33 @@ mod tests {
         );
         assert_eq!(field("[1,2]"), "body");
         assert_eq!(field("{\"version\":\"4\",\"status\":\"firing\"}"), "body");
+    }
+
+    /// serde's derived types also read an enum from `{"firing": null}` and
+    /// a struct from an array of its field values; Alertmanager sends
+    /// neither, and an alert in either form must not stop anything.
+    #[test]
+    fn statuses_are_strings_and_alerts_objects() {
+        let (start, end) = (
+            SAMPLE.find("[{").unwrap() + 1,
+            SAMPLE.rfind("}]").unwrap() + 1,
+        );
+        let with_alert = |alert: &str| format!("{}{alert}{}", &SAMPLE[..start], &SAMPLE[end..]);
+        let alert = &SAMPLE[start..end];
+        assert!(parse(with_alert(alert).as_bytes()).is_ok());
+        let map_status =
+            alert.replacen(r#""status": "firing""#, r#""status": {"firing": null}"#, 1);
+        assert_eq!(field(&with_alert(&map_status)), "alerts[0].status");
+        let top = SAMPLE.replace(
+            r#""status": "firing", "receiver""#,
+            r#""status": {"firing": null}, "receiver""#,
+        );
+        assert_eq!(field(&top), "status");
+        let array = r#"["firing",
+            {"alertname": "NotebookIdle", "namespace": "local", "notebook": "demo", "nbidle_action": "stop"},
+            {}, "2026-11-28T10:00:00Z", "abc"]"#;
+        assert_eq!(field(&with_alert(array)), "alerts[0]");
+        let whole = format!(r#"["4", "", "firing", "", [{alert}]]"#);
+        assert_eq!(field(&whole), "body");
     }
 }

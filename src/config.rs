@@ -17,6 +17,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
+mod secrets;
+pub use secrets::Secrets;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -40,6 +43,8 @@ pub struct Config {
     pub exporter: ExporterConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
     pub backend: BackendConfig,
 }
 
@@ -68,6 +73,11 @@ pub struct AuthConfig {
     /// only (a team's own). The tokens above see every namespace.
     #[serde(default)]
     pub namespaced_api_tokens: Vec<NamespacedToken>,
+    /// Bearer token Prometheus must send to `/metrics`, `/metrics/notebooks`
+    /// and `/sd/notebooks`; unset, those routes are open to anyone who can
+    /// reach the listener.
+    pub metrics_token: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,7 +210,25 @@ pub struct ExporterConfig {
     /// Probes in flight at once.
     #[serde(default = "default_probe_concurrency")]
     pub concurrency: usize,
+    /// Largest probe response body read (`/api/kernels`, `/api/terminals`,
+    /// `/api/status`); a larger one fails the probe.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Most kernels taken from one `/api/kernels`; more fail the probe.
+    #[serde(default = "default_max_items")]
+    pub max_kernels: usize,
+    /// Most terminals taken from one `/api/terminals`; more fail the probe.
+    #[serde(default = "default_max_items")]
+    pub max_terminals: usize,
 }
+
+/// Bounds of `exporter.max_response_bytes`: an honest answer with a
+/// thousand kernels is about 150 KiB; the most stays far below nbidle's
+/// memory, since `2 × concurrency` responses can be in flight at once.
+pub const MIN_RESPONSE_BYTES: u64 = 16 * 1024;
+pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Bound of `exporter.max_kernels` and `exporter.max_terminals`.
+pub const MAX_ITEMS: usize = 1_000_000;
 
 fn default_probe_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
@@ -211,6 +239,12 @@ fn default_probe_timeout() -> HumanDuration {
 fn default_probe_concurrency() -> usize {
     64
 }
+fn default_max_response_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_items() -> usize {
+    1000
+}
 
 impl Default for ExporterConfig {
     fn default() -> Self {
@@ -219,6 +253,9 @@ impl Default for ExporterConfig {
             interval: default_probe_interval(),
             timeout: default_probe_timeout(),
             concurrency: default_probe_concurrency(),
+            max_response_bytes: default_max_response_bytes(),
+            max_kernels: default_max_items(),
+            max_terminals: default_max_items(),
         }
     }
 }
@@ -269,6 +306,44 @@ pub struct PrometheusConfig {
     /// The `job` label of the scrape job for nbidle's exporter (`/metrics/notebooks`).
     #[serde(default = "default_exporter_job")]
     pub exporter_job: String,
+    /// How Prometheus verifies nbidle's certificate when nbidle serves TLS
+    /// (`server.web_config_file`); the generated scrape jobs carry it.
+    pub tls_config: Option<TlsClientConfig>,
+}
+
+/// A client's `tls_config` in the generated Prometheus and Alertmanager
+/// configs: how they verify nbidle's certificate. The paths are on their
+/// machines, so they are written as given, not resolved.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientConfig {
+    pub ca_file: Option<String>,
+    /// A client certificate, for `client_auth_type: RequireAndVerifyClientCert`.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub server_name: Option<String>,
+}
+
+impl TlsClientConfig {
+    fn validate(&self, field: &str) -> Result<()> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(Error::config(
+                format!("{field}.key_file"),
+                "set cert_file and key_file together",
+            ));
+        }
+        for (k, v) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("server_name", &self.server_name),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Error::config(format!("{field}.{k}"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_exporter_job() -> String {
@@ -287,6 +362,7 @@ impl Default for PrometheusConfig {
             labels: Labels::default(),
             notebook_job: default_notebook_job(),
             exporter_job: default_exporter_job(),
+            tls_config: None,
         }
     }
 }
@@ -321,6 +397,13 @@ pub struct KubernetesConfig {
     /// Jupyter servers accept, for a PodMonitor scraping servers that
     /// protect `/metrics` (jupyter_server ≥ 2 with a token set).
     pub notebook_metrics_secret: Option<String>,
+    /// The Secret (in `namespace`, key `token`) holding `auth.metrics_token`,
+    /// for the ServiceMonitor; used only when a metrics token is set.
+    #[serde(default = "default_metrics_secret")]
+    pub metrics_secret: String,
+    /// With TLS: a Secret holding `ca.crt` (cert-manager's layout) that the
+    /// generated ServiceMonitor and AlertmanagerConfigs verify nbidle with.
+    pub tls_secret: Option<String>,
     /// Keep the generated PrometheusRule, PodMonitor, ServiceMonitor and
     /// AlertmanagerConfig applied (server-side apply, field manager
     /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
@@ -343,6 +426,9 @@ fn default_notebook_port() -> String {
 fn default_webhook_secret() -> String {
     "nbidle-webhook".into()
 }
+fn default_metrics_secret() -> String {
+    "nbidle-metrics".into()
+}
 
 impl Default for KubernetesConfig {
     fn default() -> Self {
@@ -355,6 +441,8 @@ impl Default for KubernetesConfig {
             notebook_port: default_notebook_port(),
             webhook_secret: default_webhook_secret(),
             notebook_metrics_secret: None,
+            metrics_secret: default_metrics_secret(),
+            tls_secret: None,
             apply: false,
         }
     }
@@ -369,6 +457,7 @@ impl KubernetesConfig {
             ("service_port", &self.service_port),
             ("notebook_port", &self.notebook_port),
             ("webhook_secret", &self.webhook_secret),
+            ("metrics_secret", &self.metrics_secret),
         ] {
             check_notebook_name(v).map_err(|m| Error::config(k(field), m))?;
         }
@@ -378,6 +467,9 @@ impl KubernetesConfig {
         }
         if let Some(s) = &self.notebook_metrics_secret {
             check_notebook_name(s).map_err(|m| Error::config(k("notebook_metrics_secret"), m))?;
+        }
+        if let Some(s) = &self.tls_secret {
+            check_notebook_name(s).map_err(|m| Error::config(k("tls_secret"), m))?;
         }
         check_label_key(&self.notebook_label).map_err(|m| Error::config(k("notebook_label"), m))
     }
@@ -390,17 +482,97 @@ pub struct WebhookConfig {
     /// payloads well under this.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Bytes of webhook bodies read at the same time, over all requests;
+    /// beyond it a request gets 503 with `Retry-After` and Alertmanager
+    /// delivers it again.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: u64,
 }
 
 fn default_max_body_bytes() -> u64 {
     4 * 1024 * 1024
 }
 
+fn default_max_bytes_in_flight() -> u64 {
+    16 * 1024 * 1024
+}
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             max_body_bytes: default_max_body_bytes(),
+            max_bytes_in_flight: default_max_bytes_in_flight(),
         }
+    }
+}
+
+/// Limits of the HTTP listener, so slow, silent or many clients cannot
+/// exhaust nbidle's memory or connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections at most; at the cap a new connection replaces the
+    /// oldest one that is not handling a request.
+    pub max_connections: usize,
+    /// The request line and headers must arrive within this; it is also how
+    /// long an idle keep-alive connection is kept open.
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// A request body must arrive within this.
+    pub body_read_timeout: HumanDuration,
+    /// A response the client does not read for this long is abandoned.
+    pub write_timeout: HumanDuration,
+    /// On shutdown, requests in flight get this long to finish.
+    pub shutdown_timeout: HumanDuration,
+    /// TLS: a web config file in the Prometheus exporter-toolkit format
+    /// (`tls_server_config`); without it the listener speaks plain HTTP.
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            max_header_bytes: 16 * 1024,
+            body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            write_timeout: HumanDuration(Duration::from_secs(30)),
+            shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+            web_config_file: None,
+        }
+    }
+}
+
+/// hyper cannot buffer less than this for a request head.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+impl ServerConfig {
+    fn validate(&self) -> Result<()> {
+        let k = |key: &str| format!("server.{key}");
+        if !(16..=1_000_000).contains(&self.max_connections) {
+            return Err(Error::config(
+                k("max_connections"),
+                "must be between 16 and 1000000",
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(Error::config(
+                k("max_header_bytes"),
+                format!("must be between {MIN_HEADER_BYTES} and 1048576"),
+            ));
+        }
+        for (key, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if d.0 < Duration::from_millis(100) || d.0 > Duration::from_secs(3600) {
+                return Err(Error::config(k(key), "must be between 100ms and 1h"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -419,6 +591,9 @@ pub struct AlertmanagerConfig {
     /// was down longer than Alertmanager's retries is caught here).
     #[serde(default = "default_repeat_interval")]
     pub repeat_interval: HumanDuration,
+    /// How Alertmanager verifies nbidle's certificate when nbidle serves
+    /// TLS; the generated webhook receiver carries it.
+    pub tls_config: Option<TlsClientConfig>,
 }
 
 fn default_group_wait() -> HumanDuration {
@@ -438,6 +613,7 @@ impl Default for AlertmanagerConfig {
             group_wait: default_group_wait(),
             group_interval: default_group_interval(),
             repeat_interval: default_repeat_interval(),
+            tls_config: None,
         }
     }
 }
@@ -761,16 +937,6 @@ pub fn check_notebook_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Secrets resolved from inline values or files.
-#[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    pub webhook_token: Option<String>,
-    pub webhook_basic: Option<(String, String)>,
-    pub api_tokens: Vec<String>,
-    /// Tokens with the namespaces they may use.
-    pub namespaced_api_tokens: Vec<(String, Vec<String>)>,
-}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config> {
@@ -794,9 +960,55 @@ impl Config {
             };
             Error::config(field, e.into_inner().to_string())
         })?;
+        cfg.check_paths_given()?;
         cfg.resolve_paths(base);
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// An empty path would resolve to the config file's own directory
+    /// (state written among the configs, a notebook run there), so each is
+    /// refused before paths are resolved.
+    fn check_paths_given(&self) -> Result<()> {
+        let a = &self.auth;
+        let mut paths: Vec<(String, Option<&PathBuf>)> = vec![
+            ("data_dir".into(), Some(&self.data_dir)),
+            (
+                "auth.webhook_token_file".into(),
+                a.webhook_token_file.as_ref(),
+            ),
+            ("auth.api_tokens_file".into(), a.api_tokens_file.as_ref()),
+            (
+                "auth.metrics_token_file".into(),
+                a.metrics_token_file.as_ref(),
+            ),
+            (
+                "auth.webhook_basic_auth.password_file".into(),
+                a.webhook_basic_auth
+                    .as_ref()
+                    .and_then(|b| b.password_file.as_ref()),
+            ),
+        ];
+        for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
+            paths.push((
+                format!("auth.namespaced_api_tokens[{i}].token_file"),
+                t.token_file.as_ref(),
+            ));
+        }
+        if let Some(local) = &self.backend.local {
+            for (i, nb) in local.notebooks.iter().enumerate() {
+                paths.push((
+                    format!("backend.local.notebooks[{i}].workdir"),
+                    Some(&nb.workdir),
+                ));
+            }
+        }
+        for (key, p) in paths {
+            if p.is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(Error::config(key, "must not be empty"));
+            }
+        }
+        Ok(())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -806,10 +1018,16 @@ impl Config {
             }
         };
         abs(&mut self.data_dir);
+        if let Some(p) = self.server.web_config_file.as_mut() {
+            abs(p)
+        }
         if let Some(p) = self.auth.webhook_token_file.as_mut() {
             abs(p)
         }
         if let Some(p) = self.auth.api_tokens_file.as_mut() {
+            abs(p)
+        }
+        if let Some(p) = self.auth.metrics_token_file.as_mut() {
             abs(p)
         }
         for t in &mut self.auth.namespaced_api_tokens {
@@ -894,6 +1112,24 @@ impl Config {
                 "must be at least 1024",
             ));
         }
+        if self.webhook.max_bytes_in_flight < self.webhook.max_body_bytes {
+            return Err(Error::config(
+                "webhook.max_bytes_in_flight",
+                format!(
+                    "must be at least webhook.max_body_bytes ({})",
+                    self.webhook.max_body_bytes
+                ),
+            ));
+        }
+        self.server.validate()?;
+        for (key, tls) in [
+            ("prometheus.tls_config", &self.prometheus.tls_config),
+            ("alertmanager.tls_config", &self.alertmanager.tls_config),
+        ] {
+            if let Some(t) = tls {
+                t.validate(key)?;
+            }
+        }
         let auth = &self.auth;
         if auth.webhook_token.is_some() && auth.webhook_token_file.is_some() {
             return Err(Error::config(
@@ -913,12 +1149,33 @@ impl Config {
                     "must not be empty",
                 ));
             }
+            // Basic credentials travel as `username:password`; the first
+            // `:` ends the username, so a username with one never matches.
+            if b.username.contains(':') {
+                return Err(Error::config(
+                    "auth.webhook_basic_auth.username",
+                    "must not contain ':'",
+                ));
+            }
             if b.password.is_some() == b.password_file.is_some() {
                 return Err(Error::config(
                     "auth.webhook_basic_auth.password",
                     "set exactly one of password, password_file",
                 ));
             }
+        }
+        if auth.metrics_token.is_some() && auth.metrics_token_file.is_some() {
+            return Err(Error::config(
+                "auth.metrics_token_file",
+                "set metrics_token or metrics_token_file, not both",
+            ));
+        }
+        if auth
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::config("auth.metrics_token", "must not be empty"));
         }
         for (i, t) in auth.api_tokens.iter().enumerate() {
             if t.trim().is_empty() {
@@ -978,9 +1235,6 @@ impl Config {
                     }
                     if nb.command.is_empty() || nb.command[0].is_empty() {
                         return Err(Error::config(f("command"), "must name a program"));
-                    }
-                    if nb.workdir.as_os_str().is_empty() {
-                        return Err(Error::config(f("workdir"), "must not be empty"));
                     }
                     check_url(&nb.url).map_err(|m| Error::config(f("url"), m))?;
                     // Local notebooks are probed over plain HTTP on this machine.
@@ -1152,6 +1406,23 @@ impl Config {
                 "must be between 1 and 4096",
             ));
         }
+        if !(MIN_RESPONSE_BYTES..=MAX_RESPONSE_BYTES).contains(&e.max_response_bytes) {
+            return Err(Error::config(
+                "exporter.max_response_bytes",
+                format!("must be between {MIN_RESPONSE_BYTES} (16 KiB) and {MAX_RESPONSE_BYTES} (64 MiB)"),
+            ));
+        }
+        for (key, n) in [
+            ("exporter.max_kernels", e.max_kernels),
+            ("exporter.max_terminals", e.max_terminals),
+        ] {
+            if !(1..=MAX_ITEMS).contains(&n) {
+                return Err(Error::config(
+                    key,
+                    format!("must be between 1 and {MAX_ITEMS}"),
+                ));
+            }
+        }
         if let Some(local) = &self.backend.local {
             for (i, nb) in local.notebooks.iter().enumerate() {
                 if let Some(d) = nb.idle_after {
@@ -1195,87 +1466,6 @@ impl Config {
             min: a.min_idle_after.map(|d| d.0),
             max: a.max_idle_after.map(|d| d.0),
         }
-    }
-
-    /// Reads the secrets, inline or from their files. Done once at start-up.
-    pub fn secrets(&self) -> Result<Secrets> {
-        let read = |field: &str, p: &Path| -> Result<String> {
-            let s = std::fs::read_to_string(p)
-                .map_err(|e| Error::config(field, format!("reading {}: {e}", p.display())))?;
-            Ok(s.trim().to_string())
-        };
-        let a = &self.auth;
-        let webhook_token = match (&a.webhook_token, &a.webhook_token_file) {
-            // Trimmed like the header it is compared with.
-            (Some(t), _) => Some(t.trim().to_string()),
-            (None, Some(p)) => Some(read("auth.webhook_token_file", p)?),
-            (None, None) => None,
-        };
-        let webhook_basic = match &a.webhook_basic_auth {
-            Some(b) => {
-                let pw = match (&b.password, &b.password_file) {
-                    (Some(p), _) => p.trim().to_string(),
-                    (None, Some(f)) => read("auth.webhook_basic_auth.password_file", f)?,
-                    (None, None) => unreachable!("validate() requires one of them"),
-                };
-                if pw.is_empty() {
-                    return Err(Error::config(
-                        "auth.webhook_basic_auth.password",
-                        "must not be empty",
-                    ));
-                }
-                Some((b.username.clone(), pw))
-            }
-            None => None,
-        };
-        let mut api_tokens: Vec<String> =
-            a.api_tokens.iter().map(|t| t.trim().to_string()).collect();
-        if let Some(p) = &a.api_tokens_file {
-            let text = read("auth.api_tokens_file", p)?;
-            api_tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
-        }
-        if webhook_token.as_deref().is_some_and(str::is_empty) {
-            return Err(Error::config(
-                "auth.webhook_token_file",
-                "the file is empty",
-            ));
-        }
-        if webhook_token.is_none() && webhook_basic.is_none() {
-            return Err(Error::config(
-                "auth.webhook_token",
-                "the webhook needs credentials: set webhook_token, webhook_token_file or webhook_basic_auth",
-            ));
-        }
-        let mut namespaced_api_tokens = Vec::new();
-        for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
-            let field = format!("auth.namespaced_api_tokens[{i}]");
-            let token = match (&t.token, &t.token_file) {
-                (Some(t), _) => t.trim().to_string(),
-                (None, Some(p)) => read(&format!("{field}.token_file"), p)?,
-                (None, None) => unreachable!("validate() requires one of them"),
-            };
-            if token.is_empty() {
-                return Err(Error::config(format!("{field}.token"), "must not be empty"));
-            }
-            namespaced_api_tokens.push((token, t.namespaces.clone()));
-        }
-        if api_tokens.is_empty() && namespaced_api_tokens.is_empty() {
-            return Err(Error::config(
-                "auth.api_tokens",
-                "the REST API needs at least one token",
-            ));
-        }
-        Ok(Secrets {
-            webhook_token,
-            webhook_basic,
-            api_tokens,
-            namespaced_api_tokens,
-        })
     }
 }
 
@@ -1381,6 +1571,34 @@ backend:
     }
 
     #[test]
+    fn exporter_limits_have_defaults_and_bounds_that_name_their_keys() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.exporter.max_response_bytes, 1024 * 1024);
+        assert_eq!(
+            (c.exporter.max_kernels, c.exporter.max_terminals),
+            (1000, 1000)
+        );
+        let with = |kv: &str| MINIMAL.replace("auth:", &format!("exporter:\n  {kv}\nauth:"));
+        let c = parse(&with("max_response_bytes: 65536")).unwrap();
+        assert_eq!(c.exporter.max_response_bytes, 65536);
+        for (kv, key) in [
+            ("max_response_bytes: 0", "exporter.max_response_bytes"),
+            ("max_response_bytes: 16383", "exporter.max_response_bytes"),
+            (
+                "max_response_bytes: 67108865",
+                "exporter.max_response_bytes",
+            ),
+            ("max_response_bytes: -1", "exporter.max_response_bytes"),
+            ("max_response_bytes: 1MiB", "exporter.max_response_bytes"),
+            ("max_kernels: 0", "exporter.max_kernels"),
+            ("max_kernels: 1000001", "exporter.max_kernels"),
+            ("max_terminals: 0", "exporter.max_terminals"),
+        ] {
+            assert_eq!(err_field(&with(kv)), key, "{kv}");
+        }
+    }
+
+    #[test]
     fn duplicate_notebook_names_are_rejected() {
         let extra = r#"      - name: demo
         command: ["x"]
@@ -1409,6 +1627,32 @@ backend:
             Err(Error::Config { field, .. }) => assert_eq!(field, "auth.webhook_token"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn empty_paths_and_ambiguous_basic_users_are_refused() {
+        assert_eq!(err_field(&format!("data_dir: \"\"\n{MINIMAL}")), "data_dir");
+        let extra = "      - name: two\n        command: [\"x\"]\n        workdir: \"\"\n        url: \"http://127.0.0.1:1/\"\n";
+        assert_eq!(
+            err_field(&format!("{MINIMAL}{extra}")),
+            "backend.local.notebooks[1].workdir"
+        );
+        let y = MINIMAL.replace("auth:\n", "auth:\n  metrics_token_file: \"\"\n");
+        assert_eq!(err_field(&y), "auth.metrics_token_file");
+        let y = MINIMAL.replace(
+            "auth:\n",
+            "auth:\n  webhook_basic_auth: {username: \"am:x\", password: pw}\n",
+        );
+        assert_eq!(err_field(&y), "auth.webhook_basic_auth.username");
+        let y = MINIMAL.replace(
+            "auth:\n",
+            "auth:\n  metrics_token: m\n  metrics_token_file: m\n",
+        );
+        assert_eq!(err_field(&y), "auth.metrics_token_file");
+        let y = MINIMAL.replace("auth:\n", "auth:\n  metrics_token: \" \"\n");
+        assert_eq!(err_field(&y), "auth.metrics_token");
+        let y = MINIMAL.replace("auth:", "kubernetes: {metrics_secret: Bad}\nauth:");
+        assert_eq!(err_field(&y), "kubernetes.metrics_secret");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::alerts::{Alert, AlertStatus, WebhookPayload};
 use crate::backend::{Backend, StopOutcome, StopRequest};
 use crate::error::Error;
 use crate::exporter::{Exporter, NotebookFacts};
+use crate::logsafe::{Escaped, UNKNOWN_NOTEBOOK};
 use crate::metrics::Metrics;
 use crate::notebook::{NotebookId, StopCause, Timestamp};
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
@@ -142,18 +143,23 @@ pub async fn handle(
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
+        // Labels come from whoever holds the webhook token: escaped and cut.
+        let (alert, notebook) = (Escaped(&r.alertname), Escaped(&nb));
         match &r.decision {
             Decision::Failed(e) => {
-                tracing::error!(alert = %r.alertname, notebook = %nb, error = %e, "stop failed")
+                tracing::error!(%alert, %notebook, error = %Escaped(e), "stop failed")
             }
+            // A payload can name any number of unknown notebooks.
             Decision::UnknownNotebook => {
-                tracing::warn!(alert = %r.alertname, notebook = %nb, "alert names a notebook the backend does not know")
+                if let Some(a) = UNKNOWN_NOTEBOOK.admit() {
+                    tracing::warn!(%alert, %notebook, suppressed = a.suppressed, "alert names a notebook the backend does not know")
+                }
             }
             Decision::DryRun => {
-                tracing::info!(alert = %r.alertname, notebook = %nb, "dry run: would stop")
+                tracing::info!(%alert, %notebook, "dry run: would stop")
             }
             d => {
-                tracing::debug!(alert = %r.alertname, notebook = %nb, decision = d.label(), "alert handled")
+                tracing::debug!(%alert, %notebook, decision = d.label(), "alert handled")
             }
         }
     }

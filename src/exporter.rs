@@ -15,6 +15,12 @@
 //!   therefore stops keeping the notebook alive after `idle_after`.
 //! - A failed probe exports `nbidle_notebook_probe_success 0` and no
 //!   activity, kernel or terminal series: a failure never looks idle.
+//! - A notebook's server answers with its user's code, so every response is
+//!   read within limits ([`bounded`]): at most `exporter.max_response_bytes`,
+//!   at most `exporter.max_kernels` / `max_terminals` items, folded one at a
+//!   time. Over a limit is a failed probe, not a truncated list: what was
+//!   not read cannot be judged idle. The reason is a label from a fixed
+//!   set, logged once when a notebook starts failing (or fails otherwise).
 //! - Policy series (`nbidle_notebook_idle_after_seconds`, started time,
 //!   owner) come from the backend, so per-notebook thresholds live in data,
 //!   and a few rules serve any number of notebooks.
@@ -25,6 +31,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +41,10 @@ use serde::Deserialize;
 use crate::backend::{Backend, JupyterEndpoint};
 use crate::config::ExporterConfig;
 use crate::notebook::{NotebookId, NotebookState, Timestamp};
+
+pub mod bounded;
+
+pub use bounded::{Detail, ProbeFailure, Reason};
 
 /// Kernel execution states, as exported in the `state` label.
 pub const KERNEL_STATES: [&str; 5] = ["idle", "busy", "starting", "dead", "other"];
@@ -50,7 +61,8 @@ pub struct ProbeResult {
     pub last_activity: Option<f64>,
     /// The server's start, when this probe read `/api/status`.
     pub server_started: Option<f64>,
-    pub error: Option<String>,
+    /// Why the probe failed, when it did.
+    pub failure: Option<ProbeFailure>,
 }
 
 impl ProbeResult {
@@ -74,6 +86,9 @@ pub struct NotebookFacts {
     pub pods: Vec<String>,
 }
 
+/// One probe's result, when it answered, and the notebook's pods.
+type Probed = (ProbeResult, Timestamp, Vec<String>);
+
 /// What the exporter remembers of one notebook's current life.
 #[derive(Debug, Clone, Copy)]
 struct Life {
@@ -95,6 +110,9 @@ pub struct Exporter {
     /// Per notebook: the start of its current life and the latest activity
     /// seen in it.
     memory: std::sync::Mutex<HashMap<NotebookId, Life>>,
+    /// Failed probes since start, by [`Reason`] (in the order of
+    /// [`Reason::ALL`]).
+    failures: [AtomicU64; Reason::ALL.len()],
 }
 
 #[derive(Deserialize)]
@@ -134,6 +152,7 @@ impl Exporter {
             http,
             snapshot: RwLock::new(Arc::new(Vec::new())),
             memory: Default::default(),
+            failures: Default::default(),
         })
     }
 
@@ -158,7 +177,7 @@ impl Exporter {
             Err(e) => {
                 // Publish nothing rather than last round's facts: stale
                 // numbers could look idle. The memory of activity stays.
-                tracing::warn!(error = %e, "exporter: listing notebooks");
+                tracing::warn!(error = %crate::logsafe::Escaped(&e), "exporter: listing notebooks");
                 *self
                     .snapshot
                     .write()
@@ -183,15 +202,15 @@ impl Exporter {
                 .collect()
         };
         let known = &known;
-        let mut probes: HashMap<NotebookId, (ProbeResult, Timestamp, Vec<String>)> =
-            stream::iter(endpoints)
-                .map(|ep| async move {
-                    let r = self.probe(&ep, !known.contains(&ep.id)).await;
-                    (ep.id, (r, Timestamp::now(), ep.pods))
-                })
-                .buffer_unordered(self.cfg.concurrency)
-                .collect()
-                .await;
+        let mut probes: HashMap<NotebookId, Probed> = stream::iter(endpoints)
+            .map(|ep| async move {
+                let r = self.probe(&ep, !known.contains(&ep.id)).await;
+                (ep.id, (r, Timestamp::now(), ep.pods))
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        self.note_failures(&probes);
         let mut memory = self.memory.lock().expect("memory lock is never poisoned");
         let mut facts: Vec<NotebookFacts> = states
             .into_iter()
@@ -259,22 +278,75 @@ impl Exporter {
         snap.iter().find(|f| &f.state.id == id).cloned()
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        ep: &JupyterEndpoint,
-        path: &str,
-    ) -> Result<T, String> {
+    /// Counts this round's failed probes and logs each notebook whose probe
+    /// now fails where it did not (or failed otherwise) in the last round,
+    /// and each that succeeds again: one line per change, not per round.
+    fn note_failures(&self, probes: &HashMap<NotebookId, Probed>) {
+        let last = self
+            .snapshot
+            .read()
+            .expect("snapshot lock is never poisoned")
+            .clone();
+        let last_reason = |id: &NotebookId| {
+            // The snapshot is sorted by id.
+            last.binary_search_by(|f| f.state.id.cmp(id))
+                .ok()
+                .and_then(|i| last[i].probe.as_ref())
+                .and_then(|p| p.failure.as_ref())
+                .map(|f| f.reason)
+        };
+        for (id, (r, _, _)) in probes {
+            let before = last_reason(id);
+            let Some(f) = &r.failure else {
+                if before.is_some() {
+                    tracing::info!(notebook = %id, "exporter: probe succeeds again");
+                }
+                continue;
+            };
+            self.failures[f.reason.index()].fetch_add(1, Ordering::Relaxed);
+            if before != Some(f.reason) {
+                let reason = f.reason.as_str();
+                tracing::warn!(notebook = %id, reason, failure = %f, "exporter: probe failed");
+            }
+        }
+    }
+
+    /// One probe request's body, read within `exporter.max_response_bytes`.
+    async fn get(&self, ep: &JupyterEndpoint, path: &'static str) -> Result<Vec<u8>, ProbeFailure> {
         let mut req = self
             .http
             .get(format!("{}{path}?no_track_activity=1", ep.base_url));
         if let Some(t) = &ep.token {
             req = req.header("Authorization", format!("token {t}"));
         }
-        let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ProbeFailure::transport(path, &e))?;
         if !resp.status().is_success() {
-            return Err(format!("{path}: HTTP {}", resp.status()));
+            return Err(ProbeFailure::new(
+                Reason::HttpStatus,
+                path,
+                Detail::Status(resp.status().as_u16()),
+            ));
         }
-        resp.json().await.map_err(|e| format!("{path}: {e}"))
+        bounded::read_body(resp, self.cfg.max_response_bytes, path).await
+    }
+
+    /// A JSON array of at most `max_items`, each element folded into
+    /// `activity` as it is parsed.
+    async fn get_array<T: serde::de::DeserializeOwned>(
+        &self,
+        ep: &JupyterEndpoint,
+        path: &'static str,
+        max_items: usize,
+        mut each: impl FnMut(&mut Activity, T),
+    ) -> Result<Activity, ProbeFailure> {
+        let body = self.get(ep, path).await?;
+        let mut activity = Activity::default();
+        bounded::fold_array(&body, max_items, |item| each(&mut activity, item))
+            .map_err(|e| e.into_failure(path, max_items))?;
+        Ok(activity)
     }
 
     /// `with_status`: also read the server's start (`/api/status`).
@@ -283,19 +355,14 @@ impl Exporter {
         let fetched = self.fetch(ep, with_status).await;
         let duration = started.elapsed();
         match fetched {
-            Ok((kernels, terminals, server_started)) => {
-                let mut r = summarize(
-                    &kernels,
-                    &terminals,
-                    duration,
-                    Timestamp::now().unix_seconds(),
-                );
+            Ok((activity, server_started)) => {
+                let mut r = activity.into_result(duration, Timestamp::now().unix_seconds());
                 r.server_started = server_started;
                 r
             }
-            Err(e) => ProbeResult {
+            Err(failure) => ProbeResult {
                 duration,
-                error: Some(e),
+                failure: Some(failure),
                 ..Default::default()
             },
         }
@@ -307,24 +374,31 @@ impl Exporter {
         &self,
         ep: &JupyterEndpoint,
         with_status: bool,
-    ) -> Result<(Vec<Kernel>, Vec<Terminal>, Option<f64>), String> {
+    ) -> Result<(Activity, Option<f64>), ProbeFailure> {
         let (kernels, terminals) = tokio::join!(
-            self.get_json::<Vec<Kernel>>(ep, "api/kernels"),
-            self.get_json::<Vec<Terminal>>(ep, "api/terminals"),
+            self.get_array(ep, "api/kernels", self.cfg.max_kernels, Activity::kernel),
+            self.get_array(
+                ep,
+                "api/terminals",
+                self.cfg.max_terminals,
+                Activity::terminal
+            ),
         );
         let kernels = kernels?;
         // A server without the terminals extension answers 404: no terminals.
         let terminals = match terminals {
-            Err(e) if e.contains("HTTP 404") => Vec::new(),
+            Err(f) if f.is_http_status(404) => Activity::default(),
             t => t?,
         };
         let server_started = if with_status {
-            let s = self.get_json::<ServerStatus>(ep, "api/status").await?;
+            let path = "api/status";
+            let body = self.get(ep, path).await?;
+            let s: ServerStatus = bounded::parse_object(&body, path)?;
             parse_time(&s.started)
         } else {
             None
         };
-        Ok((kernels, terminals, server_started))
+        Ok((kernels.merge(terminals), server_started))
     }
 
     /// The text exposition of the last round.
@@ -334,10 +408,12 @@ impl Exporter {
             .read()
             .expect("snapshot lock is never poisoned")
             .clone();
-        render(
+        let mut out = render(
             &snap,
             Timestamp::now().unix_seconds() + self.deadline_window.as_secs_f64(),
-        )
+        );
+        render_failures(&mut out, &self.failures);
+        out
     }
 }
 
@@ -359,21 +435,22 @@ pub fn deadline_window(
     warn_before + probe_interval * 2 + evaluation_interval * 2
 }
 
-/// `now`: when the probe answered. A busy kernel is work in progress, so it
-/// makes `now` the last activity: one series then carries every kind of
-/// activity, and the rules need no separate join for busy kernels.
-fn summarize(
-    kernels: &[Kernel],
-    terminals: &[Terminal],
-    duration: Duration,
-    now: f64,
-) -> ProbeResult {
-    let mut r = ProbeResult {
-        ok: true,
-        duration,
-        ..Default::default()
-    };
-    for k in kernels {
+/// What one probe's kernels and terminals add up to, folded one item at a
+/// time as they are parsed.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Counts in the order of [`KERNEL_STATES`].
+    kernels: [u32; 5],
+    terminals: u32,
+    /// The latest `last_activity` read, Unix seconds.
+    latest: Option<f64>,
+    /// A kernel is busy, or an item's activity could not be read: active
+    /// at the probe's answer (see [`Activity::into_result`]).
+    active_now: bool,
+}
+
+impl Activity {
+    fn kernel(&mut self, k: Kernel) {
         let i = match k.execution_state.as_deref() {
             Some("idle") => 0,
             Some("busy") => 1,
@@ -381,19 +458,49 @@ fn summarize(
             Some("dead") => 3,
             _ => 4,
         };
-        r.kernels[i] += 1;
-        // A kernel or terminal whose activity cannot be read counts as
-        // active now: what cannot be judged is not stopped.
-        r.last_activity = max_opt(r.last_activity, parse_time(&k.last_activity).or(Some(now)));
+        self.kernels[i] += 1;
+        self.active_now |= i == 1;
+        self.seen(&k.last_activity);
     }
-    r.terminals = terminals.len() as u32;
-    for t in terminals {
-        r.last_activity = max_opt(r.last_activity, parse_time(&t.last_activity).or(Some(now)));
+
+    fn terminal(&mut self, t: Terminal) {
+        self.terminals += 1;
+        self.seen(&t.last_activity);
     }
-    if r.busy_kernels() > 0 {
-        r.last_activity = max_opt(r.last_activity, Some(now));
+
+    /// A kernel or terminal whose activity cannot be read counts as active
+    /// now: what cannot be judged is not stopped.
+    fn seen(&mut self, at: &Option<String>) {
+        match parse_time(at) {
+            Some(t) => self.latest = max_opt(self.latest, Some(t)),
+            None => self.active_now = true,
+        }
     }
-    r
+
+    fn merge(self, other: Activity) -> Activity {
+        Activity {
+            kernels: std::array::from_fn(|i| self.kernels[i] + other.kernels[i]),
+            terminals: self.terminals + other.terminals,
+            latest: max_opt(self.latest, other.latest),
+            active_now: self.active_now || other.active_now,
+        }
+    }
+
+    /// `now`: when the probe answered. A busy kernel is work in progress,
+    /// so it makes `now` the last activity: one series then carries every
+    /// kind of activity, and the rules need no separate join for busy
+    /// kernels.
+    fn into_result(self, duration: Duration, now: f64) -> ProbeResult {
+        ProbeResult {
+            ok: true,
+            duration,
+            kernels: self.kernels,
+            terminals: self.terminals,
+            last_activity: max_opt(self.latest, self.active_now.then_some(now)),
+            server_started: None,
+            failure: None,
+        }
+    }
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -468,6 +575,17 @@ pub fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
         }),
     );
     family(
+        "nbidle_notebook_probe_failure",
+        "1, with the reason, while the last probe of the notebook failed (timeout, connect, http_status, request, too_large, too_many, invalid_json).",
+        &mut facts.iter().filter_map(|f| {
+            let failure = f.probe.as_ref()?.failure.as_ref()?;
+            Some((
+                format!("{},reason=\"{}\"", labels(f), failure.reason.as_str()),
+                1.0,
+            ))
+        }),
+    );
+    family(
         "nbidle_notebook_probe_duration_seconds",
         "How long the last probe took.",
         &mut facts.iter().filter_map(|f| {
@@ -517,6 +635,20 @@ pub fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
     out
 }
 
+/// `nbidle_exporter_probe_failures_total`: every reason, zeros included,
+/// so a rate over it needs no series to appear first.
+fn render_failures(out: &mut String, failures: &[AtomicU64; Reason::ALL.len()]) {
+    let name = "nbidle_exporter_probe_failures_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Failed probes since nbidle started, by reason.\n# TYPE {name} counter"
+    );
+    for r in Reason::ALL {
+        let n = failures[r.index()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {n}", r.as_str());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,14 +661,27 @@ mod tests {
         }
     }
 
+    fn summarize(
+        kernels: Vec<Kernel>,
+        terminals: Vec<Terminal>,
+        duration: Duration,
+        now: f64,
+    ) -> ProbeResult {
+        let mut k = Activity::default();
+        kernels.into_iter().for_each(|x| k.kernel(x));
+        let mut t = Activity::default();
+        terminals.into_iter().for_each(|x| t.terminal(x));
+        k.merge(t).into_result(duration, now)
+    }
+
     #[test]
     fn activity_is_the_latest_kernel_or_terminal_activity() {
         let r = summarize(
-            &[
+            vec![
                 k("idle", "2026-01-01T10:00:00Z"),
                 k("busy", "2026-01-01T09:00:00Z"),
             ],
-            &[
+            vec![
                 Terminal {
                     last_activity: Some("2026-01-01T11:00:00Z".into()),
                 },
@@ -553,8 +698,8 @@ mod tests {
         // A busy kernel: activity is the probe's own time.
         assert_eq!(r.last_activity, Some(2e9));
         let quiet = summarize(
-            &[k("idle", "2026-01-01T10:00:00Z")],
-            &[Terminal {
+            vec![k("idle", "2026-01-01T10:00:00Z")],
+            vec![Terminal {
                 last_activity: Some("2026-01-01T11:00:00Z".into()),
             }],
             Duration::from_millis(3),
@@ -807,5 +952,107 @@ mod tests {
         }
         // The server's start is read once a life, not at every probe.
         assert_eq!(status_reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_a_limit_is_a_failed_probe_with_its_reason() {
+        use warp::Filter;
+        // What /api/kernels answers, changed between rounds.
+        let kernels = Arc::new(RwLock::new(String::new()));
+        let k = kernels.clone();
+        let routes = warp::path!("api" / "kernels")
+            .map(move || k.read().unwrap().clone())
+            .or(warp::path!("api" / "terminals").map(|| "[]".to_string()))
+            .or(warp::path!("api" / "status")
+                .map(|| r#"{"started":"2026-01-01T08:00:00Z"}"#.to_string()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        let state = facts(None, true).state;
+        let backend = Arc::new(OneNotebook(
+            state.clone(),
+            format!("http://127.0.0.1:{port}/"),
+        ));
+        let cfg = ExporterConfig {
+            max_response_bytes: 16 * 1024,
+            max_kernels: 3,
+            ..ExporterConfig::default()
+        };
+        let e = Exporter::new(backend, cfg, Duration::from_secs(300));
+        let kernel = r#"{"execution_state":"idle","last_activity":"2026-01-01T09:30:00Z"}"#;
+        let array = |n: usize| format!("[{}]", vec![kernel; n].join(","));
+        let cases = [
+            (array(3), None),
+            (array(4), Some(Reason::TooMany)),
+            (
+                format!("[{}]", " ".repeat(16 * 1024)),
+                Some(Reason::TooLarge),
+            ),
+            (
+                "[{\"execution_state\": 1}]".to_string(),
+                Some(Reason::InvalidJson),
+            ),
+            (array(1), None),
+        ];
+        for (body, reason) in cases {
+            *kernels.write().unwrap() = body;
+            e.round().await;
+            let p = e.facts(&state.id).unwrap().probe.unwrap();
+            assert_eq!(p.failure.as_ref().map(|f| f.reason), reason);
+            assert_eq!(p.ok, reason.is_none());
+            let text = e.render();
+            let series = reason.map(|r| {
+                format!(
+                    "nbidle_notebook_probe_failure{{namespace=\"local\",notebook=\"nb\",reason=\"{}\"}} 1",
+                    r.as_str()
+                )
+            });
+            assert_eq!(
+                text.contains("nbidle_notebook_probe_failure{"),
+                series.is_some(),
+                "{text}"
+            );
+            if let Some(series) = series {
+                assert!(text.contains(&series), "{text}");
+                assert!(!text.contains("nbidle_notebook_kernels{"), "{text}");
+            }
+        }
+        let text = e.render();
+        for (reason, n) in [
+            ("too_many", 1),
+            ("too_large", 1),
+            ("invalid_json", 1),
+            ("timeout", 0),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "nbidle_exporter_probe_failures_total{{reason=\"{reason}\"}} {n}\n"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_without_terminals_is_probed_without_them() {
+        use warp::Filter;
+        // No /api/terminals route: warp answers 404, as a server without
+        // the terminals extension does.
+        let routes = warp::path!("api" / "kernels")
+            .map(|| r#"[{"execution_state":"busy","last_activity":"2026-01-01T09:30:00Z"}]"#)
+            .or(warp::path!("api" / "status").map(|| r#"{"started":"2026-01-01T08:00:00Z"}"#));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        let state = facts(None, true).state;
+        let backend = Arc::new(OneNotebook(
+            state.clone(),
+            format!("http://127.0.0.1:{port}/"),
+        ));
+        let e = Exporter::new(backend, ExporterConfig::default(), Duration::from_secs(300));
+        e.round().await;
+        let p = e.facts(&state.id).unwrap().probe.unwrap();
+        assert!(p.ok, "{:?}", p.failure);
+        assert_eq!((p.busy_kernels(), p.terminals), (1, 0));
     }
 }

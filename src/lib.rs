@@ -30,6 +30,8 @@
 //! - [`config`]: the YAML config, strictly validated, errors name the key.
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
+//! - [`logsafe`]: values from outside escaped and capped for the log;
+//!   repeated rejection lines rate-limited.
 //! - [`error`]: the crate's error type.
 
 pub mod alerts;
@@ -39,6 +41,7 @@ pub mod config;
 pub mod decide;
 pub mod error;
 pub mod exporter;
+pub mod logsafe;
 pub mod manifests;
 pub mod metrics;
 pub mod notebook;

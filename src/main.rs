@@ -1,5 +1,6 @@
 //! The `nbidle` command: parses arguments and calls the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 use nbidle::config::Config;
 use nbidle::manifests::{self, Manifest};
 use nbidle::rules::{self, Format};
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -71,10 +73,17 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(nbidle::logsafe::LimitRepeats::default())
         .init();
     match Cli::parse().command {
         Command::Serve { config } => {
             let cfg = load(Some(&config))?;
+            for w in cfg.secret_file_warnings() {
+                tracing::warn!("{w}");
+            }
             // File writes of state go through the blocking pool; a few
             // threads keep up with 1,000 stops, and each thread costs memory.
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +96,13 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(Some(&config))?;
             cfg.secrets().context("invalid config")?;
             cfg.check_backend_fit().context("invalid config")?;
+            if let Some(web) = &cfg.server.web_config_file {
+                nbidle::server::tls::Tls::load(web).context("invalid config")?;
+            }
+            // Warnings do not fail the check: the config works as written.
+            for w in cfg.secret_file_warnings() {
+                eprintln!("warning: {w}");
+            }
             println!("{}: ok", config.display());
         }
         Command::Rules {

@@ -5,7 +5,7 @@
 use serde_json::json;
 use serde_yaml::{Mapping, Value};
 
-use crate::config::Config;
+use crate::config::{Config, TlsClientConfig};
 use crate::error::Result;
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
@@ -47,60 +47,114 @@ pub fn nbidle_base_url(cfg: &Config) -> String {
         .listen
         .replace("0.0.0.0", "127.0.0.1")
         .replace("[::]", "[::1]");
-    format!("http://{listen}")
+    format!("{}://{listen}", scheme(cfg))
+}
+
+/// `https` when nbidle serves TLS (`server.web_config_file`).
+fn scheme(cfg: &Config) -> &'static str {
+    if cfg.server.web_config_file.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A client's `tls_config` as Prometheus and Alertmanager read it.
+fn tls_config(t: &TlsClientConfig) -> Value {
+    let pairs = [
+        ("ca_file", &t.ca_file),
+        ("cert_file", &t.cert_file),
+        ("key_file", &t.key_file),
+        ("server_name", &t.server_name),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| (k, s(v))))
+    .collect();
+    map(pairs)
+}
+
+/// The operator's `tlsConfig` for reaching nbidle's Service: the CA from
+/// `ca.crt` of `kubernetes.tls_secret` (cert-manager's layout), the
+/// Service's DNS name as the name to verify.
+fn operator_tls_config(cfg: &Config) -> Option<serde_json::Value> {
+    let k = &cfg.kubernetes;
+    let secret = k.tls_secret.as_ref()?;
+    Some(json!({
+        "ca": {"secret": {"name": secret, "key": "ca.crt"}},
+        "serverName": format!("{}.{}.svc", k.service, k.namespace),
+    }))
 }
 
 fn scrape_config(cfg: &Config) -> Value {
     let base = nbidle_base_url(cfg);
-    let host = base.trim_start_matches("http://").to_string();
+    let host = base
+        .split_once("://")
+        .map_or(base.as_str(), |(_, h)| h)
+        .to_string();
+    let tls = cfg.prometheus.tls_config.as_ref().map(tls_config);
     let interval = cfg.autostop.evaluation_interval.prometheus();
+    let a = &cfg.auth;
+    // nbidle's metrics token goes to nbidle only: to its service discovery,
+    // not to the notebooks that discovery finds, which would learn it.
+    let token = bearer_authorization(a.metrics_token_file.as_deref(), a.metrics_token.as_deref());
+    let mut sd = vec![
+        ("url", s(&format!("{base}/sd/notebooks"))),
+        ("refresh_interval", s(&interval)),
+    ];
+    let mut exporter = vec![
+        ("job_name", s(&cfg.prometheus.exporter_job)),
+        ("scrape_interval", s(&interval)),
+        ("metrics_path", s("/metrics/notebooks")),
+        // The series name their notebook's namespace; keep it rather
+        // than nbidle's own target labels.
+        ("honor_labels", Value::Bool(true)),
+    ];
+    if let Some(auth) = token {
+        sd.push(("authorization", auth.clone()));
+        exporter.push(("authorization", auth));
+    }
+    if scheme(cfg) == "https" {
+        exporter.push(("scheme", s("https")));
+    }
+    if let Some(t) = tls {
+        sd.push(("tls_config", t.clone()));
+        exporter.push(("tls_config", t));
+    }
+    exporter.push((
+        "static_configs",
+        list(vec![map(vec![("targets", list(vec![s(&host)]))])]),
+    ));
     let mut jobs = vec![map(vec![
         ("job_name", s(&cfg.prometheus.notebook_job)),
         ("scrape_interval", s(&interval)),
-        (
-            "http_sd_configs",
-            list(vec![map(vec![
-                ("url", s(&format!("{base}/sd/notebooks"))),
-                ("refresh_interval", s(&interval)),
-            ])]),
-        ),
+        ("http_sd_configs", list(vec![map(sd)])),
     ])];
     if cfg.exporter.enabled {
-        jobs.push(map(vec![
-            ("job_name", s(&cfg.prometheus.exporter_job)),
-            ("scrape_interval", s(&interval)),
-            ("metrics_path", s("/metrics/notebooks")),
-            // The series name their notebook's namespace; keep it rather
-            // than nbidle's own target labels.
-            ("honor_labels", Value::Bool(true)),
-            (
-                "static_configs",
-                list(vec![map(vec![("targets", list(vec![s(&host)]))])]),
-            ),
-        ]));
+        jobs.push(map(exporter));
     }
     map(vec![("scrape_configs", list(jobs))])
 }
 
-/// The webhook's credentials as Alertmanager's `http_config`: a token file
-/// is referenced by path (the secret stays out of the generated file), an
-/// inline token is written inline.
+/// A bearer token as Prometheus's and Alertmanager's `authorization`: a
+/// token file is referenced by path (the secret stays out of the generated
+/// file), an inline token is written inline.
+fn bearer_authorization(file: Option<&std::path::Path>, inline: Option<&str>) -> Option<Value> {
+    let credentials = match (file, inline) {
+        (Some(f), _) => ("credentials_file", s(&f.display().to_string())),
+        (None, Some(t)) => ("credentials", s(t)),
+        (None, None) => return None,
+    };
+    Some(map(vec![("type", s("Bearer")), credentials]))
+}
+
+/// The webhook's credentials as Alertmanager's `http_config`.
 fn http_config(cfg: &Config) -> Value {
     let a = &cfg.auth;
     let mut pairs = vec![];
-    if let Some(file) = &a.webhook_token_file {
-        pairs.push((
-            "authorization",
-            map(vec![
-                ("type", s("Bearer")),
-                ("credentials_file", s(&file.display().to_string())),
-            ]),
-        ));
-    } else if let Some(token) = &a.webhook_token {
-        pairs.push((
-            "authorization",
-            map(vec![("type", s("Bearer")), ("credentials", s(token))]),
-        ));
+    if let Some(auth) =
+        bearer_authorization(a.webhook_token_file.as_deref(), a.webhook_token.as_deref())
+    {
+        pairs.push(("authorization", auth));
     } else if let Some(b) = &a.webhook_basic_auth {
         let mut basic = vec![("username", s(&b.username))];
         match (&b.password, &b.password_file) {
@@ -109,6 +163,9 @@ fn http_config(cfg: &Config) -> Value {
             (None, None) => {}
         }
         pairs.push(("basic_auth", map(basic)));
+    }
+    if let Some(t) = &cfg.alertmanager.tls_config {
+        pairs.push(("tls_config", tls_config(t)));
     }
     map(pairs)
 }
@@ -241,7 +298,7 @@ fn sanitize(label: &str) -> String {
 fn service_monitor(cfg: &Config) -> serde_json::Value {
     let k = &cfg.kubernetes;
     let interval = cfg.autostop.evaluation_interval.prometheus();
-    json!({
+    let mut sm = json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": object_meta(cfg, &k.service, &k.namespace),
@@ -260,7 +317,27 @@ fn service_monitor(cfg: &Config) -> serde_json::Value {
                 },
             ],
         },
-    })
+    });
+    // With a metrics token nbidle answers both paths to that token only;
+    // the operator reads it from the Secret in nbidle's namespace.
+    if scheme(cfg) == "https" {
+        let tls = operator_tls_config(cfg);
+        for ep in sm["spec"]["endpoints"].as_array_mut().into_iter().flatten() {
+            ep["scheme"] = json!("https");
+            if let Some(t) = &tls {
+                ep["tlsConfig"] = t.clone();
+            }
+        }
+    }
+    let a = &cfg.auth;
+    if a.metrics_token.is_some() || a.metrics_token_file.is_some() {
+        let auth =
+            json!({"type": "Bearer", "credentials": {"name": k.metrics_secret, "key": "token"}});
+        for ep in sm["spec"]["endpoints"].as_array_mut().into_iter().flatten() {
+            ep["authorization"] = auth.clone();
+        }
+    }
+    sm
 }
 
 /// The operator adds a `namespace="<its own namespace>"` matcher to every
@@ -275,8 +352,10 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
     let url = am.webhook_url.clone().unwrap_or_else(|| {
         let port = cfg.listen.rsplit_once(':').map_or("9877", |(_, p)| p);
         format!(
-            "http://{}.{}.svc:{port}/webhook/alertmanager",
-            k.service, k.namespace
+            "{}://{}.{}.svc:{port}/webhook/alertmanager",
+            scheme(cfg),
+            k.service,
+            k.namespace
         )
     });
     let namespaces = if k.notebook_namespaces.is_empty() {
@@ -287,6 +366,12 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
     namespaces
         .iter()
         .map(|ns| {
+            let mut http_config = json!({"authorization": {"type": "Bearer", "credentials": {"name": k.webhook_secret, "key": "token"}}});
+            if scheme(cfg) == "https" {
+                if let Some(t) = operator_tls_config(cfg) {
+                    http_config["tlsConfig"] = t;
+                }
+            }
             json!({
                 "apiVersion": "monitoring.coreos.com/v1alpha1",
                 "kind": "AlertmanagerConfig",
@@ -305,7 +390,7 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
                         "webhookConfigs": [{
                             "url": url,
                             "sendResolved": false,
-                            "httpConfig": {"authorization": {"type": "Bearer", "credentials": {"name": k.webhook_secret, "key": "token"}}},
+                            "httpConfig": http_config,
                         }],
                     }],
                 },

@@ -1,8 +1,11 @@
 //! nbidle's own metrics, in one struct that registers itself. Every label
 //! has a small fixed set of values; notebook names never become labels here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::notebook::{NotebookState, Status};
@@ -21,8 +24,19 @@ pub struct Metrics {
     pub webhook_duration: HistogramVec,
     /// Notebooks by status; refreshed at every scrape.
     pub notebooks: IntGaugeVec,
-    /// Errors by kind (webhook_auth, webhook_payload, api_auth, api_request, backend).
+    /// Errors by kind (webhook_auth, webhook_payload, api_auth, api_request,
+    /// backend, accept, tls_handshake).
     pub errors: IntCounterVec,
+    /// Open HTTP connections.
+    pub connections_open: IntGauge,
+    /// Idle connections closed to make room at `server.max_connections`.
+    pub connections_evicted: IntCounter,
+    /// New connections closed at the cap because every open one was busy.
+    pub connections_refused: IntCounter,
+    /// Log lines left out by a rate limit, by kind (`logsafe::LIMITS`).
+    pub log_lines_suppressed: IntCounterVec,
+    /// What `log_lines_suppressed` has been brought up to, per limit.
+    log_synced: Vec<AtomicU64>,
 }
 
 impl Metrics {
@@ -57,6 +71,11 @@ impl Metrics {
             &["trigger", "result"],
         );
         let errors = counter("nbidle_errors_total", "Errors, by kind.", &["kind"]);
+        let log_lines_suppressed = counter(
+            "nbidle_log_lines_suppressed_total",
+            "Log lines left out by the limit on repeated lines, by kind.",
+            &["kind"],
+        );
         let webhook_duration = HistogramVec::new(
             HistogramOpts::new(
                 "nbidle_webhook_duration_seconds",
@@ -83,6 +102,26 @@ impl Metrics {
         registry
             .register(Box::new(notebooks.clone()))
             .expect("metric registered once");
+        let connections_open =
+            IntGauge::new("nbidle_http_connections_open", "Open HTTP connections.")
+                .expect("valid metric definition");
+        let connections_evicted = IntCounter::new(
+            "nbidle_http_connections_evicted_total",
+            "Idle HTTP connections closed to make room at server.max_connections.",
+        )
+        .expect("valid metric definition");
+        let connections_refused = IntCounter::new(
+            "nbidle_http_connections_refused_total",
+            "New HTTP connections closed at server.max_connections because every open one was busy.",
+        )
+        .expect("valid metric definition");
+        for m in [
+            Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_evicted.clone()),
+            Box::new(connections_refused.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
         // Pre-create the series so dashboards show zeros, not gaps.
         for s in ["firing", "resolved"] {
             alerts_received.with_label_values(&[s]);
@@ -95,6 +134,9 @@ impl Metrics {
         for r in ["success", "error"] {
             starts.with_label_values(&["user", r]);
         }
+        for l in crate::logsafe::LIMITS {
+            log_lines_suppressed.with_label_values(&[l.kind()]);
+        }
         Metrics {
             registry,
             alerts_received,
@@ -104,6 +146,14 @@ impl Metrics {
             webhook_duration,
             notebooks,
             errors,
+            connections_open,
+            connections_evicted,
+            connections_refused,
+            log_lines_suppressed,
+            log_synced: crate::logsafe::LIMITS
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -120,8 +170,24 @@ impl Metrics {
         self.errors.with_label_values(&[kind]).inc();
     }
 
+    /// Brings `nbidle_log_lines_suppressed_total` up to the limits' counts
+    /// (they live with the process's log, not with one `Metrics`).
+    fn sync_log_lines_suppressed(&self) {
+        for (l, synced) in crate::logsafe::LIMITS.iter().zip(&self.log_synced) {
+            let total = l.suppressed_total();
+            // fetch_max: of two renders at once, only one adds the difference.
+            let before = synced.fetch_max(total, Ordering::Relaxed);
+            if total > before {
+                self.log_lines_suppressed
+                    .with_label_values(&[l.kind()])
+                    .inc_by(total - before);
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.sync_log_lines_suppressed();
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -18,11 +18,19 @@ use crate::error::{Error, Result};
 use crate::exporter::Exporter;
 use crate::metrics::Metrics;
 use crate::server::auth::{ApiTokens, Credentials};
+use crate::server::body::BodyLimits;
+use crate::server::listener::Limits;
+use crate::server::tls::Tls;
 use crate::server::{self, App};
 
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let secrets = cfg.secrets()?;
     cfg.check_backend_fit()?;
+    let tls = match &cfg.server.web_config_file {
+        Some(f) => Some(Arc::new(Tls::load(f)?)),
+        None => None,
+    };
+    let limits = Limits::from(&cfg.server).within_fd_limit();
     let addr: SocketAddr = cfg
         .listen
         .parse()
@@ -93,10 +101,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             cfg.autostop.warn_before.0,
         )
     });
-    let exporter_task = exporter.clone().map(|e| {
-        let until = stopped();
-        tokio::spawn(async move { e.run(until).await })
-    });
+    let exporter_task = match exporter.clone() {
+        Some(e) => Some(spawn_exporter(e, stopped())?),
+        None => None,
+    };
     let app = Arc::new(App {
         exporter: exporter.clone(),
         backend: backend.clone(),
@@ -107,8 +115,13 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             recheck: cfg.autostop.recheck,
         },
         webhook_credentials: Credentials::new(secrets.webhook_token, secrets.webhook_basic),
-        api_tokens: ApiTokens::new(secrets.api_tokens, secrets.namespaced_api_tokens),
-        max_body_bytes: cfg.webhook.max_body_bytes,
+        api_tokens: ApiTokens::new(secrets.api_tokens, secrets.namespaced_api_tokens)
+            .with_scrape_token(secrets.metrics_token),
+        body_limits: Arc::new(BodyLimits::new(
+            cfg.webhook.max_body_bytes,
+            cfg.webhook.max_bytes_in_flight,
+            cfg.server.body_read_timeout.0,
+        )),
         // Ready once the backend knows its notebooks (local: once recovered).
         ready: AtomicBool::new(false),
     });
@@ -120,7 +133,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             tracing::info!("backend synced; ready");
         })
     };
-    let (bound, server) = server::bind(app, addr, stopped()).await?;
+    let (bound, server) = server::bind(app, addr, limits, tls, stopped()).await?;
     tracing::info!(%bound, backend = ?cfg.backend.kind, dry_run = cfg.autostop.dry_run, "nbidle listening");
     // Only now, with the port ours: an nbidle that cannot listen has spawned
     // and adopted nothing. /livez answers meanwhile; /readyz once done.
@@ -138,4 +151,33 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     }
     backend.shutdown().await;
     Ok(())
+}
+
+/// Runs the exporter's probe rounds on a runtime and thread of their own,
+/// at a lower CPU priority: a round over thousands of notebooks then never
+/// delays the webhook or the API, which keep the main runtime to
+/// themselves. The returned receiver resolves when the exporter has ended.
+fn spawn_exporter(
+    exporter: Arc<Exporter>,
+    until: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::sync::oneshot::Receiver<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("building the exporter runtime", e))?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("nbidle-exporter".into())
+        .spawn(move || {
+            // SAFETY: setpriority on this thread's own id only changes its
+            // scheduling priority; failure leaves it at the default.
+            unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+            }
+            rt.block_on(exporter.run(until));
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| Error::io("starting the exporter thread", e))?;
+    Ok(done_rx)
 }

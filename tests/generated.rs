@@ -155,6 +155,34 @@ fn check_accepts_the_demo_and_names_the_bad_key() {
             demo.replace("  webhook_token: \"demo-webhook-token\"\n", ""),
             "auth.webhook_token",
         ),
+        // One token for the webhook and the API: holding one opens both.
+        (
+            demo.replace("[\"demo-api-token\"]", "[\"demo-api-token\", \"demo-webhook-token\"]"),
+            "auth.api_tokens[1]",
+        ),
+        (
+            demo.replace("  api_tokens:", "  namespaced_api_tokens: [{token: demo-webhook-token, namespaces: [team-a]}]\n  api_tokens:"),
+            "auth.namespaced_api_tokens[0].token",
+        ),
+        // A team's token that is also an admin token would see everything.
+        (
+            demo.replace("  api_tokens:", "  namespaced_api_tokens: [{token: demo-api-token, namespaces: [team-a]}]\n  api_tokens:"),
+            "auth.namespaced_api_tokens[0].token",
+        ),
+        // Basic credentials are `user:password`; a `:` in the user is ambiguous.
+        (
+            demo.replace("  webhook_token: \"demo-webhook-token\"\n", "  webhook_basic_auth: {username: \"a:b\", password: pw}\n"),
+            "auth.webhook_basic_auth.username",
+        ),
+        // An empty path would resolve to the config's own directory.
+        (
+            demo.replace("workdir: \"../data/demo/workspace\"", "workdir: \"\""),
+            "backend.local.notebooks[0].workdir",
+        ),
+        (
+            demo.replace("data_dir: \"../data/demo/state\"", "data_dir: \"\""),
+            "data_dir",
+        ),
     ];
     for (yaml, key) in cases {
         let f = dir.path().join("bad.yaml");
@@ -177,8 +205,14 @@ fn check_accepts_the_demo_and_names_the_bad_key() {
 #[test]
 fn the_kubernetes_guide_configs_pass_check() {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["webhook-token", "api-tokens", "team-a-token"] {
-        std::fs::write(dir.path().join(f), "a-token\n").unwrap();
+    // Each its own token: one token in two roles is refused.
+    for f in [
+        "webhook-token",
+        "api-tokens",
+        "team-a-token",
+        "metrics-token",
+    ] {
+        std::fs::write(dir.path().join(f), format!("{f}\n")).unwrap();
     }
     let guide = std::fs::read_to_string(repo("docs/kubernetes.md")).unwrap();
     let blocks: Vec<&str> = guide
@@ -203,5 +237,157 @@ fn the_kubernetes_guide_configs_pass_check() {
                 .args(["check", "--config"])
                 .arg(&path),
         );
+    }
+}
+
+/// Tokens read from files are held to the same rules as inline ones, and a
+/// token file others may read or write is named in a warning (still exit 0).
+#[test]
+fn check_refuses_shared_tokens_from_files_and_warns_about_open_token_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    };
+    let check = |yaml: &str| {
+        let f = dir.path().join("nbidle.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_nbidle"))
+            .args(["check", "--config"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    write("webhook-token", "shared\n", 0o600);
+    write("api-tokens", "# admins\nother\nshared\n", 0o600);
+    let base = "backend: {kind: local, local: {}}\n";
+    let out = check(&format!(
+        "{base}auth: {{webhook_token_file: webhook-token, api_tokens_file: api-tokens}}\n"
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a shared token was accepted");
+    assert!(
+        err.contains("auth.api_tokens_file") && err.contains("auth.webhook_token_file"),
+        "{err}"
+    );
+    write("team-token", "other\n", 0o600);
+    let out = check(&format!(
+        "{base}auth: {{webhook_token: w, api_tokens_file: api-tokens, namespaced_api_tokens: [{{token_file: team-token, namespaces: [team-a]}}]}}\n"
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a team token equal to an admin token was accepted"
+    );
+    assert!(
+        err.contains("auth.namespaced_api_tokens[0].token_file"),
+        "{err}"
+    );
+
+    // Separate tokens, one of them in a file anyone may read: ok, with a warning.
+    write("webhook-token", "webhook\n", 0o644);
+    write("metrics-token", "metrics\n", 0o600);
+    let out = check(&format!(
+        "{base}auth: {{webhook_token_file: webhook-token, api_tokens_file: api-tokens, metrics_token_file: metrics-token}}\n"
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("auth.webhook_token_file")
+            && warnings[0].contains(&dir.path().join("webhook-token").display().to_string()),
+        "{err}"
+    );
+    write("webhook-token", "webhook\n", 0o620);
+    let out = check(&format!(
+        "{base}auth: {{webhook_token_file: webhook-token, api_tokens_file: api-tokens}}\n"
+    ));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("auth.webhook_token_file"),
+        "group-writable"
+    );
+    write("webhook-token", "webhook\n", 0o400);
+    let out = check(&format!(
+        "{base}auth: {{webhook_token_file: webhook-token, api_tokens_file: api-tokens}}\n"
+    ));
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "an owner-only file is fine"
+    );
+}
+
+/// With a metrics token, the generated scrape config sends it to nbidle's
+/// service discovery and exporter, never to the notebooks, and promtool
+/// accepts it; the ServiceMonitor reads it from a Secret.
+#[test]
+fn generated_scrape_configs_send_the_metrics_token_to_nbidle_only() {
+    let promtool = tool(&["promtool"]);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics-token");
+    std::fs::write(&token_file, "m\n").unwrap();
+    let base = "backend: {kind: local, local: {}}\nauth: {webhook_token: w, api_tokens: [a]";
+    let file_auth =
+        serde_json::json!({"type": "Bearer", "credentials_file": token_file.display().to_string()});
+    let inline_auth = serde_json::json!({"type": "Bearer", "credentials": "m"});
+    for (name, auth, expected) in [
+        ("open", "", None),
+        (
+            "file",
+            ", metrics_token_file: metrics-token",
+            Some(&file_auth),
+        ),
+        ("inline", ", metrics_token: m", Some(&inline_auth)),
+    ] {
+        let cfg = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&cfg, format!("{base}{auth}}}\n")).unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let text = nbidle_cli(&["manifests", "prometheus-scrape", "--config", cfg]);
+        let prom = dir.path().join(format!("{name}.prometheus.yml"));
+        std::fs::write(&prom, &text).unwrap();
+        run_ok(
+            Command::new(&promtool)
+                .arg("check")
+                .arg("config")
+                .arg(&prom),
+        );
+
+        let v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let jobs = v["scrape_configs"].as_array().unwrap();
+        let (notebooks, exporter) = (&jobs[0], &jobs[1]);
+        assert_eq!(notebooks["job_name"], "nbidle-notebooks");
+        assert!(
+            notebooks.get("authorization").is_none(),
+            "{name}: the notebooks must not receive nbidle's token"
+        );
+        assert_eq!(
+            notebooks["http_sd_configs"][0].get("authorization"),
+            expected,
+            "{name}"
+        );
+        assert_eq!(exporter["metrics_path"], "/metrics/notebooks");
+        assert_eq!(exporter.get("authorization"), expected, "{name}");
+
+        let sm: serde_json::Value = serde_yaml::from_str(&nbidle_cli(&[
+            "manifests",
+            "service-monitor",
+            "--config",
+            cfg,
+        ]))
+        .unwrap();
+        let secret_ref = expected.map(|_| {
+            serde_json::json!({"type": "Bearer", "credentials": {"name": "nbidle-metrics", "key": "token"}})
+        });
+        for ep in sm["spec"]["endpoints"].as_array().unwrap() {
+            assert_eq!(ep.get("authorization"), secret_ref.as_ref(), "{name}: {ep}");
+        }
+        // The notebooks' PodMonitor never carries nbidle's token.
+        let pm = nbidle_cli(&["manifests", "pod-monitor", "--config", cfg]);
+        assert!(!pm.contains("authorization"), "{name}: {pm}");
     }
 }

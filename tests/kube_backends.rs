@@ -821,6 +821,7 @@ async fn deploy_manifests_are_accepted_by_the_apiserver() {
         );
         std::fs::write(dir.path().join("webhook-token"), "w").unwrap();
         std::fs::write(dir.path().join("api-tokens"), "a\n").unwrap();
+        std::fs::write(dir.path().join("metrics-token"), "m").unwrap();
         let path = dir.path().join("check.yaml");
         std::fs::write(&path, text).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_nbidle"))

@@ -180,6 +180,36 @@ async fn generated_monitors_and_alertmanager_configs_pass_crd_validation() {
         r.body["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"],
         json!({"name": "jupyter-metrics", "key": "token"})
     );
+    // A metrics token: the ServiceMonitor scrapes both paths with it, from
+    // a Secret in nbidle's namespace; the apiserver keeps the field.
+    let cfg3 = dir.path().join("nbidle-metrics.yaml");
+    std::fs::write(
+        &cfg3,
+        "backend: {kind: local, local: {}}\nauth: {metrics_token_file: /etc/nbidle/secrets/metrics-token}\nkubernetes: {metrics_secret: scrape-token}\n",
+    )
+    .unwrap();
+    let mut sm = yaml_to_json(&nbidle_cli(&[
+        "manifests",
+        "service-monitor",
+        "--config",
+        cfg3.to_str().unwrap(),
+    ]));
+    sm["metadata"]["name"] = json!("with-auth");
+    let r = cp.call(
+        "POST",
+        "/apis/monitoring.coreos.com/v1/namespaces/nbidle/servicemonitors",
+        Some(&sm),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let endpoints = r.body["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2);
+    for ep in endpoints {
+        assert_eq!(
+            ep["authorization"],
+            json!({"type": "Bearer", "credentials": {"name": "scrape-token", "key": "token"}}),
+            "{ep}"
+        );
+    }
     // The validation is real: a bad relabeling action is refused.
     let mut bad = yaml_to_json(&nbidle_cli(&["manifests", "pod-monitor"]));
     bad["metadata"]["name"] = json!("bad");

@@ -1,19 +1,66 @@
 //! Credential checks for the webhook (bearer or basic, as Alertmanager's
-//! `http_config` sends them) and the REST API (bearer).
+//! `http_config` sends them), the REST API (bearer) and the scrape routes
+//! (bearer, when a metrics token is set).
+//!
+//! Only SHA-256 digests of the accepted credentials are kept, computed at
+//! start-up; a presented value is digested and compared with every
+//! candidate in constant time. Comparing digests, all 32 bytes long, means
+//! the time taken tells neither which candidate matched nor how long any
+//! of them is.
+
+use ring::digest::{digest, SHA256, SHA256_OUTPUT_LEN};
+
+type Digest = [u8; SHA256_OUTPUT_LEN];
+
+fn sha256(value: &[u8]) -> Digest {
+    let mut out = [0u8; SHA256_OUTPUT_LEN];
+    out.copy_from_slice(digest(&SHA256, value).as_ref());
+    out
+}
+
+/// Every byte is compared, whatever differs first.
+fn digests_equal(a: &Digest, b: &Digest) -> bool {
+    #[cfg(test)]
+    tests::record(a, b);
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Splits `Scheme value`; `None` without a value.
+fn scheme_and_value(header: Option<&str>) -> Option<(&str, &str)> {
+    let (scheme, value) = header?.trim().split_once(' ')?;
+    Some((scheme, value.trim()))
+}
+
+/// The digest of a bearer token in the header; `None` for anything else.
+fn bearer(header: Option<&str>) -> Option<Digest> {
+    let (scheme, value) = scheme_and_value(header)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| sha256(value.as_bytes()))
+}
+
+/// Whether `presented` is among `candidates`; every candidate is compared,
+/// so the time taken does not reveal which matched.
+fn any_equal<'a>(candidates: impl IntoIterator<Item = &'a Digest>, presented: &Digest) -> bool {
+    candidates
+        .into_iter()
+        .fold(false, |ok, c| digests_equal(c, presented) | ok)
+}
 
 /// Accepted `Authorization` header values, precomputed at start-up.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    bearer: Vec<String>,
-    basic: Vec<String>,
+    bearer: Vec<Digest>,
+    basic: Vec<Digest>,
 }
 
 impl Credentials {
     pub fn new(bearer: impl IntoIterator<Item = String>, basic: Option<(String, String)>) -> Self {
         Credentials {
-            bearer: bearer.into_iter().collect(),
+            bearer: bearer.into_iter().map(|t| sha256(t.as_bytes())).collect(),
             basic: basic
-                .map(|(u, p)| base64(format!("{u}:{p}").as_bytes()))
+                .map(|(u, p)| sha256(base64(format!("{u}:{p}").as_bytes()).as_bytes()))
                 .into_iter()
                 .collect(),
         }
@@ -21,10 +68,9 @@ impl Credentials {
 
     /// True when the header carries one of the accepted credentials.
     pub fn allows(&self, header: Option<&str>) -> bool {
-        let Some((scheme, value)) = header.and_then(|h| h.trim().split_once(' ')) else {
+        let Some((scheme, value)) = scheme_and_value(header) else {
             return false;
         };
-        let value = value.trim();
         let candidates = if scheme.eq_ignore_ascii_case("bearer") {
             &self.bearer
         } else if scheme.eq_ignore_ascii_case("basic") {
@@ -32,10 +78,7 @@ impl Credentials {
         } else {
             return false;
         };
-        // Check every candidate so the time taken does not reveal which matched.
-        candidates.iter().fold(false, |ok, c| {
-            constant_time_eq(c.as_bytes(), value.as_bytes()) | ok
-        })
+        any_equal(candidates, &sha256(value.as_bytes()))
     }
 }
 
@@ -55,46 +98,59 @@ impl Scope {
     }
 }
 
-/// The REST API's bearer tokens, each with its scope.
+/// The bearer tokens of the routes other than the webhook: the REST API's,
+/// each with its scope, and the optional metrics token of the scrape routes.
 #[derive(Debug, Clone, Default)]
 pub struct ApiTokens {
-    tokens: Vec<(String, Scope)>,
+    tokens: Vec<(Digest, Scope)>,
+    scrape: Option<Digest>,
 }
 
 impl ApiTokens {
     pub fn new(all: Vec<String>, namespaced: Vec<(String, Vec<String>)>) -> Self {
-        let mut tokens: Vec<(String, Scope)> = all.into_iter().map(|t| (t, Scope::All)).collect();
+        let mut tokens: Vec<(Digest, Scope)> = all
+            .into_iter()
+            .map(|t| (sha256(t.as_bytes()), Scope::All))
+            .collect();
         tokens.extend(
             namespaced
                 .into_iter()
-                .map(|(t, ns)| (t, Scope::Namespaces(ns))),
+                .map(|(t, ns)| (sha256(t.as_bytes()), Scope::Namespaces(ns))),
         );
-        ApiTokens { tokens }
+        ApiTokens {
+            tokens,
+            scrape: None,
+        }
+    }
+
+    /// Requires `token` on `/metrics`, `/metrics/notebooks` and
+    /// `/sd/notebooks`; `None` leaves them open.
+    pub fn with_scrape_token(mut self, token: Option<String>) -> Self {
+        self.scrape = token.map(|t| sha256(t.as_bytes()));
+        self
     }
 
     /// The scope of the bearer token in the header; `None`: not a token.
     pub fn scope(&self, header: Option<&str>) -> Option<Scope> {
-        let (scheme, value) = header.and_then(|h| h.trim().split_once(' '))?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let value = value.trim();
+        let presented = bearer(header)?;
         // Every candidate is compared, so the time taken does not reveal which matched.
         let mut found = None;
         for (t, scope) in &self.tokens {
-            if constant_time_eq(t.as_bytes(), value.as_bytes()) && found.is_none() {
+            if digests_equal(t, &presented) && found.is_none() {
                 found = Some(scope.clone());
             }
         }
         found
     }
-}
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    /// Whether a scrape route may answer: no metrics token is set, or the
+    /// header carries it.
+    pub fn allows_scrape(&self, header: Option<&str>) -> bool {
+        match &self.scrape {
+            None => true,
+            Some(token) => bearer(header).is_some_and(|p| any_equal([token], &p)),
+        }
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn base64(input: &[u8]) -> String {
@@ -121,6 +177,61 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static COMPARED: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Notes the lengths of each comparison's inputs.
+    pub(super) fn record(a: &[u8], b: &[u8]) {
+        COMPARED.with(|c| c.borrow_mut().push((a.len(), b.len())));
+    }
+
+    fn take_recorded() -> Vec<(usize, usize)> {
+        COMPARED.with(|c| std::mem::take(&mut *c.borrow_mut()))
+    }
+
+    /// A wrong guess of any length costs the same: every candidate is
+    /// compared, always as two 32-byte digests, so neither the time nor an
+    /// early exit tells how long the token is.
+    #[test]
+    fn every_comparison_is_of_two_fixed_size_digests() {
+        let long = "L".repeat(100);
+        let secrets = ["s".to_string(), "abcdefgh".to_string(), long.clone()];
+        let c = Credentials::new(secrets.clone(), None);
+        let t = ApiTokens::new(
+            vec![secrets[0].clone(), secrets[1].clone()],
+            vec![(long.clone(), vec!["team".into()])],
+        );
+        let longer = format!("{long}x");
+        let huge = "h".repeat(10_000);
+        for presented in [
+            "s",
+            "t",
+            "abcdefgh",
+            "abcdefgX",
+            "abcdefg",
+            long.as_str(),
+            longer.as_str(),
+            huge.as_str(),
+        ] {
+            let header = format!("Bearer {presented}");
+            let expected = secrets.iter().any(|s| s == presented);
+            take_recorded();
+            assert_eq!(c.allows(Some(&header)), expected, "{presented:?}");
+            let webhook = take_recorded();
+            assert_eq!(t.scope(Some(&header)).is_some(), expected, "{presented:?}");
+            let api = take_recorded();
+            for rec in [webhook, api] {
+                assert_eq!(rec.len(), 3, "{presented:?}: every candidate is compared");
+                assert!(
+                    rec.iter().all(|&lens| lens == (32, 32)),
+                    "{presented:?}: compared {rec:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
@@ -147,6 +258,30 @@ mod tests {
         assert_eq!(t.scope(Some("Bearer nope")), None);
         assert_eq!(t.scope(Some("Basic team")), None);
         assert_eq!(t.scope(None), None);
+    }
+
+    #[test]
+    fn the_scrape_token_is_required_only_when_set() {
+        let open = ApiTokens::new(vec!["admin".into()], vec![]);
+        assert!(open.allows_scrape(None));
+        let t = open.with_scrape_token(Some("m".into()));
+        assert!(t.allows_scrape(Some("Bearer m")));
+        assert!(t.allows_scrape(Some("bearer  m ")));
+        for wrong in [
+            None,
+            Some("Bearer admin"),
+            Some("Bearer mm"),
+            Some("Basic m"),
+            Some("m"),
+        ] {
+            assert!(!t.allows_scrape(wrong), "{wrong:?}");
+        }
+        assert_eq!(
+            t.scope(Some("Bearer m")),
+            None,
+            "the metrics token is not an API token"
+        );
+        assert_eq!(t.scope(Some("Bearer admin")), Some(Scope::All));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use warp::{Filter, Rejection, Reply};
 
 use super::auth::{Credentials, Scope};
+use super::body;
 use super::handlers;
 use super::models::ApiError;
 use super::App;
@@ -18,17 +19,20 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::get())
         .and(with_app(app.clone()))
         .and_then(handlers::readyz);
+    // These name every notebook, its owner and URL: with a metrics token
+    // set, only Prometheus reads them.
+    let scrape_auth = || scrape_authorized(app.clone());
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_app(app.clone()))
+        .and(scrape_auth())
         .and_then(handlers::metrics);
     let notebook_metrics = warp::path!("metrics" / "notebooks")
         .and(warp::get())
-        .and(with_app(app.clone()))
+        .and(scrape_auth())
         .and_then(handlers::notebook_metrics);
     let sd = warp::path!("sd" / "notebooks")
         .and(warp::get())
-        .and(with_app(app.clone()))
+        .and(scrape_auth())
         .and_then(handlers::sd_notebooks);
 
     let webhook = warp::path!("webhook" / "alertmanager")
@@ -38,8 +42,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             |a| &a.webhook_credentials,
             "webhook_auth",
         ))
-        .and(warp::body::content_length_limit(app.max_body_bytes))
-        .and(warp::body::bytes())
+        .and(body::bounded(app.body_limits.clone()))
         .and_then(handlers::webhook);
 
     // Auth comes after path and method, so it runs once per request (and
@@ -94,6 +97,23 @@ fn authorized(
                 Ok(app)
             } else {
                 app.metrics.error(error_kind);
+                Err(warp::reject::custom(ApiError::unauthorized()))
+            }
+        })
+}
+
+/// Passes the app on when no metrics token is set or the header carries it;
+/// rejects with 401 otherwise.
+fn scrape_authorized(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Arc<App>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(with_app(app))
+        .and_then(|header: Option<String>, app: Arc<App>| async move {
+            if app.api_tokens.allows_scrape(header.as_deref()) {
+                Ok(app)
+            } else {
+                app.metrics.error("metrics_auth");
                 Err(warp::reject::custom(ApiError::unauthorized()))
             }
         })

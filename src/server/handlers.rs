@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use super::body::Body;
 use warp::http::StatusCode;
 use warp::reply::{json, with_status, Reply};
 use warp::Rejection;
@@ -17,6 +17,7 @@ use super::models::*;
 use super::App;
 use crate::backend::{StopOutcome, StopRequest};
 use crate::decide::{self, Decision};
+use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
 use crate::notebook::{NotebookId, StopCause};
 
 pub async fn livez() -> Result<impl Reply, Infallible> {
@@ -84,7 +85,7 @@ pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
     Ok(json(&groups))
 }
 
-pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection> {
+pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection> {
     let started = Instant::now();
     let observe = |code: StatusCode| {
         app.metrics
@@ -98,12 +99,15 @@ pub async fn webhook(app: Arc<App>, body: Bytes) -> Result<impl Reply, Rejection
         observe(StatusCode::SERVICE_UNAVAILABLE);
         return Err(e);
     }
-    let payload = match crate::alerts::parse(&body) {
+    let payload = match crate::alerts::parse(&body.bytes) {
         Ok(p) => p,
         Err(e) => {
             observe(StatusCode::BAD_REQUEST);
             app.metrics.error("webhook_payload");
-            tracing::warn!(error = %e, "rejected webhook payload");
+            // The error quotes the payload; a client can send any number.
+            if let Some(a) = REJECTED_PAYLOAD.admit() {
+                tracing::warn!(error = %Escaped(&e), suppressed = a.suppressed, "rejected webhook payload");
+            }
             return Err(warp::reject::custom(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_payload",
@@ -282,6 +286,7 @@ fn reject(app: &App, kind: &str, e: ApiError) -> Rejection {
 
 /// The one place rejections become responses.
 pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    let retry_after = err.find::<ApiError>().and_then(|e| e.retry_after);
     let (status, code, message) = if let Some(e) = err.find::<ApiError>() {
         (e.status, e.code, e.message.clone())
     } else if err.is_not_found() {
@@ -313,7 +318,10 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
     } else {
-        tracing::error!(rejection = ?err, "unhandled rejection");
+        // A client that cuts its body off gets here, as often as it likes.
+        if let Some(a) = UNHANDLED_REJECTION.admit() {
+            tracing::error!(rejection = ?err, suppressed = a.suppressed, "unhandled rejection");
+        }
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -326,5 +334,9 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
             message: &message,
         },
     };
-    Ok(with_status(json(&body), status))
+    let reply = with_status(json(&body), status).into_response();
+    Ok(match retry_after {
+        Some(s) => warp::reply::with_header(reply, "retry-after", s.to_string()).into_response(),
+        None => reply,
+    })
 }

@@ -5,11 +5,17 @@
 //! - [`handlers`]: one function per endpoint, and the one `recover`
 //! - [`models`]: JSON shapes and the `ApiError` rejection
 //! - [`auth`]: bearer/basic credential checks
+//! - [`body`]: request bodies within size, time and in-flight bounds
+//! - [`listener`]: connections: timeouts, the connection cap, shutdown
+//! - [`tls`]: TLS from a Prometheus-style web config file
 
 pub mod auth;
+pub mod body;
 pub mod filters;
 pub mod handlers;
+pub mod listener;
 pub mod models;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,33 +37,34 @@ pub struct App {
     pub policy: Policy,
     pub webhook_credentials: Credentials,
     pub api_tokens: ApiTokens,
-    pub max_body_bytes: u64,
+    pub body_limits: Arc<body::BodyLimits>,
     /// Set once the backend has synced; cleared when shutdown begins so a
     /// load balancer stops sending traffic before the listener closes.
     pub ready: AtomicBool,
 }
 
-/// Binds `addr` and serves until `shutdown` resolves. Returns the bound
-/// address (useful with port 0) and the server future.
+/// Binds `addr` and serves until `shutdown` resolves, then drains within
+/// `limits.shutdown_timeout`. Returns the bound address (useful with port
+/// 0) and the server future.
 pub async fn bind(
     app: Arc<App>,
     addr: SocketAddr,
+    limits: listener::Limits,
+    tls: Option<Arc<tls::Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("binding {addr}"), e))?;
-    let local = listener
+    let local = tcp
         .local_addr()
         .map_err(|e| Error::io("local address", e))?;
     let ready_app = app.clone();
-    let routes = filters::routes(app);
-    let server = warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            ready_app.ready.store(false, Ordering::SeqCst);
-        })
-        .run();
+    let metrics = app.metrics.clone();
+    let service = warp::service(filters::routes(app));
+    let server = listener::serve(tcp, service, limits, tls, metrics, async move {
+        shutdown.await;
+        ready_app.ready.store(false, Ordering::SeqCst);
+    });
     Ok((local, server))
 }

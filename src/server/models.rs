@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (503s the client should retry).
+    pub retry_after: Option<u32>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -23,7 +25,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn unauthorized() -> Self {
@@ -37,20 +45,46 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        match &e {
-            Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            Error::Invalid { .. } | Error::Json(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-            }
-            _ => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "backend_error",
-                e.to_string(),
-            ),
+        let (status, code) = match &e {
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Invalid { .. } | Error::Json(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "backend_error"),
+        };
+        if status.is_server_error() {
+            // The whole error, paths and all, is for the operator.
+            tracing::warn!(error = %e, "request failed");
         }
+        ApiError::new(status, code, without_paths(&e.to_string()))
     }
 }
 
+/// Replaces each absolute path in `msg` with its last component: a client
+/// learns which file an operation failed on, not where nbidle keeps its
+/// files. A path starts with `/` at the start of a word (or after a quote,
+/// bracket or `=`) and ends at whitespace, a quote, a bracket, `,` or `:`.
+/// nbidle's own API paths (`/api/v1/…`) are kept.
+pub fn without_paths(msg: &str) -> String {
+    let ends = |c: char| c.is_whitespace() || "\"'`)]},:".contains(c);
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    let mut word_start = true;
+    while let Some(c) = rest.chars().next() {
+        // nbidle's own routes (advice such as "POST /api/v1/…/stop") are
+        // not server paths.
+        if c == '/' && word_start && !rest.starts_with("/api/v1/") {
+            let len = rest.find(ends).unwrap_or(rest.len());
+            let (path, after) = rest.split_at(len);
+            out.push_str(path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("/"));
+            rest = after;
+            word_start = false;
+            continue;
+        }
+        out.push(c);
+        word_start = c.is_whitespace() || "\"'`([{=".contains(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
 #[derive(Serialize)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
@@ -88,7 +122,7 @@ pub struct AlertOutcome {
 impl From<AlertResult> for AlertOutcome {
     fn from(r: AlertResult) -> Self {
         let error = match &r.decision {
-            crate::decide::Decision::Failed(e) => Some(e.clone()),
+            crate::decide::Decision::Failed(e) => Some(without_paths(e)),
             _ => None,
         };
         AlertOutcome {
@@ -105,4 +139,45 @@ impl From<AlertResult> for AlertOutcome {
 pub struct SdTargetGroup {
     pub targets: Vec<String>,
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_name_files_not_where_they_are() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = Error::io("writing /var/lib/nbidle/notebooks/lab.json.tmp", io);
+        let api = ApiError::from(e);
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!api.message.contains("/var/lib"), "{}", api.message);
+        assert!(
+            api.message.starts_with("io: writing lab.json.tmp: "),
+            "{}",
+            api.message
+        );
+        let e = Error::Backend(
+            "persisting state: io: renaming /data/a b/x.json.tmp: Is a directory; starting local/lab: \"/opt/jupyter/bin/jupyter\": not found (path=/etc/x)".into(),
+        );
+        assert_eq!(
+            ApiError::from(e).message,
+            "backend: persisting state: io: renaming a b/x.json.tmp: Is a directory; starting local/lab: \"jupyter\": not found (path=x)"
+        );
+    }
+
+    #[test]
+    fn messages_without_absolute_paths_are_unchanged() {
+        for m in [
+            "notebook local/lab not found",
+            "backend: kubeflow.org/v1 team-a/lab: https://10.0.0.1:6443/apis/x: 409 Conflict",
+            "a / b, 1/2",
+            "stop it first (POST /api/v1/notebooks/local/lab/stop)",
+            "",
+        ] {
+            assert_eq!(without_paths(m), m);
+        }
+        assert_eq!(without_paths("/"), "/");
+        assert_eq!(without_paths("at /a/b/"), "at b");
+    }
 }

@@ -315,9 +315,30 @@ backend:
         yaml: &str,
         env: &[(&str, &str)],
     ) -> Nbidle {
+        Self::start_wrapped(dir, tag, port, yaml, env, &[]).await
+    }
+
+    /// As `start_yaml`, with nbidle run by a wrapper command (`wrap` then
+    /// nbidle's own arguments), e.g. `prlimit --nofile=256:256 --`.
+    pub async fn start_wrapped(
+        dir: &Path,
+        tag: &str,
+        port: u16,
+        yaml: &str,
+        env: &[(&str, &str)],
+        wrap: &[&str],
+    ) -> Nbidle {
         let config = dir.join(format!("{tag}.yaml"));
         std::fs::write(&config, yaml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbidle"));
+        let bin = env!("CARGO_BIN_EXE_nbidle");
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve").arg("--config").arg(&config).env(
             "NBIDLE_LOG",
             "debug,hyper=info,kube=info,tower=info,rustls=info",
@@ -659,4 +680,58 @@ pub fn jupyter_user_once(base_url: &str, action: &str) {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+impl Prometheus {
+    /// A real Prometheus with only these scrape jobs (no rules, no
+    /// Alertmanager), scraping every second.
+    pub async fn start_with_jobs(dir: &Path, jobs: Vec<serde_yaml::Value>) -> Prometheus {
+        let config = serde_json::json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": jobs,
+        });
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, serde_yaml::to_string(&config).unwrap()).unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            "prometheus",
+            Command::new(tool(&["prometheus"]))
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prom-data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+            &dir.join("prometheus.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            "prometheus ready",
+            &format!("{url}/-/ready"),
+            Duration::from_secs(30),
+        )
+        .await;
+        Prometheus {
+            proc,
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `/api/v1/targets`' active targets.
+    pub async fn active_targets(&self) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/api/v1/targets?state=active", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
 }
