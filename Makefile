@@ -45,6 +45,7 @@ rules:
 
 ## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers (see docs/benchmarks.md)
 bench:
+	bash scripts/test-deps.sh >/dev/null
 	$(CARGO) build --release --bin nbidle --benches
 	$(CARGO) bench --bench webhook
 	$(CARGO) bench --bench exporter
