@@ -111,7 +111,7 @@ pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection>
             return Err(warp::reject::custom(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_payload",
-                e.to_string(),
+                capped(e.to_string(), MAX_ERROR_CHARS),
             )));
         }
     };
@@ -156,6 +156,19 @@ pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, R
         .map_err(|e| reject(&app, "backend", e.into()))?;
     notebooks.retain(|n| scope.allows(&n.id.namespace));
     Ok(json(&NotebookList { notebooks }))
+}
+
+/// How much of a refusal's message goes back to the client: the message
+/// may quote the payload, which may be megabytes.
+const MAX_ERROR_CHARS: usize = 1024;
+
+fn capped(mut message: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = message.char_indices().nth(max_chars) {
+        let total = message.len();
+        message.truncate(cut);
+        message.push_str(&format!("…({total} bytes)"));
+    }
+    message
 }
 
 /// 503 until the backend has listed its notebooks: before that, every
@@ -339,4 +352,18 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
         Some(s) => warp::reply::with_header(reply, "retry-after", s.to_string()).into_response(),
         None => reply,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capped;
+
+    #[test]
+    fn refusal_messages_are_capped_on_a_char_boundary() {
+        assert_eq!(capped("short".into(), 10), "short");
+        let long = "é".repeat(2000);
+        let c = capped(long.clone(), 1024);
+        assert!(c.starts_with(&"é".repeat(1024)));
+        assert!(c.ends_with(&format!("…({} bytes)", long.len())));
+    }
 }
