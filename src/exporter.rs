@@ -880,25 +880,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn closing_the_last_kernel_does_not_forget_its_activity() {
+    /// A Jupyter stand-in on loopback whose `/api/kernels` answers what
+    /// `kernels` holds at the time; its base URL.
+    async fn jupyter_answering(kernels: Arc<RwLock<String>>) -> String {
         use warp::Filter;
-        let kernels = Arc::new(RwLock::new(
-            r#"[{"execution_state":"idle","last_activity":"2026-01-01T09:30:00Z"}]"#.to_string(),
-        ));
-        let k = kernels.clone();
         let routes = warp::path!("api" / "kernels")
-            .map(move || k.read().unwrap().clone())
+            .map(move || kernels.read().unwrap().clone())
             .or(warp::path!("api" / "terminals").map(|| "[]".to_string()))
             .or(warp::path!("api" / "status")
                 .map(|| r#"{"started":"2026-01-01T08:00:00Z"}"#.to_string()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(warp::serve(routes).incoming(listener).run());
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    #[tokio::test]
+    async fn closing_the_last_kernel_does_not_forget_its_activity() {
+        let kernels = Arc::new(RwLock::new(
+            r#"[{"execution_state":"idle","last_activity":"2026-01-01T09:30:00Z"}]"#.to_string(),
+        ));
         let state = facts(None, true).state;
         let backend = Arc::new(OneNotebook(
             state.clone(),
-            format!("http://127.0.0.1:{port}/"),
+            jupyter_answering(kernels.clone()).await,
         ));
         let cfg = ExporterConfig::default();
         let e = Exporter::new(backend, cfg, Duration::from_secs(300));
@@ -956,22 +961,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_over_a_limit_is_a_failed_probe_with_its_reason() {
-        use warp::Filter;
         // What /api/kernels answers, changed between rounds.
         let kernels = Arc::new(RwLock::new(String::new()));
-        let k = kernels.clone();
-        let routes = warp::path!("api" / "kernels")
-            .map(move || k.read().unwrap().clone())
-            .or(warp::path!("api" / "terminals").map(|| "[]".to_string()))
-            .or(warp::path!("api" / "status")
-                .map(|| r#"{"started":"2026-01-01T08:00:00Z"}"#.to_string()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(warp::serve(routes).incoming(listener).run());
         let state = facts(None, true).state;
         let backend = Arc::new(OneNotebook(
             state.clone(),
-            format!("http://127.0.0.1:{port}/"),
+            jupyter_answering(kernels.clone()).await,
         ));
         let cfg = ExporterConfig {
             max_response_bytes: 16 * 1024,

@@ -302,46 +302,17 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
         .unwrap()
         .insert(Yaml::String("tls_config".into()), client_tls);
     jobs.push(own);
-    let prom_cfg = serde_json::json!({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": jobs,
-    });
-    let prom_file = d.join("prometheus.yml");
-    std::fs::write(&prom_file, serde_yaml::to_string(&prom_cfg).unwrap()).unwrap();
-    run(Command::new(tool(&["promtool"])).args(["check", "config", prom_file.to_str().unwrap()]));
-    let prom_port = free_port();
-    let _prom = Proc::spawn(
-        "prometheus",
-        Command::new(tool(&["prometheus"]))
-            .arg(format!("--config.file={}", prom_file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                d.join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
-        &d.join("prometheus.log"),
-    );
-    let prom = format!("http://127.0.0.1:{prom_port}");
-    wait_ready(
-        "prometheus",
-        &format!("{prom}/-/ready"),
-        Duration::from_secs(30),
-    )
-    .await;
-    let http = reqwest::Client::new();
+    let prom = Prometheus::start_with_jobs(d, jobs).await;
+    run(Command::new(tool(&["promtool"])).args([
+        "check",
+        "config",
+        d.join("prometheus.yml").to_str().unwrap(),
+    ]));
     eventually(
         "nbidle's jobs up over TLS",
         Duration::from_secs(30),
         || async {
-            let v: serde_json::Value = http
-                .get(format!("{prom}/api/v1/targets?state=active"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let targets = v["data"]["activeTargets"].as_array()?.clone();
+            let targets = prom.active_targets().await;
             let up = |job: &str| {
                 targets
                     .iter()

@@ -592,8 +592,15 @@ impl Prometheus {
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.url.trim_start_matches("http://")]}]}]},
             "scrape_configs": jobs,
         });
+        // Send an alert again 1s after a failed or lost delivery.
+        Self::launch(dir, &config, &["--rules.alert.resend-delay=1s"]).await
+    }
+
+    /// Writes `config` to `<dir>/prometheus.yml` and runs Prometheus on it;
+    /// returns once it is ready.
+    async fn launch(dir: &Path, config: &Value, extra_args: &[&str]) -> Prometheus {
         let cfg = dir.join("prometheus.yml");
-        std::fs::write(&cfg, serde_yaml::to_string(&config).unwrap()).unwrap();
+        std::fs::write(&cfg, serde_yaml::to_string(config).unwrap()).unwrap();
         let port = free_port();
         let proc = Proc::spawn(
             "prometheus",
@@ -604,19 +611,21 @@ impl Prometheus {
                     dir.join("prom-data").display()
                 ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                // Send an alert again 1s after a failed or lost delivery.
-                .arg("--rules.alert.resend-delay=1s"),
+                .args(extra_args),
             &dir.join("prometheus.log"),
         );
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
         wait_ready(
             "prometheus ready",
             &format!("{url}/-/ready"),
             Duration::from_secs(30),
         )
         .await;
-        Prometheus { proc, url, http }
+        Prometheus {
+            proc,
+            url,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Runs an instant query; Err carries Prometheus's error message.
@@ -690,32 +699,7 @@ impl Prometheus {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": jobs,
         });
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(&cfg, serde_yaml::to_string(&config).unwrap()).unwrap();
-        let port = free_port();
-        let proc = Proc::spawn(
-            "prometheus",
-            Command::new(tool(&["prometheus"]))
-                .arg(format!("--config.file={}", cfg.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join("prom-data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-            &dir.join("prometheus.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(
-            "prometheus ready",
-            &format!("{url}/-/ready"),
-            Duration::from_secs(30),
-        )
-        .await;
-        Prometheus {
-            proc,
-            url,
-            http: reqwest::Client::new(),
-        }
+        Self::launch(dir, &config, &[]).await
     }
 
     /// `/api/v1/targets`' active targets.
