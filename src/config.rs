@@ -409,6 +409,15 @@ pub struct KubernetesConfig {
     /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
     #[serde(default)]
     pub apply: bool,
+    /// The most one API server call, or one stop or start with its retries,
+    /// may take; past it the webhook answers 503 (Alertmanager delivers
+    /// again) and the REST API 503.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
 }
 
 fn default_k8s_name() -> String {
@@ -444,6 +453,7 @@ impl Default for KubernetesConfig {
             metrics_secret: default_metrics_secret(),
             tls_secret: None,
             apply: false,
+            request_timeout: default_request_timeout(),
         }
     }
 }
@@ -470,6 +480,13 @@ impl KubernetesConfig {
         }
         if let Some(s) = &self.tls_secret {
             check_notebook_name(s).map_err(|m| Error::config(k("tls_secret"), m))?;
+        }
+        let t = self.request_timeout.0;
+        if t < std::time::Duration::from_secs(1) || t > std::time::Duration::from_secs(300) {
+            return Err(Error::config(
+                k("request_timeout"),
+                format!("{} is outside 1s..5m", self.request_timeout),
+            ));
         }
         check_label_key(&self.notebook_label).map_err(|m| Error::config(k("notebook_label"), m))
     }

@@ -14,7 +14,7 @@ use crate::alerts::{Alert, AlertStatus, WebhookPayload};
 use crate::backend::{Backend, StopOutcome, StopRequest};
 use crate::error::Error;
 use crate::exporter::{Exporter, NotebookFacts};
-use crate::logsafe::{Escaped, UNKNOWN_NOTEBOOK};
+use crate::logsafe::{Escaped, BACKEND_UNAVAILABLE, UNKNOWN_NOTEBOOK};
 use crate::metrics::Metrics;
 use crate::notebook::{NotebookId, StopCause, Timestamp};
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
@@ -74,6 +74,10 @@ pub enum Decision {
     NotRunning,
     /// The backend failed; Alertmanager should retry.
     Failed(String),
+    /// The backend cannot answer now (its API server does not, or its
+    /// cache is not current and the notebook may exist unseen); the webhook
+    /// answers 503 so Alertmanager retries.
+    Unavailable(String),
 }
 
 impl Decision {
@@ -92,6 +96,7 @@ impl Decision {
             Decision::ActiveAgain => "active_again",
             Decision::NotRunning => "not_running",
             Decision::Failed(_) => "failed",
+            Decision::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -149,6 +154,11 @@ pub async fn handle(
             Decision::Failed(e) => {
                 tracing::error!(%alert, %notebook, error = %Escaped(e), "stop failed")
             }
+            Decision::Unavailable(e) => {
+                if let Some(a) = BACKEND_UNAVAILABLE.admit() {
+                    tracing::warn!(%alert, %notebook, error = %Escaped(e), suppressed = a.suppressed, "not acted on now; Alertmanager will deliver again")
+                }
+            }
             // A payload can name any number of unknown notebooks.
             Decision::UnknownNotebook => {
                 if let Some(a) = UNKNOWN_NOTEBOOK.admit() {
@@ -188,6 +198,7 @@ async fn decide_one(
     let state = match backend.get(&id).await {
         Ok(s) => s,
         Err(Error::NotFound(_)) => return Decision::UnknownNotebook,
+        Err(Error::Unavailable(m)) => return Decision::Unavailable(m),
         Err(e) => {
             metrics.error("backend");
             return Decision::Failed(e.to_string());
@@ -235,6 +246,7 @@ async fn decide_one(
         Ok(StopOutcome::OptedOut(_)) => Decision::OptedOut,
         Ok(StopOutcome::NotRunning(_)) => Decision::NotRunning,
         Err(Error::NotFound(_)) => Decision::UnknownNotebook,
+        Err(Error::Unavailable(m)) => Decision::Unavailable(m),
         Err(e) => {
             metrics
                 .stops

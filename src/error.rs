@@ -23,6 +23,12 @@ pub enum Error {
     #[error("backend: {0}")]
     Backend(String),
 
+    /// The backend cannot answer now: its API server does not answer in
+    /// time, or its cache is not current, so "not found" might be wrong.
+    /// Retried by the caller (HTTP 503 with `Retry-After`).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
     #[error("io: {context}: {source}")]
     Io {
         context: String,

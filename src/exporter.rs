@@ -159,6 +159,12 @@ impl Exporter {
     /// Probe rounds until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // A round before the backend has listed would publish nothing, and
+        // the next comes an interval later: start when there is something.
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = self.backend.synced() => {}
+        }
         loop {
             let started = Instant::now();
             self.round().await;

@@ -152,10 +152,14 @@ pub static UNHANDLED_REJECTION: RateLimit = RateLimit::new("unhandled_rejection"
 pub static HTTP_CLIENT_ERROR: RateLimit = RateLimit::new("http_client_error");
 /// warp's line for each 5xx answer (a webhook retry asked for, too busy).
 pub static HTTP_SERVER_ERROR: RateLimit = RateLimit::new("http_server_error");
+/// An alert not acted on now because the backend cannot answer (its API
+/// server is down): one line per alert would flood the log in an outage.
+pub static BACKEND_UNAVAILABLE: RateLimit = RateLimit::new("backend_unavailable");
 /// Every limited kind: the label values of `nbidle_log_lines_suppressed_total`.
-pub static LIMITS: [&RateLimit; 5] = [
+pub static LIMITS: [&RateLimit; 6] = [
     &REJECTED_PAYLOAD,
     &UNKNOWN_NOTEBOOK,
+    &BACKEND_UNAVAILABLE,
     &UNHANDLED_REJECTION,
     &HTTP_CLIENT_ERROR,
     &HTTP_SERVER_ERROR,

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::notebook::{NotebookState, Status};
@@ -37,6 +37,103 @@ pub struct Metrics {
     pub log_lines_suppressed: IntCounterVec,
     /// What `log_lines_suppressed` has been brought up to, per limit.
     log_synced: Vec<AtomicU64>,
+    /// The Kubernetes backends' watches.
+    pub watch: WatchMetrics,
+}
+
+/// Per watch (labels `resource`, `watch_namespace`: one series per watched
+/// namespace of the config, `*` for all): whether its cache is current,
+/// when it last heard from the API server, its relists and failures.
+#[derive(Clone)]
+pub struct WatchMetrics {
+    up: IntGaugeVec,
+    last_event: GaugeVec,
+    relists: IntCounterVec,
+    failures: IntCounterVec,
+}
+
+impl WatchMetrics {
+    fn new(registry: &Registry) -> Self {
+        const LABELS: &[&str] = &["resource", "watch_namespace"];
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "nbidle_kube_watch_up",
+                "1 while a Kubernetes watch is listed and open (its cache is current), else 0.",
+            ),
+            LABELS,
+        )
+        .expect("valid metric definition");
+        let last_event = GaugeVec::new(
+            Opts::new(
+                "nbidle_kube_watch_last_event_timestamp_seconds",
+                "When a Kubernetes watch last heard from the API server (an event, a bookmark, a list or a new watch).",
+            ),
+            LABELS,
+        )
+        .expect("valid metric definition");
+        let relists = IntCounterVec::new(
+            Opts::new(
+                "nbidle_kube_watch_relists_total",
+                "Complete lists of a Kubernetes watch: the first, and one after each 410 Gone.",
+            ),
+            LABELS,
+        )
+        .expect("valid metric definition");
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "nbidle_kube_watch_failures_total",
+                "Failed list or watch calls of a Kubernetes watch.",
+            ),
+            LABELS,
+        )
+        .expect("valid metric definition");
+        for m in [
+            Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_event.clone()),
+            Box::new(relists.clone()),
+            Box::new(failures.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
+        WatchMetrics {
+            up,
+            last_event,
+            relists,
+            failures,
+        }
+    }
+
+    fn labels(l: &[String; 2]) -> [&str; 2] {
+        [l[0].as_str(), l[1].as_str()]
+    }
+
+    /// Creates a watch's series, so a watch that never lists shows up as 0.
+    pub fn register(&self, l: &[String; 2]) {
+        let l = Self::labels(l);
+        self.up.with_label_values(&l).set(0);
+        self.relists.with_label_values(&l);
+        self.failures.with_label_values(&l);
+    }
+
+    pub fn set_up(&self, l: &[String; 2], up: bool) {
+        self.up.with_label_values(&Self::labels(l)).set(up as i64);
+    }
+
+    pub fn heard(&self, l: &[String; 2]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_event.with_label_values(&Self::labels(l)).set(now);
+    }
+
+    pub fn relisted(&self, l: &[String; 2]) {
+        self.relists.with_label_values(&Self::labels(l)).inc();
+        self.heard(l);
+    }
+
+    pub fn failed(&self, l: &[String; 2]) {
+        self.failures.with_label_values(&Self::labels(l)).inc();
+    }
 }
 
 impl Metrics {
@@ -137,7 +234,9 @@ impl Metrics {
         for l in crate::logsafe::LIMITS {
             log_lines_suppressed.with_label_values(&[l.kind()]);
         }
+        let watch = WatchMetrics::new(&registry);
         Metrics {
+            watch,
             registry,
             alerts_received,
             alert_decisions,

@@ -35,6 +35,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         .listen
         .parse()
         .map_err(|e| Error::config("listen", format!("{e}")))?;
+    let metrics = Arc::new(Metrics::new());
     let mut kube_client = None;
     // The local backend's notebooks are recovered once the listener is bound.
     let mut local_recovery = None;
@@ -52,25 +53,33 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             b
         }
         kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
-            let client = kube::client().await?;
-            kube_client = Some(client.clone());
+            let clients = kube::Clients::from_env(cfg.kubernetes.request_timeout.0).await?;
+            kube_client = Some(clients.requests.clone());
             let k = cfg.backend.kube();
             let namespaces = &cfg.kubernetes.notebook_namespaces;
             let url = k.jupyter_url(kind);
             if kind == BackendKind::Kubeflow {
                 KubeflowBackend::new(
-                    client,
+                    clients,
                     namespaces,
                     k.label_selector.as_deref(),
                     url,
                     cfg.idle_bounds(),
+                    &metrics.watch,
                 )
             } else {
                 // validate() guarantees a selector for StatefulSets.
                 let sel = k.label_selector.as_deref().ok_or_else(|| {
                     Error::config("backend.statefulset.label_selector", "missing")
                 })?;
-                StatefulSetBackend::new(client, namespaces, sel, url, cfg.idle_bounds())
+                StatefulSetBackend::new(
+                    clients,
+                    namespaces,
+                    sel,
+                    url,
+                    cfg.idle_bounds(),
+                    &metrics.watch,
+                )
             }
         }
     };
@@ -108,7 +117,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let app = Arc::new(App {
         exporter: exporter.clone(),
         backend: backend.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         policy: Policy {
             enabled: cfg.autostop.enabled,
             dry_run: cfg.autostop.dry_run,

@@ -1017,3 +1017,188 @@ async fn generated_monitoring_objects_are_applied_and_kept() {
     let r = cp.call_as(SA, "DELETE", &paths[0], None);
     assert_eq!(r.status, 403, "{}", r.body);
 }
+
+/// A control plane with one running Kubeflow notebook, team-a/nb-1, and
+/// nbidle watching team-a, with `edit` applied to the test config.
+async fn one_running_notebook(
+    dir: &std::path::Path,
+    edit: impl Fn(String) -> String,
+) -> (ControlPlane, Nbidle) {
+    let cp = control_plane(dir, &["team-a"]).await;
+    let r = cp.create(&notebook("team-a", "nb-1", json!({})), "team-a");
+    assert_eq!(r.status, 201, "{}", r.body);
+    set_ready(&cp, "team-a", "nb-1", 1);
+    let kubeconfig = cp.kubeconfig(dir, None);
+    let port = free_port();
+    let yaml = edit(kube_config(dir, port, KUBEFLOW, &["team-a"]));
+    let nbidle = Nbidle::start_yaml(
+        dir,
+        "nbidle",
+        port,
+        &yaml,
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+    .await;
+    (cp, nbidle)
+}
+
+/// `/readyz`'s status code.
+async fn readyz(nbidle: &Nbidle) -> u16 {
+    reqwest::get(format!("{}/readyz", nbidle.url))
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// The notebook as nbidle's API shows it, `None` while it does not.
+async fn shown(nbidle: &Nbidle, ns: &str, name: &str) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .get(nbidle.api(&format!("notebooks/{ns}/{name}")))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+const WATCH_UP: &str = r#"nbidle_kube_watch_up{resource="notebooks",watch_namespace="team-a"}"#;
+const RELISTS: &str =
+    r#"nbidle_kube_watch_relists_total{resource="notebooks",watch_namespace="team-a"}"#;
+
+/// The bound (docs/kubernetes.md, "Operations") on how soon after the API
+/// server answers again nbidle shows what changed meanwhile and after.
+const CURRENT_AFTER_OUTAGE: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_api_server_outage_changes_are_seen_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cp, nbidle) = one_running_notebook(dir.path(), |y| y).await;
+    assert_eq!(nbidle.metric(WATCH_UP).await, 1.0);
+
+    cp.kill_apiserver();
+    let killed = std::time::Instant::now();
+    // Readiness and the metric show the watch is not current.
+    eventually("/readyz failing", Duration::from_secs(15), || async {
+        (readyz(&nbidle).await == 503).then_some(())
+    })
+    .await;
+    assert_eq!(nbidle.metric(WATCH_UP).await, 0.0);
+    // The last known state is still served...
+    assert_eq!(
+        nbidle.notebook_in("team-a", "nb-1").await["status"],
+        "running"
+    );
+    // ...but an alert for a notebook it does not know may be for one created
+    // meanwhile: 503, so Alertmanager delivers again, not 200 "unknown".
+    let r = nbidle
+        .webhook(&payload(vec![idle_alert_in(
+            "team-a",
+            "nb-new",
+            &rfc3339_from_now(-3600),
+        )]))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["alerts"][0]["decision"], "unavailable", "{body}");
+
+    // A long outage: nbidle's retry delay must not have grown with it.
+    let outage = Duration::from_secs(75);
+    tokio::time::sleep(outage.saturating_sub(killed.elapsed())).await;
+    cp.restart_apiserver().await;
+    let back = std::time::Instant::now();
+    let r = cp.create(&notebook("team-a", "nb-2", json!({})), "team-a");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = cp.call_patch(
+        &format!("{NB_API}/team-a/notebooks/nb-1"),
+        &json!({"metadata": {"annotations": {"nbidle.io/owner": "after-outage"}}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(
+        "the changes made after the outage",
+        CURRENT_AFTER_OUTAGE,
+        || async {
+            let nb1 = shown(&nbidle, "team-a", "nb-1").await?;
+            shown(&nbidle, "team-a", "nb-2").await?;
+            (nb1["owner"] == "after-outage").then_some(())
+        },
+    )
+    .await;
+    let seen = back.elapsed();
+    assert_eq!(readyz(&nbidle).await, 200);
+    assert_eq!(nbidle.metric(WATCH_UP).await, 1.0);
+    // The first list, and one after the restarted API server's 410.
+    assert!(nbidle.metric(RELISTS).await >= 2.0);
+    eprintln!("changes after a {outage:?} outage seen {seen:?} after the API server was ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_api_server_gets_5xx_answers_within_the_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cp, nbidle) = one_running_notebook(dir.path(), |y| y).await;
+
+    cp.freeze_apiserver(true);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let alert = payload(vec![idle_alert_in(
+        "team-a",
+        "nb-1",
+        // After the notebook's start: not a stale alert.
+        &rfc3339_from_now(0),
+    )]);
+    let webhook = http
+        .post(format!("{}/webhook/alertmanager", nbidle.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&alert)
+        .send();
+    let stop = http
+        .post(nbidle.api("notebooks/team-a/nb-1/stop"))
+        .bearer_auth(API_TOKEN)
+        .send();
+    let (webhook, stop) = tokio::join!(webhook, stop);
+    let took = started.elapsed();
+    cp.freeze_apiserver(false);
+    let (webhook, stop) = (
+        webhook.expect("webhook answered"),
+        stop.expect("stop answered"),
+    );
+    // kubernetes.request_timeout is 10s by default.
+    assert!(took < Duration::from_secs(13), "answers took {took:?}");
+    assert_eq!(webhook.status(), 503);
+    assert_eq!(stop.status(), 503);
+    assert_eq!(stop.headers()["retry-after"], "5");
+    let body: Value = stop.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    // Thawed, the same stop goes through.
+    let r = nbidle.post("notebooks/team-a/nb-1/stop").await;
+    assert_eq!(r.status(), 200);
+    let nb = get(&cp, &format!("{NB_API}/team-a/notebooks/nb-1"));
+    assert!(nb.body["metadata"]["annotations"]["kubeflow-resource-stopped"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_publishes_within_seconds_of_the_first_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long interval, as in deploy/: a first round that ran before the
+    // watch listed would leave the series out for all of it.
+    let (_cp, nbidle) =
+        one_running_notebook(dir.path(), |y| y.replace("interval: 1s", "interval: 1m")).await;
+    let series = r#"nbidle_notebook_probe_success{namespace="team-a",notebook="nb-1"} 0"#;
+    eventually(
+        "the notebook's probe series",
+        Duration::from_secs(5),
+        || async {
+            nbidle
+                .exporter_metrics()
+                .await
+                .contains(series)
+                .then_some(())
+        },
+    )
+    .await;
+}

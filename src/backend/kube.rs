@@ -15,26 +15,27 @@
 //!   notebook out and says why in its `message`: a typo never makes a
 //!   notebook stop sooner.
 
+pub mod watch;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::api::PostParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::{StopOutcome, StopRequest};
 use crate::config::HumanDuration;
 use crate::error::{Error, Result};
+use crate::metrics::WatchMetrics;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp};
 
 /// Set by nbidle (and Kubeflow's UI) to stop a Kubeflow notebook; its value is
@@ -66,18 +67,87 @@ pub const OWNER: &str = "nbidle.io/owner";
 /// retryable error (Alertmanager then delivers again).
 const CONFLICT_RETRIES: usize = 5;
 
-/// A client from the environment: in a pod, its service account; elsewhere
-/// `$KUBECONFIG` or `~/.kube/config`.
-pub async fn client() -> Result<Client> {
-    Client::try_default()
-        .await
-        .map_err(|e| Error::Backend(format!("kubernetes client: {e}")))
+/// The API server's clients: one for requests, whose read timeout is the
+/// per-request deadline, and one for watches, which may stay silent for
+/// [`watch::WATCH_SECONDS`] and so read with a longer timeout. Both connect
+/// within `CONNECT_TIMEOUT`.
+#[derive(Clone)]
+pub struct Clients {
+    pub requests: Client,
+    pub watches: Client,
+    /// The most one operation (a stop, a start: reads, writes and retries)
+    /// may take before it fails as unavailable.
+    pub deadline: Duration,
 }
 
-/// Maps an API error; `NotFound` for 404 so the HTTP layer answers 404.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Clients {
+    /// From the environment: in a pod, its service account; elsewhere
+    /// `$KUBECONFIG` or `~/.kube/config`.
+    pub async fn from_env(request_timeout: Duration) -> Result<Clients> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| Error::Backend(format!("kubernetes client: {e}")))?;
+        Clients::new(config, request_timeout)
+    }
+
+    pub fn new(mut config: kube::Config, request_timeout: Duration) -> Result<Clients> {
+        config.connect_timeout = Some(CONNECT_TIMEOUT.min(request_timeout));
+        config.write_timeout = Some(request_timeout);
+        let build = |c: kube::Config| {
+            Client::try_from(c).map_err(|e| Error::Backend(format!("kubernetes client: {e}")))
+        };
+        let mut watch_config = config.clone();
+        watch_config.read_timeout = Some(Duration::from_secs(u64::from(watch::WATCH_SECONDS) + 15));
+        config.read_timeout = Some(request_timeout);
+        Ok(Clients {
+            requests: build(config)?,
+            watches: build(watch_config)?,
+            deadline: request_timeout,
+        })
+    }
+
+    /// A read-decide-write step (see [`retry_on_conflict`]) within
+    /// `deadline`.
+    pub async fn write<T, F, Fut>(&self, id: &NotebookId, step: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        self.within_deadline(id, retry_on_conflict(id, step)).await
+    }
+
+    /// Runs one operation against the API server within `deadline`; past
+    /// it the operation is abandoned and reported unavailable, so the
+    /// webhook answers 503 and Alertmanager delivers again.
+    pub async fn within_deadline<T>(
+        &self,
+        id: &NotebookId,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.deadline, op).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!(
+                "{id}: the Kubernetes API server did not answer within {}",
+                HumanDuration(self.deadline)
+            ))),
+        }
+    }
+}
+
+/// Maps an API error: `NotFound` for 404 so the HTTP layer answers 404;
+/// `Unavailable` when the API server cannot be reached, does not answer in
+/// time, or says it is overloaded or failing (429, 5xx), so callers retry.
 pub fn api_error(id: &NotebookId, e: kube::Error) -> Error {
     match &e {
         kube::Error::Api(s) if s.code == 404 => Error::NotFound(id.clone()),
+        kube::Error::Api(s) if s.code == 429 || s.code >= 500 => {
+            Error::Unavailable(format!("{id}: the Kubernetes API server: {e}"))
+        }
+        kube::Error::Service(_) | kube::Error::HyperError(_) | kube::Error::ReadEvents(_) => {
+            Error::Unavailable(format!("{id}: the Kubernetes API server: {e}"))
+        }
         _ => Error::Backend(format!("{id}: {e}")),
     }
 }
@@ -109,8 +179,14 @@ where
 /// Watch-fed caches of one resource type: one per namespace watched, or one
 /// cluster-wide when no namespaces are configured.
 pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
-    stores: Vec<(Option<String>, Store<K>)>,
+    watches: Vec<Watched<K>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Watched<K: Resource<DynamicType = ()> + 'static> {
+    namespace: Option<String>,
+    store: Store<K>,
+    health: Arc<watch::Health>,
 }
 
 impl<K> Cache<K>
@@ -126,55 +202,66 @@ where
     /// Starts the watches. `strip` drops what nbidle never reads before an
     /// object enters the cache.
     pub fn watch(
-        client: &Client,
+        clients: &Clients,
         namespaces: &[String],
         label_selector: Option<&str>,
         strip: fn(&mut K),
+        metrics: &WatchMetrics,
     ) -> Self {
-        let apis: Vec<(Option<String>, Api<K>)> = if namespaces.is_empty() {
-            vec![(None, Api::all(client.clone()))]
+        let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+            vec![None]
         } else {
-            namespaces
-                .iter()
-                .map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns)))
-                .collect()
+            namespaces.iter().cloned().map(Some).collect()
         };
-        let mut stores = Vec::new();
+        let api = |client: &Client, ns: &Option<String>| match ns {
+            None => Api::<K>::all(client.clone()),
+            Some(ns) => Api::namespaced(client.clone(), ns),
+        };
+        let mut watches = Vec::new();
         let mut tasks = Vec::new();
-        for (ns, api) in apis {
+        for ns in scopes {
             let (store, writer) = reflector::store();
-            let mut cfg = watcher::Config::default();
-            if let Some(sel) = label_selector {
-                cfg = cfg.labels(sel);
-            }
-            let kind = K::kind(&()).to_string();
-            let scope = ns.clone().unwrap_or_else(|| "(all)".into());
-            let stream = watcher(api, cfg)
-                .default_backoff()
-                .modify(strip)
-                .reflect(writer);
-            tasks.push(tokio::spawn(async move {
-                futures_util::pin_mut!(stream);
-                while let Some(ev) = stream.next().await {
-                    if let Err(e) = ev {
-                        tracing::warn!(%kind, namespace = %scope, error = %e, "watch failed; retrying");
-                    }
-                }
-            }));
-            stores.push((ns, store));
+            let health = watch::Health::new();
+            let labels = [
+                K::plural(&()).to_string(),
+                ns.clone().unwrap_or_else(|| "*".into()),
+            ];
+            metrics.register(&labels);
+            let w = watch::Watch {
+                lists: api(&clients.requests, &ns),
+                watches: api(&clients.watches, &ns),
+                label_selector: label_selector.map(str::to_string),
+                strip,
+                writer,
+                health: health.clone(),
+                metrics: metrics.clone(),
+                labels,
+            };
+            tasks.push(tokio::spawn(w.run()));
+            watches.push(Watched {
+                namespace: ns,
+                store,
+                health,
+            });
         }
-        Cache { stores, tasks }
+        Cache { watches, tasks }
     }
 
     /// Resolves once every watch has listed its objects.
     pub async fn synced(&self) {
-        for (_, s) in &self.stores {
-            let _ = s.wait_until_ready().await;
+        for w in &self.watches {
+            w.health.listed().await;
         }
     }
 
+    /// Every watch is listed and open: the cache shows the API server's
+    /// state, give or take the events in flight.
+    pub fn current(&self) -> bool {
+        self.watches.iter().all(|w| w.health.is_current())
+    }
+
     pub fn all(&self) -> Vec<Arc<K>> {
-        self.stores.iter().flat_map(|(_, s)| s.state()).collect()
+        self.watches.iter().flat_map(|w| w.store.state()).collect()
     }
 
     /// Every cached object's state, sorted by id.
@@ -184,33 +271,49 @@ where
         out
     }
 
-    /// One cached object's state; `NotFound` outside the watch.
+    /// One cached object's state; see [`Cache::lookup`] for a miss.
     pub fn state(
         &self,
         id: &NotebookId,
         state: impl Fn(&K) -> NotebookState,
     ) -> Result<NotebookState> {
-        self.get(id)
-            .map(|o| state(&o))
-            .ok_or_else(|| Error::NotFound(id.clone()))
+        self.lookup(id).map(|o| state(&o))
     }
 
     /// The API for writing one notebook's object. Only what the watch
     /// selects (namespaces, label selector) is a notebook: anything else (a
     /// database's StatefulSet, say) is `NotFound`, never written.
     pub fn api(&self, client: &Client, id: &NotebookId) -> Result<Api<K>> {
-        if self.get(id).is_none() {
-            return Err(Error::NotFound(id.clone()));
-        }
+        self.lookup(id)?;
         Ok(Api::namespaced(client.clone(), &id.namespace))
     }
 
     pub fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
         let key = ObjectRef::new(&id.name).within(&id.namespace);
-        self.stores
+        self.covering(id).find_map(|w| w.store.get(&key))
+    }
+
+    /// The cached object, or why there is none: `NotFound` when the watch
+    /// covering its namespace is current (or none covers it), `Unavailable`
+    /// when that watch is not, since the object may exist unseen: an alert
+    /// for it is then retried rather than dropped.
+    pub fn lookup(&self, id: &NotebookId) -> Result<Arc<K>> {
+        if let Some(o) = self.get(id) {
+            return Ok(o);
+        }
+        match self.covering(id).find(|w| !w.health.is_current()) {
+            Some(_) => Err(Error::Unavailable(format!(
+                "{id} is not in nbidle's cache, and the watch of {} is not current (the Kubernetes API server did not answer); try again",
+                K::plural(&())
+            ))),
+            None => Err(Error::NotFound(id.clone())),
+        }
+    }
+
+    fn covering<'a>(&'a self, id: &'a NotebookId) -> impl Iterator<Item = &'a Watched<K>> + 'a {
+        self.watches
             .iter()
-            .filter(|(ns, _)| ns.as_deref().is_none_or(|n| n == id.namespace))
-            .find_map(|(_, s)| s.get(&key))
+            .filter(|w| w.namespace.as_deref().is_none_or(|n| n == id.namespace))
     }
 
     pub fn stop(&self) {

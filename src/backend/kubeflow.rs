@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ContainerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use super::kube::{self as k, Cache, Events, StopStep};
+use super::kube::{self as k, Cache, Clients, Events, StopStep};
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::error::Result;
+use crate::metrics::WatchMetrics;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
 /// The parts of a Notebook nbidle reads. Everything else (the pod template
@@ -150,7 +151,7 @@ pub fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookS
 }
 
 pub struct KubeflowBackend {
-    client: Client,
+    clients: Clients,
     cache: Cache<Notebook>,
     events: Events,
     bounds: IdleBounds,
@@ -159,16 +160,17 @@ pub struct KubeflowBackend {
 
 impl KubeflowBackend {
     pub fn new(
-        client: Client,
+        clients: Clients,
         namespaces: &[String],
         label_selector: Option<&str>,
         url_template: String,
         bounds: IdleBounds,
+        metrics: &WatchMetrics,
     ) -> Arc<Self> {
         Arc::new(KubeflowBackend {
-            cache: Cache::watch(&client, namespaces, label_selector, strip),
-            events: Events::new(client.clone()),
-            client,
+            cache: Cache::watch(&clients, namespaces, label_selector, strip, metrics),
+            events: Events::new(clients.requests.clone()),
+            clients,
             bounds,
             url_template,
         })
@@ -190,41 +192,45 @@ impl Backend for KubeflowBackend {
     }
 
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
-        let api = &self.cache.api(&self.client, id)?;
+        let api = &self.cache.api(&self.clients.requests, id)?;
         let req = &req;
-        let step = k::retry_on_conflict(id, || async move {
-            let nb = api.get(&id.name).await?;
-            if nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
-                return Ok(StopStep::Already(nb));
-            }
-            let st = self.state(&nb);
-            let nb = match k::check_stop(nb, &st, req) {
-                Ok(nb) => nb,
-                Err(refused) => return Ok(refused),
-            };
-            let now = Timestamp::now();
-            let mut ann = k::stop_annotations(&req.cause, now);
-            ann.insert(k::KUBEFLOW_STOPPED.into(), now.to_string().into());
-            let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
-            Ok(StopStep::Done(nb))
-        })
-        .await?;
+        let step = self
+            .clients
+            .write(id, || async move {
+                let nb = api.get(&id.name).await?;
+                if nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
+                    return Ok(StopStep::Already(nb));
+                }
+                let st = self.state(&nb);
+                let nb = match k::check_stop(nb, &st, req) {
+                    Ok(nb) => nb,
+                    Err(refused) => return Ok(refused),
+                };
+                let now = Timestamp::now();
+                let mut ann = k::stop_annotations(&req.cause, now);
+                ann.insert(k::KUBEFLOW_STOPPED.into(), now.to_string().into());
+                let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
+                Ok(StopStep::Done(nb))
+            })
+            .await?;
         k::finish_stop(&self.events, id, req, step, |nb| self.state(nb)).await
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let api = &self.cache.api(&self.client, id)?;
-        let step = k::retry_on_conflict(id, || async move {
-            let nb = api.get(&id.name).await?;
-            if !nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
-                return Ok((false, nb));
-            }
-            let mut ann = k::start_annotations(Timestamp::now());
-            ann.insert(k::KUBEFLOW_STOPPED.into(), serde_json::Value::Null);
-            let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
-            Ok((true, nb))
-        })
-        .await?;
+        let api = &self.cache.api(&self.clients.requests, id)?;
+        let step = self
+            .clients
+            .write(id, || async move {
+                let nb = api.get(&id.name).await?;
+                if !nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
+                    return Ok((false, nb));
+                }
+                let mut ann = k::start_annotations(Timestamp::now());
+                ann.insert(k::KUBEFLOW_STOPPED.into(), serde_json::Value::Null);
+                let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
+                Ok((true, nb))
+            })
+            .await?;
         match step {
             (true, nb) => {
                 tracing::info!(notebook = %id, "notebook starting");
@@ -265,6 +271,10 @@ impl Backend for KubeflowBackend {
 
     async fn synced(&self) {
         self.cache.synced().await
+    }
+
+    fn current(&self) -> bool {
+        self.cache.current()
     }
 
     async fn shutdown(&self) {

@@ -122,6 +122,13 @@ pub trait Backend: Send + Sync {
     /// webhook and the REST API answer 503 until then.
     async fn synced(&self) {}
 
+    /// Whether what the backend reports is current now (a Kubernetes
+    /// backend: every watch listed and open). `/readyz` fails while not, and
+    /// an unknown notebook is then `Unavailable`, not `NotFound`.
+    fn current(&self) -> bool {
+        true
+    }
+
     /// Called once when nbidle shuts down.
     async fn shutdown(&self) {}
 }

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
 
-use super::kube::{self as k, Cache, Events, StopStep};
+use super::kube::{self as k, Cache, Clients, Events, StopStep};
 use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::error::Result;
+use crate::metrics::WatchMetrics;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
 fn strip(s: &mut StatefulSet) {
@@ -106,7 +107,7 @@ pub fn state(s: &StatefulSet, bounds: IdleBounds, url_template: &str) -> Noteboo
 }
 
 pub struct StatefulSetBackend {
-    client: Client,
+    clients: Clients,
     cache: Cache<StatefulSet>,
     events: Events,
     bounds: IdleBounds,
@@ -115,16 +116,17 @@ pub struct StatefulSetBackend {
 
 impl StatefulSetBackend {
     pub fn new(
-        client: Client,
+        clients: Clients,
         namespaces: &[String],
         label_selector: &str,
         url_template: String,
         bounds: IdleBounds,
+        metrics: &WatchMetrics,
     ) -> Arc<Self> {
         Arc::new(StatefulSetBackend {
-            cache: Cache::watch(&client, namespaces, Some(label_selector), strip),
-            events: Events::new(client.clone()),
-            client,
+            cache: Cache::watch(&clients, namespaces, Some(label_selector), strip, metrics),
+            events: Events::new(clients.requests.clone()),
+            clients,
             bounds,
             url_template,
         })
@@ -155,9 +157,9 @@ impl Backend for StatefulSetBackend {
     }
 
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
-        let api = &self.cache.api(&self.client, id)?;
+        let api = &self.cache.api(&self.clients.requests, id)?;
         let req = &req;
-        let step = k::retry_on_conflict(id, || async move {
+        let step = self.clients.write(id, || async move {
             let s = api.get(&id.name).await?;
             let n = replicas(&s);
             if n == 0 {
@@ -187,32 +189,34 @@ impl Backend for StatefulSetBackend {
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let api = &self.cache.api(&self.client, id)?;
-        let step = k::retry_on_conflict(id, || async move {
-            let s = api.get(&id.name).await?;
-            if replicas(&s) > 0 {
-                return Ok((false, s));
-            }
-            let n = s
-                .annotations()
-                .get(k::REPLICAS)
-                .and_then(|v| v.parse::<i32>().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or(1);
-            // First the record of the start (which an old alert's stop then
-            // finds: started since), then the scale with the recorded
-            // version as its precondition, as for a stop.
-            let start = k::start_annotations(Timestamp::now());
-            let annotated = k::annotate(api, Some(&s), &id.name, start).await?;
-            scale(api, &annotated, n).await?;
-            // The remembered count has served; should this fail, the next
-            // stop overwrites it.
-            let mut served = serde_json::Map::new();
-            served.insert(k::REPLICAS.into(), serde_json::Value::Null);
-            let s = k::annotate(api, None, &id.name, served).await?;
-            Ok((true, s))
-        })
-        .await?;
+        let api = &self.cache.api(&self.clients.requests, id)?;
+        let step = self
+            .clients
+            .write(id, || async move {
+                let s = api.get(&id.name).await?;
+                if replicas(&s) > 0 {
+                    return Ok((false, s));
+                }
+                let n = s
+                    .annotations()
+                    .get(k::REPLICAS)
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or(1);
+                // First the record of the start (which an old alert's stop then
+                // finds: started since), then the scale with the recorded
+                // version as its precondition, as for a stop.
+                let start = k::start_annotations(Timestamp::now());
+                let annotated = k::annotate(api, Some(&s), &id.name, start).await?;
+                scale(api, &annotated, n).await?;
+                // The remembered count has served; should this fail, the next
+                // stop overwrites it.
+                let mut served = serde_json::Map::new();
+                served.insert(k::REPLICAS.into(), serde_json::Value::Null);
+                let s = k::annotate(api, None, &id.name, served).await?;
+                Ok((true, s))
+            })
+            .await?;
         match step {
             (true, s) => {
                 tracing::info!(notebook = %id, "notebook starting");
@@ -255,6 +259,10 @@ impl Backend for StatefulSetBackend {
 
     async fn synced(&self) {
         self.cache.synced().await
+    }
+
+    fn current(&self) -> bool {
+        self.cache.current()
     }
 
     async fn shutdown(&self) {

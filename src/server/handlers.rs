@@ -25,11 +25,13 @@ pub async fn livez() -> Result<impl Reply, Infallible> {
 }
 
 pub async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
-    Ok(if app.ready.load(Ordering::SeqCst) {
-        with_status("ready", StatusCode::OK)
-    } else {
-        with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
-    })
+    Ok(
+        if app.ready.load(Ordering::SeqCst) && app.backend.current() {
+            with_status("ready", StatusCode::OK)
+        } else {
+            with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+        },
+    )
 }
 
 pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
@@ -131,20 +133,33 @@ pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection>
         .iter()
         .filter(|r| matches!(r.decision, Decision::Failed(_)))
         .count();
+    let unavailable = results
+        .iter()
+        .filter(|r| matches!(r.decision, Decision::Unavailable(_)))
+        .count();
     // Alertmanager retries 5xx and gives up on 4xx: a failed stop must be 5xx
     // so it is retried; the retry finds the stops that did work already done.
     let code = if failed > 0 {
         StatusCode::INTERNAL_SERVER_ERROR
+    } else if unavailable > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     observe(code);
     let body = WebhookResponse {
         stopped,
-        failed,
+        failed: failed + unavailable,
         alerts: results.into_iter().map(AlertOutcome::from).collect(),
     };
-    Ok(with_status(json(&body), code))
+    let mut reply = with_status(json(&body), code).into_response();
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        reply.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            RETRY_UNAVAILABLE_SECS.into(),
+        );
+    }
+    Ok(reply)
 }
 
 pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, Rejection> {

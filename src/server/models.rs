@@ -43,10 +43,15 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` for a backend that cannot answer now: about the time a
+/// Kubernetes watch needs to be current again once its API server answers.
+pub const RETRY_UNAVAILABLE_SECS: u32 = 5;
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, code) = match &e {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Invalid { .. } | Error::Json(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "backend_error"),
         };
@@ -54,7 +59,12 @@ impl From<Error> for ApiError {
             // The whole error, paths and all, is for the operator.
             tracing::warn!(error = %e, "request failed");
         }
-        ApiError::new(status, code, without_paths(&e.to_string()))
+        let api = ApiError::new(status, code, without_paths(&e.to_string()));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            api.retry_after(RETRY_UNAVAILABLE_SECS)
+        } else {
+            api
+        }
     }
 }
 
@@ -122,7 +132,9 @@ pub struct AlertOutcome {
 impl From<AlertResult> for AlertOutcome {
     fn from(r: AlertResult) -> Self {
         let error = match &r.decision {
-            crate::decide::Decision::Failed(e) => Some(without_paths(e)),
+            crate::decide::Decision::Failed(e) | crate::decide::Decision::Unavailable(e) => {
+                Some(without_paths(e))
+            }
             _ => None,
         };
         AlertOutcome {

@@ -42,7 +42,51 @@ pub struct ControlPlane {
     /// The apiserver's self-signed serving certificate (and its CA).
     pub cert: PathBuf,
     _etcd: Proc,
-    _apiserver: Proc,
+    apiserver: Option<Proc>,
+    spawn: ApiServer,
+    restarts: u32,
+}
+
+/// How to start this control plane's API server (again).
+struct ApiServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    etcd_client: u16,
+    port: u16,
+}
+
+impl ApiServer {
+    fn spawn(&self, log: &str) -> Proc {
+        let dir = &self.dir;
+        let key = dir.join("sa.key");
+        Proc::spawn(
+            "kube-apiserver",
+            Command::new(&self.bin)
+                .arg(format!(
+                    "--etcd-servers=http://127.0.0.1:{}",
+                    self.etcd_client
+                ))
+                .arg(format!("--secure-port={}", self.port))
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg(format!("--cert-dir={}", dir.join("certs").display()))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    dir.join("tokens.csv").display()
+                ))
+                .arg("--authorization-mode=RBAC")
+                .arg(format!("--service-account-key-file={}", key.display()))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    key.display()
+                ))
+                .arg("--service-account-issuer=https://kubernetes.default.svc")
+                // An address range for Service IPs; nothing is routed to it.
+                .arg("--service-cluster-ip-range=10.96.0.0/24")
+                .arg("--disable-admission-plugins=ServiceAccount"),
+            &dir.join(log),
+        )
+    }
 }
 
 /// The outcome of one API call: HTTP status and JSON body.
@@ -84,41 +128,61 @@ impl ControlPlane {
             .expect("openssl");
         assert!(status.status.success(), "openssl genrsa failed");
         let port = free_port();
-        let apiserver = Proc::spawn(
-            "kube-apiserver",
-            Command::new(bin.join("kube-apiserver"))
-                .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
-                .arg(format!("--secure-port={port}"))
-                .arg("--bind-address=127.0.0.1")
-                .arg("--advertise-address=127.0.0.1")
-                .arg(format!("--cert-dir={}", dir.join("certs").display()))
-                .arg(format!(
-                    "--token-auth-file={}",
-                    dir.join("tokens.csv").display()
-                ))
-                .arg("--authorization-mode=RBAC")
-                .arg(format!("--service-account-key-file={}", key.display()))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    key.display()
-                ))
-                .arg("--service-account-issuer=https://kubernetes.default.svc")
-                // An address range for Service IPs; nothing is routed to it.
-                .arg("--service-cluster-ip-range=10.96.0.0/24")
-                .arg("--disable-admission-plugins=ServiceAccount"),
-            &dir.join("kube-apiserver.log"),
-        );
+        let spawn = ApiServer {
+            bin: bin.join("kube-apiserver"),
+            dir: dir.to_path_buf(),
+            etcd_client,
+            port,
+        };
+        let apiserver = spawn.spawn("kube-apiserver.log");
         let cp = ControlPlane {
             url: format!("https://127.0.0.1:{port}"),
             cert: dir.join("certs").join("apiserver.crt"),
             _etcd: etcd,
-            _apiserver: apiserver,
+            apiserver: Some(apiserver),
+            spawn,
+            restarts: 0,
         };
+        cp.wait_ready().await;
+        cp
+    }
+
+    async fn wait_ready(&self) {
         eventually("kube-apiserver ready", Duration::from_secs(90), || async {
-            (cp.call("GET", "/readyz", None).status == 200).then_some(())
+            (self.call("GET", "/readyz", None).status == 200).then_some(())
         })
         .await;
-        cp
+    }
+
+    /// Kills the API server (SIGKILL: no goodbye to its clients); etcd and
+    /// its data stay.
+    pub fn kill_apiserver(&mut self) {
+        if let Some(p) = self.apiserver.take() {
+            unsafe {
+                libc::kill(p.pid(), libc::SIGKILL);
+            }
+            drop(p);
+        }
+    }
+
+    /// Starts the API server again on the same port and etcd, and waits
+    /// until it is ready.
+    pub async fn restart_apiserver(&mut self) {
+        self.restarts += 1;
+        let log = format!("kube-apiserver-{}.log", self.restarts);
+        self.apiserver = Some(self.spawn.spawn(&log));
+        self.wait_ready().await;
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the API server: its sockets stay
+    /// open and nothing answers, as with a hung process or host.
+    pub fn freeze_apiserver(&self, frozen: bool) {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        if let Some(p) = &self.apiserver {
+            unsafe {
+                libc::kill(p.pid(), sig);
+            }
+        }
     }
 
     /// One API call as the admin; `body` is JSON.
