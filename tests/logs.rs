@@ -110,7 +110,6 @@ fn shipped_container() -> Container {
     Container { file, args, env }
 }
 
-
 /// The Jupyter stand-in (`tests/drivers/hostile_jupyter.py`, quiet): it
 /// counts the probes of the notebook under `/hostile/`, one per round.
 struct StandIn {
@@ -231,22 +230,18 @@ async fn the_shipped_deployment_logs_events_not_rounds_as_json_without_colour() 
         &shipped.env,
     )
     .await;
-    eventually(
-        "every notebook probed",
-        Duration::from_secs(30),
-        || async {
-            let text = nb.exporter_metrics().await;
-            notebooks
-                .iter()
-                .all(|n| {
-                    text.contains(&format!(
-                        "nbidle_notebook_probe_success{{namespace=\"local\",notebook=\"{}\"}} 1",
-                        n.name
-                    ))
-                })
-                .then_some(())
-        },
-    )
+    eventually("every notebook probed", Duration::from_secs(30), || async {
+        let text = nb.exporter_metrics().await;
+        notebooks
+            .iter()
+            .all(|n| {
+                text.contains(&format!(
+                    "nbidle_notebook_probe_success{{namespace=\"local\",notebook=\"{}\"}} 1",
+                    n.name
+                ))
+            })
+            .then_some(())
+    })
     .await;
 
     // Steady state: each round probed, scraped and probed by the kubelet.
@@ -276,7 +271,11 @@ async fn the_shipped_deployment_logs_events_not_rounds_as_json_without_colour() 
     );
 
     // An event of a notebook is still logged.
-    assert!(nb.post("notebooks/local/second/stop").await.status().is_success());
+    assert!(nb
+        .post("notebooks/local/second/stop")
+        .await
+        .status()
+        .is_success());
     nb.wait_status("second", "stopped", Duration::from_secs(20))
         .await;
     let log = eventually("the stop's line", Duration::from_secs(5), || async {
@@ -371,15 +370,30 @@ fn bad_logging_settings_are_refused_naming_the_variable() {
         (&[][..], &[("NBIDLE_LOG_FORMAT", "json")][..]),
         (&[][..], &[("NBIDLE_LOG_FORMAT", "text")][..]),
         (&["--log-format", "json"][..], &[][..]),
-        (&[][..], &[("NBIDLE_LOG", "info,nbidle::exporter=debug")][..]),
+        (
+            &[][..],
+            &[("NBIDLE_LOG", "info,nbidle::exporter=debug")][..],
+        ),
     ] {
         let (ok, stderr) = check_with(&config, args, env);
         assert!(ok, "{args:?} {env:?}: {stderr}");
     }
     for (args, env, named) in [
-        (&[][..], &[("NBIDLE_LOG_FORMAT", "yaml")][..], "NBIDLE_LOG_FORMAT"),
-        (&[][..], &[("NBIDLE_LOG_FORMAT", "JSON ")][..], "NBIDLE_LOG_FORMAT"),
-        (&[][..], &[("NBIDLE_LOG", "info,warp=loud")][..], "NBIDLE_LOG"),
+        (
+            &[][..],
+            &[("NBIDLE_LOG_FORMAT", "yaml")][..],
+            "NBIDLE_LOG_FORMAT",
+        ),
+        (
+            &[][..],
+            &[("NBIDLE_LOG_FORMAT", "JSON ")][..],
+            "NBIDLE_LOG_FORMAT",
+        ),
+        (
+            &[][..],
+            &[("NBIDLE_LOG", "info,warp=loud")][..],
+            "NBIDLE_LOG",
+        ),
         (&["--log-format", "yaml"][..], &[][..], "--log-format"),
     ] {
         let (ok, stderr) = check_with(&config, args, env);
@@ -466,8 +480,5 @@ async fn the_log_is_coloured_on_a_terminal_unless_no_color_is_set() {
         &[("NBIDLE_LOG", "info"), ("NBIDLE_LOG_FORMAT", "json")],
     )
     .await;
-    assert!(
-        !json.contains('\x1b'),
-        "JSON is never coloured: {json:?}"
-    );
+    assert!(!json.contains('\x1b'), "JSON is never coloured: {json:?}");
 }
