@@ -30,6 +30,9 @@
 //! - [`config`]: the YAML config, strictly validated, errors name the key.
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
+//! - [`logging`]: the log's filter (`NBIDLE_LOG`, the HTTP stack kept at
+//!   warn), format (`NBIDLE_LOG_FORMAT`, `--log-format`: text or JSON) and
+//!   colours (a terminal, `NO_COLOR`).
 //! - [`logsafe`]: values from outside escaped and capped for the log;
 //!   repeated rejection lines rate-limited.
 //! - [`error`]: the crate's error type.
@@ -41,6 +44,7 @@ pub mod config;
 pub mod decide;
 pub mod error;
 pub mod exporter;
+pub mod logging;
 pub mod logsafe;
 pub mod manifests;
 pub mod metrics;

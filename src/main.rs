@@ -1,14 +1,13 @@
 //! The `nbidle` command: parses arguments and calls the library.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nbidle::config::Config;
+use nbidle::logging::{self, LogFormat};
 use nbidle::manifests::{self, Manifest};
 use nbidle::rules::{self, Format};
-use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +18,10 @@ use tracing_subscriber::prelude::*;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `json` (one object per line) or `text`;
+    /// wins over $NBIDLE_LOG_FORMAT (default `text`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -67,18 +70,9 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NBIDLE_LOG")
-                .unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .finish()
-        .with(nbidle::logsafe::LimitRepeats::default())
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    logging::init(&logging::Settings::from_env(cli.log_format)?)?;
+    match cli.command {
         Command::Serve { config } => {
             let cfg = load(Some(&config))?;
             for w in cfg.secret_file_warnings() {

@@ -719,3 +719,53 @@ impl Prometheus {
             .unwrap_or_default()
     }
 }
+
+impl Nbidle {
+    /// Runs nbidle with exactly `args` (every `{config}` replaced by the
+    /// config's path) and exactly `env`: nothing of the test's environment,
+    /// as a container would. Config and log are `<dir>/<tag>.yaml|.log`.
+    pub async fn start_exact(
+        dir: &Path,
+        tag: &str,
+        port: u16,
+        yaml: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Nbidle {
+        let config = dir.join(format!("{tag}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let config_arg = config.display().to_string();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbidle"));
+        cmd.args(args.iter().map(|a| a.replace("{config}", &config_arg)))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let log = dir.join(format!("{tag}.log"));
+        let proc = Proc::spawn(tag, &mut cmd, &log);
+        let nb = Nbidle {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+            config,
+            log,
+            http: reqwest::Client::new(),
+        };
+        wait_ready(
+            &format!("{tag} ready"),
+            &format!("{}/readyz", nb.url),
+            Duration::from_secs(30),
+        )
+        .await;
+        nb
+    }
+}
+
+impl Proc {
+    /// Takes charge of a child spawned with its own stdio (a terminal, a
+    /// pipe): SIGTERM (then SIGKILL) when dropped.
+    pub fn adopt(name: &str, child: Child) -> Proc {
+        Proc {
+            name: name.into(),
+            child,
+        }
+    }
+}
