@@ -36,6 +36,12 @@ pub const QUIET_CRATES: &[&str] = &[
     "rustls",
 ];
 
+/// Targets that log every failed request at error, which nbidle reports
+/// itself where it matters (one line when a watch breaks, one per failed
+/// operation): in an API server outage they would write a line every
+/// retry. Off unless `NBIDLE_LOG` names their crate.
+pub const REPORTED_BY_NBIDLE: &[&str] = &["kube_client::client::builder"];
+
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -144,6 +150,12 @@ pub fn filter_directives(level: Option<&str>) -> Result<String> {
             }
         }
     }
+    for target in REPORTED_BY_NBIDLE {
+        let krate = target.split("::").next().unwrap_or(target);
+        if !directives.iter().any(|d| names(d, krate)) {
+            filter.push_str(&format!(",{target}=off"));
+        }
+    }
     Ok(filter)
 }
 
@@ -250,7 +262,12 @@ mod tests {
         }
         assert_eq!(
             filter_directives(Some("info")).unwrap(),
-            "info,warp=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,tower=warn,rustls=warn"
+            "info,warp=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,tower=warn,rustls=warn,kube_client::client::builder=off"
+        );
+        // Named, the crate's lines are the operator's to choose.
+        assert_eq!(
+            filter_directives(Some("warn,kube_client=debug")).unwrap(),
+            "warn,kube_client=debug"
         );
     }
 
@@ -281,9 +298,12 @@ mod tests {
     }
 
     #[test]
-    fn a_level_no_more_verbose_than_warn_adds_nothing() {
+    fn a_level_no_more_verbose_than_warn_adds_only_the_silenced_targets() {
         for level in ["warn", "error", "off", "nbidle=debug"] {
-            assert_eq!(filter_directives(Some(level)).unwrap(), level);
+            assert_eq!(
+                filter_directives(Some(level)).unwrap(),
+                format!("{level},kube_client::client::builder=off")
+            );
         }
         let log = lines(&settings(Some("error"), None));
         assert!(log.is_empty(), "{log}");
