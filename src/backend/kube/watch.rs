@@ -190,15 +190,19 @@ where
         let mut objects = Vec::new();
         let rv = loop {
             let page = self.lists.list(&lp).await?;
-            objects.extend(page.items);
+            // Stripped page by page: the managed fields of a whole
+            // namespace are never held at once.
+            objects.extend(page.items.into_iter().map(|mut o| {
+                (self.strip)(&mut o);
+                o
+            }));
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
                 None => break page.metadata.resource_version.unwrap_or_default(),
             }
         };
         self.writer.apply_watcher_event(&Event::Init);
-        for mut o in objects {
-            (self.strip)(&mut o);
+        for o in objects {
             self.writer.apply_watcher_event(&Event::InitApply(o));
         }
         self.writer.apply_watcher_event(&Event::InitDone);
