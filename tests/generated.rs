@@ -55,26 +55,30 @@ fn checked_in_rules_match_the_generator() {
         ]),
         "alertmanager/ drifted from the generator: run `make rules`"
     );
-    let deploy_cfg = repo("deploy/nbidle.yaml");
-    for (file, args) in [
-        (
-            "prometheusrule.yaml",
-            vec!["rules", "--format", "prometheus-rule"],
-        ),
-        ("podmonitor.yaml", vec!["manifests", "pod-monitor"]),
-        ("servicemonitor.yaml", vec!["manifests", "service-monitor"]),
-        (
-            "alertmanagerconfig.yaml",
-            vec!["manifests", "alertmanager-config"],
-        ),
-    ] {
-        let mut args = args;
-        args.extend(["--config", &deploy_cfg]);
-        assert_eq!(
-            std::fs::read_to_string(repo(&format!("deploy/monitoring/{file}"))).unwrap(),
-            nbidle_cli(&args),
-            "deploy/monitoring/{file} drifted from deploy/nbidle.yaml: run `make rules`"
-        );
+    // Each overlay's config generates its own deploy/monitoring/<backend>.
+    for backend in ["kubeflow", "statefulset"] {
+        let cfg = repo(&format!("deploy/overlays/{backend}/nbidle.yaml"));
+        for (file, args) in [
+            (
+                "prometheusrule.yaml",
+                vec!["rules", "--format", "prometheus-rule"],
+            ),
+            ("podmonitor.yaml", vec!["manifests", "pod-monitor"]),
+            ("servicemonitor.yaml", vec!["manifests", "service-monitor"]),
+            (
+                "alertmanagerconfig.yaml",
+                vec!["manifests", "alertmanager-config"],
+            ),
+        ] {
+            let mut args = args;
+            args.extend(["--config", &cfg]);
+            let path = format!("deploy/monitoring/{backend}/{file}");
+            assert_eq!(
+                std::fs::read_to_string(repo(&path)).unwrap(),
+                nbidle_cli(&args),
+                "{path} drifted from deploy/overlays/{backend}/nbidle.yaml: run `make rules`"
+            );
+        }
     }
 }
 

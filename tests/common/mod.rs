@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod envtest;
+pub mod kubectl;
 
 pub const API_TOKEN: &str = "api-token-for-tests";
 pub const WEBHOOK_TOKEN: &str = "webhook-token-for-tests";
