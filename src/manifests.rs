@@ -505,9 +505,7 @@ mod tests {
     use serde_json::Value as Json;
 
     fn config(backend: &str) -> Config {
-        let yaml = format!(
-            "auth: {{webhook_token: w, api_tokens: [a]}}\nbackend:\n{backend}\n"
-        );
+        let yaml = format!("auth: {{webhook_token: w, api_tokens: [a]}}\nbackend:\n{backend}\n");
         Config::from_yaml(&yaml, std::path::Path::new(".")).unwrap()
     }
 
@@ -549,14 +547,14 @@ mod tests {
             ])
         );
         // Nothing of Kubeflow's notebook label.
-        assert!(!serde_json::to_string(&pm).unwrap().contains("notebook_name"));
+        assert!(!serde_json::to_string(&pm)
+            .unwrap()
+            .contains("notebook_name"));
     }
 
     #[test]
     fn statefulset_pod_monitor_scrapes_metrics_at_the_jupyter_root_by_default() {
-        let cfg = config(
-            "  kind: statefulset\n  statefulset:\n    label_selector: app=jupyter",
-        );
+        let cfg = config("  kind: statefulset\n  statefulset:\n    label_selector: app=jupyter");
         let pm = pod_monitor_of(&cfg);
         let rl = &pm["spec"]["podMetricsEndpoints"][0]["relabelings"][1];
         assert_eq!(rl["replacement"], "/metrics");

@@ -122,15 +122,31 @@ async fn every_kustomization_renders_and_the_apiserver_accepts_it() {
             }
             let ns = d["metadata"]["namespace"].as_str().unwrap();
             for (plural, name) in mounted(d) {
-                let r = cp.call("GET", &format!("/api/v1/namespaces/{ns}/{plural}/{name}"), None);
-                assert_eq!(r.status, 200, "{rel}: the Deployment mounts {plural}/{name}");
+                let r = cp.call(
+                    "GET",
+                    &format!("/api/v1/namespaces/{ns}/{plural}/{name}"),
+                    None,
+                );
+                assert_eq!(
+                    r.status, 200,
+                    "{rel}: the Deployment mounts {plural}/{name}"
+                );
             }
             // As stored: two replicas, hardened, probed, the base's image.
             let name = d["metadata"]["name"].as_str().unwrap();
-            let stored = cp.call("GET", &format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"), None).body;
+            let stored = cp
+                .call(
+                    "GET",
+                    &format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
+                    None,
+                )
+                .body;
             assert_eq!(stored["spec"]["replicas"], 2, "{rel}");
             let c = &stored["spec"]["template"]["spec"]["containers"][0];
-            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{rel}");
+            assert_eq!(
+                c["securityContext"]["readOnlyRootFilesystem"], true,
+                "{rel}"
+            );
             assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{rel}");
             assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez", "{rel}");
             assert_eq!(c["image"].as_str(), Some(base_image.as_str()), "{rel}");

@@ -83,7 +83,14 @@ pub fn copy_checkout(sub: &str, dest: &Path) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("git")
         .current_dir(repo)
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+        ])
         .arg(sub)
         .output()
         .expect("git ls-files");
@@ -201,7 +208,11 @@ pub fn service_account_token(cp: &ControlPlane, namespace: &str, sa: &str) -> St
             "spec": {"expirationSeconds": 3600},
         })),
     );
-    assert_eq!(r.status, 201, "TokenRequest for {namespace}/{sa}: {}", r.body);
+    assert_eq!(
+        r.status, 201,
+        "TokenRequest for {namespace}/{sa}: {}",
+        r.body
+    );
     r.body["status"]["token"].as_str().unwrap().to_string()
 }
 
@@ -354,11 +365,23 @@ impl LocalPod {
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         let probe = &container["readinessProbe"]["httpGet"];
         let port = container_port(container, &probe["port"]);
-        let url = format!("http://{}:{port}{}", self.ip, probe["path"].as_str().unwrap());
+        let url = format!(
+            "http://{}:{port}{}",
+            self.ip,
+            probe["path"].as_str().unwrap()
+        );
         let deadline = Instant::now() + timeout;
         loop {
             let out = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"])
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "2",
+                ])
                 .arg(&url)
                 .output()
                 .unwrap();
