@@ -361,7 +361,7 @@ impl LocalPod {
 
     /// Waits until the container's readiness probe (HTTP GET) answers 2xx;
     /// panics with the container's log after `timeout`.
-    pub fn wait_ready(&self, deployment: &Value, timeout: Duration) {
+    pub fn wait_ready(&mut self, deployment: &Value, timeout: Duration) {
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         let probe = &container["readinessProbe"]["httpGet"];
         let port = container_port(container, &probe["port"]);
@@ -388,10 +388,14 @@ impl LocalPod {
             if String::from_utf8_lossy(&out.stdout).starts_with('2') {
                 return;
             }
-            if Instant::now() > deadline {
+            let exited = self.proc.exited();
+            if exited.is_some() || Instant::now() > deadline {
                 panic!(
-                    "pod {} not ready at {url} after {timeout:?}:\n{}",
+                    "pod {} not ready at {url} ({}):\n{}",
                     self.name,
+                    exited.map_or(format!("after {timeout:?}"), |s| format!(
+                        "container exited: {s}"
+                    )),
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
@@ -514,7 +518,7 @@ impl DeploymentRunner {
             self.pods
                 .push(LocalPod::start(cp, &d, &pod, &ip, &root, &self.entrypoint));
         }
-        for p in &self.pods {
+        for p in &mut self.pods {
             p.wait_ready(&d, Duration::from_secs(30));
         }
         let status = json!({"status": {

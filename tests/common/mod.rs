@@ -720,3 +720,10 @@ impl Prometheus {
             .unwrap_or_default()
     }
 }
+
+impl Proc {
+    /// The exit status, once the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
