@@ -13,7 +13,7 @@ demo-check:
 	NBIDLE_DEMO_AUTO=1 bash scripts/demo.sh
 
 ## test-deps: install Prometheus, Alertmanager, Jupyter when missing, and
-## build kube-apiserver + etcd from the Go module proxy (all cached)
+## build kube-apiserver, etcd and kubectl from the Go module proxy (all cached)
 test-deps:
 	bash scripts/test-deps.sh >/dev/null
 	bash scripts/envtest/build.sh >/dev/null
