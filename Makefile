@@ -13,7 +13,7 @@ demo-check:
 	NBIDLE_DEMO_AUTO=1 bash scripts/demo.sh
 
 ## test-deps: install Prometheus, Alertmanager, Jupyter when missing, and
-## build kube-apiserver + etcd from the Go module proxy (all cached)
+## build kube-apiserver, etcd and kubectl from the Go module proxy (all cached)
 test-deps:
 	bash scripts/test-deps.sh >/dev/null
 	bash scripts/envtest/build.sh >/dev/null
@@ -32,16 +32,21 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## rules: regenerate the checked-in rules, Alertmanager config and deploy/monitoring
+## rules: regenerate the checked-in rules, Alertmanager config and deploy/monitoring/*
+## from their configs (NBIDLE=<path of an nbidle binary> to use one already built)
+NBIDLE ?= $(CARGO) run --quiet --
 rules:
-	$(CARGO) run --quiet -- rules --out rules
-	$(CARGO) run --quiet -- rules --format prometheus-rule --out rules
-	$(CARGO) run --quiet -- rules --config rules/tests/all-signals.nbidle.yaml > rules/tests/all-signals.rules.yml
-	$(CARGO) run --quiet -- manifests alertmanager --config demo/nbidle.yaml > alertmanager/alertmanager.yml
-	$(CARGO) run --quiet -- rules --format prometheus-rule --config deploy/nbidle.yaml > deploy/monitoring/prometheusrule.yaml
-	$(CARGO) run --quiet -- manifests pod-monitor --config deploy/nbidle.yaml > deploy/monitoring/podmonitor.yaml
-	$(CARGO) run --quiet -- manifests service-monitor --config deploy/nbidle.yaml > deploy/monitoring/servicemonitor.yaml
-	$(CARGO) run --quiet -- manifests alertmanager-config --config deploy/nbidle.yaml > deploy/monitoring/alertmanagerconfig.yaml
+	$(NBIDLE) rules --out rules
+	$(NBIDLE) rules --format prometheus-rule --out rules
+	$(NBIDLE) rules --config rules/tests/all-signals.nbidle.yaml > rules/tests/all-signals.rules.yml
+	$(NBIDLE) manifests alertmanager --config demo/nbidle.yaml > alertmanager/alertmanager.yml
+	for backend in kubeflow statefulset; do \
+	  cfg=deploy/overlays/$$backend/nbidle.yaml; out=deploy/monitoring/$$backend; \
+	  $(NBIDLE) rules --format prometheus-rule --config $$cfg > $$out/prometheusrule.yaml && \
+	  $(NBIDLE) manifests pod-monitor --config $$cfg > $$out/podmonitor.yaml && \
+	  $(NBIDLE) manifests service-monitor --config $$cfg > $$out/servicemonitor.yaml && \
+	  $(NBIDLE) manifests alertmanager-config --config $$cfg > $$out/alertmanagerconfig.yaml || exit 1; \
+	done
 
 ## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers (see docs/benchmarks.md)
 bench:

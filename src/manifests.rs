@@ -5,7 +5,7 @@
 use serde_json::json;
 use serde_yaml::{Mapping, Value};
 
-use crate::config::{Config, TlsClientConfig};
+use crate::config::{BackendKind, Config, TlsClientConfig};
 use crate::error::Result;
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
@@ -16,7 +16,8 @@ pub enum Manifest {
     /// A complete Alertmanager config: a route for nbidle's alerts and its
     /// webhook receiver. Merge the route and receiver into an existing config.
     Alertmanager,
-    /// prometheus-operator `PodMonitor` scraping Kubeflow notebook pods.
+    /// prometheus-operator `PodMonitor` scraping the notebook pods: Kubeflow's
+    /// by their notebook label, StatefulSets' by the backend's label selector.
     PodMonitor,
     /// prometheus-operator `ServiceMonitor` for nbidle (`/metrics` and the exporter).
     ServiceMonitor,
@@ -244,36 +245,27 @@ fn namespace_selector(cfg: &Config) -> serde_json::Value {
 }
 
 /// Scrapes every notebook pod's own `/metrics` (Jupyter's kernel gauges, for
-/// the `kernels` and `server_activity` signals). Kubeflow serves a notebook
-/// under `/notebook/<namespace>/<name>/`, so the path is built per pod.
+/// the `kernels` and `server_activity` signals).
 fn pod_monitor(cfg: &Config) -> serde_json::Value {
     let k = &cfg.kubernetes;
-    let pod_label = format!(
-        "__meta_kubernetes_pod_label_{}",
-        sanitize(&k.notebook_label)
-    );
+    let (selector, relabelings) = match cfg.backend.kind {
+        BackendKind::Statefulset => statefulset_pods(cfg),
+        _ => kubeflow_pods(cfg),
+    };
+    let mut relabelings = relabelings;
+    // The rules select on this job name.
+    relabelings.push(json!({"targetLabel": "job", "replacement": cfg.prometheus.notebook_job}));
     let mut pm = json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
         "metadata": object_meta(cfg, "nbidle-notebooks", &k.namespace),
         "spec": {
             "namespaceSelector": namespace_selector(cfg),
-            "selector": {"matchExpressions": [{"key": k.notebook_label, "operator": "Exists"}]},
+            "selector": selector,
             "podMetricsEndpoints": [{
                 "port": k.notebook_port,
                 "interval": cfg.autostop.evaluation_interval.prometheus(),
-                "relabelings": [
-                    {
-                        "sourceLabels": ["__meta_kubernetes_namespace", pod_label],
-                        "separator": "/",
-                        "regex": "(.+)/(.+)",
-                        "targetLabel": "__metrics_path__",
-                        "replacement": "/notebook/$1/$2/metrics",
-                    },
-                    {"sourceLabels": [pod_label], "targetLabel": "notebook"},
-                    // The rules select on this job name.
-                    {"targetLabel": "job", "replacement": cfg.prometheus.notebook_job},
-                ],
+                "relabelings": relabelings,
             }],
         },
     });
@@ -284,6 +276,99 @@ fn pod_monitor(cfg: &Config) -> serde_json::Value {
             json!({"type": "Bearer", "credentials": {"name": secret, "key": "token"}});
     }
     pm
+}
+
+/// Kubeflow's notebook pods carry the notebook's name in a label, and
+/// Kubeflow serves a notebook under `/notebook/<namespace>/<name>/`.
+fn kubeflow_pods(cfg: &Config) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let k = &cfg.kubernetes;
+    let pod_label = format!(
+        "__meta_kubernetes_pod_label_{}",
+        sanitize(&k.notebook_label)
+    );
+    let selector = json!({"matchExpressions": [{"key": k.notebook_label, "operator": "Exists"}]});
+    let relabelings = vec![
+        json!({
+            "sourceLabels": ["__meta_kubernetes_namespace", pod_label],
+            "separator": "/",
+            "regex": "(.+)/(.+)",
+            "targetLabel": "__metrics_path__",
+            "replacement": "/notebook/$1/$2/metrics",
+        }),
+        json!({"sourceLabels": [pod_label], "targetLabel": "notebook"}),
+    ];
+    (selector, relabelings)
+}
+
+/// A StatefulSet's pods are selected by the backend's label selector (which
+/// assumes the pod template carries the labels the StatefulSet is selected
+/// by), the notebook is the StatefulSet that controls the pod, and Jupyter
+/// serves `/metrics` under the path of `jupyter_url`.
+fn statefulset_pods(cfg: &Config) -> (serde_json::Value, Vec<serde_json::Value>) {
+    const OWNER: &str = "__meta_kubernetes_pod_controller_name";
+    let kube = cfg.backend.kube();
+    let selector = json!({
+        "matchExpressions": kube.label_selector.as_deref().map(selector_requirements).unwrap_or_default(),
+    });
+    let path = url_path(&kube.jupyter_url(BackendKind::Statefulset))
+        .replace("{namespace}", "${1}")
+        .replace("{name}", "${2}");
+    let relabelings = vec![
+        json!({
+            "sourceLabels": ["__meta_kubernetes_pod_controller_kind"],
+            "regex": "StatefulSet",
+            "action": "keep",
+        }),
+        json!({
+            "sourceLabels": ["__meta_kubernetes_namespace", OWNER],
+            "separator": "/",
+            "regex": "(.+)/(.+)",
+            "targetLabel": "__metrics_path__",
+            "replacement": format!("{path}metrics"),
+        }),
+        json!({"sourceLabels": [OWNER], "targetLabel": "notebook"}),
+    ];
+    (selector, relabelings)
+}
+
+/// The path of a URL template, ending in `/`: `http://{name}.svc:8888/lab/`
+/// → `/lab/`.
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    }
+}
+
+/// An equality-based label selector (`key=value`, `key==value`,
+/// `key!=value`, `key`, `!key`; validated by the config) as a label
+/// selector's `matchExpressions`.
+fn selector_requirements(sel: &str) -> Vec<serde_json::Value> {
+    sel.split(',')
+        .map(str::trim)
+        .map(|term| {
+            let (key, op, value) = if let Some((k, v)) = term.split_once("!=") {
+                (k, "NotIn", Some(v))
+            } else if let Some((k, v)) = term.split_once("==") {
+                (k, "In", Some(v))
+            } else if let Some((k, v)) = term.split_once('=') {
+                (k, "In", Some(v))
+            } else if let Some(k) = term.strip_prefix('!') {
+                (k, "DoesNotExist", None)
+            } else {
+                (term, "Exists", None)
+            };
+            let mut r = json!({"key": key.trim(), "operator": op});
+            if let Some(v) = value {
+                r["values"] = json!([v.trim()]);
+            }
+            r
+        })
+        .collect()
 }
 
 /// Prometheus label names allow `[a-zA-Z0-9_]`; Kubernetes label keys also
@@ -412,4 +497,88 @@ pub fn render(cfg: &Config, which: Manifest) -> Result<String> {
     };
     let header = "# Generated by `nbidle manifests`; edit the nbidle config, not this file.\n";
     Ok(format!("{header}{}", docs.join("---\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value as Json;
+
+    fn config(backend: &str) -> Config {
+        let yaml = format!("auth: {{webhook_token: w, api_tokens: [a]}}\nbackend:\n{backend}\n");
+        Config::from_yaml(&yaml, std::path::Path::new(".")).unwrap()
+    }
+
+    fn pod_monitor_of(cfg: &Config) -> Json {
+        serde_yaml::from_str(&render(cfg, Manifest::PodMonitor).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn statefulset_pod_monitor_selects_by_the_label_selector_and_names_the_owner() {
+        let cfg = config(
+            "  kind: statefulset\n  statefulset:\n    label_selector: \"app.kubernetes.io/component=notebook, tier==lab,stage!=old,gpu,!nbidle.io/skip\"\n    jupyter_url: \"http://{name}.{namespace}.svc:8888/user/{namespace}/{name}\"",
+        );
+        let pm = pod_monitor_of(&cfg);
+        assert_eq!(
+            pm["spec"]["selector"],
+            json!({"matchExpressions": [
+                {"key": "app.kubernetes.io/component", "operator": "In", "values": ["notebook"]},
+                {"key": "tier", "operator": "In", "values": ["lab"]},
+                {"key": "stage", "operator": "NotIn", "values": ["old"]},
+                {"key": "gpu", "operator": "Exists"},
+                {"key": "nbidle.io/skip", "operator": "DoesNotExist"},
+            ]})
+        );
+        let ep = &pm["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(ep["port"], "notebook-port");
+        assert_eq!(
+            ep["relabelings"],
+            json!([
+                {"sourceLabels": ["__meta_kubernetes_pod_controller_kind"], "regex": "StatefulSet", "action": "keep"},
+                {
+                    "sourceLabels": ["__meta_kubernetes_namespace", "__meta_kubernetes_pod_controller_name"],
+                    "separator": "/",
+                    "regex": "(.+)/(.+)",
+                    "targetLabel": "__metrics_path__",
+                    "replacement": "/user/${1}/${2}/metrics",
+                },
+                {"sourceLabels": ["__meta_kubernetes_pod_controller_name"], "targetLabel": "notebook"},
+                {"targetLabel": "job", "replacement": "nbidle-notebooks"},
+            ])
+        );
+        // Nothing of Kubeflow's notebook label.
+        assert!(!serde_json::to_string(&pm)
+            .unwrap()
+            .contains("notebook_name"));
+    }
+
+    #[test]
+    fn statefulset_pod_monitor_scrapes_metrics_at_the_jupyter_root_by_default() {
+        let cfg = config("  kind: statefulset\n  statefulset:\n    label_selector: app=jupyter");
+        let pm = pod_monitor_of(&cfg);
+        let rl = &pm["spec"]["podMetricsEndpoints"][0]["relabelings"][1];
+        assert_eq!(rl["replacement"], "/metrics");
+    }
+
+    #[test]
+    fn kubeflow_pod_monitor_selects_by_the_notebook_label() {
+        let pm = pod_monitor_of(&config("  kind: kubeflow"));
+        assert_eq!(
+            pm["spec"]["selector"],
+            json!({"matchExpressions": [{"key": "notebook-name", "operator": "Exists"}]})
+        );
+        let rl = &pm["spec"]["podMetricsEndpoints"][0]["relabelings"];
+        assert_eq!(rl[0]["replacement"], "/notebook/$1/$2/metrics");
+        assert_eq!(
+            rl[1]["sourceLabels"],
+            json!(["__meta_kubernetes_pod_label_notebook_name"])
+        );
+    }
+
+    #[test]
+    fn url_path_keeps_the_path_and_ends_it_with_a_slash() {
+        assert_eq!(url_path("http://{name}.{namespace}.svc:8888/"), "/");
+        assert_eq!(url_path("http://{name}.{namespace}.svc"), "/");
+        assert_eq!(url_path("http://h/a/{name}?x=1"), "/a/{name}/");
+    }
 }

@@ -55,26 +55,30 @@ fn checked_in_rules_match_the_generator() {
         ]),
         "alertmanager/ drifted from the generator: run `make rules`"
     );
-    let deploy_cfg = repo("deploy/nbidle.yaml");
-    for (file, args) in [
-        (
-            "prometheusrule.yaml",
-            vec!["rules", "--format", "prometheus-rule"],
-        ),
-        ("podmonitor.yaml", vec!["manifests", "pod-monitor"]),
-        ("servicemonitor.yaml", vec!["manifests", "service-monitor"]),
-        (
-            "alertmanagerconfig.yaml",
-            vec!["manifests", "alertmanager-config"],
-        ),
-    ] {
-        let mut args = args;
-        args.extend(["--config", &deploy_cfg]);
-        assert_eq!(
-            std::fs::read_to_string(repo(&format!("deploy/monitoring/{file}"))).unwrap(),
-            nbidle_cli(&args),
-            "deploy/monitoring/{file} drifted from deploy/nbidle.yaml: run `make rules`"
-        );
+    // Each overlay's config generates its own deploy/monitoring/<backend>.
+    for backend in ["kubeflow", "statefulset"] {
+        let cfg = repo(&format!("deploy/overlays/{backend}/nbidle.yaml"));
+        for (file, args) in [
+            (
+                "prometheusrule.yaml",
+                vec!["rules", "--format", "prometheus-rule"],
+            ),
+            ("podmonitor.yaml", vec!["manifests", "pod-monitor"]),
+            ("servicemonitor.yaml", vec!["manifests", "service-monitor"]),
+            (
+                "alertmanagerconfig.yaml",
+                vec!["manifests", "alertmanager-config"],
+            ),
+        ] {
+            let mut args = args;
+            args.extend(["--config", &cfg]);
+            let path = format!("deploy/monitoring/{backend}/{file}");
+            assert_eq!(
+                std::fs::read_to_string(repo(&path)).unwrap(),
+                nbidle_cli(&args),
+                "{path} drifted from deploy/overlays/{backend}/nbidle.yaml: run `make rules`"
+            );
+        }
     }
 }
 
@@ -198,46 +202,6 @@ fn check_accepts_the_demo_and_names_the_bad_key() {
         assert!(err.contains(key), "error for {key} does not name it: {err}");
     }
     assert!(Path::new(&repo("demo/nbidle.yaml")).exists());
-}
-
-/// Every config in docs/kubernetes.md (the blocks that start with
-/// `# nbidle.yaml`) passes `nbidle check`, so the walkthrough does not rot.
-#[test]
-fn the_kubernetes_guide_configs_pass_check() {
-    let dir = tempfile::tempdir().unwrap();
-    // Each its own token: one token in two roles is refused.
-    for f in [
-        "webhook-token",
-        "api-tokens",
-        "team-a-token",
-        "metrics-token",
-    ] {
-        std::fs::write(dir.path().join(f), format!("{f}\n")).unwrap();
-    }
-    let guide = std::fs::read_to_string(repo("docs/kubernetes.md")).unwrap();
-    let blocks: Vec<&str> = guide
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|b| b.split("```").next())
-        .filter(|b| b.starts_with("# nbidle.yaml"))
-        .collect();
-    assert!(blocks.len() >= 4, "found {} config blocks", blocks.len());
-    for (i, block) in blocks.iter().enumerate() {
-        let mut text = block.replace(
-            "/etc/nbidle/secrets/",
-            &format!("{}/", dir.path().display()),
-        );
-        if !text.contains("\nauth:") {
-            text.push_str("auth:\n  webhook_token: w\n  api_tokens: [a]\n");
-        }
-        let path = dir.path().join(format!("guide-{i}.yaml"));
-        std::fs::write(&path, &text).unwrap();
-        run_ok(
-            Command::new(env!("CARGO_BIN_EXE_nbidle"))
-                .args(["check", "--config"])
-                .arg(&path),
-        );
-    }
 }
 
 /// Tokens read from files are held to the same rules as inline ones, and a

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the two binaries an envtest-style control plane needs -- etcd and
-# kube-apiserver -- from source, and caches them under
+# kube-apiserver -- and the kubectl the deploy tests render and apply
+# kustomizations with, from source, and caches them under
 #   ${NBIDLE_CACHE:-$HOME/.cache/nbidle}/envtest/<k8s version>/bin/
-# Prints NBIDLE_ENVTEST_BIN=<that dir> as the last line on stdout; all
-# progress goes to stderr. A second run finds the cache and returns at once
-# without calling `go`.
+# Prints NBIDLE_KUBECTL=<path of kubectl>, then NBIDLE_ENVTEST_BIN=<that dir>
+# as the last line on stdout; all progress goes to stderr. A second run finds
+# the cache and returns at once without calling `go`. Each binary has its own
+# version stamp, so a cache from before kubectl was added keeps its etcd and
+# kube-apiserver and only kubectl is built.
 #
 # Why from source: the only network this has to work with is package
 # registries, so prebuilt release tarballs (dl.k8s.io, GitHub releases) are
@@ -30,10 +33,10 @@ bin="$root/bin"
 
 log() { echo "envtest: $*" >&2; }
 
-# Fast path: both binaries present and stamped as fully built (the stamps are
+# Fast path: every binary present and stamped as fully built (the stamps are
 # written only after a build passed its --version check, so a killed build never
 # looks complete). If an explicit etcd version was requested, it must match.
-cached() {
+control_plane_cached() {
   [ -x "$bin/kube-apiserver" ] && [ -x "$bin/etcd" ] || return 1
   [ "$(cat "$bin/.kube-apiserver.version" 2>/dev/null)" = "$k8s_version" ] || return 1
   [ -f "$bin/.etcd.version" ] || return 1
@@ -41,8 +44,16 @@ cached() {
     [ "$(cat "$bin/.etcd.version")" = "$NBIDLE_ETCD_VERSION" ] || return 1
   fi
 }
-if cached; then
+kubectl_cached() {
+  [ -x "$bin/kubectl" ] && [ "$(cat "$bin/.kubectl.version" 2>/dev/null)" = "$k8s_version" ]
+}
+cached() { control_plane_cached && kubectl_cached; }
+report() {
+  echo "NBIDLE_KUBECTL=$bin/kubectl"
   echo "NBIDLE_ENVTEST_BIN=$bin"
+}
+if cached; then
+  report
   exit 0
 fi
 
@@ -54,7 +65,7 @@ mkdir -p "$bin"
 exec 9>"$root/.lock"
 flock 9
 if cached; then
-  echo "NBIDLE_ENVTEST_BIN=$bin"
+  report
   exit 0
 fi
 
@@ -89,21 +100,21 @@ esac
 etcd_version="${NBIDLE_ETCD_VERSION:-$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$k8s_gomod")}"
 [ -n "$etcd_version" ] || { log "can't find go.etcd.io/etcd/server/v3 in $k8s_gomod; set NBIDLE_ETCD_VERSION"; exit 1; }
 
-# --- kube-apiserver ----------------------------------------------------------
+# --- kube-apiserver and kubectl -----------------------------------------------
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@v1.Y.Z` is refused: the
 # kubernetes go.mod requires its staging modules at v0.0.0 and replaces them
 # with ./staging/src/k8s.io/<x>, and `go install pkg@version` rejects modules
-# with replace directives. So build it from a throwaway main module that
-# requires k8s.io/kubernetes and replaces every staging module with its
+# with replace directives. So build each command from a throwaway main module
+# that requires k8s.io/kubernetes and replaces every staging module with its
 # published v0.Y.Z release instead of the local directory. The go and godebug
 # lines are copied so the runtime GODEBUG defaults match an upstream build.
 # (Replacements are only fetched for modules actually in the build; e.g. the
 # k8s.io/sample-* ones are listed but never downloaded.)
-build_apiserver() {
-  local mod="$tmp/kube-apiserver"
+build_k8s_cmd() {
+  local name="$1" mod="$tmp/$1"
   mkdir -p "$mod"
   {
-    echo "module nbidle.local/envtest/kube-apiserver"
+    echo "module nbidle.local/envtest/$name"
     echo
     grep -E '^go [0-9]' "$k8s_gomod"
     # godebug may be single lines or a `godebug ( ... )` block.
@@ -118,11 +129,11 @@ build_apiserver() {
   local n
   n="$(grep -c ' => ' "$mod/go.mod" || true)"
   [ "$n" -gt 0 ] || { log "found no staging replace directives in $k8s_gomod"; exit 1; }
-  log "kube-apiserver: $n staging modules -> $staging_version"
+  log "$name: $n staging modules -> $staging_version"
 
-  # Resolve and record every module the kube-apiserver package needs (go.mod
+  # Resolve and record every module the command's package needs (go.mod
   # + go.sum); `go build` alone refuses to add missing requirements.
-  (cd "$mod" && gogo get "k8s.io/kubernetes/cmd/kube-apiserver@$k8s_version" >&2)
+  (cd "$mod" && gogo get "k8s.io/kubernetes/cmd/$name@$k8s_version" >&2)
 
   # Version info normally injected by hack/lib/version.sh; without it
   # `--version` and /version report v0.0.0-master. buildDate is the release's
@@ -136,8 +147,8 @@ build_apiserver() {
     [ -z "$date" ] || ld="$ld -X $p.buildDate=$date"
   done
 
-  log "kube-apiserver: building (takes minutes on a cold build cache)"
-  (cd "$mod" && gogo build -trimpath -ldflags "$ld" -o "$tmp/out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  log "$name: building (takes minutes on a cold build cache)"
+  (cd "$mod" && gogo build -trimpath -ldflags "$ld" -o "$tmp/out/$name" "k8s.io/kubernetes/cmd/$name")
 }
 
 # --- etcd --------------------------------------------------------------------
@@ -168,21 +179,33 @@ EOF
   (cd "$mod" && gogo build -trimpath -ldflags "-s -w" -o "$tmp/out/etcd" .)
 }
 
+# Check that a binary runs before it enters the cache, then move it in
+# (write to a temp name in $bin first so the final rename is atomic).
+install_bin() {
+  cp "$tmp/out/$1" "$bin/.$1.tmp"
+  mv -f "$bin/.$1.tmp" "$bin/$1"
+}
+
 mkdir -p "$tmp/out"
 start=$SECONDS
-build_etcd
-build_apiserver
+if ! control_plane_cached; then
+  build_etcd
+  build_k8s_cmd kube-apiserver
+  "$tmp/out/etcd" --version >&2
+  "$tmp/out/kube-apiserver" --version >&2
+  install_bin etcd
+  install_bin kube-apiserver
+  echo "$etcd_version" > "$bin/.etcd.version"
+  echo "$k8s_version" > "$bin/.kube-apiserver.version"
+  log "built etcd $etcd_version and kube-apiserver $k8s_version in $((SECONDS - start))s"
+fi
+if ! kubectl_cached; then
+  start=$SECONDS
+  build_k8s_cmd kubectl
+  "$tmp/out/kubectl" version --client >&2
+  install_bin kubectl
+  echo "$k8s_version" > "$bin/.kubectl.version"
+  log "built kubectl $k8s_version in $((SECONDS - start))s"
+fi
 
-# Check that each binary runs before it enters the cache, then move it in
-# (write to a temp name in $bin first so the final rename is atomic).
-"$tmp/out/etcd" --version >&2
-"$tmp/out/kube-apiserver" --version >&2
-for b in etcd kube-apiserver; do
-  cp "$tmp/out/$b" "$bin/.$b.tmp"
-  mv -f "$bin/.$b.tmp" "$bin/$b"
-done
-echo "$etcd_version" > "$bin/.etcd.version"
-echo "$k8s_version" > "$bin/.kube-apiserver.version"
-log "built etcd $etcd_version and kube-apiserver $k8s_version in $((SECONDS - start))s"
-
-echo "NBIDLE_ENVTEST_BIN=$bin"
+report

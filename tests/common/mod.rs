@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod envtest;
+pub mod kubectl;
 
 pub const API_TOKEN: &str = "api-token-for-tests";
 pub const WEBHOOK_TOKEN: &str = "webhook-token-for-tests";
@@ -767,5 +768,10 @@ impl Proc {
             name: name.into(),
             child,
         }
+    }
+
+    /// The exit status, once the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
