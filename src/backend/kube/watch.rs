@@ -187,24 +187,21 @@ where
         if let Some(sel) = &self.label_selector {
             lp = lp.labels(sel);
         }
-        let mut objects = Vec::new();
+        // Into the store's buffer page by page (stripped first), so neither
+        // a whole list nor its managed fields are ever held at once; a list
+        // that fails halfway is discarded by the next one's Init.
+        self.writer.apply_watcher_event(&Event::Init);
         let rv = loop {
             let page = self.lists.list(&lp).await?;
-            // Stripped page by page: the managed fields of a whole
-            // namespace are never held at once.
-            objects.extend(page.items.into_iter().map(|mut o| {
+            for mut o in page.items {
                 (self.strip)(&mut o);
-                o
-            }));
+                self.writer.apply_watcher_event(&Event::InitApply(o));
+            }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
                 None => break page.metadata.resource_version.unwrap_or_default(),
             }
         };
-        self.writer.apply_watcher_event(&Event::Init);
-        for o in objects {
-            self.writer.apply_watcher_event(&Event::InitApply(o));
-        }
         self.writer.apply_watcher_event(&Event::InitDone);
         self.metrics.relisted(&self.labels);
         self.enter(Phase::Current);
