@@ -156,6 +156,18 @@ impl Exporter {
         })
     }
 
+    /// The exporter `nbidle serve` runs: `exporter`'s settings, deadlines
+    /// published [`deadline_window`] ahead of `autostop.warn_before`, so the
+    /// warning rule sees them in time.
+    pub fn from_config(backend: Arc<dyn Backend>, cfg: &crate::config::Config) -> Arc<Self> {
+        let window = deadline_window(
+            cfg.autostop.warn_before.0,
+            cfg.exporter.interval.0,
+            cfg.autostop.evaluation_interval.0,
+        );
+        Exporter::new(backend, cfg.exporter.clone(), window)
+    }
+
     /// Probe rounds until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -899,6 +911,37 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(warp::serve(routes).incoming(listener).run());
         format!("http://127.0.0.1:{port}/")
+    }
+
+    #[tokio::test]
+    async fn at_the_default_intervals_a_deadline_is_published_before_the_warning_is_due() {
+        let cfg = crate::config::Config::from_yaml(
+            "auth: {webhook_token: wh, api_tokens: [api]}\nbackend:\n  kind: local\n  local:\n    notebooks: []\n",
+            std::path::Path::new("/etc/nbidle"),
+        )
+        .unwrap();
+        let warn_before = cfg.autostop.warn_before.0.as_secs_f64();
+        // Idle until warn_before plus a minute from now: the warning rule,
+        // a scrape and an evaluation behind the exporter, must already see
+        // the deadline to fire on time a minute from now.
+        let state = facts(None, true).state;
+        let deadline = Timestamp::now().unix_seconds() + warn_before + 60.0;
+        let last = deadline - state.idle_after_seconds as f64;
+        let last = time::OffsetDateTime::from_unix_timestamp(last as i64)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let kernels = Arc::new(RwLock::new(format!(
+            r#"[{{"execution_state":"idle","last_activity":"{last}"}}]"#
+        )));
+        let backend = Arc::new(OneNotebook(state.clone(), jupyter_answering(kernels).await));
+        let e = Exporter::from_config(backend, &cfg);
+        e.round().await;
+        let text = e.render();
+        assert!(
+            text.contains("nbidle_notebook_idle_deadline_timestamp_seconds{"),
+            "a deadline {warn_before}s + 60s ahead is not published:\n{text}"
+        );
     }
 
     #[tokio::test]

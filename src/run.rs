@@ -103,13 +103,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         }
         _ => None,
     };
-    let exporter = cfg.exporter.enabled.then(|| {
-        Exporter::new(
-            backend.clone(),
-            cfg.exporter.clone(),
-            cfg.autostop.warn_before.0,
-        )
-    });
+    let exporter = cfg
+        .exporter
+        .enabled
+        .then(|| Exporter::from_config(backend.clone(), &cfg));
     let exporter_task = match exporter.clone() {
         Some(e) => Some(spawn_exporter(e, stopped())?),
         None => None,
