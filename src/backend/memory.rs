@@ -150,6 +150,11 @@ impl MemoryBackend {
         }
     }
 
+    /// Whether [`Backend::synced`] has resolved; until set, it waits.
+    pub(crate) fn set_synced(&self, synced: bool) {
+        self.synced.send_replace(synced);
+    }
+
     pub(crate) fn set_current(&self, current: bool) {
         self.current.store(current, Ordering::SeqCst);
     }
