@@ -275,32 +275,4 @@ fn active_since(f: &NotebookFacts, alert_starts_at: Timestamp) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn t(s: &str) -> Timestamp {
-        Timestamp::parse(s).unwrap()
-    }
-
-    #[test]
-    fn stale_limit_is_the_alert_start_until_the_notebook_lived_idle_after() {
-        let p = Policy {
-            enabled: true,
-            dry_run: false,
-            recheck: true,
-        };
-        let alert = t("2026-01-01T10:00:00Z");
-        let m30 = Duration::from_secs(30 * 60);
-        // 10 minutes later: a notebook started after 10:00 is protected.
-        assert_eq!(p.stale_limit(alert, t("2026-01-01T10:10:00Z"), m30), alert);
-        // 2 hours later: only a start within the last 30 minutes protects it.
-        assert_eq!(
-            p.stale_limit(alert, t("2026-01-01T12:00:00Z"), m30),
-            t("2026-01-01T11:30:00Z")
-        );
-        // A notebook with a 4h idle time is protected for 4h after its start.
-        let h4 = Duration::from_secs(4 * 3600);
-        assert_eq!(p.stale_limit(alert, t("2026-01-01T12:00:00Z"), h4), alert);
-    }
-}
+mod tests;

@@ -12,6 +12,8 @@
 pub mod kube;
 pub mod kubeflow;
 pub mod local;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod statefulset;
 
 use async_trait::async_trait;

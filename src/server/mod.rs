@@ -15,6 +15,8 @@ pub mod filters;
 pub mod handlers;
 pub mod listener;
 pub mod models;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 
 use std::future::Future;
