@@ -4,15 +4,12 @@
 //! rebuild.
 //!
 //! - [`local`]: notebooks as supervised process groups on this machine.
-//! - [`kubeflow`]: Kubeflow `Notebook` resources, stopped with Kubeflow's
-//!   own `kubeflow-resource-stopped` annotation.
-//! - [`statefulset`]: StatefulSets selected by label, scaled to 0 and back.
-//! - [`kube`]: what the two Kubernetes backends share.
+//! - [`k8s`]: notebooks as Kubernetes objects: Kubeflow `Notebook`
+//!   resources ([`k8s::kubeflow`]) and StatefulSets selected by label
+//!   ([`k8s::statefulset`]), through the API server.
 
-pub mod kube;
-pub mod kubeflow;
+pub mod k8s;
 pub mod local;
-pub mod statefulset;
 
 use async_trait::async_trait;
 

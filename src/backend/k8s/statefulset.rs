@@ -15,8 +15,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::kube::{self as k, Cache, Clients, Events, StopStep};
-use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
+use super::{self as k, Cache, Clients, Events, StopStep};
+use crate::backend::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::error::Result;
 use crate::metrics::WatchMetrics;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};

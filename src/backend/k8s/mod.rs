@@ -15,6 +15,8 @@
 //!   notebook out and says why in its `message`: a typo never makes a
 //!   notebook stop sooner.
 
+pub mod kubeflow;
+pub mod statefulset;
 pub mod watch;
 
 use std::collections::BTreeMap;

@@ -19,8 +19,8 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use super::kube::{self as k, Cache, Clients, Events, StopStep};
-use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
+use super::{self as k, Cache, Clients, Events, StopStep};
+use crate::backend::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::error::Result;
 use crate::metrics::WatchMetrics;
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
