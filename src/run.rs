@@ -75,7 +75,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
                 StatefulSetBackend::new(
                     clients,
                     namespaces,
-                    sel,
+                    Some(sel),
                     url,
                     cfg.idle_bounds(),
                     &metrics.watch,

@@ -6,30 +6,24 @@
 //! PersistentVolumeClaims from `volumeClaimTemplates` outlive a scale to 0
 //! (Kubernetes deletes them only with the StatefulSet, and only under a
 //! `whenScaled: Delete` retention policy, which nbidle refuses to stop).
+//!
+//! Only what is particular to StatefulSets is here, as their
+//! [`NotebookKind`]; the [`Driver`] does the rest.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::{self as k, Cache, Clients, Events, StopStep};
-use crate::backend::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
-use crate::error::Result;
-use crate::metrics::WatchMetrics;
+use super::driver::{Driver, NotebookKind};
+use super::{self as k, Annotations};
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
-fn strip(s: &mut StatefulSet) {
-    k::strip_metadata(&mut s.metadata);
-    if let Some(spec) = s.spec.as_mut() {
-        // The pod template and claim templates are most of the object;
-        // nbidle reads only replicas and the PVC retention policy.
-        spec.template = Default::default();
-        spec.volume_claim_templates = None;
-    }
-}
+/// A StatefulSet's replica count before nbidle scaled it to 0.
+pub const REPLICAS: &str = "nbidle.io/replicas";
+
+/// The backend for StatefulSets selected by label.
+pub type StatefulSetBackend = Driver<StatefulSet>;
 
 /// Scales through `/scale`, with `current`'s version as the precondition.
 async fn scale(api: &Api<StatefulSet>, current: &StatefulSet, replicas: i32) -> kube::Result<()> {
@@ -59,7 +53,7 @@ fn deletes_claims_when_scaled(s: &StatefulSet) -> bool {
         == Some("Delete")
 }
 
-pub fn state(s: &StatefulSet, bounds: IdleBounds, url_template: &str) -> NotebookState {
+fn state(s: &StatefulSet, bounds: IdleBounds, url_template: &str) -> NotebookState {
     let id = NotebookId::new(s.namespace().unwrap_or_default(), s.name_any());
     let a = s.annotations();
     let policy = k::policy(a, bounds);
@@ -106,167 +100,72 @@ pub fn state(s: &StatefulSet, bounds: IdleBounds, url_template: &str) -> Noteboo
     }
 }
 
-pub struct StatefulSetBackend {
-    clients: Clients,
-    cache: Cache<StatefulSet>,
-    events: Events,
-    bounds: IdleBounds,
-    url_template: String,
-}
-
-impl StatefulSetBackend {
-    pub fn new(
-        clients: Clients,
-        namespaces: &[String],
-        label_selector: &str,
-        url_template: String,
-        bounds: IdleBounds,
-        metrics: &WatchMetrics,
-    ) -> Arc<Self> {
-        Arc::new(StatefulSetBackend {
-            cache: Cache::watch(&clients, namespaces, Some(label_selector), strip, metrics),
-            events: Events::new(clients.requests.clone()),
-            clients,
-            bounds,
-            url_template,
-        })
-    }
-
-    fn state(&self, s: &StatefulSet) -> NotebookState {
-        state(s, self.bounds, &self.url_template)
-    }
-
-    fn running(&self) -> Vec<(NotebookState, i32)> {
-        self.cache
-            .all()
-            .iter()
-            .map(|s| (self.state(s), replicas(s)))
-            .filter(|(s, _)| s.status == Status::Running)
-            .collect()
-    }
-}
-
-#[async_trait]
-impl Backend for StatefulSetBackend {
-    async fn list(&self) -> Result<Vec<NotebookState>> {
-        Ok(self.cache.states(|s| self.state(s)))
-    }
-
-    async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
-        self.cache.state(id, |s| self.state(s))
-    }
-
-    async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
-        let api = &self.cache.api(&self.clients.requests, id)?;
-        let req = &req;
-        let step = self.clients.write(id, || async move {
-            let s = api.get(&id.name).await?;
-            let n = replicas(&s);
-            if n == 0 {
-                return Ok(StopStep::Already(s));
-            }
-            if deletes_claims_when_scaled(&s) {
-                return Ok(StopStep::Refused(
-                    "its persistentVolumeClaimRetentionPolicy.whenScaled is Delete; scaling it to 0 would delete its volumes".into(),
-                ));
-            }
-            let st = self.state(&s);
-            let s = match k::check_stop(s, &st, req) {
-                Ok(s) => s,
-                Err(refused) => return Ok(refused),
-            };
-            let mut ann = k::stop_annotations(&req.cause, Timestamp::now());
-            ann.insert(k::REPLICAS.into(), n.to_string().into());
-            let annotated = k::annotate(api, Some(&s), &id.name, ann).await?;
-            // The scale carries the annotated version as its precondition: a
-            // change in between (another replica's stop, a user's edit)
-            // conflicts, and the step starts over on the new object.
-            scale(api, &annotated, 0).await?;
-            Ok(StopStep::Done(api.get(&id.name).await?))
-        })
-        .await?;
-        k::finish_stop(&self.events, id, req, step, |s| self.state(s)).await
-    }
-
-    async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let api = &self.cache.api(&self.clients.requests, id)?;
-        let step = self
-            .clients
-            .write(id, || async move {
-                let s = api.get(&id.name).await?;
-                if replicas(&s) > 0 {
-                    return Ok((false, s));
-                }
-                let n = s
-                    .annotations()
-                    .get(k::REPLICAS)
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .filter(|&n| n > 0)
-                    .unwrap_or(1);
-                // First the record of the start (which an old alert's stop then
-                // finds: started since), then the scale with the recorded
-                // version as its precondition, as for a stop.
-                let start = k::start_annotations(Timestamp::now());
-                let annotated = k::annotate(api, Some(&s), &id.name, start).await?;
-                scale(api, &annotated, n).await?;
-                // The remembered count has served; should this fail, the next
-                // stop overwrites it.
-                let mut served = serde_json::Map::new();
-                served.insert(k::REPLICAS.into(), serde_json::Value::Null);
-                let s = k::annotate(api, None, &id.name, served).await?;
-                Ok((true, s))
-            })
-            .await?;
-        match step {
-            (true, s) => {
-                tracing::info!(notebook = %id, "notebook starting");
-                self.events
-                    .publish(
-                        &s,
-                        "Started",
-                        format!(
-                            "scaled to {} by nbidle's API on its existing volumes",
-                            replicas(&s)
-                        ),
-                    )
-                    .await;
-                Ok(self.state(&s))
-            }
-            (false, s) => Ok(self.state(&s)),
+impl NotebookKind for StatefulSet {
+    fn strip(&mut self) {
+        k::strip_metadata(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut() {
+            // The pod template and claim templates are most of the object;
+            // nbidle reads only replicas and the PVC retention policy.
+            spec.template = Default::default();
+            spec.volume_claim_templates = None;
         }
     }
 
-    async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>> {
-        Ok(self
-            .running()
-            .iter()
-            .filter_map(|(s, _)| ScrapeTarget::from_url(&s.id, s.url.as_deref()?))
-            .collect())
+    fn state(&self, bounds: IdleBounds, url_template: &str) -> NotebookState {
+        state(self, bounds, url_template)
     }
 
-    async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>> {
-        Ok(self
-            .running()
-            .into_iter()
-            .map(|(s, n)| JupyterEndpoint {
-                pods: (0..n).map(|i| format!("{}-{i}", s.id.name)).collect(),
-                base_url: s.url.unwrap_or_default(),
-                token: None,
-                id: s.id,
-            })
-            .collect())
+    fn pods(&self) -> Vec<String> {
+        let name = self.name_any();
+        (0..replicas(self)).map(|i| format!("{name}-{i}")).collect()
     }
 
-    async fn synced(&self) {
-        self.cache.synced().await
+    fn stop_requested(&self) -> bool {
+        replicas(self) == 0
     }
 
-    fn current(&self) -> bool {
-        self.cache.current()
+    fn stop_refused(&self) -> Option<String> {
+        deletes_claims_when_scaled(self).then(|| {
+            "its persistentVolumeClaimRetentionPolicy.whenScaled is Delete; scaling it to 0 would delete its volumes".into()
+        })
     }
 
-    async fn shutdown(&self) {
-        self.cache.stop();
+    fn mark_stop(&self, _: Timestamp, record: &mut Annotations) {
+        // What a start scales back to.
+        record.insert(REPLICAS.into(), replicas(self).to_string().into());
+    }
+
+    async fn after_stop(api: &Api<Self>, annotated: Self) -> kube::Result<Self> {
+        // The scale carries the annotated version as its precondition: a
+        // change in between (another replica's stop, a user's edit)
+        // conflicts, and the stop starts over on the new object.
+        scale(api, &annotated, 0).await?;
+        api.get(&annotated.name_any()).await
+    }
+
+    fn mark_start(&self, _: &mut Annotations) {}
+
+    async fn after_start(api: &Api<Self>, annotated: Self) -> kube::Result<Self> {
+        let n = annotated
+            .annotations()
+            .get(REPLICAS)
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(1);
+        // With the recorded version as its precondition, as for a stop.
+        scale(api, &annotated, n).await?;
+        // The remembered count has served; should this fail, the next stop
+        // overwrites it.
+        let mut served = Annotations::new();
+        served.insert(REPLICAS.into(), serde_json::Value::Null);
+        k::annotate(api, None, &annotated.name_any(), served).await
+    }
+
+    fn start_note(&self) -> String {
+        format!(
+            "scaled to {} by nbidle's API on its existing volumes",
+            replicas(self)
+        )
     }
 }
 
@@ -319,10 +218,34 @@ mod tests {
             "spec": {"replicas": 2, "selector": {}, "serviceName": "s",
                      "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
                      "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain"}}}));
-        strip(&mut s);
+        s.strip();
         let text = serde_json::to_string(&s).unwrap();
         assert!(!text.contains("containers") && !text.contains("managedFields"));
         assert_eq!(replicas(&s), 2);
         assert!(!deletes_claims_when_scaled(&s));
+    }
+
+    #[test]
+    fn a_stop_remembers_the_replicas_a_start_scales_back_to() {
+        let s = sts(json!({"metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"replicas": 3, "selector": {}, "serviceName": "s", "template": {}}}));
+        assert!(!s.stop_requested() && s.stop_refused().is_none());
+        assert_eq!(s.pods(), ["s-0", "s-1", "s-2"]);
+        let at = Timestamp::parse("2026-01-02T00:00:00Z").unwrap();
+        let mut record = k::stop_annotations(&crate::notebook::StopCause::User, at);
+        s.mark_stop(at, &mut record);
+        assert_eq!(record[REPLICAS], json!("3"));
+        let zero = sts(json!({"metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"replicas": 0, "selector": {}, "serviceName": "s", "template": {}}}));
+        assert!(zero.stop_requested());
+        assert!(zero.pods().is_empty());
+    }
+
+    #[test]
+    fn a_set_that_would_lose_its_volumes_refuses_any_stop() {
+        let s = sts(json!({"metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"replicas": 1, "selector": {}, "serviceName": "s", "template": {},
+                     "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"}}}));
+        assert!(s.stop_refused().unwrap().contains("whenScaled"));
     }
 }
