@@ -11,7 +11,7 @@
 use futures_util::stream::{self, StreamExt};
 
 use crate::alerts::{Alert, AlertStatus, WebhookPayload};
-use crate::backend::{Backend, StopOutcome, StopRequest};
+use crate::backend::{started_since, Backend, StopOutcome, StopRequest};
 use crate::error::Error;
 use crate::exporter::{Exporter, NotebookFacts};
 use crate::logsafe::{Escaped, BACKEND_UNAVAILABLE, UNKNOWN_NOTEBOOK};
@@ -210,7 +210,7 @@ async fn decide_one(
     // The notebook's own idle time (per-notebook overrides), not the default.
     let idle_after = std::time::Duration::from_secs(state.idle_after_seconds);
     let stale_limit = policy.stale_limit(alert.starts_at, Timestamp::now(), idle_after);
-    if state.started_at.is_some_and(|t| t > stale_limit) {
+    if started_since(state.started_at, Some(stale_limit)) {
         return Decision::Stale;
     }
     if state.status.is_down() {

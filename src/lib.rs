@@ -19,10 +19,11 @@
 //!   deadlines on `/metrics/notebooks`, for the generated rules.
 //! - [`alerts`]: Alertmanager's webhook payload (version 4), validated whole.
 //! - [`backend`]: the `Backend` trait; [`backend::local`] supervises notebooks
-//!   as process groups and persists who stopped them; [`backend::kubeflow`]
-//!   and [`backend::statefulset`] stop Kubeflow Notebooks and StatefulSets
-//!   through the API server, from watch-fed caches ([`backend::kube`],
-//!   whose [`backend::kube::watch`] says whether they are current).
+//!   as process groups and persists who stopped them; [`backend::k8s`]
+//!   stops Kubeflow Notebooks and StatefulSets through the API server: one
+//!   generic backend ([`backend::k8s::driver`]) over a small trait that
+//!   each kind's file implements, reading from watch-fed caches
+//!   ([`backend::k8s::watch`] says whether they are current).
 //! - [`rules`]: idle signals as PromQL building blocks → rule files and
 //!   `PrometheusRule` objects.
 //! - [`manifests`]: the Prometheus scrape job and Alertmanager config, and

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::apply;
-use crate::backend::kube;
-use crate::backend::kubeflow::KubeflowBackend;
+use crate::backend::k8s;
+use crate::backend::k8s::kubeflow::KubeflowBackend;
+use crate::backend::k8s::statefulset::StatefulSetBackend;
 use crate::backend::local::LocalBackend;
-use crate::backend::statefulset::StatefulSetBackend;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config};
 use crate::decide::Policy;
@@ -53,7 +53,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             b
         }
         kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
-            let clients = kube::Clients::from_env(cfg.kubernetes.request_timeout.0).await?;
+            let clients = k8s::Clients::from_env(cfg.kubernetes.request_timeout.0).await?;
             kube_client = Some(clients.requests.clone());
             let k = cfg.backend.kube();
             let namespaces = &cfg.kubernetes.notebook_namespaces;
@@ -75,7 +75,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
                 StatefulSetBackend::new(
                     clients,
                     namespaces,
-                    sel,
+                    Some(sel),
                     url,
                     cfg.idle_bounds(),
                     &metrics.watch,

@@ -40,7 +40,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch, Mutex, Semaphore};
 
-use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
+use super::{started_since, Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::config::{LocalConfig, LocalNotebook};
 use crate::error::{Error, Result};
 use crate::notebook::{
@@ -744,10 +744,8 @@ impl Backend for LocalBackend {
         if current.desired == Desired::Stopped {
             return Ok(StopOutcome::AlreadyStopped(self.snapshot(slot, &st)));
         }
-        if let (Some(limit), Some(started)) = (req.unless_started_after, current.started_at) {
-            if started > limit {
-                return Ok(StopOutcome::StartedSince(self.snapshot(slot, &st)));
-            }
+        if started_since(current.started_at, req.unless_started_after) {
+            return Ok(StopOutcome::StartedSince(self.snapshot(slot, &st)));
         }
         let mut next = current;
         next.desired = Desired::Stopped;

@@ -234,10 +234,8 @@ fn stop_state(state: &mut NotebookState, req: StopRequest) -> StopOutcome {
     if idle_alert && !state.autostop {
         return StopOutcome::OptedOut(state.clone());
     }
-    if let (Some(limit), Some(started)) = (req.unless_started_after, state.started_at) {
-        if started > limit {
-            return StopOutcome::StartedSince(state.clone());
-        }
+    if super::started_since(state.started_at, req.unless_started_after) {
+        return StopOutcome::StartedSince(state.clone());
     }
     if idle_alert && state.status != Status::Running {
         return StopOutcome::NotRunning(state.clone());

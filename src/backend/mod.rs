@@ -4,17 +4,14 @@
 //! rebuild.
 //!
 //! - [`local`]: notebooks as supervised process groups on this machine.
-//! - [`kubeflow`]: Kubeflow `Notebook` resources, stopped with Kubeflow's
-//!   own `kubeflow-resource-stopped` annotation.
-//! - [`statefulset`]: StatefulSets selected by label, scaled to 0 and back.
-//! - [`kube`]: what the two Kubernetes backends share.
+//! - [`k8s`]: notebooks as Kubernetes objects: Kubeflow `Notebook`
+//!   resources ([`k8s::kubeflow`]) and StatefulSets selected by label
+//!   ([`k8s::statefulset`]), through the API server.
 
-pub mod kube;
-pub mod kubeflow;
+pub mod k8s;
 pub mod local;
 #[cfg(test)]
 pub(crate) mod memory;
-pub mod statefulset;
 
 use async_trait::async_trait;
 
@@ -31,25 +28,28 @@ pub struct StopRequest {
     pub unless_started_after: Option<Timestamp>,
 }
 
+/// What a stop found and did. `T` is what it carries: the notebook's state
+/// for callers; inside a Kubernetes backend, the object it read or wrote,
+/// until it is turned into state.
 #[derive(Debug, Clone)]
-pub enum StopOutcome {
+pub enum StopOutcome<T = NotebookState> {
     /// This call stopped it (it may still be shutting down).
-    Stopped(NotebookState),
+    Stopped(T),
     /// It was stopped or stopping already; nothing was done.
-    AlreadyStopped(NotebookState),
+    AlreadyStopped(T),
     /// It was started after `unless_started_after`; nothing was done.
-    StartedSince(NotebookState),
+    StartedSince(T),
     /// An idle alert's stop, refused because the object (read fresh, not
     /// from a cache that may lag) says the notebook opted out.
-    OptedOut(NotebookState),
+    OptedOut(T),
     /// An idle alert's stop of a notebook that is not running (Kubernetes
     /// backends, whose start time is known only once its pod runs), or whose
     /// state is unknown (a local notebook whose record cannot be read).
-    NotRunning(NotebookState),
+    NotRunning(T),
 }
 
-impl StopOutcome {
-    pub fn state(&self) -> &NotebookState {
+impl<T> StopOutcome<T> {
+    pub fn state(&self) -> &T {
         match self {
             StopOutcome::Stopped(s)
             | StopOutcome::AlreadyStopped(s)
@@ -58,6 +58,24 @@ impl StopOutcome {
             | StopOutcome::NotRunning(s) => s,
         }
     }
+
+    /// The same outcome carrying `f` of what this one carries.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> StopOutcome<U> {
+        match self {
+            StopOutcome::Stopped(s) => StopOutcome::Stopped(f(s)),
+            StopOutcome::AlreadyStopped(s) => StopOutcome::AlreadyStopped(f(s)),
+            StopOutcome::StartedSince(s) => StopOutcome::StartedSince(f(s)),
+            StopOutcome::OptedOut(s) => StopOutcome::OptedOut(f(s)),
+            StopOutcome::NotRunning(s) => StopOutcome::NotRunning(f(s)),
+        }
+    }
+}
+
+/// The stale-start guard: a notebook started after `limit` lives a new
+/// life, which an alert about its previous one must not stop. An unknown
+/// start or no limit refuses nothing.
+pub fn started_since(started_at: Option<Timestamp>, limit: Option<Timestamp>) -> bool {
+    matches!((started_at, limit), (Some(started), Some(limit)) if started > limit)
 }
 
 /// A Prometheus scrape target for one notebook's metrics.
@@ -133,4 +151,34 @@ pub trait Backend: Send + Sync {
 
     /// Called once when nbidle shuts down.
     async fn shutdown(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_stale_start_guard_refuses_only_a_start_known_to_be_later() {
+        let (before, limit, after) = (
+            t("2026-01-01T09:00:00Z"),
+            t("2026-01-01T10:00:00Z"),
+            t("2026-01-01T11:00:00Z"),
+        );
+        assert!(started_since(Some(after), Some(limit)));
+        assert!(!started_since(Some(limit), Some(limit)));
+        assert!(!started_since(Some(before), Some(limit)));
+        assert!(!started_since(None, Some(limit)));
+        assert!(!started_since(Some(after), None));
+    }
+
+    #[test]
+    fn an_outcome_keeps_its_kind_when_mapped() {
+        let mapped = StopOutcome::StartedSince(2).map(|n| n * 10);
+        assert!(matches!(mapped, StopOutcome::StartedSince(20)));
+        assert_eq!(*StopOutcome::NotRunning("x").state(), "x");
+    }
 }

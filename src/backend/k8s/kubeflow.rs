@@ -8,22 +8,28 @@
 //! Status comes from the Notebook's `status`, which Kubeflow's controller
 //! fills from its StatefulSet (`readyReplicas`) and pod (`containerState`),
 //! so nbidle watches one resource, not three.
+//!
+//! Only what is particular to Notebooks is here, as their [`NotebookKind`];
+//! the [`Driver`] does the rest.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ContainerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use super::kube::{self as k, Cache, Clients, Events, StopStep};
-use super::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
-use crate::error::Result;
-use crate::metrics::WatchMetrics;
+use super::driver::{Driver, NotebookKind};
+use super::{self as k, Annotations};
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
+
+/// Set by nbidle (and Kubeflow's UI) to stop a Kubeflow notebook; its value is
+/// the RFC 3339 time of the stop. Kubeflow's controller scales to 0.
+pub const KUBEFLOW_STOPPED: &str = "kubeflow-resource-stopped";
+
+/// The backend for Kubeflow Notebooks.
+pub type KubeflowBackend = Driver<Notebook>;
 
 /// The parts of a Notebook nbidle reads. Everything else (the pod template
 /// above all) is skipped when the object is decoded, so the cache holds
@@ -78,18 +84,14 @@ const FAILING: [&str; 6] = [
     "CreateContainerError",
 ];
 
-fn strip(nb: &mut Notebook) {
-    k::strip_metadata(&mut nb.metadata);
-}
-
 /// The notebook's state as nbidle reports it.
-pub fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookState {
+fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookState {
     let id = NotebookId::new(nb.namespace().unwrap_or_default(), nb.name_any());
     let a = nb.annotations();
     let policy = k::policy(a, bounds);
     let ready = nb.status.as_ref().map_or(0, |s| s.ready_replicas);
     let cs = nb.status.as_ref().and_then(|s| s.container_state.as_ref());
-    let stopped_mark = a.get(k::KUBEFLOW_STOPPED);
+    let stopped_mark = a.get(KUBEFLOW_STOPPED);
     let mut message = policy.problem.clone();
     let status = if stopped_mark.is_some() {
         if ready > 0 {
@@ -150,146 +152,36 @@ pub fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookS
     }
 }
 
-pub struct KubeflowBackend {
-    clients: Clients,
-    cache: Cache<Notebook>,
-    events: Events,
-    bounds: IdleBounds,
-    url_template: String,
-}
-
-impl KubeflowBackend {
-    pub fn new(
-        clients: Clients,
-        namespaces: &[String],
-        label_selector: Option<&str>,
-        url_template: String,
-        bounds: IdleBounds,
-        metrics: &WatchMetrics,
-    ) -> Arc<Self> {
-        Arc::new(KubeflowBackend {
-            cache: Cache::watch(&clients, namespaces, label_selector, strip, metrics),
-            events: Events::new(clients.requests.clone()),
-            clients,
-            bounds,
-            url_template,
-        })
+impl NotebookKind for Notebook {
+    fn strip(&mut self) {
+        k::strip_metadata(&mut self.metadata);
     }
 
-    fn state(&self, nb: &Notebook) -> NotebookState {
-        state(nb, self.bounds, &self.url_template)
-    }
-}
-
-#[async_trait]
-impl Backend for KubeflowBackend {
-    async fn list(&self) -> Result<Vec<NotebookState>> {
-        Ok(self.cache.states(|nb| self.state(nb)))
+    fn state(&self, bounds: IdleBounds, url_template: &str) -> NotebookState {
+        state(self, bounds, url_template)
     }
 
-    async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
-        self.cache.state(id, |nb| self.state(nb))
+    fn pods(&self) -> Vec<String> {
+        // Kubeflow's StatefulSet runs one pod, `<name>-0`.
+        vec![format!("{}-0", self.name_any())]
     }
 
-    async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
-        let api = &self.cache.api(&self.clients.requests, id)?;
-        let req = &req;
-        let step = self
-            .clients
-            .write(id, || async move {
-                let nb = api.get(&id.name).await?;
-                if nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
-                    return Ok(StopStep::Already(nb));
-                }
-                let st = self.state(&nb);
-                let nb = match k::check_stop(nb, &st, req) {
-                    Ok(nb) => nb,
-                    Err(refused) => return Ok(refused),
-                };
-                let now = Timestamp::now();
-                let mut ann = k::stop_annotations(&req.cause, now);
-                ann.insert(k::KUBEFLOW_STOPPED.into(), now.to_string().into());
-                let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
-                Ok(StopStep::Done(nb))
-            })
-            .await?;
-        k::finish_stop(&self.events, id, req, step, |nb| self.state(nb)).await
+    fn stop_requested(&self) -> bool {
+        self.annotations().contains_key(KUBEFLOW_STOPPED)
     }
 
-    async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let api = &self.cache.api(&self.clients.requests, id)?;
-        let step = self
-            .clients
-            .write(id, || async move {
-                let nb = api.get(&id.name).await?;
-                if !nb.annotations().contains_key(k::KUBEFLOW_STOPPED) {
-                    return Ok((false, nb));
-                }
-                let mut ann = k::start_annotations(Timestamp::now());
-                ann.insert(k::KUBEFLOW_STOPPED.into(), serde_json::Value::Null);
-                let nb = k::annotate(api, Some(&nb), &id.name, ann).await?;
-                Ok((true, nb))
-            })
-            .await?;
-        match step {
-            (true, nb) => {
-                tracing::info!(notebook = %id, "notebook starting");
-                self.events
-                    .publish(
-                        &nb,
-                        "Started",
-                        "started through nbidle's API on its existing volumes".into(),
-                    )
-                    .await;
-                Ok(self.state(&nb))
-            }
-            (false, nb) => Ok(self.state(&nb)),
-        }
+    fn mark_stop(&self, at: Timestamp, record: &mut Annotations) {
+        // The instant of nbidle's own record: `state` tells nbidle's stop
+        // from a later one in Kubeflow's UI by the two being equal.
+        record.insert(KUBEFLOW_STOPPED.into(), at.to_string().into());
     }
 
-    async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>> {
-        Ok(self
-            .running()
-            .iter()
-            .filter_map(|s| ScrapeTarget::from_url(&s.id, s.url.as_deref()?))
-            .collect())
+    fn mark_start(&self, record: &mut Annotations) {
+        record.insert(KUBEFLOW_STOPPED.into(), serde_json::Value::Null);
     }
 
-    async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>> {
-        Ok(self
-            .running()
-            .into_iter()
-            .map(|s| JupyterEndpoint {
-                // Kubeflow's StatefulSet runs one pod, `<name>-0`.
-                pods: vec![format!("{}-0", s.id.name)],
-                base_url: s.url.unwrap_or_default(),
-                token: None,
-                id: s.id,
-            })
-            .collect())
-    }
-
-    async fn synced(&self) {
-        self.cache.synced().await
-    }
-
-    fn current(&self) -> bool {
-        self.cache.current()
-    }
-
-    async fn shutdown(&self) {
-        self.cache.stop();
-    }
-}
-
-impl KubeflowBackend {
-    fn running(&self) -> Vec<NotebookState> {
-        self.cache
-            .all()
-            .iter()
-            .map(|nb| self.state(nb))
-            .filter(|s| s.status == Status::Running)
-            .collect()
+    fn start_note(&self) -> String {
+        "started through nbidle's API on its existing volumes".into()
     }
 }
 
@@ -320,7 +212,7 @@ mod tests {
         let mut v = base.clone();
         v["status"] = json!({"readyReplicas": 1});
         assert_eq!(state(&nb(v.clone()), bounds(), URL).status, Status::Running);
-        v["metadata"]["annotations"] = json!({k::KUBEFLOW_STOPPED: "2026-01-02T00:00:00Z"});
+        v["metadata"]["annotations"] = json!({KUBEFLOW_STOPPED: "2026-01-02T00:00:00Z"});
         let s = state(&nb(v.clone()), bounds(), URL);
         assert_eq!(s.status, Status::Stopping);
         // Stopped in Kubeflow's UI: the time comes from Kubeflow's annotation.
@@ -349,7 +241,7 @@ mod tests {
         // nbidle stopped it at 01-02 (same instant in both annotations)...
         let mut v = json!({"metadata": {"name": "nb", "namespace": "ns",
             "creationTimestamp": "2026-01-01T00:00:00Z",
-            "annotations": {k::KUBEFLOW_STOPPED: "2026-01-02T00:00:00Z",
+            "annotations": {KUBEFLOW_STOPPED: "2026-01-02T00:00:00Z",
                 k::STOPPED_AT: "2026-01-02T00:00:00Z", k::STOPPED_BY: "user",
                 k::STOP_REASON: "api"}}});
         let s = state(&nb(v.clone()), bounds(), URL);
@@ -359,12 +251,12 @@ mod tests {
         v["metadata"]["annotations"]
             .as_object_mut()
             .unwrap()
-            .remove(k::KUBEFLOW_STOPPED);
+            .remove(KUBEFLOW_STOPPED);
         v["status"] = json!({"readyReplicas": 1});
         let s = state(&nb(v.clone()), bounds(), URL);
         assert_eq!(s.started_at.unwrap().to_string(), "2026-01-02T00:00:00Z");
         // ...and stopped it again at 01-03: not nbidle's stop.
-        v["metadata"]["annotations"][k::KUBEFLOW_STOPPED] = json!("2026-01-03T00:00:00Z");
+        v["metadata"]["annotations"][KUBEFLOW_STOPPED] = json!("2026-01-03T00:00:00Z");
         v["status"] = json!({"readyReplicas": 0});
         let s = state(&nb(v), bounds(), URL);
         assert_eq!(s.stopped_by, None);
@@ -388,5 +280,37 @@ mod tests {
             "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let n = nb(v);
         assert!(!serde_json::to_string(&n).unwrap().contains("containers"));
+    }
+
+    #[test]
+    fn a_stop_marks_kubeflows_annotation_with_the_instant_of_nbidles_record() {
+        let n = nb(json!({"metadata": {"name": "nb", "namespace": "ns"},
+            "status": {"readyReplicas": 1}}));
+        assert!(!n.stop_requested());
+        let at = Timestamp::parse("2026-01-02T00:00:00Z").unwrap();
+        let mut record = k::stop_annotations(&crate::notebook::StopCause::User, at);
+        n.mark_stop(at, &mut record);
+        assert_eq!(record[KUBEFLOW_STOPPED], record[k::STOPPED_AT]);
+        // As the API server would merge it (a null removes): nbidle's stop,
+        // reported as such.
+        let mut v = serde_json::to_value(&n).unwrap();
+        let merged: Annotations = record.into_iter().filter(|(_, v)| !v.is_null()).collect();
+        v["metadata"]["annotations"] = serde_json::Value::Object(merged);
+        let stopped = nb(v);
+        assert!(stopped.stop_requested());
+        let s = state(&stopped, bounds(), URL);
+        assert_eq!(s.stopped_by, Some(crate::notebook::StopCause::User));
+        assert_eq!(s.stopped_at, Some(at));
+        // A start removes Kubeflow's annotation with nbidle's record.
+        let mut record = k::start_annotations(at);
+        stopped.mark_start(&mut record);
+        assert_eq!(record[KUBEFLOW_STOPPED], serde_json::Value::Null);
+        assert_eq!(record[k::STOPPED_AT], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn one_pod_per_notebook() {
+        let n = nb(json!({"metadata": {"name": "nb", "namespace": "ns"}}));
+        assert_eq!(n.pods(), vec!["nb-0".to_string()]);
     }
 }

@@ -1,6 +1,17 @@
-//! What the Kubernetes backends share: the client, watched caches, the
-//! annotations nbidle reads and writes, Events, and conflict-safe writes.
+//! Notebooks as Kubernetes objects. One [`driver::Driver`] is the backend
+//! for every kind; a kind ([`driver::NotebookKind`]) says only what is its
+//! own: how to read a notebook's state from the object, what a stop and a
+//! start write, and what is stripped before caching.
 //!
+//! - [`kubeflow`]: Kubeflow `Notebook` resources, stopped with Kubeflow's
+//!   own `kubeflow-resource-stopped` annotation.
+//! - [`statefulset`]: StatefulSets selected by label, scaled to 0 and back.
+//! - [`cache`] and [`watch`]: the watch-fed caches every read comes from.
+//! - Here: what every kind shares: the clients with their deadlines, the
+//!   annotations nbidle reads and writes, per-notebook policy, Events, and
+//!   conflict-safe writes.
+//!
+//! How the kinds behave alike:
 //! - Reads come from watch-fed caches (kube-runtime reflectors), stripped
 //!   of managed fields and anything else nbidle never reads, so memory stays
 //!   proportional to what is used.
@@ -14,13 +25,33 @@
 //!   `autostop.min/max_idle_after`. A value nbidle cannot read opts the
 //!   notebook out and says why in its `message`: a typo never makes a
 //!   notebook stop sooner.
+//!
+//! # Adding a kind
+//!
+//! A Kubeflow Notebooks 2.0 `Workspace` (`kubeflow.org/v1beta1`) would be
+//! one file beside [`kubeflow`]: a struct decoding its `metadata`,
+//! `spec.paused` and `status` (`state`, `pauseTime`) and nothing else, with
+//! `kube::Resource` for it, and [`driver::NotebookKind`]:
+//! `stop_requested` is `spec.paused`; the state maps `status.state`
+//! (`Running`, `Paused`, `Pending`, `Error` with its message, `Terminating`)
+//! and takes the start time from nbidle's annotations as here; the stop's
+//! and start's second write (`after_stop`, `after_start`) merge-patches
+//! `spec.paused` with the annotated `resourceVersion` as its precondition,
+//! as [`statefulset`] chains its `/scale`. The driver then gives it the
+//! cache, the 503 while a watch is not current, the guards, the 409
+//! retries, the deadlines and the Events. What remains outside this module
+//! is the `backend.kind` value in the config, its arm in `run.rs`, and
+//! RBAC for the resource in `deploy/`.
 
+pub mod cache;
+pub mod driver;
+pub mod kubeflow;
+pub mod statefulset;
 pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -28,19 +59,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::api::PostParams;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::{StopOutcome, StopRequest};
 use crate::config::HumanDuration;
 use crate::error::{Error, Result};
-use crate::metrics::WatchMetrics;
-use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp};
+use crate::notebook::{IdleBounds, NotebookId, StopCause, Timestamp};
 
-/// Set by nbidle (and Kubeflow's UI) to stop a Kubeflow notebook; its value is
-/// the RFC 3339 time of the stop. Kubeflow's controller scales to 0.
-pub const KUBEFLOW_STOPPED: &str = "kubeflow-resource-stopped";
 /// The user Kubeflow's UI records as the notebook's creator.
 pub const KUBEFLOW_CREATOR: &str = "notebooks.kubeflow.org/creator";
 
@@ -53,8 +78,6 @@ pub const STOPPED_AT: &str = "nbidle.io/stopped-at";
 pub const ALERT_STARTS_AT: &str = "nbidle.io/alert-starts-at";
 /// When nbidle last started the notebook.
 pub const STARTED_AT: &str = "nbidle.io/started-at";
-/// A StatefulSet's replica count before nbidle scaled it to 0.
-pub const REPLICAS: &str = "nbidle.io/replicas";
 
 /// `"false"`: never stopped by an idle alert.
 pub const AUTOSTOP: &str = "nbidle.io/autostop";
@@ -62,6 +85,9 @@ pub const AUTOSTOP: &str = "nbidle.io/autostop";
 pub const IDLE_AFTER: &str = "nbidle.io/idle-after";
 /// Who is warned before the stop; default: Kubeflow's creator annotation.
 pub const OWNER: &str = "nbidle.io/owner";
+
+/// Annotations to merge into an object's: a null value removes one.
+pub type Annotations = serde_json::Map<String, serde_json::Value>;
 
 /// Conflicting writes are retried this many times before giving up with a
 /// retryable error (Alertmanager then delivers again).
@@ -176,153 +202,6 @@ where
     }
 }
 
-/// Watch-fed caches of one resource type: one per namespace watched, or one
-/// cluster-wide when no namespaces are configured.
-pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
-    watches: Vec<Watched<K>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-struct Watched<K: Resource<DynamicType = ()> + 'static> {
-    namespace: Option<String>,
-    store: Store<K>,
-    health: Arc<watch::Health>,
-}
-
-impl<K> Cache<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    /// Starts the watches. `strip` drops what nbidle never reads before an
-    /// object enters the cache.
-    pub fn watch(
-        clients: &Clients,
-        namespaces: &[String],
-        label_selector: Option<&str>,
-        strip: fn(&mut K),
-        metrics: &WatchMetrics,
-    ) -> Self {
-        let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-            vec![None]
-        } else {
-            namespaces.iter().cloned().map(Some).collect()
-        };
-        let api = |client: &Client, ns: &Option<String>| match ns {
-            None => Api::<K>::all(client.clone()),
-            Some(ns) => Api::namespaced(client.clone(), ns),
-        };
-        let mut watches = Vec::new();
-        let mut tasks = Vec::new();
-        for ns in scopes {
-            let (store, writer) = reflector::store();
-            let health = watch::Health::new();
-            let labels = [
-                K::plural(&()).to_string(),
-                ns.clone().unwrap_or_else(|| "*".into()),
-            ];
-            metrics.register(&labels);
-            let w = watch::Watch {
-                lists: api(&clients.requests, &ns),
-                watches: api(&clients.watches, &ns),
-                label_selector: label_selector.map(str::to_string),
-                strip,
-                writer,
-                health: health.clone(),
-                metrics: metrics.clone(),
-                labels,
-            };
-            tasks.push(tokio::spawn(w.run()));
-            watches.push(Watched {
-                namespace: ns,
-                store,
-                health,
-            });
-        }
-        Cache { watches, tasks }
-    }
-
-    /// Resolves once every watch has listed its objects.
-    pub async fn synced(&self) {
-        for w in &self.watches {
-            w.health.listed().await;
-        }
-    }
-
-    /// Every watch is listed and open: the cache shows the API server's
-    /// state, give or take the events in flight.
-    pub fn current(&self) -> bool {
-        self.watches.iter().all(|w| w.health.is_current())
-    }
-
-    pub fn all(&self) -> Vec<Arc<K>> {
-        self.watches.iter().flat_map(|w| w.store.state()).collect()
-    }
-
-    /// Every cached object's state, sorted by id.
-    pub fn states(&self, state: impl Fn(&K) -> NotebookState) -> Vec<NotebookState> {
-        let mut out: Vec<_> = self.all().iter().map(|o| state(o)).collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
-    }
-
-    /// One cached object's state; see [`Cache::lookup`] for a miss.
-    pub fn state(
-        &self,
-        id: &NotebookId,
-        state: impl Fn(&K) -> NotebookState,
-    ) -> Result<NotebookState> {
-        self.lookup(id).map(|o| state(&o))
-    }
-
-    /// The API for writing one notebook's object. Only what the watch
-    /// selects (namespaces, label selector) is a notebook: anything else (a
-    /// database's StatefulSet, say) is `NotFound`, never written.
-    pub fn api(&self, client: &Client, id: &NotebookId) -> Result<Api<K>> {
-        self.lookup(id)?;
-        Ok(Api::namespaced(client.clone(), &id.namespace))
-    }
-
-    pub fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
-        let key = ObjectRef::new(&id.name).within(&id.namespace);
-        self.covering(id).find_map(|w| w.store.get(&key))
-    }
-
-    /// The cached object, or why there is none: `NotFound` when the watch
-    /// covering its namespace is current (or none covers it), `Unavailable`
-    /// when that watch is not, since the object may exist unseen: an alert
-    /// for it is then retried rather than dropped.
-    pub fn lookup(&self, id: &NotebookId) -> Result<Arc<K>> {
-        if let Some(o) = self.get(id) {
-            return Ok(o);
-        }
-        match self.covering(id).find(|w| !w.health.is_current()) {
-            Some(_) => Err(Error::Unavailable(format!(
-                "{id} is not in nbidle's cache, and the watch of {} is not current (the Kubernetes API server did not answer); try again",
-                K::plural(&())
-            ))),
-            None => Err(Error::NotFound(id.clone())),
-        }
-    }
-
-    fn covering<'a>(&'a self, id: &'a NotebookId) -> impl Iterator<Item = &'a Watched<K>> + 'a {
-        self.watches
-            .iter()
-            .filter(|w| w.namespace.as_deref().is_none_or(|n| n == id.namespace))
-    }
-
-    pub fn stop(&self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 /// Drops managed fields and the last-applied annotation, the bulk of most
 /// objects' metadata, which nbidle never reads.
 pub fn strip_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
@@ -396,7 +275,7 @@ pub async fn annotate<K>(
     api: &Api<K>,
     precondition: Option<&K>,
     name: &str,
-    annotations: serde_json::Map<String, serde_json::Value>,
+    annotations: Annotations,
 ) -> Result<K, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
@@ -411,62 +290,6 @@ where
         &kube::api::Patch::Merge(serde_json::json!({ "metadata": meta })),
     )
     .await
-}
-
-/// What one read-decide-write step of a stop found, and did.
-pub enum StopStep<K> {
-    Done(K),
-    Already(K),
-    StartedSince(K),
-    OptedOut(K),
-    NotRunning(K),
-    /// The stop is refused whoever asks (the reason names the field).
-    Refused(String),
-}
-
-/// The checks a stop makes on the object it has just read (not the cache,
-/// which may lag): an idle alert's stop respects the notebook's opt-out
-/// and needs it running (its start time is known only then); any stop
-/// respects `unless_started_after`. `Ok` lets the stop go ahead.
-pub fn check_stop<K>(obj: K, st: &NotebookState, req: &StopRequest) -> Result<K, StopStep<K>> {
-    if matches!(req.cause, StopCause::IdleAlert { .. }) {
-        if !st.autostop {
-            return Err(StopStep::OptedOut(obj));
-        }
-        if st.status != Status::Running {
-            return Err(StopStep::NotRunning(obj));
-        }
-    }
-    if let Some(limit) = req.unless_started_after {
-        if st.started_at.is_some_and(|t| t > limit) {
-            return Err(StopStep::StartedSince(obj));
-        }
-    }
-    Ok(obj)
-}
-
-/// The outcome of a stop step, with the Event and log line of a real stop.
-pub async fn finish_stop<K: Resource<DynamicType = ()>>(
-    events: &Events,
-    id: &NotebookId,
-    req: &StopRequest,
-    step: StopStep<K>,
-    state: impl Fn(&K) -> NotebookState,
-) -> Result<StopOutcome> {
-    Ok(match step {
-        StopStep::Done(obj) => {
-            tracing::info!(notebook = %id, trigger = req.cause.trigger(), "notebook stopping");
-            events
-                .publish(&obj, "Stopped", describe_stop(&req.cause))
-                .await;
-            StopOutcome::Stopped(state(&obj))
-        }
-        StopStep::Already(obj) => StopOutcome::AlreadyStopped(state(&obj)),
-        StopStep::StartedSince(obj) => StopOutcome::StartedSince(state(&obj)),
-        StopStep::OptedOut(obj) => StopOutcome::OptedOut(state(&obj)),
-        StopStep::NotRunning(obj) => StopOutcome::NotRunning(state(&obj)),
-        StopStep::Refused(why) => return Err(Error::invalid("notebook", format!("{id}: {why}"))),
-    })
 }
 
 /// The stop recorded in nbidle's annotations, if any.
@@ -488,11 +311,8 @@ pub fn recorded_stop(a: &BTreeMap<String, String>) -> (Option<Timestamp>, Option
 }
 
 /// The annotations that record a stop (merged into the object's own).
-pub fn stop_annotations(
-    cause: &StopCause,
-    at: Timestamp,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
+pub fn stop_annotations(cause: &StopCause, at: Timestamp) -> Annotations {
+    let mut m = Annotations::new();
     m.insert(STOPPED_AT.into(), at.to_string().into());
     m.insert(STOPPED_BY.into(), cause.trigger().into());
     match cause {
@@ -512,8 +332,8 @@ pub fn stop_annotations(
 }
 
 /// The annotations a start sets and removes.
-pub fn start_annotations(at: Timestamp) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
+pub fn start_annotations(at: Timestamp) -> Annotations {
+    let mut m = Annotations::new();
     for k in [STOPPED_AT, STOPPED_BY, STOP_REASON, ALERT_STARTS_AT] {
         m.insert(k.into(), serde_json::Value::Null);
     }

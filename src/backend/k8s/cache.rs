@@ -1,0 +1,163 @@
+//! Watch-fed caches of one resource type, read by every call that does not
+//! write: one reflector store per watched namespace (or one cluster-wide),
+//! each fed by its own [`watch`] loop and knowing whether it is current.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::{watch, Clients};
+use crate::error::{Error, Result};
+use crate::metrics::WatchMetrics;
+use crate::notebook::{NotebookId, NotebookState};
+
+/// Watch-fed caches of one resource type: one per namespace watched, or one
+/// cluster-wide when no namespaces are configured.
+pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
+    watches: Vec<Watched<K>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Watched<K: Resource<DynamicType = ()> + 'static> {
+    namespace: Option<String>,
+    store: Store<K>,
+    health: Arc<watch::Health>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// Starts the watches. `strip` drops what nbidle never reads before an
+    /// object enters the cache.
+    pub fn watch(
+        clients: &Clients,
+        namespaces: &[String],
+        label_selector: Option<&str>,
+        strip: fn(&mut K),
+        metrics: &WatchMetrics,
+    ) -> Self {
+        let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+            vec![None]
+        } else {
+            namespaces.iter().cloned().map(Some).collect()
+        };
+        let api = |client: &Client, ns: &Option<String>| match ns {
+            None => Api::<K>::all(client.clone()),
+            Some(ns) => Api::namespaced(client.clone(), ns),
+        };
+        let mut watches = Vec::new();
+        let mut tasks = Vec::new();
+        for ns in scopes {
+            let (store, writer) = reflector::store();
+            let health = watch::Health::new();
+            let labels = [
+                K::plural(&()).to_string(),
+                ns.clone().unwrap_or_else(|| "*".into()),
+            ];
+            metrics.register(&labels);
+            let w = watch::Watch {
+                lists: api(&clients.requests, &ns),
+                watches: api(&clients.watches, &ns),
+                label_selector: label_selector.map(str::to_string),
+                strip,
+                writer,
+                health: health.clone(),
+                metrics: metrics.clone(),
+                labels,
+            };
+            tasks.push(tokio::spawn(w.run()));
+            watches.push(Watched {
+                namespace: ns,
+                store,
+                health,
+            });
+        }
+        Cache { watches, tasks }
+    }
+
+    /// Resolves once every watch has listed its objects.
+    pub async fn synced(&self) {
+        for w in &self.watches {
+            w.health.listed().await;
+        }
+    }
+
+    /// Every watch is listed and open: the cache shows the API server's
+    /// state, give or take the events in flight.
+    pub fn current(&self) -> bool {
+        self.watches.iter().all(|w| w.health.is_current())
+    }
+
+    pub fn all(&self) -> Vec<Arc<K>> {
+        self.watches.iter().flat_map(|w| w.store.state()).collect()
+    }
+
+    /// Every cached object's state, sorted by id.
+    pub fn states(&self, state: impl Fn(&K) -> NotebookState) -> Vec<NotebookState> {
+        let mut out: Vec<_> = self.all().iter().map(|o| state(o)).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// One cached object's state; see [`Cache::lookup`] for a miss.
+    pub fn state(
+        &self,
+        id: &NotebookId,
+        state: impl Fn(&K) -> NotebookState,
+    ) -> Result<NotebookState> {
+        self.lookup(id).map(|o| state(&o))
+    }
+
+    /// The API for writing one notebook's object. Only what the watch
+    /// selects (namespaces, label selector) is a notebook: anything else (a
+    /// database's StatefulSet, say) is `NotFound`, never written.
+    pub fn api(&self, client: &Client, id: &NotebookId) -> Result<Api<K>> {
+        self.lookup(id)?;
+        Ok(Api::namespaced(client.clone(), &id.namespace))
+    }
+
+    pub fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
+        let key = ObjectRef::new(&id.name).within(&id.namespace);
+        self.covering(id).find_map(|w| w.store.get(&key))
+    }
+
+    /// The cached object, or why there is none: `NotFound` when the watch
+    /// covering its namespace is current (or none covers it), `Unavailable`
+    /// when that watch is not, since the object may exist unseen: an alert
+    /// for it is then retried rather than dropped.
+    pub fn lookup(&self, id: &NotebookId) -> Result<Arc<K>> {
+        if let Some(o) = self.get(id) {
+            return Ok(o);
+        }
+        match self.covering(id).find(|w| !w.health.is_current()) {
+            Some(_) => Err(Error::Unavailable(format!(
+                "{id} is not in nbidle's cache, and the watch of {} is not current (the Kubernetes API server did not answer); try again",
+                K::plural(&())
+            ))),
+            None => Err(Error::NotFound(id.clone())),
+        }
+    }
+
+    fn covering<'a>(&'a self, id: &'a NotebookId) -> impl Iterator<Item = &'a Watched<K>> + 'a {
+        self.watches
+            .iter()
+            .filter(|w| w.namespace.as_deref().is_none_or(|n| n == id.namespace))
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
