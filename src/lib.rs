@@ -29,7 +29,9 @@
 //! - [`manifests`]: the Prometheus scrape job and Alertmanager config, and
 //!   prometheus-operator's PodMonitor, ServiceMonitor, AlertmanagerConfig.
 //! - [`apply`]: keeps those objects applied in the cluster (server-side apply).
-//! - [`config`]: the YAML config, strictly validated, errors name the key.
+//! - [`config`]: the YAML config, one type per section, each validating
+//!   itself and naming the key at fault; parsed once into what `serve`
+//!   needs (`listen` a `SocketAddr`, the backend an enum with its section).
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
 //! - [`logging`]: the log's filter (`NBIDLE_LOG`, the HTTP stack kept at

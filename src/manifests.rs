@@ -2,10 +2,12 @@
 //! scrape job that finds notebooks through nbidle's service discovery, and
 //! the Alertmanager configuration that delivers idle alerts to nbidle.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use serde_json::json;
 use serde_yaml::{Mapping, Value};
 
-use crate::config::{BackendKind, Config, TlsClientConfig};
+use crate::config::{BackendConfig, Config, StatefulSetConfig, TlsClientConfig};
 use crate::error::Result;
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
@@ -44,10 +46,13 @@ fn list(items: Vec<Value>) -> Value {
 /// Where Prometheus and Alertmanager reach nbidle: its listen address,
 /// with an unspecified host replaced by loopback.
 pub fn nbidle_base_url(cfg: &Config) -> String {
-    let listen = cfg
-        .listen
-        .replace("0.0.0.0", "127.0.0.1")
-        .replace("[::]", "[::1]");
+    let mut listen = cfg.listen;
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
     format!("{}://{listen}", scheme(cfg))
 }
 
@@ -248,8 +253,8 @@ fn namespace_selector(cfg: &Config) -> serde_json::Value {
 /// the `kernels` and `server_activity` signals).
 fn pod_monitor(cfg: &Config) -> serde_json::Value {
     let k = &cfg.kubernetes;
-    let (selector, relabelings) = match cfg.backend.kind {
-        BackendKind::Statefulset => statefulset_pods(cfg),
+    let (selector, relabelings) = match &cfg.backend {
+        BackendConfig::Statefulset(s) => statefulset_pods(s),
         _ => kubeflow_pods(cfg),
     };
     let mut relabelings = relabelings;
@@ -304,13 +309,12 @@ fn kubeflow_pods(cfg: &Config) -> (serde_json::Value, Vec<serde_json::Value>) {
 /// assumes the pod template carries the labels the StatefulSet is selected
 /// by), the notebook is the StatefulSet that controls the pod, and Jupyter
 /// serves `/metrics` under the path of `jupyter_url`.
-fn statefulset_pods(cfg: &Config) -> (serde_json::Value, Vec<serde_json::Value>) {
+fn statefulset_pods(sts: &StatefulSetConfig) -> (serde_json::Value, Vec<serde_json::Value>) {
     const OWNER: &str = "__meta_kubernetes_pod_controller_name";
-    let kube = cfg.backend.kube();
     let selector = json!({
-        "matchExpressions": kube.label_selector.as_deref().map(selector_requirements).unwrap_or_default(),
+        "matchExpressions": selector_requirements(&sts.label_selector),
     });
-    let path = url_path(&kube.jupyter_url(BackendKind::Statefulset))
+    let path = url_path(&sts.jupyter_url)
         .replace("{namespace}", "${1}")
         .replace("{name}", "${2}");
     let relabelings = vec![
@@ -435,7 +439,7 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
     let k = &cfg.kubernetes;
     let am = &cfg.alertmanager;
     let url = am.webhook_url.clone().unwrap_or_else(|| {
-        let port = cfg.listen.rsplit_once(':').map_or("9877", |(_, p)| p);
+        let port = cfg.listen.port();
         format!(
             "{}://{}.{}.svc:{port}/webhook/alertmanager",
             scheme(cfg),
@@ -507,6 +511,27 @@ mod tests {
     fn config(backend: &str) -> Config {
         let yaml = format!("auth: {{webhook_token: w, api_tokens: [a]}}\nbackend:\n{backend}\n");
         Config::from_yaml(&yaml, std::path::Path::new(".")).unwrap()
+    }
+
+    /// Prometheus and Alertmanager reach an nbidle listening on every
+    /// address through loopback; any other address is used as it is.
+    #[test]
+    fn base_url_replaces_only_an_unspecified_listen_address() {
+        for (listen, want) in [
+            ("0.0.0.0:9000", "http://127.0.0.1:9000"),
+            ("[::]:9000", "http://[::1]:9000"),
+            ("10.0.0.0:9000", "http://10.0.0.0:9000"),
+            ("[fe80::1]:9000", "http://[fe80::1]:9000"),
+        ] {
+            let yaml = format!("listen: \"{listen}\"\nauth: {{webhook_token: w, api_tokens: [a]}}\nbackend: {{kind: kubeflow}}\n");
+            let cfg = Config::from_yaml(&yaml, std::path::Path::new(".")).unwrap();
+            assert_eq!(nbidle_base_url(&cfg), want, "{listen}");
+            let am = render(&cfg, Manifest::AlertmanagerConfig).unwrap();
+            assert!(
+                am.contains("http://nbidle.nbidle.svc:9000/webhook/alertmanager"),
+                "{am}"
+            );
+        }
     }
 
     fn pod_monitor_of(cfg: &Config) -> Json {

@@ -2,7 +2,6 @@
 //! config, and runs them until the shutdown future resolves.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use crate::backend::k8s::kubeflow::KubeflowBackend;
 use crate::backend::k8s::statefulset::StatefulSetBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::Backend;
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendConfig, Config};
 use crate::decide::Policy;
 use crate::error::{Error, Result};
 use crate::exporter::Exporter;
@@ -31,56 +30,41 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         None => None,
     };
     let limits = Limits::from(&cfg.server).within_fd_limit();
-    let addr: SocketAddr = cfg
-        .listen
-        .parse()
-        .map_err(|e| Error::config("listen", format!("{e}")))?;
     let metrics = Arc::new(Metrics::new());
     let mut kube_client = None;
     // The local backend's notebooks are recovered once the listener is bound.
     let mut local_recovery = None;
-    let backend: Arc<dyn Backend> = match cfg.backend.kind {
-        BackendKind::Local => {
-            // validate() guarantees the section exists for kind: local.
-            let local = cfg
-                .backend
-                .local
-                .as_ref()
-                .ok_or_else(|| Error::config("backend.local", "missing"))?;
+    let namespaces = &cfg.kubernetes.notebook_namespaces;
+    let backend: Arc<dyn Backend> = match &cfg.backend {
+        BackendConfig::Local(local) => {
             // Takes the data dir's lock first: a second nbidle stops here.
             let b = LocalBackend::open(local, &cfg.data_dir, cfg.idle_bounds()).await?;
             local_recovery = Some(b.clone());
             b
         }
-        kind @ (BackendKind::Kubeflow | BackendKind::Statefulset) => {
+        BackendConfig::Kubeflow(k) => {
             let clients = k8s::Clients::from_env(cfg.kubernetes.request_timeout.0).await?;
             kube_client = Some(clients.requests.clone());
-            let k = cfg.backend.kube();
-            let namespaces = &cfg.kubernetes.notebook_namespaces;
-            let url = k.jupyter_url(kind);
-            if kind == BackendKind::Kubeflow {
-                KubeflowBackend::new(
-                    clients,
-                    namespaces,
-                    k.label_selector.as_deref(),
-                    url,
-                    cfg.idle_bounds(),
-                    &metrics.watch,
-                )
-            } else {
-                // validate() guarantees a selector for StatefulSets.
-                let sel = k.label_selector.as_deref().ok_or_else(|| {
-                    Error::config("backend.statefulset.label_selector", "missing")
-                })?;
-                StatefulSetBackend::new(
-                    clients,
-                    namespaces,
-                    Some(sel),
-                    url,
-                    cfg.idle_bounds(),
-                    &metrics.watch,
-                )
-            }
+            KubeflowBackend::new(
+                clients,
+                namespaces,
+                k.label_selector.as_deref(),
+                k.jupyter_url.clone(),
+                cfg.idle_bounds(),
+                &metrics.watch,
+            )
+        }
+        BackendConfig::Statefulset(s) => {
+            let clients = k8s::Clients::from_env(cfg.kubernetes.request_timeout.0).await?;
+            kube_client = Some(clients.requests.clone());
+            StatefulSetBackend::new(
+                clients,
+                namespaces,
+                Some(&s.label_selector),
+                s.jupyter_url.clone(),
+                cfg.idle_bounds(),
+                &metrics.watch,
+            )
         }
     };
     // One shutdown signal, fanned out to every task.
@@ -139,8 +123,8 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             tracing::info!("backend synced; ready");
         })
     };
-    let (bound, server) = server::bind(app, addr, limits, tls, stopped()).await?;
-    tracing::info!(%bound, backend = ?cfg.backend.kind, dry_run = cfg.autostop.dry_run, "nbidle listening");
+    let (bound, server) = server::bind(app, cfg.listen, limits, tls, stopped()).await?;
+    tracing::info!(%bound, backend = ?cfg.backend.kind(), dry_run = cfg.autostop.dry_run, "nbidle listening");
     // Only now, with the port ours: an nbidle that cannot listen has spawned
     // and adopted nothing. /livez answers meanwhile; /readyz once done.
     if let Some(local) = local_recovery {

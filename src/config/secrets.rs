@@ -265,43 +265,12 @@ impl Config {
         })
     }
 
-    /// The secret files, each with its key.
-    fn secret_files(&self) -> Vec<(String, &Path)> {
-        let a = &self.auth;
-        let mut files: Vec<(String, Option<&std::path::PathBuf>)> = vec![
-            (
-                "auth.webhook_token_file".into(),
-                a.webhook_token_file.as_ref(),
-            ),
-            (
-                "auth.webhook_basic_auth.password_file".into(),
-                a.webhook_basic_auth
-                    .as_ref()
-                    .and_then(|b| b.password_file.as_ref()),
-            ),
-            ("auth.api_tokens_file".into(), a.api_tokens_file.as_ref()),
-        ];
-        for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
-            files.push((
-                format!("auth.namespaced_api_tokens[{i}].token_file"),
-                t.token_file.as_ref(),
-            ));
-        }
-        files.push((
-            "auth.metrics_token_file".into(),
-            a.metrics_token_file.as_ref(),
-        ));
-        files
-            .into_iter()
-            .filter_map(|(key, p)| Some((key, p?.as_path())))
-            .collect()
-    }
-
     /// One line per secret file that users other than its owner may read
     /// or write (`mode & 0o077`): on a shared machine they could take the
     /// token, or replace it. Unreadable files are left to [`Config::secrets`].
     pub fn secret_file_warnings(&self) -> Vec<String> {
-        self.secret_files()
+        self.auth
+            .files()
             .into_iter()
             .filter_map(|(key, path)| {
                 let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;

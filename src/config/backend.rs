@@ -1,0 +1,395 @@
+//! `backend`: what stops and starts notebooks. `kind` picks one of the
+//! sections `local`, `kubeflow` and `statefulset`; validation turns the
+//! section as written into [`BackendConfig`], which carries the chosen
+//! section alone, with what it requires present and its defaults filled in.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{check_label_selector, check_notebook_name, check_url, HumanDuration};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Processes on this machine.
+    Local,
+    /// Kubeflow `Notebook` resources (kubeflow.org/v1).
+    Kubeflow,
+    /// StatefulSets selected by label, scaled to 0 and back.
+    Statefulset,
+}
+
+impl BackendKind {
+    pub fn is_kubernetes(self) -> bool {
+        !matches!(self, BackendKind::Local)
+    }
+
+    /// The name of the kind's section (and of the kind in the file).
+    fn key(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Kubeflow => "kubeflow",
+            BackendKind::Statefulset => "statefulset",
+        }
+    }
+}
+
+/// The validated backend: the section `backend.kind` names.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Local(LocalConfig),
+    Kubeflow(KubeflowConfig),
+    Statefulset(StatefulSetConfig),
+}
+
+impl BackendConfig {
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            BackendConfig::Local(_) => BackendKind::Local,
+            BackendConfig::Kubeflow(_) => BackendKind::Kubeflow,
+            BackendConfig::Statefulset(_) => BackendKind::Statefulset,
+        }
+    }
+}
+
+/// `backend.kubeflow`. The namespaces watched are `kubernetes.notebook_namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeflowConfig {
+    /// Only Notebooks matching this label selector (`key=value,key2`).
+    pub label_selector: Option<String>,
+    /// Where the exporter reaches a notebook's Jupyter server; `{namespace}`
+    /// and `{name}` are replaced.
+    pub jupyter_url: String,
+}
+
+/// `backend.statefulset`. The namespaces watched are `kubernetes.notebook_namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatefulSetConfig {
+    /// The label selector that picks the StatefulSets that are notebooks.
+    pub label_selector: String,
+    /// Where the exporter reaches a notebook's Jupyter server; `{namespace}`
+    /// and `{name}` are replaced.
+    pub jupyter_url: String,
+}
+
+/// `backend` as written (named `BackendConfig` in serde's messages).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "struct BackendConfig")]
+pub(super) struct BackendSection {
+    kind: BackendKind,
+    pub(super) local: Option<LocalConfig>,
+    #[serde(default)]
+    kubeflow: KubeBackendConfig,
+    #[serde(default)]
+    statefulset: KubeBackendConfig,
+}
+
+/// `backend.kubeflow` or `backend.statefulset` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KubeBackendConfig {
+    /// Only objects matching this label selector (`key=value,key2`);
+    /// required for StatefulSets, which are not all notebooks.
+    label_selector: Option<String>,
+    /// Default for Kubeflow: its Service and `NB_PREFIX`,
+    /// `http://{name}.{namespace}.svc/notebook/{namespace}/{name}/`;
+    /// for StatefulSets: `http://{name}.{namespace}.svc/`.
+    jupyter_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// SIGTERM, then SIGKILL after this long.
+    pub stop_grace_period: HumanDuration,
+    /// Stop every notebook when nbidle exits. Off by default: notebooks
+    /// outlive an nbidle restart, which adopts them instead of respawning.
+    pub stop_on_exit: bool,
+    pub notebooks: Vec<LocalNotebook>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            stop_grace_period: HumanDuration::secs(10),
+            stop_on_exit: false,
+            notebooks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalNotebook {
+    pub name: String,
+    /// argv of the notebook server; run in its own process group.
+    pub command: Vec<String>,
+    /// The workspace; the process runs here and it is never deleted by a stop.
+    pub workdir: PathBuf,
+    /// Base URL of the Jupyter server, e.g. `http://127.0.0.1:8888/`.
+    pub url: String,
+    /// Jupyter token, for probes and for users.
+    pub token: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `false`: never stopped by an idle alert (a user can still stop it).
+    #[serde(default = "LocalNotebook::default_autostop")]
+    pub autostop: bool,
+    /// This notebook's idle time, within `autostop.min/max_idle_after`.
+    pub idle_after: Option<HumanDuration>,
+    /// Who to warn before the stop (carried on `NotebookIdleSoon`).
+    pub owner: Option<String>,
+}
+
+impl BackendSection {
+    pub(super) fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The section `kind` names, checked. A `local` section is held to its
+    /// notebooks' own idle times even when another kind is chosen.
+    pub(super) fn validate(self) -> Result<BackendConfig> {
+        if let Some(local) = &self.local {
+            local.validate_idle_times()?;
+        }
+        Ok(match self.kind {
+            BackendKind::Local => {
+                let local = self.local.ok_or_else(|| {
+                    Error::config("backend.local", "required when backend.kind is local")
+                })?;
+                local.validate()?;
+                BackendConfig::Local(local)
+            }
+            BackendKind::Kubeflow => {
+                let k = self.kubeflow;
+                let jupyter_url = k.jupyter_url.unwrap_or_else(|| {
+                    "http://{name}.{namespace}.svc/notebook/{namespace}/{name}/".into()
+                });
+                let kubeflow = KubeflowConfig {
+                    label_selector: k.label_selector,
+                    jupyter_url,
+                };
+                let key = |f: &str| format!("backend.kubeflow.{f}");
+                if let Some(sel) = &kubeflow.label_selector {
+                    check_label_selector(sel)
+                        .map_err(|m| Error::config(key("label_selector"), m))?;
+                }
+                check_jupyter_url(&kubeflow.jupyter_url, BackendKind::Kubeflow)?;
+                BackendConfig::Kubeflow(kubeflow)
+            }
+            BackendKind::Statefulset => {
+                let k = self.statefulset;
+                let key = |f: &str| format!("backend.statefulset.{f}");
+                let label_selector = k.label_selector.ok_or_else(|| {
+                    Error::config(
+                        key("label_selector"),
+                        "required: it picks the StatefulSets that are notebooks",
+                    )
+                })?;
+                check_label_selector(&label_selector)
+                    .map_err(|m| Error::config(key("label_selector"), m))?;
+                let jupyter_url = k
+                    .jupyter_url
+                    .unwrap_or_else(|| "http://{name}.{namespace}.svc/".into());
+                check_jupyter_url(&jupyter_url, BackendKind::Statefulset)?;
+                BackendConfig::Statefulset(StatefulSetConfig {
+                    label_selector,
+                    jupyter_url,
+                })
+            }
+        })
+    }
+}
+
+/// A Kubernetes backend's `jupyter_url` template, with a name filled in,
+/// must be a URL the exporter can probe.
+fn check_jupyter_url(template: &str, kind: BackendKind) -> Result<()> {
+    let key = format!("backend.{}.jupyter_url", kind.key());
+    let url = template
+        .replace("{namespace}", "ns")
+        .replace("{name}", "nb");
+    check_url(&url).map_err(|m| Error::config(key.clone(), m))?;
+    if !url.starts_with("http://") {
+        return Err(Error::config(
+            key,
+            "notebooks are probed over http:// inside the cluster",
+        ));
+    }
+    Ok(())
+}
+
+impl LocalConfig {
+    fn validate(&self) -> Result<()> {
+        let grace = self.stop_grace_period.0;
+        if grace < Duration::from_secs(1) || grace > Duration::from_secs(3600) {
+            return Err(Error::config(
+                "backend.local.stop_grace_period",
+                "must be between 1s and 1h",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut urls = HashSet::new();
+        for (i, nb) in self.notebooks.iter().enumerate() {
+            let f = |k: &str| format!("backend.local.notebooks[{i}].{k}");
+            check_notebook_name(&nb.name).map_err(|m| Error::config(f("name"), m))?;
+            if !seen.insert(nb.name.as_str()) {
+                return Err(Error::config(
+                    f("name"),
+                    format!("duplicate notebook name {:?}", nb.name),
+                ));
+            }
+            if nb.command.is_empty() || nb.command[0].is_empty() {
+                return Err(Error::config(f("command"), "must name a program"));
+            }
+            check_url(&nb.url).map_err(|m| Error::config(f("url"), m))?;
+            // Local notebooks are probed over plain HTTP on this machine.
+            if !nb.url.starts_with("http://") {
+                return Err(Error::config(
+                    f("url"),
+                    "local notebooks are served over http://",
+                ));
+            }
+            if !urls.insert(nb.url.trim_end_matches('/')) {
+                return Err(Error::config(
+                    f("url"),
+                    format!("{:?} is used by another notebook", nb.url),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_idle_times(&self) -> Result<()> {
+        for (i, nb) in self.notebooks.iter().enumerate() {
+            if nb.idle_after.is_some_and(|d| d.0 < Duration::from_secs(1)) {
+                return Err(Error::config(
+                    format!("backend.local.notebooks[{i}].idle_after"),
+                    "must be at least 1s",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each notebook's workdir with its key.
+    pub(super) fn workdirs(&self) -> impl Iterator<Item = (String, &PathBuf)> {
+        self.notebooks
+            .iter()
+            .enumerate()
+            .map(|(i, nb)| (format!("backend.local.notebooks[{i}].workdir"), &nb.workdir))
+    }
+
+    pub(super) fn workdirs_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        self.notebooks.iter_mut().map(|nb| &mut nb.workdir)
+    }
+}
+
+impl LocalNotebook {
+    /// A notebook says `autostop: false` to opt out; the others are stopped.
+    fn default_autostop() -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{err_field, parse, MINIMAL};
+    use crate::config::HumanDuration;
+
+    const KUBE_AUTH: &str = "auth: {webhook_token: w, api_tokens: [a]}\n";
+
+    #[test]
+    fn duplicate_notebook_names_are_rejected() {
+        let extra = r#"      - name: demo
+        command: ["x"]
+        workdir: "w"
+        url: "http://127.0.0.1:1/"
+"#;
+        let y = format!("{MINIMAL}{extra}");
+        assert_eq!(err_field(&y), "backend.local.notebooks[1].name");
+    }
+
+    #[test]
+    fn bounds_and_duplicates_are_rejected() {
+        let y = MINIMAL.replace("  local:\n", "  local:\n    stop_grace_period: 0s\n");
+        assert_eq!(err_field(&y), "backend.local.stop_grace_period");
+        assert_eq!(
+            err_field(&MINIMAL.replace("http://127.0.0.1:8888/", "https://127.0.0.1:8888/")),
+            "backend.local.notebooks[0].url"
+        );
+        let extra = "      - name: other\n        command: [\"x\"]\n        workdir: \"w\"\n        url: \"http://127.0.0.1:8888\"\n";
+        assert_eq!(
+            err_field(&format!("{MINIMAL}{extra}")),
+            "backend.local.notebooks[1].url"
+        );
+        let y = MINIMAL.replace("auth:", "prometheus:\n  notebook_job: \"\"\nauth:");
+        assert_eq!(err_field(&y), "prometheus.notebook_job");
+        assert!(HumanDuration::parse("99999999999999999999").is_err());
+        assert!(HumanDuration::parse("999999999999999999").is_err());
+    }
+
+    #[test]
+    fn the_backend_carries_the_section_its_kind_names() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.backend.kind(), BackendKind::Local);
+        match &c.backend {
+            BackendConfig::Local(l) => {
+                assert_eq!(l.notebooks[0].name, "demo");
+                assert_eq!(l.stop_grace_period, HumanDuration::secs(10));
+                assert!(!l.stop_on_exit);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Unused sections are dropped; the default URL is the kind's own.
+        let y = format!("{KUBE_AUTH}backend:\n  kind: kubeflow\n  statefulset: {{jupyter_url: \"http://x/\"}}\n  local: {{}}\n");
+        match parse(&y).unwrap().backend {
+            BackendConfig::Kubeflow(k) => assert_eq!(
+                k,
+                KubeflowConfig {
+                    label_selector: None,
+                    jupyter_url: "http://{name}.{namespace}.svc/notebook/{namespace}/{name}/"
+                        .into(),
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+
+        let y = format!("{KUBE_AUTH}backend:\n  kind: statefulset\n  statefulset: {{label_selector: \"app=nb\"}}\n  kubeflow: {{jupyter_url: \"http://x/\"}}\n");
+        match parse(&y).unwrap().backend {
+            BackendConfig::Statefulset(s) => assert_eq!(
+                s,
+                StatefulSetConfig {
+                    label_selector: "app=nb".into(),
+                    jupyter_url: "http://{name}.{namespace}.svc/".into(),
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_kind_without_what_it_requires_names_the_missing_key() {
+        let refused = |y: &str| match parse(y) {
+            Err(Error::Config { field, message }) => (field, message),
+            other => panic!("{y}: {other:?}"),
+        };
+        let (field, message) = refused("backend: {kind: local}\n");
+        assert_eq!(field, "backend.local");
+        assert_eq!(message, "required when backend.kind is local");
+        let (field, message) = refused(&format!(
+            "{KUBE_AUTH}backend: {{kind: statefulset, kubeflow: {{label_selector: \"app=nb\"}}}}\n"
+        ));
+        assert_eq!(field, "backend.statefulset.label_selector");
+        assert!(message.starts_with("required"), "{message}");
+        let (field, _) = refused(&format!(
+            "{KUBE_AUTH}backend: {{kind: kubeflow, kubeflow: {{jupyter_url: \"https://{{name}}/\"}}}}\n"
+        ));
+        assert_eq!(field, "backend.kubeflow.jupyter_url");
+    }
+}
