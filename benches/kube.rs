@@ -185,7 +185,7 @@ async fn main() {
         .unwrap();
     let alerts: Vec<Value> = (0..ALERTS)
         .map(|i| {
-            common::idle_alert_in(
+            common::idle_alert(
                 &format!("team-{}", i % NAMESPACES),
                 &format!("nb-{i}"),
                 &starts_at,

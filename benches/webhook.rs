@@ -15,12 +15,15 @@
 //! The notebooks are `sleep` processes; a tiny HTTP server in this process
 //! answers their readiness probes so they count as running, as Jupyter would.
 
-use std::net::TcpListener;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use common::{free_port, idle_alert, payload};
+use serde_json::Value;
 use warp::Filter;
 
 const STARTUP_NOTEBOOKS: usize = 10_000;
@@ -29,27 +32,9 @@ const SINGLES: usize = 1000;
 const WEBHOOK_TOKEN: &str = "bench-webhook";
 const API_TOKEN: &str = "bench-api";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// The idle alert for notebook `nb-{i}`.
 fn alert(i: usize, starts_at: &str) -> Value {
-    json!({
-        "status": "firing",
-        "labels": {"alertname": "NotebookIdle", "namespace": "local", "notebook": format!("nb-{i}"), "nbidle_action": "stop", "severity": "info"},
-        "annotations": {"summary": "idle"},
-        "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://127.0.0.1:9090/graph", "fingerprint": format!("{i:016x}"),
-    })
-}
-
-fn payload(alerts: Vec<Value>) -> Value {
-    json!({"version": "4", "groupKey": "bench", "truncatedAlerts": 0, "status": "firing", "receiver": "nbidle",
-           "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "alerts": alerts})
+    idle_alert("local", &format!("nb-{i}"), starts_at)
 }
 
 /// Posts a webhook body as Alertmanager does.

@@ -16,7 +16,7 @@ async fn stop_start_keeps_workspace(version: JupyterVersion) {
     let base = spec.url.clone();
     let nb = Nbidle::start(dir.path(), &[spec], NbidleOptions::default()).await;
     let running = nb
-        .wait_status("lab", "running", Duration::from_secs(60))
+        .wait_status("local", "lab", "running", Duration::from_secs(60))
         .await;
     assert!(running["started_at"].is_string());
 
@@ -41,7 +41,7 @@ async fn stop_start_keeps_workspace(version: JupyterVersion) {
     let v: Value = r.json().await.unwrap();
     assert!(v["status"] == "stopping" || v["status"] == "stopped", "{v}");
     let stopped = nb
-        .wait_status("lab", "stopped", Duration::from_secs(15))
+        .wait_status("local", "lab", "stopped", Duration::from_secs(15))
         .await;
     assert_eq!(stopped["stopped_by"]["trigger"], "user");
     assert!(stopped["stopped_at"].is_string());
@@ -69,7 +69,7 @@ async fn stop_start_keeps_workspace(version: JupyterVersion) {
     let r = nb.post("notebooks/local/lab/start").await;
     assert_eq!(r.status(), 200);
     let started = nb
-        .wait_status("lab", "running", Duration::from_secs(60))
+        .wait_status("local", "lab", "running", Duration::from_secs(60))
         .await;
     assert!(started["stopped_by"].is_null());
     assert_ne!(started["started_at"], running["started_at"]);
@@ -120,9 +120,9 @@ async fn restarting_nbidle_keeps_stopped_notebooks_stopped_and_adopts_running_on
     };
     let mut nb = Nbidle::start(dir.path(), &nbs, keep).await;
     nb.post("notebooks/local/down/stop").await;
-    nb.wait_status("down", "stopped", Duration::from_secs(10))
+    nb.wait_status("local", "down", "stopped", Duration::from_secs(10))
         .await;
-    let up_before = nb.notebook("up").await;
+    let up_before = nb.notebook("local", "up").await;
     let pid_of = |name: &str| -> i64 {
         let state: Value = serde_json::from_slice(
             &std::fs::read(dir.path().join(format!("data/notebooks/{name}.json"))).unwrap(),
@@ -145,10 +145,10 @@ async fn restarting_nbidle_keeps_stopped_notebooks_stopped_and_adopts_running_on
 
     // The next nbidle (stop_on_exit, so the test cleans up after itself).
     let nb = Nbidle::start(dir.path(), &nbs, NbidleOptions::default()).await;
-    let down = nb.notebook("down").await;
+    let down = nb.notebook("local", "down").await;
     assert_eq!(down["status"], "stopped");
     assert_eq!(down["stopped_by"]["trigger"], "user");
-    let up = nb.notebook("up").await;
+    let up = nb.notebook("local", "up").await;
     assert_eq!(
         up["started_at"], up_before["started_at"],
         "adopted, not started again"
@@ -173,7 +173,7 @@ async fn rest_errors_are_json() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a webhook token is not an API token");
-    assert_eq!(nb.notebook("a").await["status"], "starting");
+    assert_eq!(nb.notebook("local", "a").await["status"], "starting");
 
     let r = h
         .get(nb.api("notebooks/local/nope"))

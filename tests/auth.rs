@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const METRICS_TOKEN: &str = "metrics-token-for-tests";
 
@@ -26,12 +26,12 @@ async fn scrape_routes_answer_the_metrics_token_only_and_prometheus_sends_it() {
         &[jupyter_notebook("lab", JupyterVersion::Current)],
         NbidleOptions {
             // Relative to the config file, which is in `dir`.
-            extra_auth: "  metrics_token_file: metrics-token\n",
+            extra_auth: json!({"metrics_token_file": "metrics-token"}),
             ..Default::default()
         },
     )
     .await;
-    nb.wait_status("lab", "running", Duration::from_secs(60))
+    nb.wait_status("local", "lab", "running", Duration::from_secs(60))
         .await;
     let h = &nb.http;
 
@@ -147,7 +147,7 @@ async fn api_errors_do_not_show_server_paths() {
     let dir = tempfile::tempdir().unwrap();
     let nb = Nbidle::start(dir.path(), &[sleeper("a")], NbidleOptions::default()).await;
     assert_eq!(nb.post("notebooks/local/a/stop").await.status(), 200);
-    nb.wait_status("a", "stopped", Duration::from_secs(15))
+    nb.wait_status("local", "a", "stopped", Duration::from_secs(15))
         .await;
     // The notebook's log file becomes a directory: opening it fails.
     let log_file = dir.path().join("data/logs/a.log");

@@ -56,7 +56,7 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
     .await;
     for n in &notebooks {
         nbidle
-            .wait_status(&n.name, "running", Duration::from_secs(120))
+            .wait_status("local", &n.name, "running", Duration::from_secs(120))
             .await;
     }
 
@@ -95,7 +95,7 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
 
     for name in ["idle", "idle-old", "rest-kernel", "open-tab"] {
         let v = nbidle
-            .wait_status(name, "stopped", Duration::from_secs(120))
+            .wait_status("local", name, "stopped", Duration::from_secs(120))
             .await;
         assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{name}: {v}");
         assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle");
@@ -109,7 +109,7 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
     let last_cell = Instant::now();
     cells.terminate();
     let v = nbidle
-        .wait_status("cells", "stopped", Duration::from_secs(120))
+        .wait_status("local", "cells", "stopped", Duration::from_secs(120))
         .await;
     let lag = last_cell.elapsed();
     eprintln!(
@@ -152,7 +152,7 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
         "terminal-old",
     ] {
         assert_eq!(
-            nbidle.notebook(name).await["status"],
+            nbidle.notebook("local", name).await["status"],
             "running",
             "{name} must keep running"
         );
@@ -176,10 +176,10 @@ async fn idle_notebooks_are_stopped_and_working_ones_kept() {
         200
     );
     nbidle
-        .wait_status("idle", "running", Duration::from_secs(60))
+        .wait_status("local", "idle", "running", Duration::from_secs(60))
         .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(nbidle.notebook("idle").await["status"], "running");
+    assert_eq!(nbidle.notebook("local", "idle").await["status"], "running");
     assert_eq!(
         nbidle
             .metric("nbidle_stops_total{result=\"error\",trigger=\"idle-alert\"}")

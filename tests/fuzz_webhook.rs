@@ -453,7 +453,7 @@ fn alert() -> impl Strategy<Value = Value> {
         prop::collection::btree_map(interesting_string(), interesting_string(), 0..3),
     )
         .prop_map(|(status, ns, nb, action, name, starts, extra)| {
-            let mut a = common::idle_alert_in("local", "a", &starts);
+            let mut a = common::idle_alert("local", "a", &starts);
             a["status"] = json!(status);
             let labels = a["labels"].as_object_mut().unwrap();
             for (k, v) in extra {

@@ -138,7 +138,7 @@ async fn a_half_sent_body_times_out_with_408() {
         .expect("half body ended by the body read timeout");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
-    assert_ne!(nb.notebook("nb").await["status"], "stopped");
+    assert_ne!(nb.notebook("local", "nb").await["status"], "stopped");
     api_answers(&nb).await;
 }
 

@@ -160,7 +160,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
 
     // The watch lists exactly the configured namespaces.
     let v = nbidle
-        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "running", Duration::from_secs(30))
         .await;
     assert_eq!(v["owner"], "ada@example.com");
     assert_eq!(v["idle_after_seconds"], 1800);
@@ -196,9 +196,9 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     );
 
     // Per-notebook policy from annotations, bounded by the admin.
-    let long = nbidle.notebook_in("team-b", "long").await;
+    let long = nbidle.notebook("team-b", "long").await;
     assert_eq!(long["idle_after_seconds"], 7200);
-    let typo = nbidle.notebook_in("team-b", "typo").await;
+    let typo = nbidle.notebook("team-b", "typo").await;
     assert_eq!(typo["autostop"], false, "{typo}");
     assert!(
         typo["message"]
@@ -207,10 +207,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
             .contains("nbidle.io/idle-after"),
         "{typo}"
     );
-    assert_eq!(
-        nbidle.notebook_in("team-a", "keep").await["autostop"],
-        false
-    );
+    assert_eq!(nbidle.notebook("team-a", "keep").await["autostop"], false);
 
     // A user's stop: Kubeflow's annotation plus nbidle's record; an Event.
     let r = nbidle.post("notebooks/team-a/nb1/stop").await;
@@ -227,7 +224,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     );
     set_ready(&cp, "team-a", "nb1", 0); // Kubeflow's controller scaled to 0
     let v = nbidle
-        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "stopped", Duration::from_secs(30))
         .await;
     assert_eq!(v["stopped_by"]["trigger"], "user");
     // Stopping again changes nothing.
@@ -264,23 +261,19 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     assert!(ann["nbidle.io/started-at"].is_string());
     set_ready(&cp, "team-a", "nb1", 1);
     nbidle
-        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "running", Duration::from_secs(30))
         .await;
 
     // An alert about the notebook's previous life is stale.
-    let old = payload(vec![idle_alert_in(
-        "team-a",
-        "nb1",
-        &rfc3339_from_now(-3600),
-    )]);
+    let old = payload(vec![idle_alert("team-a", "nb1", &rfc3339_from_now(-3600))]);
     let r: Value = nbidle.webhook(&old).await.json().await.unwrap();
     assert_eq!(r["alerts"][0]["decision"], "stale", "{r}");
     // An opted-out notebook is kept.
-    let keep = payload(vec![idle_alert_in("team-a", "keep", &rfc3339_from_now(-5))]);
+    let keep = payload(vec![idle_alert("team-a", "keep", &rfc3339_from_now(-5))]);
     let r: Value = nbidle.webhook(&keep).await.json().await.unwrap();
     assert_eq!(r["alerts"][0]["decision"], "opted_out", "{r}");
     // A current one stops it and says which alert did.
-    let now = payload(vec![idle_alert_in("team-a", "nb1", &rfc3339_from_now(2))]);
+    let now = payload(vec![idle_alert("team-a", "nb1", &rfc3339_from_now(2))]);
     let r: Value = nbidle.webhook(&now).await.json().await.unwrap();
     assert_eq!(r["alerts"][0]["decision"], "stopped", "{r}");
     let ann =
@@ -317,7 +310,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     // again, removing only its own annotation.
     set_ready(&cp, "team-a", "nb1", 0);
     nbidle
-        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "stopped", Duration::from_secs(30))
         .await;
     let r = cp.call_patch(
         &format!("{NB_API}/team-a/notebooks/nb1"),
@@ -326,11 +319,11 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     assert_eq!(r.status, 200, "{}", r.body);
     // While its pod is not ready, no idle alert stops it...
     let v = nbidle
-        .wait_status_in("team-a", "nb1", "starting", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "starting", Duration::from_secs(30))
         .await;
     assert_eq!(v["stopped_by"], Value::Null);
     let r: Value = nbidle
-        .webhook(&payload(vec![idle_alert_in(
+        .webhook(&payload(vec![idle_alert(
             "team-a",
             "nb1",
             &rfc3339_from_now(2),
@@ -344,11 +337,11 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     // stop is about its previous life, though nbidle did not start it.
     set_ready(&cp, "team-a", "nb1", 1);
     nbidle
-        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "running", Duration::from_secs(30))
         .await;
     let before_stop = second_before(ann["nbidle.io/stopped-at"].as_str().unwrap());
     let r: Value = nbidle
-        .webhook(&payload(vec![idle_alert_in("team-a", "nb1", &before_stop)]))
+        .webhook(&payload(vec![idle_alert("team-a", "nb1", &before_stop)]))
         .await
         .json()
         .await
@@ -362,7 +355,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
     assert_eq!(r.status, 200);
     set_ready(&cp, "team-a", "nb1", 0);
     let v = nbidle
-        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "stopped", Duration::from_secs(30))
         .await;
     assert_eq!(v["stopped_by"], Value::Null, "{v}");
     assert_eq!(v["stopped_at"], "2030-01-01T00:00:00Z");
@@ -397,7 +390,7 @@ async fn two_replicas_and_duplicate_alerts_stop_a_notebook_once() {
     let a = start_nbidle(dir.path(), "nbidle-a", &kubeconfig, KUBEFLOW, &["team-a"]).await;
     let b = start_nbidle(dir.path(), "nbidle-b", &kubeconfig, KUBEFLOW, &["team-a"]).await;
     for n in [&a, &b] {
-        n.wait_status_in("team-a", "nb4", "running", Duration::from_secs(30))
+        n.wait_status("team-a", "nb4", "running", Duration::from_secs(30))
             .await;
     }
 
@@ -431,7 +424,7 @@ async fn two_replicas_and_duplicate_alerts_stop_a_notebook_once() {
 
     // Both replicas get the same notification, three times each, at once.
     let alerts: Vec<Value> = (0..5)
-        .map(|i| idle_alert_in("team-a", &format!("nb{i}"), &rfc3339_from_now(2)))
+        .map(|i| idle_alert("team-a", &format!("nb{i}"), &rfc3339_from_now(2)))
         .collect();
     let body = payload(alerts);
     let sends = (0..6).map(|i| {
@@ -523,7 +516,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
     let kubeconfig = cp.kubeconfig(dir.path(), None);
     let nbidle = start_nbidle(dir.path(), "nbidle", &kubeconfig, STATEFULSET, &[]).await;
     nbidle
-        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .wait_status("lab", "jupyter", "running", Duration::from_secs(30))
         .await;
     // Only the selected StatefulSets are notebooks.
     assert_eq!(
@@ -531,7 +524,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
         404
     );
     // One whose claims would be deleted by a scale-down is never stopped.
-    let fragile = nbidle.notebook_in("lab", "fragile").await;
+    let fragile = nbidle.notebook("lab", "fragile").await;
     assert_eq!(fragile["autostop"], false);
     let r = nbidle.post("notebooks/lab/fragile/stop").await;
     assert_eq!(r.status(), 400);
@@ -545,7 +538,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
     );
 
     let r = nbidle
-        .webhook(&payload(vec![idle_alert_in(
+        .webhook(&payload(vec![idle_alert(
             "lab",
             "jupyter",
             &rfc3339_from_now(2),
@@ -569,7 +562,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
     );
     set_sts_status(&cp, "lab", "jupyter", 0);
     let v = nbidle
-        .wait_status_in("lab", "jupyter", "stopped", Duration::from_secs(30))
+        .wait_status("lab", "jupyter", "stopped", Duration::from_secs(30))
         .await;
     assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle");
     assert_eq!(
@@ -595,7 +588,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
         .is_none());
     set_sts_status(&cp, "lab", "jupyter", 2);
     nbidle
-        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .wait_status("lab", "jupyter", "running", Duration::from_secs(30))
         .await;
     let reasons: Vec<Value> = cp
         .events("lab", "jupyter")
@@ -636,7 +629,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
     assert_eq!(r.status, 200, "{}", r.body);
     set_sts_status(&cp, "lab", "jupyter", 1);
     let v = nbidle
-        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .wait_status("lab", "jupyter", "running", Duration::from_secs(30))
         .await;
     assert!(
         v["started_at"].as_str().unwrap() >= stopped_at.as_str(),
@@ -644,11 +637,7 @@ async fn statefulsets_scale_to_zero_and_back_to_their_replicas() {
     );
     let before_stop = second_before(&stopped_at);
     let r: Value = nbidle
-        .webhook(&payload(vec![idle_alert_in(
-            "lab",
-            "jupyter",
-            &before_stop,
-        )]))
+        .webhook(&payload(vec![idle_alert("lab", "jupyter", &before_stop)]))
         .await
         .json()
         .await
@@ -687,12 +676,12 @@ async fn deploy_rbac_allows_what_the_backends_do_and_nothing_more() {
     let kubeconfig = cp.kubeconfig(dir.path(), Some(SA));
     let nbidle = start_nbidle(dir.path(), "nbidle", &kubeconfig, KUBEFLOW, &[]).await;
     nbidle
-        .wait_status_in("team-a", "nb1", "running", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "running", Duration::from_secs(30))
         .await;
     assert_eq!(nbidle.post("notebooks/team-a/nb1/stop").await.status(), 200);
     set_ready(&cp, "team-a", "nb1", 0);
     nbidle
-        .wait_status_in("team-a", "nb1", "stopped", Duration::from_secs(30))
+        .wait_status("team-a", "nb1", "stopped", Duration::from_secs(30))
         .await;
     assert_eq!(
         nbidle.post("notebooks/team-a/nb1/start").await.status(),
@@ -745,7 +734,7 @@ async fn deploy_rbac_allows_what_the_backends_do_and_nothing_more() {
     set_sts_status(&cp, "lab", "jupyter", 1);
     let nbidle = start_nbidle(dir.path(), "nbidle-sts", &kubeconfig, STATEFULSET, &[]).await;
     nbidle
-        .wait_status_in("lab", "jupyter", "running", Duration::from_secs(30))
+        .wait_status("lab", "jupyter", "running", Duration::from_secs(30))
         .await;
     assert_eq!(
         nbidle.post("notebooks/lab/jupyter/stop").await.status(),
@@ -1026,14 +1015,11 @@ async fn after_an_api_server_outage_changes_are_seen_within_seconds() {
     .await;
     assert_eq!(nbidle.metric(WATCH_UP).await, 0.0);
     // The last known state is still served...
-    assert_eq!(
-        nbidle.notebook_in("team-a", "nb-1").await["status"],
-        "running"
-    );
+    assert_eq!(nbidle.notebook("team-a", "nb-1").await["status"], "running");
     // ...but an alert for a notebook it does not know may be for one created
     // meanwhile: 503, so Alertmanager delivers again, not 200 "unknown".
     let r = nbidle
-        .webhook(&payload(vec![idle_alert_in(
+        .webhook(&payload(vec![idle_alert(
             "team-a",
             "nb-new",
             &rfc3339_from_now(-3600),
@@ -1085,7 +1071,7 @@ async fn a_frozen_api_server_gets_5xx_answers_within_the_request_timeout() {
         .build()
         .unwrap();
     let started = std::time::Instant::now();
-    let alert = payload(vec![idle_alert_in(
+    let alert = payload(vec![idle_alert(
         "team-a",
         "nb-1",
         // After the notebook's start: not a stale alert.

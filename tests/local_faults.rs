@@ -111,9 +111,9 @@ async fn a_second_serve_on_the_same_data_dir_exits_naming_the_holder_and_touches
         format!("test -e {} && exec sleep 3600; exit 3", go.display()),
     );
     let nb = Nbidle::start(dir.path(), &[sleeper("a"), flaky], NbidleOptions::default()).await;
-    nb.wait_status("flaky", "failed", Duration::from_secs(15))
+    nb.wait_status("local", "flaky", "failed", Duration::from_secs(15))
         .await;
-    let a_before = nb.notebook("a").await;
+    let a_before = nb.notebook("local", "a").await;
     let a_pid = recorded_pid(dir.path(), "a").expect("a's pid recorded");
     std::fs::write(&go, "").unwrap();
 
@@ -148,8 +148,8 @@ async fn a_second_serve_on_the_same_data_dir_exits_naming_the_holder_and_touches
     assert_eq!(recorded_pid(dir.path(), "a"), Some(a_pid));
     assert_eq!(notebook_pids(dir.path(), "a"), vec![a_pid as i32]);
     assert_eq!(notebook_pids(dir.path(), "flaky"), Vec::<i32>::new());
-    assert_eq!(nb.notebook("a").await, a_before);
-    assert_eq!(nb.notebook("flaky").await["status"], "failed");
+    assert_eq!(nb.notebook("local", "a").await, a_before);
+    assert_eq!(nb.notebook("local", "flaky").await["status"], "failed");
     let lock = std::fs::read_to_string(data_dir.join("lock")).unwrap();
     assert_eq!(
         lock.trim(),
@@ -198,7 +198,7 @@ async fn each_corrupt_state_file_makes_only_its_notebook_unknown() {
     let nb = Nbidle::start(dir.path(), &specs, NbidleOptions::default()).await;
 
     for (name, _, reason) in &corrupt {
-        let v = nb.notebook(name).await;
+        let v = nb.notebook("local", name).await;
         assert_eq!(v["status"], "unknown", "{name}: {v}");
         let msg = v["message"].as_str().unwrap_or_default();
         assert!(msg.contains(reason), "{name}: the reason: {msg}");
@@ -237,18 +237,18 @@ async fn each_corrupt_state_file_makes_only_its_notebook_unknown() {
     // Every other notebook is served: the webhook stops one, the API lists all.
     assert_eq!(notebook_pids(dir.path(), "healthy").len(), 1);
     let alerts = vec![
-        idle_alert("healthy", &rfc3339_from_now(60)),
-        idle_alert("garbage", &rfc3339_from_now(60)),
+        idle_alert("local", "healthy", &rfc3339_from_now(60)),
+        idle_alert("local", "garbage", &rfc3339_from_now(60)),
     ];
     let r = nb.webhook(&payload(alerts)).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["stopped"], 1, "{v}");
     assert_eq!(v["alerts"][1]["decision"], "not_running", "{v}");
-    nb.wait_status("healthy", "stopped", Duration::from_secs(10))
+    nb.wait_status("local", "healthy", "stopped", Duration::from_secs(10))
         .await;
-    assert_eq!(nb.notebook("other").await["status"], "starting");
-    assert_eq!(nb.notebook("garbage").await["status"], "unknown");
+    assert_eq!(nb.notebook("local", "other").await["status"], "starting");
+    assert_eq!(nb.notebook("local", "garbage").await["status"], "unknown");
     let list: Value = nb
         .http
         .get(nb.api("notebooks"))
@@ -277,7 +277,7 @@ async fn a_corrupt_notebook_is_not_started_by_the_api_and_a_stop_recovers_it() {
     let mut orphan = KillOnDrop(orphan.spawn().unwrap());
     let nb = Nbidle::start(dir.path(), &[sleeper("lost")], NbidleOptions::default()).await;
 
-    let v = nb.notebook("lost").await;
+    let v = nb.notebook("local", "lost").await;
     assert_eq!(v["status"], "unknown");
     let msg = v["message"].as_str().unwrap();
     assert!(
@@ -303,7 +303,7 @@ async fn a_corrupt_notebook_is_not_started_by_the_api_and_a_stop_recovers_it() {
     // A stop records it stopped and ends the process it finds.
     let r = nb.post("notebooks/local/lost/stop").await;
     assert_eq!(r.status(), 200);
-    nb.wait_status("lost", "stopped", Duration::from_secs(10))
+    nb.wait_status("local", "lost", "stopped", Duration::from_secs(10))
         .await;
     assert!(
         orphan.0.wait().unwrap().code().is_none(),
@@ -316,7 +316,7 @@ async fn a_corrupt_notebook_is_not_started_by_the_api_and_a_stop_recovers_it() {
     // Now a start is an ordinary start.
     let r = nb.post("notebooks/local/lost/start").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(nb.notebook("lost").await["status"], "starting");
+    assert_eq!(nb.notebook("local", "lost").await["status"], "starting");
     assert_eq!(notebook_pids(dir.path(), "lost").len(), 1);
 }
 
@@ -331,12 +331,12 @@ async fn a_failed_api_start_is_recorded_failed_with_its_reason() {
     };
     let nb = Nbidle::start(dir.path(), &[broken], NbidleOptions::default()).await;
     assert_eq!(nb.post("notebooks/local/broken/stop").await.status(), 200);
-    nb.wait_status("broken", "stopped", Duration::from_secs(10))
+    nb.wait_status("local", "broken", "stopped", Duration::from_secs(10))
         .await;
 
     let r = nb.post("notebooks/local/broken/start").await;
     assert_eq!(r.status(), 500);
-    let v = nb.notebook("broken").await;
+    let v = nb.notebook("local", "broken").await;
     assert_eq!(v["status"], "failed", "{v}");
     let msg = v["message"].as_str().unwrap_or_default();
     assert!(msg.contains("/nonexistent/jupyter"), "the reason: {msg}");

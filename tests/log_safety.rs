@@ -27,7 +27,7 @@ async fn start(dir: &std::path::Path) -> Nbidle {
 }
 
 fn alert_named(notebook: &str, alertname: &str) -> serde_json::Value {
-    let mut a = idle_alert("x", &rfc3339_from_now(-60));
+    let mut a = idle_alert("local", "x", &rfc3339_from_now(-60));
     a["labels"]["notebook"] = json!(notebook);
     a["labels"]["alertname"] = json!(alertname);
     a
@@ -66,7 +66,7 @@ fn one_line(log: &str, marker: &str, event: &str) -> String {
 async fn hostile_labels_are_logged_one_escaped_capped_line_per_event() {
     let dir = tempfile::tempdir().unwrap();
     let nb = start(dir.path()).await;
-    nb.wait_status("demo", "starting", Duration::from_secs(5))
+    nb.wait_status("local", "demo", "starting", Duration::from_secs(5))
         .await;
     let forged_ts = "2030-01-01T00:00:00.000000Z";
     let forged = format!(
@@ -93,9 +93,9 @@ async fn hostile_labels_are_logged_one_escaped_capped_line_per_event() {
     }
     // Rejected payloads whose error quotes the input: a label key with a
     // forged line (in the error's field path) and a megabyte status.
-    let mut bad_key = idle_alert("demo", &rfc3339_from_now(-60));
+    let mut bad_key = idle_alert("local", "demo", &rfc3339_from_now(-60));
     bad_key["labels"][format!("k MARK-KEY{forged}")] = json!(7);
-    let mut bad_status = idle_alert("demo", &rfc3339_from_now(-60));
+    let mut bad_status = idle_alert("local", "demo", &rfc3339_from_now(-60));
     bad_status["status"] = json!(format!("MARK-STATUS{}", "y".repeat(huge)));
     for alert in [bad_key, bad_status] {
         let r = nb.webhook(&payload(vec![alert])).await;
@@ -151,7 +151,7 @@ async fn hostile_labels_are_logged_one_escaped_capped_line_per_event() {
         "the whole log is {} bytes after five requests",
         log.len()
     );
-    assert_ne!(nb.notebook("demo").await["status"], "stopped");
+    assert_ne!(nb.notebook("local", "demo").await["status"], "stopped");
 }
 
 /// The `suppressed=N` counts reported in the log.
@@ -173,7 +173,7 @@ async fn a_flood_of_rejected_payloads_writes_a_bounded_log_and_counts_the_rest()
     let rejected = "rejected webhook payload";
     let url = format!("{}/webhook/alertmanager", nb.url);
     // About 2 KiB of input that the parser's error quotes back.
-    let mut alert = idle_alert("demo", &rfc3339_from_now(-60));
+    let mut alert = idle_alert("local", "demo", &rfc3339_from_now(-60));
     alert["status"] = json!(format!("burning-{}", "z".repeat(2000)));
     let body = serde_json::to_vec(&payload(vec![alert])).unwrap();
     let send = |body: Vec<u8>| {

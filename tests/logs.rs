@@ -276,7 +276,7 @@ async fn the_shipped_deployment_logs_events_not_rounds_as_json_without_colour() 
         .await
         .status()
         .is_success());
-    nb.wait_status("second", "stopped", Duration::from_secs(20))
+    nb.wait_status("local", "second", "stopped", Duration::from_secs(20))
         .await;
     let log = eventually("the stop's line", Duration::from_secs(5), || async {
         let log = nb.log();

@@ -166,8 +166,13 @@ async fn alertmanager_delivers_and_prometheus_scrapes_over_tls() {
     .unwrap();
 
     let port = free_port();
-    let yaml = Nbidle::config_yaml(port, d, &[sleeper("nb")], &NbidleOptions::default());
-    let mut doc: Yaml = serde_yaml::from_str(&yaml).unwrap();
+    let mut doc: Yaml = serde_yaml::to_value(nbidle_config(
+        port,
+        d,
+        &[sleeper("nb")],
+        &NbidleOptions::default(),
+    ))
+    .unwrap();
     set(
         &mut doc,
         "server",

@@ -16,7 +16,8 @@ async fn stack(dir: &std::path::Path, opts: NbidleOptions) -> Nbidle {
     let nb = Nbidle::start(dir, &nbs, opts).await;
     for n in ["a", "b", "c", "keep"] {
         // sleep never answers HTTP, so the local backend reports it starting.
-        nb.wait_status(n, "starting", Duration::from_secs(5)).await;
+        nb.wait_status("local", n, "starting", Duration::from_secs(5))
+            .await;
     }
     nb
 }
@@ -29,7 +30,7 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
 #[tokio::test]
 async fn webhook_auth_is_required() {
     let dir = tempfile::tempdir().unwrap();
-    let basic = "  webhook_basic_auth: {username: alertmanager, password: pw}\n";
+    let basic = json!({"webhook_basic_auth": {"username": "alertmanager", "password": "pw"}});
     let nb = stack(
         dir.path(),
         NbidleOptions {
@@ -39,7 +40,7 @@ async fn webhook_auth_is_required() {
     )
     .await;
     let url = format!("{}/webhook/alertmanager", nb.url);
-    let body = payload(vec![idle_alert("a", &rfc3339_from_now(60))]);
+    let body = payload(vec![idle_alert("local", "a", &rfc3339_from_now(60))]);
 
     let none = nb.http.post(&url).json(&body).send().await.unwrap();
     let (code, v) = json_of(none).await;
@@ -77,7 +78,7 @@ async fn webhook_auth_is_required() {
         .unwrap();
     assert_eq!(bad_basic.status(), 401);
     assert_eq!(
-        nb.notebook("a").await["status"],
+        nb.notebook("local", "a").await["status"],
         "starting",
         "nothing stopped by unauthenticated calls"
     );
@@ -105,7 +106,7 @@ async fn bad_payloads_get_400_naming_the_field_and_stop_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let nb = stack(dir.path(), NbidleOptions::default()).await;
     let url = format!("{}/webhook/alertmanager", nb.url);
-    let good = idle_alert("a", &rfc3339_from_now(60));
+    let good = idle_alert("local", "a", &rfc3339_from_now(60));
 
     let mut bad_time = good.clone();
     bad_time["startsAt"] = json!("yesterday");
@@ -156,7 +157,7 @@ async fn bad_payloads_get_400_naming_the_field_and_stop_nothing() {
 
     for n in ["a", "b", "c"] {
         assert_eq!(
-            nb.notebook(n).await["status"],
+            nb.notebook("local", n).await["status"],
             "starting",
             "{n} must not be stopped"
         );
@@ -178,19 +179,19 @@ async fn decisions_resolved_unknown_foreign_optout_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let nb = stack(dir.path(), NbidleOptions::default()).await;
     let later = rfc3339_from_now(60);
-    let mut resolved = idle_alert("b", &later);
+    let mut resolved = idle_alert("local", "b", &later);
     resolved["status"] = json!("resolved");
-    let mut foreign = idle_alert("c", &later);
+    let mut foreign = idle_alert("local", "c", &later);
     foreign["labels"]
         .as_object_mut()
         .unwrap()
         .remove("nbidle_action");
     let body = payload(vec![
-        idle_alert("a", &later),
+        idle_alert("local", "a", &later),
         resolved,
         foreign,
-        idle_alert("ghost", &later),
-        idle_alert("keep", &later),
+        idle_alert("local", "ghost", &later),
+        idle_alert("local", "keep", &later),
     ]);
     let (code, v) = json_of(nb.webhook(&body).await).await;
     assert_eq!(code, 200, "{v}");
@@ -212,13 +213,13 @@ async fn decisions_resolved_unknown_foreign_optout_and_stop() {
     );
 
     let a = nb
-        .wait_status("a", "stopped", Duration::from_secs(10))
+        .wait_status("local", "a", "stopped", Duration::from_secs(10))
         .await;
     assert_eq!(a["stopped_by"]["trigger"], "idle-alert");
     assert_eq!(a["stopped_by"]["alertname"], "NotebookIdle");
     for n in ["b", "c", "keep"] {
         assert_eq!(
-            nb.notebook(n).await["status"],
+            nb.notebook("local", n).await["status"],
             "starting",
             "{n} must keep running"
         );
@@ -238,7 +239,7 @@ async fn decisions_resolved_unknown_foreign_optout_and_stop() {
 async fn duplicate_deliveries_stop_once() {
     let dir = tempfile::tempdir().unwrap();
     let nb = stack(dir.path(), NbidleOptions::default()).await;
-    let body = payload(vec![idle_alert("a", &rfc3339_from_now(60))]);
+    let body = payload(vec![idle_alert("local", "a", &rfc3339_from_now(60))]);
     // Two Alertmanager replicas and a retry, at the same time.
     let sends = (0..6).map(|_| nb.webhook(&body));
     let responses = futures_util::future::join_all(sends).await;
@@ -249,7 +250,7 @@ async fn duplicate_deliveries_stop_once() {
         stopped += v["stopped"].as_u64().unwrap();
     }
     assert_eq!(stopped, 1, "exactly one delivery stops the notebook");
-    nb.wait_status("a", "stopped", Duration::from_secs(10))
+    nb.wait_status("local", "a", "stopped", Duration::from_secs(10))
         .await;
     // And once more after it is down.
     let (_, v) = json_of(nb.webhook(&body).await).await;
@@ -268,21 +269,25 @@ async fn an_alert_older_than_the_last_start_is_ignored() {
     // The alert began before the notebook was (re)started by hand.
     let before_start = rfc3339_from_now(-120);
     assert_eq!(nb.post("notebooks/local/a/stop").await.status(), 200);
-    nb.wait_status("a", "stopped", Duration::from_secs(10))
+    nb.wait_status("local", "a", "stopped", Duration::from_secs(10))
         .await;
     assert_eq!(nb.post("notebooks/local/a/start").await.status(), 200);
     let (code, v) = json_of(
-        nb.webhook(&payload(vec![idle_alert("a", &before_start)]))
+        nb.webhook(&payload(vec![idle_alert("local", "a", &before_start)]))
             .await,
     )
     .await;
     assert_eq!(code, 200);
     assert_eq!(v["alerts"][0]["decision"], "stale");
-    assert_eq!(nb.notebook("a").await["status"], "starting");
+    assert_eq!(nb.notebook("local", "a").await["status"], "starting");
     // An alert that began after the start does stop it.
     let (_, v) = json_of(
-        nb.webhook(&payload(vec![idle_alert("a", &rfc3339_from_now(1))]))
-            .await,
+        nb.webhook(&payload(vec![idle_alert(
+            "local",
+            "a",
+            &rfc3339_from_now(1),
+        )]))
+        .await,
     )
     .await;
     assert_eq!(v["alerts"][0]["decision"], "stopped");
@@ -300,13 +305,17 @@ async fn dry_run_stops_nothing_and_counts() {
     )
     .await;
     let (code, v) = json_of(
-        nb.webhook(&payload(vec![idle_alert("a", &rfc3339_from_now(60))]))
-            .await,
+        nb.webhook(&payload(vec![idle_alert(
+            "local",
+            "a",
+            &rfc3339_from_now(60),
+        )]))
+        .await,
     )
     .await;
     assert_eq!(code, 200);
     assert_eq!(v["alerts"][0]["decision"], "dry_run");
-    assert_eq!(nb.notebook("a").await["status"], "starting");
+    assert_eq!(nb.notebook("local", "a").await["status"], "starting");
     assert_eq!(
         nb.metric("nbidle_alert_decisions_total{decision=\"dry_run\"}")
             .await,
@@ -323,15 +332,15 @@ async fn a_failed_stop_is_5xx_and_the_retry_stops_once() {
     let blocker = dir.path().join("data/notebooks/a.json.tmp");
     std::fs::create_dir_all(&blocker).unwrap();
     let body = payload(vec![
-        idle_alert("a", &rfc3339_from_now(60)),
-        idle_alert("b", &rfc3339_from_now(60)),
+        idle_alert("local", "a", &rfc3339_from_now(60)),
+        idle_alert("local", "b", &rfc3339_from_now(60)),
     ]);
     let (code, v) = json_of(nb.webhook(&body).await).await;
     assert_eq!(code, 500, "Alertmanager retries 5xx: {v}");
     assert_eq!(v["alerts"][0]["decision"], "failed");
     assert_eq!(v["alerts"][1]["decision"], "stopped");
     assert_eq!(
-        nb.notebook("a").await["status"],
+        nb.notebook("local", "a").await["status"],
         "starting",
         "a failed stop changes nothing"
     );

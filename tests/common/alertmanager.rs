@@ -1,0 +1,53 @@
+//! A real Alertmanager with nbidle's generated config.
+#![allow(
+    dead_code,
+    reason = "each test binary compiles tests/common whole and uses a part of it"
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::proc::{free_port, tool, wait_ready, Proc};
+use super::serve::nbidle_cli;
+
+pub struct Alertmanager {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Alertmanager {
+    pub async fn start(dir: &Path, nbidle_config: &Path) -> Alertmanager {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(
+            &cfg,
+            nbidle_cli(&[
+                "manifests",
+                "alertmanager",
+                "--config",
+                nbidle_config.to_str().unwrap(),
+            ]),
+        )
+        .unwrap();
+        let port = free_port();
+        let bin = tool(&["prometheus-alertmanager", "alertmanager"]);
+        let proc = Proc::spawn(
+            "alertmanager",
+            Command::new(bin)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // No cluster: a single instance on loopback.
+                .arg("--cluster.listen-address="),
+            &dir.join("alertmanager.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            "alertmanager ready",
+            &format!("{url}/-/ready"),
+            Duration::from_secs(30),
+        )
+        .await;
+        Alertmanager { proc, url }
+    }
+}
