@@ -15,7 +15,7 @@ use crate::backend::{started_since, Backend, StopOutcome, StopRequest};
 use crate::error::Error;
 use crate::exporter::{Exporter, NotebookFacts};
 use crate::logsafe::{Escaped, BACKEND_UNAVAILABLE, UNKNOWN_NOTEBOOK};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics, Outcome, Trigger};
 use crate::notebook::{NotebookId, StopCause, Timestamp};
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
@@ -117,10 +117,7 @@ pub async fn handle(
     metrics: &Metrics,
 ) -> Vec<AlertResult> {
     for a in &payload.alerts {
-        metrics
-            .alerts_received
-            .with_label_values(&[a.status.as_str()])
-            .inc();
+        metrics.alert_received(a.status);
     }
     // Indices, not `&Alert` items: a closure taking a borrowed item makes
     // the future's Send-ness depend on a higher-ranked lifetime that rustc
@@ -139,10 +136,7 @@ pub async fn handle(
         .collect()
         .await;
     for r in &results {
-        metrics
-            .alert_decisions
-            .with_label_values(&[r.decision.label()])
-            .inc();
+        metrics.alert_decided(r.decision.label());
         let nb = r
             .notebook
             .as_ref()
@@ -200,7 +194,7 @@ async fn decide_one(
         Err(Error::NotFound(_)) => return Decision::UnknownNotebook,
         Err(Error::Unavailable(m)) => return Decision::Unavailable(m),
         Err(e) => {
-            metrics.error("backend");
+            metrics.error(ErrorKind::Backend);
             return Decision::Failed(e.to_string());
         }
     };
@@ -235,10 +229,7 @@ async fn decide_one(
     };
     match backend.stop(&id, req).await {
         Ok(StopOutcome::Stopped(_)) => {
-            metrics
-                .stops
-                .with_label_values(&["idle-alert", "success"])
-                .inc();
+            metrics.stop(Trigger::IdleAlert, Outcome::Success);
             Decision::Stopped
         }
         Ok(StopOutcome::AlreadyStopped(_)) => Decision::AlreadyStopped,
@@ -248,11 +239,8 @@ async fn decide_one(
         Err(Error::NotFound(_)) => Decision::UnknownNotebook,
         Err(Error::Unavailable(m)) => Decision::Unavailable(m),
         Err(e) => {
-            metrics
-                .stops
-                .with_label_values(&["idle-alert", "error"])
-                .inc();
-            metrics.error("backend");
+            metrics.stop(Trigger::IdleAlert, Outcome::Error);
+            metrics.error(ErrorKind::Backend);
             Decision::Failed(e.to_string())
         }
     }

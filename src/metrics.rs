@@ -8,7 +8,73 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::alerts::AlertStatus;
 use crate::notebook::{NotebookState, Status};
+
+/// Declares a label enum: its variants, their label values on the wire and
+/// `ALL`, from which series are pre-created and the docs are checked.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value, as dashboards and alerts match it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value,)+
+                }
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// The `kind` label of `nbidle_errors_total`.
+    ErrorKind {
+        /// Wrong or missing webhook credentials.
+        WebhookAuth => "webhook_auth",
+        /// A webhook payload that is not a valid Alertmanager payload.
+        WebhookPayload => "webhook_payload",
+        /// Wrong or missing API token.
+        ApiAuth => "api_auth",
+        /// An API token used outside its namespaces.
+        ApiForbidden => "api_forbidden",
+        /// An API request the backend refused (not found, invalid).
+        ApiRequest => "api_request",
+        /// Wrong or missing token on `/metrics`, `/metrics/notebooks`, `/sd/notebooks`.
+        MetricsAuth => "metrics_auth",
+        /// A backend failure (every server-side error is counted here).
+        Backend => "backend",
+        /// Accepting a connection failed.
+        Accept => "accept",
+        /// A TLS handshake failed or timed out.
+        TlsHandshake => "tls_handshake",
+    }
+}
+
+label_enum! {
+    /// The `trigger` label of `nbidle_stops_total` and `nbidle_starts_total`.
+    Trigger {
+        /// Through the REST API.
+        User => "user",
+        /// A firing idle alert on the webhook.
+        IdleAlert => "idle-alert",
+    }
+}
+
+label_enum! {
+    /// The `result` label of `nbidle_stops_total` and `nbidle_starts_total`.
+    Outcome {
+        Success => "success",
+        Error => "error",
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -16,16 +82,15 @@ pub struct Metrics {
     pub alerts_received: IntCounterVec,
     /// What was decided for each alert (see `decide::Decision::label`).
     pub alert_decisions: IntCounterVec,
-    /// Stops by trigger (user|idle-alert) and result (success|error).
+    /// Stops by [`Trigger`] and [`Outcome`].
     pub stops: IntCounterVec,
-    /// Starts by trigger (user) and result.
+    /// Starts by [`Trigger`] (user) and [`Outcome`].
     pub starts: IntCounterVec,
     /// Webhook request handling time, by response code class.
     pub webhook_duration: HistogramVec,
     /// Notebooks by status; refreshed at every scrape.
     pub notebooks: IntGaugeVec,
-    /// Errors by kind (webhook_auth, webhook_payload, api_auth, api_request,
-    /// backend, accept, tls_handshake).
+    /// Errors by kind ([`ErrorKind`]).
     pub errors: IntCounterVec,
     /// Open HTTP connections.
     pub connections_open: IntGauge,
@@ -220,16 +285,17 @@ impl Metrics {
             registry.register(m).expect("metric registered once");
         }
         // Pre-create the series so dashboards show zeros, not gaps.
-        for s in ["firing", "resolved"] {
-            alerts_received.with_label_values(&[s]);
+        for s in [AlertStatus::Firing, AlertStatus::Resolved] {
+            alerts_received.with_label_values(&[s.as_str()]);
         }
-        for t in ["user", "idle-alert"] {
-            for r in ["success", "error"] {
-                stops.with_label_values(&[t, r]);
+        for t in Trigger::ALL {
+            for r in Outcome::ALL {
+                stops.with_label_values(&[t.as_str(), r.as_str()]);
             }
         }
-        for r in ["success", "error"] {
-            starts.with_label_values(&["user", r]);
+        // Starts come only from users.
+        for r in Outcome::ALL {
+            starts.with_label_values(&[Trigger::User.as_str(), r.as_str()]);
         }
         for l in crate::logsafe::LIMITS {
             log_lines_suppressed.with_label_values(&[l.kind()]);
@@ -265,8 +331,38 @@ impl Metrics {
         }
     }
 
-    pub fn error(&self, kind: &str) {
-        self.errors.with_label_values(&[kind]).inc();
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    pub fn stop(&self, trigger: Trigger, outcome: Outcome) {
+        self.stops
+            .with_label_values(&[trigger.as_str(), outcome.as_str()])
+            .inc();
+    }
+
+    pub fn start(&self, trigger: Trigger, outcome: Outcome) {
+        self.starts
+            .with_label_values(&[trigger.as_str(), outcome.as_str()])
+            .inc();
+    }
+
+    pub fn alert_received(&self, status: AlertStatus) {
+        self.alerts_received
+            .with_label_values(&[status.as_str()])
+            .inc();
+    }
+
+    /// `decision` is `decide::Decision::label`'s value.
+    pub fn alert_decided(&self, decision: &'static str) {
+        self.alert_decisions.with_label_values(&[decision]).inc();
+    }
+
+    /// One webhook request answered with `code`, after `seconds`.
+    pub fn webhook_handled(&self, code: u16, seconds: f64) {
+        self.webhook_duration
+            .with_label_values(&[code_class(code)])
+            .observe(seconds);
     }
 
     /// Brings `nbidle_log_lines_suppressed_total` up to the limits' counts
@@ -294,8 +390,83 @@ impl Metrics {
     }
 }
 
+/// The `code` label of `nbidle_webhook_duration_seconds`: a status code's class.
+fn code_class(code: u16) -> &'static str {
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The label values listed in docs/architecture.md's metrics table for
+    /// `label` on `metric`'s row.
+    fn documented(metric: &str, label: &str) -> Vec<String> {
+        let doc = include_str!("../docs/architecture.md");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}` |")))
+            .unwrap_or_else(|| panic!("no row for {metric} in docs/architecture.md"));
+        let after = row
+            .split_once(&format!("`{label}` ("))
+            .unwrap_or_else(|| panic!("no values for {label} in {row}"))
+            .1;
+        let values = after.split_once(')').expect("closing parenthesis").0;
+        values.split(", ").map(str::to_string).collect()
+    }
+
+    fn values<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> Vec<String> {
+        all.iter().map(|v| as_str(*v).to_string()).collect()
+    }
+
+    #[test]
+    fn the_docs_list_every_label_value() {
+        assert_eq!(
+            documented("nbidle_errors_total", "kind"),
+            values(ErrorKind::ALL, ErrorKind::as_str)
+        );
+        assert_eq!(
+            documented("nbidle_stops_total", "trigger"),
+            values(Trigger::ALL, Trigger::as_str)
+        );
+        assert_eq!(
+            documented("nbidle_stops_total", "result"),
+            values(Outcome::ALL, Outcome::as_str)
+        );
+    }
+
+    #[test]
+    fn label_values_on_the_wire() {
+        let m = Metrics::new();
+        m.error(ErrorKind::TlsHandshake);
+        m.stop(Trigger::IdleAlert, Outcome::Error);
+        m.start(Trigger::User, Outcome::Success);
+        m.alert_received(AlertStatus::Resolved);
+        m.webhook_handled(503, 0.01);
+        let text = m.render();
+        for series in [
+            r#"nbidle_errors_total{kind="tls_handshake"} 1"#,
+            r#"nbidle_stops_total{result="error",trigger="idle-alert"} 1"#,
+            r#"nbidle_stops_total{result="success",trigger="user"} 0"#,
+            r#"nbidle_starts_total{result="success",trigger="user"} 1"#,
+            r#"nbidle_starts_total{result="error",trigger="user"} 0"#,
+            r#"nbidle_alerts_received_total{status="resolved"} 1"#,
+            r#"nbidle_alerts_received_total{status="firing"} 0"#,
+            r#"nbidle_webhook_duration_seconds_count{code="5xx"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+        }
     }
 }

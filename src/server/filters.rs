@@ -10,6 +10,7 @@ use super::body;
 use super::handlers;
 use super::models::ApiError;
 use super::App;
+use crate::metrics::ErrorKind;
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let livez = warp::path!("livez")
@@ -40,7 +41,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(authorized(
             app.clone(),
             |a| &a.webhook_credentials,
-            "webhook_auth",
+            ErrorKind::WebhookAuth,
         ))
         .and(body::bounded(app.body_limits.clone()))
         .and_then(handlers::webhook);
@@ -88,7 +89,7 @@ fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infalli
 fn authorized(
     app: Arc<App>,
     pick: fn(&App) -> &Credentials,
-    error_kind: &'static str,
+    error_kind: ErrorKind,
 ) -> impl Filter<Extract = (Arc<App>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(with_app(app))
@@ -113,7 +114,7 @@ fn scrape_authorized(
             if app.api_tokens.allows_scrape(header.as_deref()) {
                 Ok(app)
             } else {
-                app.metrics.error("metrics_auth");
+                app.metrics.error(ErrorKind::MetricsAuth);
                 Err(warp::reject::custom(ApiError::unauthorized()))
             }
         })
@@ -130,7 +131,7 @@ fn api_authorized(
             match app.api_tokens.scope(header.as_deref()) {
                 Some(scope) => Ok((app, scope)),
                 None => {
-                    app.metrics.error("api_auth");
+                    app.metrics.error(ErrorKind::ApiAuth);
                     Err(warp::reject::custom(ApiError::unauthorized()))
                 }
             }

@@ -18,6 +18,7 @@ use super::App;
 use crate::backend::{StopOutcome, StopRequest};
 use crate::decide::{self, Decision};
 use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
+use crate::metrics::{ErrorKind, Outcome, Trigger};
 use crate::notebook::{NotebookId, StopCause};
 
 pub async fn livez() -> Result<impl Reply, Infallible> {
@@ -38,7 +39,7 @@ pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
     match app.backend.list().await {
         Ok(states) => app.metrics.set_notebooks(&states),
         Err(e) => {
-            app.metrics.error("backend");
+            app.metrics.error(ErrorKind::Backend);
             tracing::warn!(error = %e, "listing notebooks for metrics");
         }
     }
@@ -71,7 +72,7 @@ pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
         .backend
         .scrape_targets()
         .await
-        .map_err(|e| reject(&app, "backend", e.into()))?;
+        .map_err(|e| reject(&app, ErrorKind::Backend, e.into()))?;
     let groups: Vec<SdTargetGroup> = targets
         .into_iter()
         .map(|t| SdTargetGroup {
@@ -91,9 +92,7 @@ pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection>
     let started = Instant::now();
     let observe = |code: StatusCode| {
         app.metrics
-            .webhook_duration
-            .with_label_values(&[&format!("{}xx", code.as_u16() / 100)])
-            .observe(started.elapsed().as_secs_f64());
+            .webhook_handled(code.as_u16(), started.elapsed().as_secs_f64());
     };
     // Before the backend's first list every notebook would look unknown and
     // its alert be dropped; 503 makes Alertmanager deliver it again.
@@ -105,7 +104,7 @@ pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection>
         Ok(p) => p,
         Err(e) => {
             observe(StatusCode::BAD_REQUEST);
-            app.metrics.error("webhook_payload");
+            app.metrics.error(ErrorKind::WebhookPayload);
             // The error quotes the payload; a client can send any number.
             if let Some(a) = REJECTED_PAYLOAD.admit() {
                 tracing::warn!(error = %Escaped(&e), suppressed = a.suppressed, "rejected webhook payload");
@@ -168,7 +167,7 @@ pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, R
         .backend
         .list()
         .await
-        .map_err(|e| reject(&app, "backend", e.into()))?;
+        .map_err(|e| reject(&app, ErrorKind::Backend, e.into()))?;
     notebooks.retain(|n| scope.allows(&n.id.namespace));
     Ok(json(&NotebookList { notebooks }))
 }
@@ -205,7 +204,7 @@ fn in_scope(app: &App, scope: &Scope, id: &NotebookId) -> Result<(), Rejection> 
     if scope.allows(&id.namespace) {
         Ok(())
     } else {
-        app.metrics.error("api_forbidden");
+        app.metrics.error(ErrorKind::ApiForbidden);
         Err(warp::reject::custom(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -227,7 +226,7 @@ pub async fn get_notebook(
         .backend
         .get(&id)
         .await
-        .map_err(|e| reject(&app, "api_request", e.into()))?;
+        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
     Ok(json(&state))
 }
 
@@ -247,21 +246,15 @@ pub async fn stop_notebook(
     match app.backend.stop(&id, req).await {
         Ok(outcome) => {
             if matches!(outcome, StopOutcome::Stopped(_)) {
-                app.metrics
-                    .stops
-                    .with_label_values(&["user", "success"])
-                    .inc();
+                app.metrics.stop(Trigger::User, Outcome::Success);
             }
             Ok(json(outcome.state()))
         }
         Err(e) => {
             if !matches!(e, crate::Error::NotFound(_)) {
-                app.metrics
-                    .stops
-                    .with_label_values(&["user", "error"])
-                    .inc();
+                app.metrics.stop(Trigger::User, Outcome::Error);
             }
-            Err(reject(&app, "api_request", e.into()))
+            Err(reject(&app, ErrorKind::ApiRequest, e.into()))
         }
     }
 }
@@ -279,32 +272,26 @@ pub async fn start_notebook(
         .backend
         .get(&id)
         .await
-        .map_err(|e| reject(&app, "api_request", e.into()))?;
+        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
     match app.backend.start(&id).await {
         Ok(state) => {
             if state.started_at != before.started_at {
-                app.metrics
-                    .starts
-                    .with_label_values(&["user", "success"])
-                    .inc();
+                app.metrics.start(Trigger::User, Outcome::Success);
             }
             Ok(json(&state))
         }
         Err(e) => {
-            app.metrics
-                .starts
-                .with_label_values(&["user", "error"])
-                .inc();
-            Err(reject(&app, "backend", e.into()))
+            app.metrics.start(Trigger::User, Outcome::Error);
+            Err(reject(&app, ErrorKind::Backend, e.into()))
         }
     }
 }
 
 /// Counts the error and turns it into a rejection. Server-side failures are
 /// counted as `backend` whatever the caller guessed.
-fn reject(app: &App, kind: &str, e: ApiError) -> Rejection {
+fn reject(app: &App, kind: ErrorKind, e: ApiError) -> Rejection {
     let kind = if e.status.is_server_error() {
-        "backend"
+        ErrorKind::Backend
     } else {
         kind
     };

@@ -35,7 +35,7 @@ use tokio::sync::{watch, Notify};
 
 use super::tls::Tls;
 use crate::config::{ServerConfig, MIN_HEADER_BYTES};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 
 /// The listener's limits, from `server:` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -238,7 +238,7 @@ pub async fn serve<S>(
             Err(e) => {
                 // Out of file descriptors (EMFILE/ENFILE) or a transient
                 // error: free one if we can, and do not spin.
-                metrics.error("accept");
+                metrics.error(ErrorKind::Accept);
                 if !registry.evict_one(&metrics) {
                     tracing::warn!(error = %e, "accepting a connection");
                 }
@@ -270,10 +270,10 @@ pub async fn serve<S>(
                     {
                         Ok(Ok(stream)) => task.run(stream).await,
                         Ok(Err(e)) => {
-                            metrics.error("tls_handshake");
+                            metrics.error(ErrorKind::TlsHandshake);
                             tracing::debug!(error = %e, "TLS handshake failed");
                         }
-                        Err(_) => metrics.error("tls_handshake"),
+                        Err(_) => metrics.error(ErrorKind::TlsHandshake),
                     }
                 }
             }
