@@ -83,7 +83,7 @@ pub async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
         api.patch(&name, &params, &Patch::Apply(obj))
             .await
-            .map_err(|e| Error::Backend(format!("applying {} {ns}/{name}: {e}", ar.kind)))?;
+            .map_err(|e| Error::kube(format!("applying {} {ns}/{name}", ar.kind), e))?;
     }
     Ok(())
 }

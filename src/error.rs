@@ -19,9 +19,44 @@ pub enum Error {
     NotFound(NotebookId),
 
     /// A backend operation failed for a reason that may go away on retry
-    /// (I/O, a process that could not be spawned, an API server hiccup).
+    /// and that no lower error explains (a corrupt record, a process that
+    /// will not exit, conflicts past the retries).
     #[error("backend: {0}")]
     Backend(String),
+
+    /// A Kubernetes API call failed; `context` names the call's object (a
+    /// notebook, an object being applied) or the client being built.
+    #[error("backend: {context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Neither a pod's service account nor a kubeconfig was found.
+    #[error("backend: kubernetes client: {0}")]
+    KubeConfig(#[source] kube::config::InferConfigError),
+
+    /// A backend's file or process operation failed (a state file not
+    /// written, a notebook command that could not be spawned).
+    #[error("backend: {context}: {source}")]
+    BackendIo {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A backend's blocking task panicked or was cancelled.
+    #[error("backend: {context}: {source}")]
+    Task {
+        context: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// The HTTP client for probing notebooks could not be built.
+    #[error("backend: http client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 
     /// The backend cannot answer now: its API server does not answer in
     /// time, or its cache is not current, so "not found" might be wrong.
@@ -62,6 +97,27 @@ impl Error {
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn backend_io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::BackendIo {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn task(context: impl Into<String>, source: tokio::task::JoinError) -> Self {
+        Error::Task {
             context: context.into(),
             source,
         }

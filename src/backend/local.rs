@@ -185,7 +185,7 @@ impl LocalBackend {
         let reaper = Reaper::start().map_err(|e| Error::io("listening for SIGCHLD", e))?;
         tokio::task::spawn_blocking(move || Self::open_blocking(&cfg, &data_dir, idle, reaper))
             .await
-            .map_err(|e| Error::Backend(format!("opening the data dir: {e}")))?
+            .map_err(|e| Error::task("opening the data dir", e))?
     }
 
     fn open_blocking(
@@ -204,7 +204,7 @@ impl LocalBackend {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| Error::Backend(format!("http client: {e}")))?;
+            .map_err(Error::HttpClient)?;
         let mut slots = BTreeMap::new();
         let mut programs = HashMap::new();
         for spec in &cfg.notebooks {
@@ -408,8 +408,8 @@ impl LocalBackend {
         let (records, path) = (self.records.clone(), slot.state_file.clone());
         tokio::task::spawn_blocking(move || records.write(&path, &bytes))
             .await
-            .map_err(|e| Error::Backend(format!("persisting state: {e}")))?
-            .map_err(|e| Error::Backend(format!("writing state file {}: {e}", slot.record)))
+            .map_err(|e| Error::task("persisting state", e))?
+            .map_err(|e| Error::backend_io(format!("writing state file {}", slot.record), e))
     }
 
     /// Spawns the notebook's command; the caller holds the slot lock.
@@ -418,7 +418,7 @@ impl LocalBackend {
         let (workdir, log_file) = (spec.workdir.clone(), slot.log_file.clone());
         let (log, log2) = tokio::task::spawn_blocking(move || prepare(&workdir, &log_file))
             .await
-            .map_err(|e| Error::Backend(format!("preparing {}: {e}", slot.id)))??;
+            .map_err(|e| Error::task(format!("preparing {}", slot.id), e))??;
         let mut cmd = std::process::Command::new(&slot.program);
         cmd.arg0(&spec.command[0])
             .args(&spec.command[1..])
@@ -435,7 +435,7 @@ impl LocalBackend {
             // dies, so SIGKILL after the grace period leaves none behind.)
             .process_group(0);
         let (pid, exit) = self.reaper.spawn(&mut cmd).map_err(|e| {
-            Error::Backend(format!("starting {}: {:?}: {e}", slot.id, spec.command[0]))
+            Error::backend_io(format!("starting {}: {:?}", slot.id, spec.command[0]), e)
         })?;
         let pid = Some(pid);
         let mut next = st.p.clone();
@@ -1078,6 +1078,32 @@ mod tests {
             orphan.wait().unwrap().code().is_none(),
             "stopped by a signal"
         );
+    }
+
+    #[tokio::test]
+    async fn a_start_that_cannot_spawn_keeps_the_io_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), &["bad"]);
+        c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
+            .await
+            .unwrap();
+        let e = b
+            .start(&NotebookId::new(LOCAL_NAMESPACE, "bad"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(r#"backend: starting local/bad: "/nonexistent/jupyter": "#),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound),
+            "{source:?}"
+        );
+        b.shutdown().await;
     }
 
     #[tokio::test]

@@ -179,6 +179,26 @@ mod tests {
     }
 
     #[test]
+    fn backend_failures_with_a_source_are_server_errors() {
+        let conflict = kube::Error::Api(Box::new(
+            kube::core::Status::failure("conflict", "Conflict").with_code(409),
+        ));
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        for e in [
+            Error::kube("team-a/lab", conflict),
+            Error::backend_io("starting local/lab: \"/opt/jupyter/bin/jupyter\"", io),
+        ] {
+            let api = ApiError::from(e);
+            assert_eq!(
+                (api.status, api.code),
+                (StatusCode::INTERNAL_SERVER_ERROR, "backend_error")
+            );
+            assert!(api.message.starts_with("backend: "), "{}", api.message);
+            assert!(!api.message.contains("/opt"), "{}", api.message);
+        }
+    }
+
+    #[test]
     fn messages_without_absolute_paths_are_unchanged() {
         for m in [
             "notebook local/lab not found",

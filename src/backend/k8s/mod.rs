@@ -112,18 +112,15 @@ impl Clients {
     /// From the environment: in a pod, its service account; elsewhere
     /// `$KUBECONFIG` or `~/.kube/config`.
     pub async fn from_env(request_timeout: Duration) -> Result<Clients> {
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| Error::Backend(format!("kubernetes client: {e}")))?;
+        let config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         Clients::new(config, request_timeout)
     }
 
     pub fn new(mut config: kube::Config, request_timeout: Duration) -> Result<Clients> {
         config.connect_timeout = Some(CONNECT_TIMEOUT.min(request_timeout));
         config.write_timeout = Some(request_timeout);
-        let build = |c: kube::Config| {
-            Client::try_from(c).map_err(|e| Error::Backend(format!("kubernetes client: {e}")))
-        };
+        let build =
+            |c: kube::Config| Client::try_from(c).map_err(|e| Error::kube("kubernetes client", e));
         let mut watch_config = config.clone();
         watch_config.read_timeout = Some(Duration::from_secs(u64::from(watch::WATCH_SECONDS) + 15));
         config.read_timeout = Some(request_timeout);
@@ -174,7 +171,7 @@ pub fn api_error(id: &NotebookId, e: kube::Error) -> Error {
         kube::Error::Service(_) | kube::Error::HyperError(_) | kube::Error::ReadEvents(_) => {
             Error::Unavailable(format!("{id}: the Kubernetes API server: {e}"))
         }
-        _ => Error::Backend(format!("{id}: {e}")),
+        _ => Error::kube(id.to_string(), e),
     }
 }
 
@@ -510,6 +507,22 @@ mod tests {
         ))
     }
 
+    #[test]
+    fn api_failures_keep_the_kube_error_as_their_source() {
+        let id = NotebookId::new("ns", "nb");
+        let e = super::api_error(&id, api_error(422));
+        assert_eq!(
+            e.to_string(),
+            format!("backend: ns/nb: {}", api_error(422)),
+            "the message clients see"
+        );
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(
+            matches!(source.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 422),
+            "{source:?}"
+        );
+    }
+
     #[tokio::test]
     async fn conflicts_are_retried_then_given_up_retryably() {
         let id = NotebookId::new("ns", "nb");
@@ -523,7 +536,7 @@ mod tests {
         })
         .await;
         assert_eq!(r.unwrap(), 2);
-        // Endless conflicts: a Backend error (the webhook answers 5xx and
+        // Endless conflicts: a Kube error (the webhook answers 5xx and
         // Alertmanager delivers again), after CONFLICT_RETRIES retries.
         calls.store(0, std::sync::atomic::Ordering::SeqCst);
         let r: Result<()> = retry_on_conflict(&id, || async {
@@ -531,7 +544,7 @@ mod tests {
             Err(api_error(409))
         })
         .await;
-        assert!(matches!(r, Err(Error::Backend(_))));
+        assert!(matches!(r, Err(Error::Kube { .. })));
         assert_eq!(
             calls.load(std::sync::atomic::Ordering::SeqCst),
             CONFLICT_RETRIES + 1
