@@ -437,7 +437,7 @@ impl Exporter {
 
 fn parse_time(s: &Option<String>) -> Option<f64> {
     s.as_deref()
-        .and_then(|s| Timestamp::parse(s).ok())
+        .and_then(|s| s.parse::<Timestamp>().ok())
         .map(Timestamp::unix_seconds)
 }
 
@@ -726,7 +726,8 @@ mod tests {
         assert_eq!(
             quiet.last_activity,
             Some(
-                Timestamp::parse("2026-01-01T11:00:00Z")
+                "2026-01-01T11:00:00Z"
+                    .parse::<Timestamp>()
                     .unwrap()
                     .unix_seconds()
             )
@@ -742,7 +743,7 @@ mod tests {
                 autostop,
                 idle_after_seconds: 1800,
                 owner: Some("al\"ice".into()),
-                started_at: Some(Timestamp::parse("2026-01-01T08:00:00Z").unwrap()),
+                started_at: Some("2026-01-01T08:00:00Z".parse::<Timestamp>().unwrap()),
                 stopped_at: None,
                 stopped_by: None,
                 url: None,
@@ -751,7 +752,8 @@ mod tests {
             last_activity: max_opt(
                 probe.as_ref().and_then(|p| p.last_activity),
                 Some(
-                    Timestamp::parse("2026-01-01T08:00:00Z")
+                    "2026-01-01T08:00:00Z"
+                        .parse::<Timestamp>()
                         .unwrap()
                         .unix_seconds(),
                 ),
@@ -785,7 +787,8 @@ mod tests {
             ..Default::default()
         };
         let text = render_all(&[facts(Some(ok), false)]);
-        let start = Timestamp::parse("2026-01-01T08:00:00Z")
+        let start = "2026-01-01T08:00:00Z"
+            .parse::<Timestamp>()
             .unwrap()
             .unix_seconds();
         assert!(text.contains(&format!("nbidle_notebook_last_activity_timestamp_seconds{{namespace=\"local\",notebook=\"nb\"}} {start}")));
@@ -811,7 +814,8 @@ mod tests {
 
     #[test]
     fn far_deadlines_are_left_out() {
-        let start = Timestamp::parse("2026-01-01T08:00:00Z")
+        let start = "2026-01-01T08:00:00Z"
+            .parse::<Timestamp>()
             .unwrap()
             .unix_seconds();
         let f = [facts(
@@ -830,7 +834,8 @@ mod tests {
 
     #[test]
     fn the_deadline_is_last_activity_or_start_plus_idle_time() {
-        let start = Timestamp::parse("2026-01-01T08:00:00Z")
+        let start = "2026-01-01T08:00:00Z"
+            .parse::<Timestamp>()
             .unwrap()
             .unix_seconds();
         let never_used = render_all(&[facts(
@@ -956,7 +961,8 @@ mod tests {
         ));
         let cfg = ExporterConfig::default();
         let e = Exporter::new(backend, cfg, Duration::from_secs(300));
-        let at_930 = Timestamp::parse("2026-01-01T09:30:00Z")
+        let at_930 = "2026-01-01T09:30:00Z"
+            .parse::<Timestamp>()
             .unwrap()
             .unix_seconds();
         e.round().await;
@@ -997,7 +1003,8 @@ mod tests {
             format!("http://127.0.0.1:{port}/"),
         ));
         let e = Exporter::new(backend, ExporterConfig::default(), Duration::from_secs(300));
-        let at_10 = Timestamp::parse("2026-01-01T10:00:00Z")
+        let at_10 = "2026-01-01T10:00:00Z"
+            .parse::<Timestamp>()
             .unwrap()
             .unix_seconds();
         for _ in 0..3 {

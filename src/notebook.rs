@@ -1,12 +1,11 @@
 //! The notebook identity and state that every layer shares.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-use crate::error::{Error, Result};
 
 /// `namespace/name`. The local backend puts all its notebooks in the
 /// namespace [`LOCAL_NAMESPACE`]; Kubernetes backends use the real one.
@@ -151,14 +150,17 @@ impl Timestamp {
         Timestamp(OffsetDateTime::now_utc())
     }
 
-    pub fn parse(s: &str) -> Result<Self> {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map(Timestamp)
-            .map_err(|e| Error::invalid("timestamp", format!("{s:?} is not RFC 3339: {e}")))
-    }
-
     pub fn unix_seconds(self) -> f64 {
         self.0.unix_timestamp_nanos() as f64 / 1e9
+    }
+}
+
+/// RFC 3339, with any offset.
+impl FromStr for Timestamp {
+    type Err = time::error::Parse;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OffsetDateTime::parse(s, &Rfc3339).map(Timestamp)
     }
 }
 
@@ -183,8 +185,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        OffsetDateTime::parse(&s, &Rfc3339)
-            .map(Timestamp)
+        s.parse()
             .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}")))
     }
 }
@@ -195,10 +196,25 @@ mod tests {
 
     #[test]
     fn timestamps_with_offsets_compare_by_instant() {
-        let a = Timestamp::parse("2026-01-01T10:00:00+02:00").unwrap();
-        let b = Timestamp::parse("2026-01-01T08:00:00.5Z").unwrap();
+        let a = "2026-01-01T10:00:00+02:00".parse::<Timestamp>().unwrap();
+        let b = "2026-01-01T08:00:00.5Z".parse::<Timestamp>().unwrap();
         assert!(a < b);
         assert_eq!(a.to_string(), "2026-01-01T08:00:00Z");
+    }
+
+    #[test]
+    fn only_rfc_3339_parses() {
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-01-01T08:00:00",
+            "1767254400",
+            "2026-13-01T00:00:00Z",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad:?}");
+        }
+        let t: Timestamp = "2026-01-01T08:00:00.25Z".parse().unwrap();
+        assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
     }
 
     #[test]
@@ -220,7 +236,7 @@ mod tests {
     fn stop_cause_serializes_with_trigger_tag() {
         let c = StopCause::IdleAlert {
             alertname: "NotebookIdle".into(),
-            alert_starts_at: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+            alert_starts_at: "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["trigger"], "idle-alert");

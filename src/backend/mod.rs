@@ -158,7 +158,7 @@ mod tests {
     use super::*;
 
     fn t(s: &str) -> Timestamp {
-        Timestamp::parse(s).unwrap()
+        s.parse::<Timestamp>().unwrap()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::backend::memory::{Call, Fault, ForcedStop, MemoryBackend, Op};
 use crate::notebook::{NotebookState, Status};
 
 fn t(s: &str) -> Timestamp {
-    Timestamp::parse(s).unwrap()
+    s.parse::<Timestamp>().unwrap()
 }
 
 #[test]

@@ -36,7 +36,7 @@ const POLICY: Policy = Policy {
 };
 
 fn at(s: &str) -> Option<Timestamp> {
-    Some(Timestamp::parse(s).unwrap())
+    Some(s.parse::<Timestamp>().unwrap())
 }
 
 /// The same four notebooks at every call: three running, one stopped.

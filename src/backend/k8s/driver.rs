@@ -260,7 +260,7 @@ mod tests {
     use super::*;
 
     fn t(s: &str) -> Timestamp {
-        Timestamp::parse(s).unwrap()
+        s.parse::<Timestamp>().unwrap()
     }
 
     fn state(status: Status, autostop: bool, started_at: &str) -> NotebookState {

@@ -120,7 +120,7 @@ fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookState
         // means Kubeflow's UI stopped it, and nbidle's record is of an
         // earlier stop.
         Some(mark) if a.get(k::STOPPED_AT) == Some(mark) => (recorded_at, cause),
-        Some(mark) => (Timestamp::parse(mark).ok(), None),
+        Some(mark) => (mark.parse::<Timestamp>().ok(), None),
         None => (None, None),
     };
     let running_since = cs
@@ -128,7 +128,8 @@ fn state(nb: &Notebook, bounds: IdleBounds, url_template: &str) -> NotebookState
         .and_then(|r| r.started_at.as_ref())
         .and_then(k::k8s_time);
     let started_at = k::latest([
-        a.get(k::STARTED_AT).and_then(|v| Timestamp::parse(v).ok()),
+        a.get(k::STARTED_AT)
+            .and_then(|v| v.parse::<Timestamp>().ok()),
         running_since,
         nb.metadata
             .creation_timestamp
@@ -287,7 +288,7 @@ mod tests {
         let n = nb(json!({"metadata": {"name": "nb", "namespace": "ns"},
             "status": {"readyReplicas": 1}}));
         assert!(!n.stop_requested());
-        let at = Timestamp::parse("2026-01-02T00:00:00Z").unwrap();
+        let at = "2026-01-02T00:00:00Z".parse::<Timestamp>().unwrap();
         let mut record = k::stop_annotations(&crate::notebook::StopCause::User, at);
         n.mark_stop(at, &mut record);
         assert_eq!(record[KUBEFLOW_STOPPED], record[k::STOPPED_AT]);

@@ -291,14 +291,14 @@ where
 
 /// The stop recorded in nbidle's annotations, if any.
 pub fn recorded_stop(a: &BTreeMap<String, String>) -> (Option<Timestamp>, Option<StopCause>) {
-    let at = a.get(STOPPED_AT).and_then(|v| Timestamp::parse(v).ok());
+    let at = a.get(STOPPED_AT).and_then(|v| v.parse::<Timestamp>().ok());
     let cause = match a.get(STOPPED_BY).map(String::as_str) {
         Some("user") => Some(StopCause::User),
         Some("idle-alert") => Some(StopCause::IdleAlert {
             alertname: a.get(STOP_REASON).cloned().unwrap_or_default(),
             alert_starts_at: a
                 .get(ALERT_STARTS_AT)
-                .and_then(|v| Timestamp::parse(v).ok())
+                .and_then(|v| v.parse::<Timestamp>().ok())
                 .or(at)
                 .unwrap_or_else(Timestamp::now),
         }),
@@ -339,7 +339,7 @@ pub fn start_annotations(at: Timestamp) -> Annotations {
 }
 
 pub fn k8s_time(t: &Time) -> Option<Timestamp> {
-    Timestamp::parse(&t.0.to_string()).ok()
+    t.0.to_string().parse::<Timestamp>().ok()
 }
 
 /// The latest of the instants a notebook may have (re)started at: an
@@ -484,10 +484,10 @@ mod tests {
 
     #[test]
     fn stop_annotations_round_trip() {
-        let at = Timestamp::parse("2026-01-02T03:04:05Z").unwrap();
+        let at = "2026-01-02T03:04:05Z".parse::<Timestamp>().unwrap();
         let cause = StopCause::IdleAlert {
             alertname: "NotebookIdle".into(),
-            alert_starts_at: Timestamp::parse("2026-01-02T03:00:00Z").unwrap(),
+            alert_starts_at: "2026-01-02T03:00:00Z".parse::<Timestamp>().unwrap(),
         };
         let a: BTreeMap<String, String> = stop_annotations(&cause, at)
             .into_iter()

@@ -89,7 +89,8 @@ fn state(s: &StatefulSet, bounds: IdleBounds, url_template: &str) -> NotebookSta
         idle_after_seconds: policy.idle_after.as_secs(),
         owner: policy.owner,
         started_at: k::latest([
-            a.get(k::STARTED_AT).and_then(|v| Timestamp::parse(v).ok()),
+            a.get(k::STARTED_AT)
+                .and_then(|v| v.parse::<Timestamp>().ok()),
             s.metadata.creation_timestamp.as_ref().and_then(k::k8s_time),
             // Scaled up by someone else after nbidle's stop (whose record a
             // start through nbidle would have removed): started since.
@@ -231,7 +232,7 @@ mod tests {
             "spec": {"replicas": 3, "selector": {}, "serviceName": "s", "template": {}}}));
         assert!(!s.stop_requested() && s.stop_refused().is_none());
         assert_eq!(s.pods(), ["s-0", "s-1", "s-2"]);
-        let at = Timestamp::parse("2026-01-02T00:00:00Z").unwrap();
+        let at = "2026-01-02T00:00:00Z".parse::<Timestamp>().unwrap();
         let mut record = k::stop_annotations(&crate::notebook::StopCause::User, at);
         s.mark_stop(at, &mut record);
         assert_eq!(record[REPLICAS], json!("3"));
