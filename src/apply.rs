@@ -89,11 +89,16 @@ pub async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
 }
 
 /// Applies now and every `REAPPLY`, retrying failures every `RETRY`,
-/// until `shutdown` resolves.
+/// until `shutdown` resolves; an apply in flight then ends too (the next
+/// start-up applies again).
 pub async fn run(client: Client, objects: Vec<Value>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
-        let pause = match apply_all(&client, &objects).await {
+        let applied = tokio::select! {
+            _ = &mut shutdown => return,
+            applied = apply_all(&client, &objects) => applied,
+        };
+        let pause = match applied {
             Ok(()) => {
                 tracing::info!(objects = objects.len(), "monitoring objects applied");
                 REAPPLY

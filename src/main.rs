@@ -8,6 +8,8 @@ use nbidle::config::Config;
 use nbidle::logging::{self, LogFormat};
 use nbidle::manifests::{self, Manifest};
 use nbidle::rules::{self, Format};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -84,7 +86,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .max_blocking_threads(8)
                 .build()?;
-            rt.block_on(nbidle::run::serve(cfg, shutdown_signal()))?;
+            rt.block_on(serve_until_signalled(cfg))?;
         }
         Command::Check { config } => {
             let cfg = load(Some(&config))?;
@@ -129,21 +131,30 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+/// Runs `nbidle serve`. The first SIGINT or SIGTERM cancels the shutdown
+/// token, and nbidle drains and exits; a second one exits at once.
+async fn serve_until_signalled(cfg: Config) -> anyhow::Result<()> {
+    // Installed before anything starts, so a signal during start-up is a
+    // shutdown too.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = CancellationToken::new();
+    let serve = nbidle::run::serve(cfg, shutdown.clone());
+    tokio::pin!(serve);
     tokio::select! {
+        served = &mut serve => return Ok(served?),
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        eprintln!("second signal: exiting now");
-        std::process::exit(130);
-    });
+    shutdown.cancel();
+    tokio::select! {
+        served = serve => Ok(served?),
+        _ = term.recv() => exit_now(),
+        _ = int.recv() => exit_now(),
+    }
+}
+
+fn exit_now() -> ! {
+    eprintln!("second signal: exiting now");
+    std::process::exit(130);
 }

@@ -15,6 +15,9 @@
 //!   [`LocalBackend::recover`] brings each notebook to its desired state, in
 //!   the background once the listener is bound; [`Backend::synced`] resolves
 //!   when it is done.
+//! - Every task the backend spawns is tracked (`Tasks`) and has ended when
+//!   [`Backend::shutdown`] returns: recovery stops at nbidle's shutdown
+//!   token, stops in progress get their SIGKILL, then the watchers end.
 //! - A record that cannot be read leaves its notebook `unknown`: neither
 //!   started nor stopped, its idle alerts ignored, a start refused; a user's
 //!   stop writes a fresh record and stops a process of it that still runs.
@@ -31,7 +34,6 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,8 @@ use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch, Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{started_since, Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use crate::config::{LocalConfig, LocalNotebook};
@@ -163,15 +167,56 @@ pub struct LocalBackend {
     recovered: watch::Sender<bool>,
     /// Held by recovery while it runs, so shutdown can wait for it.
     recovery: Mutex<()>,
-    /// Set at shutdown: recovery starts no further notebook.
-    closing: AtomicBool,
+    tasks: Tasks,
     _lock: DataDirLock,
 }
 
+/// The backend's tasks, and what ends them.
+struct Tasks {
+    /// Cancelled when nbidle's shutdown begins (a child of its token), or
+    /// by [`Backend::shutdown`]: recovery starts no further notebook.
+    closing: CancellationToken,
+    /// Stops in progress, each with its SIGKILL after the grace period:
+    /// awaited at shutdown, so none is left half done.
+    stops: TaskTracker,
+    /// Watchers, readiness probes and the SIGCHLD listener. They report the
+    /// exits that stops wait for, so they end (`retired`) only after the
+    /// stops, at the end of shutdown.
+    supervision: TaskTracker,
+    retired: CancellationToken,
+}
+
+impl Tasks {
+    fn new(shutdown: &CancellationToken) -> Self {
+        Tasks {
+            closing: shutdown.child_token(),
+            stops: TaskTracker::new(),
+            supervision: TaskTracker::new(),
+            retired: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `task` until it ends or supervision is retired.
+    fn supervise(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.supervision
+            .spawn(self.retired.clone().run_until_cancelled_owned(task));
+    }
+
+    /// Awaits the stops in progress, then retires supervision and awaits it.
+    async fn finish(&self) {
+        self.stops.close();
+        self.stops.wait().await;
+        self.retired.cancel();
+        self.supervision.close();
+        self.supervision.wait().await;
+    }
+}
+
 impl LocalBackend {
-    /// [`open`](Self::open) and [`recover`](Self::recover) in one step.
+    /// [`open`](Self::open) and [`recover`](Self::recover) in one step, for
+    /// a backend that only [`Backend::shutdown`] shuts down.
     pub async fn new(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
-        let backend = Self::open(cfg, data_dir, idle).await?;
+        let backend = Self::open(cfg, data_dir, idle, &CancellationToken::new()).await?;
         backend.clone().recover().await;
         Ok(backend)
     }
@@ -179,13 +224,23 @@ impl LocalBackend {
     /// Takes the data dir's lock, then reads every notebook's record.
     /// Spawns, adopts and signals nothing: a second nbidle on the same data
     /// dir fails here, before it can touch a notebook. A record that cannot
-    /// be read makes that notebook `unknown`, not an error.
-    pub async fn open(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
+    /// be read makes that notebook `unknown`, not an error. Recovery stops
+    /// once `shutdown` is cancelled.
+    pub async fn open(
+        cfg: &LocalConfig,
+        data_dir: &Path,
+        idle: IdleBounds,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<Self>> {
         let (cfg, data_dir) = (cfg.clone(), data_dir.to_path_buf());
-        let reaper = Reaper::start().map_err(|e| Error::io("listening for SIGCHLD", e))?;
-        tokio::task::spawn_blocking(move || Self::open_blocking(&cfg, &data_dir, idle, reaper))
-            .await
-            .map_err(|e| Error::task("opening the data dir", e))?
+        let tasks = Tasks::new(shutdown);
+        let reaper = Reaper::start(&tasks.supervision, tasks.retired.clone())
+            .map_err(|e| Error::io("listening for SIGCHLD", e))?;
+        tokio::task::spawn_blocking(move || {
+            Self::open_blocking(&cfg, &data_dir, idle, reaper, tasks)
+        })
+        .await
+        .map_err(|e| Error::task("opening the data dir", e))?
     }
 
     fn open_blocking(
@@ -193,6 +248,7 @@ impl LocalBackend {
         data_dir: &Path,
         idle: IdleBounds,
         reaper: Arc<Reaper>,
+        tasks: Tasks,
     ) -> Result<Arc<Self>> {
         let lock = DataDirLock::acquire(data_dir)?;
         let state_dir = data_dir.join("notebooks");
@@ -255,7 +311,7 @@ impl LocalBackend {
             records: Arc::new(RecordDir::new(state_dir)),
             recovered: watch::channel(false).0,
             recovery: Mutex::new(()),
-            closing: AtomicBool::new(false),
+            tasks,
             _lock: lock,
         }))
     }
@@ -281,7 +337,7 @@ impl LocalBackend {
                 async move {
                     let mut st = slot.inner.lock().await;
                     let plan = Self::plan(&slot, &mut st, &marked);
-                    if plan == Plan::Spawn && !this.closing.load(Ordering::SeqCst) {
+                    if plan == Plan::Spawn && !this.tasks.closing.is_cancelled() {
                         this.recover_spawn(&slot, &mut st).await;
                     }
                     drop(st);
@@ -293,7 +349,7 @@ impl LocalBackend {
             .collect()
             .await;
         for (slot, plan) in rest {
-            if self.closing.load(Ordering::SeqCst) {
+            if self.tasks.closing.is_cancelled() {
                 break;
             }
             let mut st = slot.inner.lock().await;
@@ -471,7 +527,7 @@ impl LocalBackend {
         generation: u64,
     ) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
+        self.tasks.supervise(async move {
             let how = match exit.await {
                 Ok(s) => s.to_string(),
                 Err(_) => "ended; its exit status was not collected".into(),
@@ -491,7 +547,7 @@ impl LocalBackend {
         generation: u64,
     ) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
+        self.tasks.supervise(async move {
             gone(pid, ticks).await;
             let _ = tx.send(true);
             Self::exited(&slot, generation, "exited".into()).await;
@@ -527,7 +583,7 @@ impl LocalBackend {
     /// Marks a starting notebook running once its URL answers HTTP at all.
     fn probe_ready(&self, slot: Arc<Slot>, generation: u64) {
         let (http, probes) = (self.http.clone(), self.probes.clone());
-        tokio::spawn(async move {
+        self.tasks.supervise(async move {
             let url = format!("{}/api", slot.spec.url.trim_end_matches('/'));
             // Back off while the server boots, so a notebook that never
             // answers costs one request every few seconds, not a busy loop.
@@ -562,7 +618,7 @@ impl LocalBackend {
     ) {
         signal_group(pid, libc::SIGTERM);
         let grace = self.grace;
-        tokio::spawn(async move {
+        self.tasks.stops.spawn(async move {
             let in_time = tokio::time::timeout(grace, exited.wait_for(|&e| e))
                 .await
                 .is_ok();
@@ -868,11 +924,12 @@ impl Backend for LocalBackend {
     async fn shutdown(&self) {
         // No notebook is spawned once shutdown begins; wait for the ones
         // recovery is on, so none starts after the stops below.
-        self.closing.store(true, Ordering::SeqCst);
+        self.tasks.closing.cancel();
         drop(self.recovery.lock().await);
         if self.stop_on_exit {
             self.stop_all_at_exit().await;
         }
+        self.tasks.finish().await;
     }
 }
 
@@ -1350,9 +1407,14 @@ mod tests {
     async fn open_spawns_nothing_and_synced_waits_for_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let b = LocalBackend::open(&cfg(dir.path(), &["a"]), &data, bounds())
-            .await
-            .unwrap();
+        let b = LocalBackend::open(
+            &cfg(dir.path(), &["a"]),
+            &data,
+            bounds(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         let id = NotebookId::new(LOCAL_NAMESPACE, "a");
         assert_eq!(b.get(&id).await.unwrap().status, Status::Unknown);
         assert!(!data.join("notebooks/a.json").exists(), "nothing spawned");

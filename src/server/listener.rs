@@ -13,7 +13,9 @@
 //!   closed. So held connections cannot keep `/livez`, Alertmanager or the
 //!   API out, and file descriptors stay bounded.
 //! - Shutdown: stop accepting, finish requests in flight, close idle
-//!   connections, and after `shutdown_timeout` drop whatever is left.
+//!   connections, and after `shutdown_timeout` drop whatever is left. Every
+//!   connection's task is tracked, so [`serve`] returns only once all have
+//!   ended.
 //!
 //! Body limits (size, read time, bytes in flight) are per route, in
 //! [`super::body`].
@@ -31,7 +33,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::tls::Tls;
 use crate::config::{ServerConfig, MIN_HEADER_BYTES};
@@ -110,8 +114,6 @@ struct Conn {
 struct Registry {
     next_id: AtomicU64,
     open: Mutex<BTreeMap<u64, Arc<Conn>>>,
-    /// Told whenever a connection closes (shutdown waits on it).
-    closed: Notify,
 }
 
 impl Registry {
@@ -143,8 +145,6 @@ impl Registry {
         let mut open = self.open.lock().expect("registry lock is never poisoned");
         open.remove(&id);
         metrics.connections_open.set(open.len() as i64);
-        drop(open);
-        self.closed.notify_waiters();
     }
 
     fn len(&self) -> usize {
@@ -205,7 +205,7 @@ impl<T> RouteService for T where
 {
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains (see the module
+/// Serves `listener` until `drain` resolves, then drains (see the module
 /// doc). `service` is the warp filter turned into a service.
 pub async fn serve<S>(
     listener: TcpListener,
@@ -213,13 +213,15 @@ pub async fn serve<S>(
     limits: Limits,
     tls: Option<Arc<Tls>>,
     metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
+    drain: impl Future<Output = ()>,
 ) where
     S: RouteService,
     S::Future: Send + 'static,
 {
     let registry = Arc::new(Registry::default());
-    let (drain_tx, drain_rx) = watch::channel(false);
+    let connections = TaskTracker::new();
+    // Tells every connection the listener is draining.
+    let draining = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -227,11 +229,11 @@ pub async fn serve<S>(
         // The read buffer bounds what an unfinished head can occupy.
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
     let http = Arc::new(http);
-    tokio::pin!(shutdown);
+    tokio::pin!(drain);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut shutdown => break,
+            _ = &mut drain => break,
         };
         let tcp = match accepted {
             Ok((tcp, _)) => tcp,
@@ -255,48 +257,34 @@ pub async fn serve<S>(
             conn,
             service: service.clone(),
             http: http.clone(),
-            drain: drain_rx.clone(),
+            draining: draining.clone(),
         };
         let (registry, metrics, tls) = (registry.clone(), metrics.clone(), tls.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let io = WriteTimeout::new(tcp, limits.write_timeout);
             match tls {
                 None => task.run(io).await,
-                Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                    // The handshake is part of the head: same deadline.
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io))
-                        .await
-                    {
-                        Ok(Ok(stream)) => task.run(stream).await,
-                        Ok(Err(e)) => {
-                            metrics.error(ErrorKind::TlsHandshake);
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => metrics.error(ErrorKind::TlsHandshake),
-                    }
-                }
+                Some(tls) => task.handshake_then_run(&tls, io, limits, &metrics).await,
             }
             registry.remove(id, &metrics);
         });
     }
     drop(listener);
     // Drain: idle connections close now, busy ones after their response.
-    let _ = drain_tx.send(true);
+    draining.cancel();
+    connections.close();
     let deadline = tokio::time::Instant::now() + limits.shutdown_timeout;
-    loop {
-        let closed = registry.closed.notified();
-        if registry.len() == 0 {
-            break;
-        }
-        if tokio::time::timeout_at(deadline, closed).await.is_err() {
-            tracing::warn!(
-                open = registry.len(),
-                "connections still open after server.shutdown_timeout; closing them"
-            );
-            registry.evict_all();
-            break;
-        }
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = registry.len(),
+            "connections still open after server.shutdown_timeout; closing them"
+        );
+        // Each ends at once when evicted.
+        registry.evict_all();
+        connections.wait().await;
     }
 }
 
@@ -304,7 +292,7 @@ struct ConnTask<S> {
     conn: Arc<Conn>,
     service: S,
     http: Arc<hyper::server::conn::http1::Builder>,
-    drain: watch::Receiver<bool>,
+    draining: CancellationToken,
 }
 
 impl<S> ConnTask<S>
@@ -312,7 +300,29 @@ where
     S: RouteService,
     S::Future: Send + 'static,
 {
-    async fn run<I>(mut self, io: I)
+    /// The TLS handshake, then the connection. The handshake is part of
+    /// the head (same deadline), and an evicted connection ends in it too.
+    async fn handshake_then_run<I>(self, tls: &Tls, io: I, limits: Limits, metrics: &Metrics)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+        let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
+        let accepted = tokio::select! {
+            accepted = handshake => accepted,
+            _ = self.conn.evict.notified() => return,
+        };
+        match accepted {
+            Ok(Ok(stream)) => self.run(stream).await,
+            Ok(Err(e)) => {
+                metrics.error(ErrorKind::TlsHandshake);
+                tracing::debug!(error = %e, "TLS handshake failed");
+            }
+            Err(_) => metrics.error(ErrorKind::TlsHandshake),
+        }
+    }
+
+    async fn run<I>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -325,7 +335,7 @@ where
         tokio::select! {
             _ = served.as_mut() => return,
             _ = self.conn.evict.notified() => return,
-            _ = self.drain.wait_for(|&d| d) => served.as_mut().graceful_shutdown(),
+            _ = self.draining.cancelled() => served.as_mut().graceful_shutdown(),
         }
         // Draining: the request in flight finishes, unless evicted at the
         // shutdown deadline.

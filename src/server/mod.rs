@@ -21,7 +21,7 @@ pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -40,20 +40,21 @@ pub struct App {
     pub webhook_credentials: Credentials,
     pub api_tokens: ApiTokens,
     pub body_limits: Arc<body::BodyLimits>,
-    /// Set once the backend has synced; cleared when shutdown begins so a
-    /// load balancer stops sending traffic before the listener closes.
+    /// Set once the backend has synced; cleared when shutdown begins, before
+    /// the listener drains, so a load balancer stops sending traffic first
+    /// (`run` owns both changes).
     pub ready: AtomicBool,
 }
 
-/// Binds `addr` and serves until `shutdown` resolves, then drains within
+/// Binds `addr` and serves until `drain` resolves, then drains within
 /// `limits.shutdown_timeout`. Returns the bound address (useful with port
-/// 0) and the server future.
+/// 0) and the server future, which ends once drained.
 pub async fn bind(
     app: Arc<App>,
     addr: SocketAddr,
     limits: listener::Limits,
     tls: Option<Arc<tls::Tls>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
@@ -61,12 +62,8 @@ pub async fn bind(
     let local = tcp
         .local_addr()
         .map_err(|e| Error::io("local address", e))?;
-    let ready_app = app.clone();
     let metrics = app.metrics.clone();
     let service = warp::service(filters::routes(app));
-    let server = listener::serve(tcp, service, limits, tls, metrics, async move {
-        shutdown.await;
-        ready_app.ready.store(false, Ordering::SeqCst);
-    });
+    let server = listener::serve(tcp, service, limits, tls, metrics, drain);
     Ok((local, server))
 }

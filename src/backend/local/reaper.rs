@@ -16,28 +16,31 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
 }
 
 impl Reaper {
-    /// Starts the SIGCHLD listener on the current tokio runtime; it ends
-    /// when the reaper is dropped (at the next SIGCHLD).
-    pub fn start() -> std::io::Result<Arc<Reaper>> {
+    /// Starts the SIGCHLD listener on the current tokio runtime, tracked by
+    /// `tasks`; it ends when `retired` is cancelled, or when the reaper is
+    /// dropped (at the next SIGCHLD).
+    pub fn start(tasks: &TaskTracker, retired: CancellationToken) -> std::io::Result<Arc<Reaper>> {
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Arc::new(Reaper {
             waiting: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&reaper);
-        tokio::spawn(async move {
+        tasks.spawn(retired.run_until_cancelled_owned(async move {
             while sigchld.recv().await.is_some() {
                 match weak.upgrade() {
                     Some(r) => r.collect(),
                     None => return,
                 }
             }
-        });
+        }));
         Ok(reaper)
     }
 
@@ -114,7 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn exits_reach_their_waiters_and_other_children_are_left_alone() {
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::start(&TaskTracker::new(), CancellationToken::new()).unwrap();
         // Someone else's child, exited first and waited for by its owner.
         let mut foreign = Command::new("true").spawn().unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
