@@ -167,7 +167,7 @@ pub fn parse(body: &[u8]) -> Result<WebhookPayload> {
 mod tests {
     use super::*;
 
-    pub const SAMPLE: &str = r#"{
+    pub(super) const SAMPLE: &str = r#"{
       "version": "4", "groupKey": "{}:{namespace=\"local\"}", "truncatedAlerts": 0,
       "status": "firing", "receiver": "nbidle",
       "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",

@@ -22,12 +22,12 @@ use crate::error::{Error, Result};
 use crate::manifests::{self, Manifest};
 use crate::rules::{self, Format};
 
-pub const FIELD_MANAGER: &str = "nbidle";
+pub(crate) const FIELD_MANAGER: &str = "nbidle";
 const REAPPLY: Duration = Duration::from_secs(600);
 const RETRY: Duration = Duration::from_secs(30);
 
 /// The objects to apply, each with its namespace set.
-pub fn objects(cfg: &Config) -> Result<Vec<Value>> {
+pub(crate) fn objects(cfg: &Config) -> Result<Vec<Value>> {
     let mut texts = vec![rules::render(cfg, Format::PrometheusRule)?];
     for m in [
         Manifest::PodMonitor,
@@ -76,7 +76,7 @@ fn resource(obj: &Value) -> Result<(ApiResource, String, String)> {
 }
 
 /// Applies every object once; the first failure is returned.
-pub async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
+pub(crate) async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for obj in objects {
         let (ar, ns, name) = resource(obj)?;
@@ -91,7 +91,7 @@ pub async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
 /// Applies now and every `REAPPLY`, retrying failures every `RETRY`,
 /// until `shutdown` resolves; an apply in flight then ends too (the next
 /// start-up applies again).
-pub async fn run(client: Client, objects: Vec<Value>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(client: Client, objects: Vec<Value>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let applied = tokio::select! {

@@ -41,8 +41,15 @@
 //!   repeated rejection lines rate-limited.
 //! - [`error`]: the crate's error type.
 
+// Unsafe code only where a syscall has no safe wrapper, each allowed
+// where it is used, with a SAFETY note.
+#![deny(unsafe_code)]
+// Items of private modules are `pub(crate)`: what is not used is then
+// reported as dead code.
+#![warn(unreachable_pub)]
+
 pub mod alerts;
-pub mod apply;
+mod apply;
 pub mod backend;
 pub mod config;
 pub mod decide;
@@ -55,6 +62,6 @@ pub mod metrics;
 pub mod notebook;
 pub mod rules;
 pub mod run;
-pub mod server;
+mod server;
 
 pub use error::{Error, Result};

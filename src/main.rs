@@ -90,11 +90,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let cfg = load(Some(&config))?;
-            cfg.secrets().context("invalid config")?;
-            cfg.check_backend_fit().context("invalid config")?;
-            if let Some(web) = &cfg.server.web_config_file {
-                nbidle::server::tls::Tls::load(web).context("invalid config")?;
-            }
+            nbidle::run::check(&cfg).context("invalid config")?;
             // Warnings do not fail the check: the config works as written.
             for w in cfg.secret_file_warnings() {
                 eprintln!("warning: {w}");

@@ -42,6 +42,18 @@ const STEP_MARGIN: Duration = Duration::from_secs(5);
 
 /// Runs nbidle until `shutdown` is cancelled, then shuts down in order (see
 /// the module doc).
+/// What `nbidle check` verifies beyond the config's own validation: the
+/// secret files, the backend's fit with the rules, the TLS web config.
+pub fn check(cfg: &Config) -> Result<()> {
+    cfg.secrets()?;
+    cfg.check_backend_fit()?;
+    if let Some(web) = &cfg.server.web_config_file {
+        Tls::load(web)?;
+    }
+    Ok(())
+}
+
+/// `nbidle serve`: runs until `shutdown` is cancelled, then drains.
 pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let secrets = cfg.secrets()?;
     cfg.check_backend_fit()?;
@@ -225,6 +237,7 @@ async fn within(bound: Duration, what: &str, step: impl Future<Output = ()>) -> 
 /// at a lower CPU priority: a round over thousands of notebooks then never
 /// delays the webhook or the API, which keep the main runtime to
 /// themselves. `tasks` tracks the thread until its runtime is gone.
+#[allow(unsafe_code)] // setpriority for the exporter thread
 fn spawn_exporter(
     exporter: Arc<Exporter>,
     until: impl Future<Output = ()> + Send + 'static,

@@ -154,7 +154,7 @@ struct Slot {
     inner: Mutex<SlotState>,
 }
 
-pub struct LocalBackend {
+pub(crate) struct LocalBackend {
     slots: BTreeMap<NotebookId, Arc<Slot>>,
     idle: IdleBounds,
     grace: Duration,
@@ -214,8 +214,14 @@ impl Tasks {
 
 impl LocalBackend {
     /// [`open`](Self::open) and [`recover`](Self::recover) in one step, for
-    /// a backend that only [`Backend::shutdown`] shuts down.
-    pub async fn new(cfg: &LocalConfig, data_dir: &Path, idle: IdleBounds) -> Result<Arc<Self>> {
+    /// a backend that only [`Backend::shutdown`] shuts down (the tests'; the
+    /// server opens, binds, then recovers).
+    #[cfg(test)]
+    pub(crate) async fn new(
+        cfg: &LocalConfig,
+        data_dir: &Path,
+        idle: IdleBounds,
+    ) -> Result<Arc<Self>> {
         let backend = Self::open(cfg, data_dir, idle, &CancellationToken::new()).await?;
         backend.clone().recover().await;
         Ok(backend)
@@ -226,7 +232,7 @@ impl LocalBackend {
     /// dir fails here, before it can touch a notebook. A record that cannot
     /// be read makes that notebook `unknown`, not an error. Recovery stops
     /// once `shutdown` is cancelled.
-    pub async fn open(
+    pub(crate) async fn open(
         cfg: &LocalConfig,
         data_dir: &Path,
         idle: IdleBounds,
@@ -319,7 +325,7 @@ impl LocalBackend {
     /// Brings every notebook to its desired state: adopts live processes,
     /// spawns the missing ones, finishes interrupted stops, leaves stopped
     /// ones. Run once, after [`open`](Self::open).
-    pub async fn recover(self: Arc<Self>) {
+    pub(crate) async fn recover(self: Arc<Self>) {
         let _running = self.recovery.lock().await;
         let started = Instant::now();
         // One pass over /proc for all notebooks, before any is spawned.
@@ -993,6 +999,7 @@ fn marked_processes() -> HashMap<String, (i32, u64)> {
     found
 }
 
+#[allow(unsafe_code)] // killpg
 fn signal_group(pgid: i32, sig: libc::c_int) {
     // SAFETY: killpg only sends a signal; a stale pgid fails with ESRCH.
     unsafe {
@@ -1031,6 +1038,7 @@ fn process_alive(pid: i32, ticks: Option<u64>) -> bool {
 /// Resolves when the process is gone. Waits on a pidfd where the kernel has
 /// them (Linux 5.3+), so 10,000 adopted notebooks cost nothing while they
 /// run, where polling /proc for each would cost 20,000 reads a second.
+#[allow(unsafe_code)] // pidfd_open and an AsyncFd over it: see the SAFETY notes
 async fn gone(pid: i32, ticks: Option<u64>) {
     if let Some(fd) = pidfd_open(pid) {
         // Checked after opening: a process still ours now is the pidfd's.
@@ -1053,6 +1061,7 @@ async fn gone(pid: i32, ticks: Option<u64>) {
     }
 }
 
+#[allow(unsafe_code)] // the pidfd_open syscall
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // (close-on-exec) or -1; the descriptor is owned by the OwnedFd.

@@ -8,8 +8,8 @@
 //!   resources ([`k8s::kubeflow`]) and StatefulSets selected by label
 //!   ([`k8s::statefulset`]), through the API server.
 
-pub mod k8s;
-pub mod local;
+pub(crate) mod k8s;
+pub(crate) mod local;
 #[cfg(test)]
 pub(crate) mod memory;
 

@@ -50,13 +50,16 @@ fn any_equal<'a>(candidates: impl IntoIterator<Item = &'a Digest>, presented: &D
 
 /// Accepted `Authorization` header values, precomputed at start-up.
 #[derive(Debug, Clone, Default)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     bearer: Vec<Digest>,
     basic: Vec<Digest>,
 }
 
 impl Credentials {
-    pub fn new(bearer: impl IntoIterator<Item = String>, basic: Option<(String, String)>) -> Self {
+    pub(crate) fn new(
+        bearer: impl IntoIterator<Item = String>,
+        basic: Option<(String, String)>,
+    ) -> Self {
         Credentials {
             bearer: bearer.into_iter().map(|t| sha256(t.as_bytes())).collect(),
             basic: basic
@@ -67,7 +70,7 @@ impl Credentials {
     }
 
     /// True when the header carries one of the accepted credentials.
-    pub fn allows(&self, header: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, header: Option<&str>) -> bool {
         let Some((scheme, value)) = scheme_and_value(header) else {
             return false;
         };
@@ -84,13 +87,13 @@ impl Credentials {
 
 /// Which notebooks a REST API caller may see and act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     All,
     Namespaces(Vec<String>),
 }
 
 impl Scope {
-    pub fn allows(&self, namespace: &str) -> bool {
+    pub(crate) fn allows(&self, namespace: &str) -> bool {
         match self {
             Scope::All => true,
             Scope::Namespaces(list) => list.iter().any(|n| n == namespace),
@@ -101,13 +104,13 @@ impl Scope {
 /// The bearer tokens of the routes other than the webhook: the REST API's,
 /// each with its scope, and the optional metrics token of the scrape routes.
 #[derive(Debug, Clone, Default)]
-pub struct ApiTokens {
+pub(crate) struct ApiTokens {
     tokens: Vec<(Digest, Scope)>,
     scrape: Option<Digest>,
 }
 
 impl ApiTokens {
-    pub fn new(all: Vec<String>, namespaced: Vec<(String, Vec<String>)>) -> Self {
+    pub(crate) fn new(all: Vec<String>, namespaced: Vec<(String, Vec<String>)>) -> Self {
         let mut tokens: Vec<(Digest, Scope)> = all
             .into_iter()
             .map(|t| (sha256(t.as_bytes()), Scope::All))
@@ -125,13 +128,13 @@ impl ApiTokens {
 
     /// Requires `token` on `/metrics`, `/metrics/notebooks` and
     /// `/sd/notebooks`; `None` leaves them open.
-    pub fn with_scrape_token(mut self, token: Option<String>) -> Self {
+    pub(crate) fn with_scrape_token(mut self, token: Option<String>) -> Self {
         self.scrape = token.map(|t| sha256(t.as_bytes()));
         self
     }
 
     /// The scope of the bearer token in the header; `None`: not a token.
-    pub fn scope(&self, header: Option<&str>) -> Option<Scope> {
+    pub(crate) fn scope(&self, header: Option<&str>) -> Option<Scope> {
         let presented = bearer(header)?;
         // Every candidate is compared, so the time taken does not reveal which matched.
         let mut found = None;
@@ -145,7 +148,7 @@ impl ApiTokens {
 
     /// Whether a scrape route may answer: no metrics token is set, or the
     /// header carries it.
-    pub fn allows_scrape(&self, header: Option<&str>) -> bool {
+    pub(crate) fn allows_scrape(&self, header: Option<&str>) -> bool {
         match &self.scrape {
             None => true,
             Some(token) => bearer(header).is_some_and(|p| any_equal([token], &p)),

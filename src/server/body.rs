@@ -20,7 +20,7 @@ use warp::{Filter, Rejection};
 use super::models::ApiError;
 
 /// Body limits shared by every request.
-pub struct BodyLimits {
+pub(crate) struct BodyLimits {
     pub max_bytes: u64,
     pub read_timeout: Duration,
     /// One permit per byte.
@@ -28,7 +28,7 @@ pub struct BodyLimits {
 }
 
 impl BodyLimits {
-    pub fn new(max_bytes: u64, max_bytes_in_flight: u64, read_timeout: Duration) -> Self {
+    pub(crate) fn new(max_bytes: u64, max_bytes_in_flight: u64, read_timeout: Duration) -> Self {
         // Semaphore permits are counted in u32 elsewhere; validation keeps
         // both well under 4 GiB, the clamp only guards the conversion.
         let in_flight = max_bytes_in_flight.min(u64::from(u32::MAX)) as usize;
@@ -41,7 +41,7 @@ impl BodyLimits {
 }
 
 /// A body read whole, holding its share of the in-flight budget.
-pub struct Body {
+pub(crate) struct Body {
     pub bytes: Bytes,
     _budget: OwnedSemaphorePermit,
 }
@@ -49,7 +49,7 @@ pub struct Body {
 /// Extracts the body within the limits, or rejects: 411 without a
 /// `Content-Length`, 400 over `max_bytes`, 503 over the in-flight budget,
 /// 408 when it does not arrive in time.
-pub fn bounded(
+pub(crate) fn bounded(
     limits: Arc<BodyLimits>,
 ) -> impl Filter<Extract = (Body,), Error = Rejection> + Clone {
     warp::body::content_length_limit(limits.max_bytes)

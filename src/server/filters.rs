@@ -12,7 +12,9 @@ use super::models::ApiError;
 use super::App;
 use crate::metrics::ErrorKind;
 
-pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+pub(crate) fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let livez = warp::path!("livez")
         .and(warp::get())
         .and_then(handlers::livez);

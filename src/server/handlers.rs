@@ -21,11 +21,11 @@ use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
 use crate::metrics::{ErrorKind, Outcome, Trigger};
 use crate::notebook::{NotebookId, StopCause};
 
-pub async fn livez() -> Result<impl Reply, Infallible> {
+pub(crate) async fn livez() -> Result<impl Reply, Infallible> {
     Ok("ok")
 }
 
-pub async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
+pub(crate) async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
     Ok(
         if app.ready.load(Ordering::SeqCst) && app.backend.current() {
             with_status("ready", StatusCode::OK)
@@ -35,7 +35,7 @@ pub async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
     )
 }
 
-pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
+pub(crate) async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
     match app.backend.list().await {
         Ok(states) => app.metrics.set_notebooks(&states),
         Err(e) => {
@@ -51,7 +51,7 @@ pub async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {
 }
 
 /// The activity exporter's per-notebook series (404 when it is disabled).
-pub async fn notebook_metrics(app: Arc<App>) -> Result<impl Reply, Rejection> {
+pub(crate) async fn notebook_metrics(app: Arc<App>) -> Result<impl Reply, Rejection> {
     let exporter = app.exporter.as_ref().ok_or_else(|| {
         warp::reject::custom(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -67,7 +67,7 @@ pub async fn notebook_metrics(app: Arc<App>) -> Result<impl Reply, Rejection> {
 }
 
 /// Prometheus `http_sd_configs` targets: the running notebooks.
-pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
+pub(crate) async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
     let targets = app
         .backend
         .scrape_targets()
@@ -88,7 +88,7 @@ pub async fn sd_notebooks(app: Arc<App>) -> Result<impl Reply, Rejection> {
     Ok(json(&groups))
 }
 
-pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection> {
+pub(crate) async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection> {
     let started = Instant::now();
     let observe = |code: StatusCode| {
         app.metrics
@@ -161,7 +161,7 @@ pub async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rejection>
     Ok(reply)
 }
 
-pub async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, Rejection> {
+pub(crate) async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl Reply, Rejection> {
     synced(&app)?;
     let mut notebooks = app
         .backend
@@ -213,7 +213,7 @@ fn in_scope(app: &App, scope: &Scope, id: &NotebookId) -> Result<(), Rejection> 
     }
 }
 
-pub async fn get_notebook(
+pub(crate) async fn get_notebook(
     namespace: String,
     name: String,
     app: Arc<App>,
@@ -230,7 +230,7 @@ pub async fn get_notebook(
     Ok(json(&state))
 }
 
-pub async fn stop_notebook(
+pub(crate) async fn stop_notebook(
     namespace: String,
     name: String,
     app: Arc<App>,
@@ -259,7 +259,7 @@ pub async fn stop_notebook(
     }
 }
 
-pub async fn start_notebook(
+pub(crate) async fn start_notebook(
     namespace: String,
     name: String,
     app: Arc<App>,
@@ -300,7 +300,7 @@ fn reject(app: &App, kind: ErrorKind, e: ApiError) -> Rejection {
 }
 
 /// The one place rejections become responses.
-pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+pub(crate) async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     let retry_after = err.find::<ApiError>().and_then(|e| e.retry_after);
     let (status, code, message) = if let Some(e) = err.find::<ApiError>() {
         (e.status, e.code, e.message.clone())

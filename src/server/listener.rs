@@ -43,7 +43,7 @@ use crate::metrics::{ErrorKind, Metrics};
 
 /// The listener's limits, from `server:` in the config.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
@@ -67,7 +67,8 @@ impl Limits {
     /// Raises the soft open-files limit to the hard one (as Go programs do)
     /// and keeps the connection cap at half of it, so connections cannot
     /// take the descriptors the backend and the probes need.
-    pub fn within_fd_limit(mut self) -> Self {
+    #[allow(unsafe_code)] // getrlimit/setrlimit
+    pub(crate) fn within_fd_limit(mut self) -> Self {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -183,7 +184,7 @@ fn evict_oldest_idle(open: &mut BTreeMap<u64, Arc<Conn>>, metrics: &Metrics) -> 
 }
 
 /// What serving needs of the routes: warp's filter turned into a service.
-pub trait RouteService:
+pub(crate) trait RouteService:
     tower_service::Service<
         hyper::Request<Incoming>,
         Response = warp::reply::Response,
@@ -207,7 +208,7 @@ impl<T> RouteService for T where
 
 /// Serves `listener` until `drain` resolves, then drains (see the module
 /// doc). `service` is the warp filter turned into a service.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     service: S,
     limits: Limits,

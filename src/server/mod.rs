@@ -9,15 +9,15 @@
 //! - [`listener`]: connections: timeouts, the connection cap, shutdown
 //! - [`tls`]: TLS from a Prometheus-style web config file
 
-pub mod auth;
-pub mod body;
-pub mod filters;
-pub mod handlers;
-pub mod listener;
-pub mod models;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod filters;
+pub(crate) mod handlers;
+pub(crate) mod listener;
+pub(crate) mod models;
 #[cfg(test)]
 mod tests;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use auth::{ApiTokens, Credentials};
 
 /// Everything a handler needs, shared by all requests.
-pub struct App {
+pub(crate) struct App {
     pub backend: Arc<dyn Backend>,
     /// The Jupyter activity exporter, when enabled.
     pub exporter: Option<Arc<crate::exporter::Exporter>>,
@@ -49,7 +49,7 @@ pub struct App {
 /// Binds `addr` and serves until `drain` resolves, then drains within
 /// `limits.shutdown_timeout`. Returns the bound address (useful with port
 /// 0) and the server future, which ends once drained.
-pub async fn bind(
+pub(crate) async fn bind(
     app: Arc<App>,
     addr: SocketAddr,
     limits: listener::Limits,

@@ -9,7 +9,7 @@ use crate::notebook::{NotebookId, NotebookState};
 
 /// A rejection that becomes `{"error": {"code", "message"}}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -20,7 +20,7 @@ pub struct ApiError {
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -29,12 +29,12 @@ impl ApiError {
         }
     }
 
-    pub fn retry_after(mut self, seconds: u32) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
     }
 
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -45,7 +45,7 @@ impl ApiError {
 
 /// `Retry-After` for a backend that cannot answer now: about the time a
 /// Kubernetes watch needs to be current again once its API server answers.
-pub const RETRY_UNAVAILABLE_SECS: u32 = 5;
+pub(crate) const RETRY_UNAVAILABLE_SECS: u32 = 5;
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -73,7 +73,7 @@ impl From<Error> for ApiError {
 /// files. A path starts with `/` at the start of a word (or after a quote,
 /// bracket or `=`) and ends at whitespace, a quote, a bracket, `,` or `:`.
 /// nbidle's own API paths (`/api/v1/…`) are kept.
-pub fn without_paths(msg: &str) -> String {
+pub(crate) fn without_paths(msg: &str) -> String {
     let ends = |c: char| c.is_whitespace() || "\"'`)]},:".contains(c);
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
@@ -96,31 +96,31 @@ pub fn without_paths(msg: &str) -> String {
     out
 }
 #[derive(Serialize)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
 }
 
 #[derive(Serialize)]
-pub struct ErrorDetail<'a> {
+pub(crate) struct ErrorDetail<'a> {
     pub code: &'a str,
     pub message: &'a str,
 }
 
 #[derive(Serialize)]
-pub struct NotebookList {
+pub(crate) struct NotebookList {
     pub notebooks: Vec<NotebookState>,
 }
 
 /// The webhook's answer: what happened to each alert.
 #[derive(Serialize)]
-pub struct WebhookResponse {
+pub(crate) struct WebhookResponse {
     pub stopped: usize,
     pub failed: usize,
     pub alerts: Vec<AlertOutcome>,
 }
 
 #[derive(Serialize)]
-pub struct AlertOutcome {
+pub(crate) struct AlertOutcome {
     pub alertname: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notebook: Option<NotebookId>,
@@ -148,7 +148,7 @@ impl From<AlertResult> for AlertOutcome {
 
 /// One entry of Prometheus's HTTP service discovery.
 #[derive(Serialize)]
-pub struct SdTargetGroup {
+pub(crate) struct SdTargetGroup {
     pub targets: Vec<String>,
     pub labels: std::collections::BTreeMap<String, String>,
 }

@@ -80,14 +80,14 @@ struct Loaded {
 }
 
 /// The listener's TLS setup, rebuilt when its files change.
-pub struct Tls {
+pub(crate) struct Tls {
     web_config: PathBuf,
     loaded: Mutex<Loaded>,
 }
 
 impl Tls {
     /// Loads the web config file; an error names the key at fault.
-    pub fn load(web_config: &Path) -> Result<Tls> {
+    pub(crate) fn load(web_config: &Path) -> Result<Tls> {
         let loaded = build(web_config)?;
         Ok(Tls {
             web_config: web_config.to_path_buf(),
@@ -97,7 +97,7 @@ impl Tls {
 
     /// The setup for a new connection: the files are checked first and the
     /// setup rebuilt if they changed.
-    pub fn current(&self) -> Arc<ServerConfig> {
+    pub(crate) fn current(&self) -> Arc<ServerConfig> {
         let mut loaded = self.loaded.lock().expect("tls lock is never poisoned");
         if stamp(&loaded.files) != loaded.stamp {
             match build(&self.web_config) {

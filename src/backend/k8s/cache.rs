@@ -17,7 +17,7 @@ use crate::notebook::{NotebookId, NotebookState};
 
 /// Watch-fed caches of one resource type: one per namespace watched, or one
 /// cluster-wide when no namespaces are configured.
-pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
+pub(crate) struct Cache<K: Resource<DynamicType = ()> + 'static> {
     watches: Vec<Watched<K>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -40,7 +40,7 @@ where
 {
     /// Starts the watches. `strip` drops what nbidle never reads before an
     /// object enters the cache.
-    pub fn watch(
+    pub(crate) fn watch(
         clients: &Clients,
         namespaces: &[String],
         label_selector: Option<&str>,
@@ -87,7 +87,7 @@ where
     }
 
     /// Resolves once every watch has listed its objects.
-    pub async fn synced(&self) {
+    pub(crate) async fn synced(&self) {
         for w in &self.watches {
             w.health.listed().await;
         }
@@ -95,23 +95,23 @@ where
 
     /// Every watch is listed and open: the cache shows the API server's
     /// state, give or take the events in flight.
-    pub fn current(&self) -> bool {
+    pub(crate) fn current(&self) -> bool {
         self.watches.iter().all(|w| w.health.is_current())
     }
 
-    pub fn all(&self) -> Vec<Arc<K>> {
+    pub(crate) fn all(&self) -> Vec<Arc<K>> {
         self.watches.iter().flat_map(|w| w.store.state()).collect()
     }
 
     /// Every cached object's state, sorted by id.
-    pub fn states(&self, state: impl Fn(&K) -> NotebookState) -> Vec<NotebookState> {
+    pub(crate) fn states(&self, state: impl Fn(&K) -> NotebookState) -> Vec<NotebookState> {
         let mut out: Vec<_> = self.all().iter().map(|o| state(o)).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
     /// One cached object's state; see [`Cache::lookup`] for a miss.
-    pub fn state(
+    pub(crate) fn state(
         &self,
         id: &NotebookId,
         state: impl Fn(&K) -> NotebookState,
@@ -122,12 +122,12 @@ where
     /// The API for writing one notebook's object. Only what the watch
     /// selects (namespaces, label selector) is a notebook: anything else (a
     /// database's StatefulSet, say) is `NotFound`, never written.
-    pub fn api(&self, client: &Client, id: &NotebookId) -> Result<Api<K>> {
+    pub(crate) fn api(&self, client: &Client, id: &NotebookId) -> Result<Api<K>> {
         self.lookup(id)?;
         Ok(Api::namespaced(client.clone(), &id.namespace))
     }
 
-    pub fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
+    pub(crate) fn get(&self, id: &NotebookId) -> Option<Arc<K>> {
         let key = ObjectRef::new(&id.name).within(&id.namespace);
         self.covering(id).find_map(|w| w.store.get(&key))
     }
@@ -136,7 +136,7 @@ where
     /// covering its namespace is current (or none covers it), `Unavailable`
     /// when that watch is not, since the object may exist unseen: an alert
     /// for it is then retried rather than dropped.
-    pub fn lookup(&self, id: &NotebookId) -> Result<Arc<K>> {
+    pub(crate) fn lookup(&self, id: &NotebookId) -> Result<Arc<K>> {
         if let Some(o) = self.get(id) {
             return Ok(o);
         }
@@ -155,7 +155,7 @@ where
             .filter(|w| w.namespace.as_deref().is_none_or(|n| n == id.namespace))
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for t in &self.tasks {
             t.abort();
         }

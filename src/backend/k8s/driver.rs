@@ -31,7 +31,7 @@ use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, StopCause, 
 
 /// A Kubernetes kind whose objects are notebooks: what the [`Driver`] needs
 /// to know about it, and nothing it does alike for every kind.
-pub trait NotebookKind:
+pub(crate) trait NotebookKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
     + DeserializeOwned
@@ -90,7 +90,7 @@ pub trait NotebookKind:
 }
 
 /// The backend for notebooks of kind `K`.
-pub struct Driver<K: NotebookKind> {
+pub(crate) struct Driver<K: NotebookKind> {
     clients: Clients,
     cache: Cache<K>,
     events: Events,
@@ -101,7 +101,7 @@ pub struct Driver<K: NotebookKind> {
 impl<K: NotebookKind> Driver<K> {
     /// Starts watching `K` in `namespaces` (all when empty), selected by
     /// `label_selector`.
-    pub fn new(
+    pub(crate) fn new(
         clients: Clients,
         namespaces: &[String],
         label_selector: Option<&str>,

@@ -26,16 +26,16 @@ use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
 /// Set by nbidle (and Kubeflow's UI) to stop a Kubeflow notebook; its value is
 /// the RFC 3339 time of the stop. Kubeflow's controller scales to 0.
-pub const KUBEFLOW_STOPPED: &str = "kubeflow-resource-stopped";
+pub(crate) const KUBEFLOW_STOPPED: &str = "kubeflow-resource-stopped";
 
 /// The backend for Kubeflow Notebooks.
-pub type KubeflowBackend = Driver<Notebook>;
+pub(crate) type KubeflowBackend = Driver<Notebook>;
 
 /// The parts of a Notebook nbidle reads. Everything else (the pod template
 /// above all) is skipped when the object is decoded, so the cache holds
 /// only this.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct Notebook {
+pub(crate) struct Notebook {
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<NotebookStatus>,
@@ -43,7 +43,7 @@ pub struct Notebook {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NotebookStatus {
+pub(crate) struct NotebookStatus {
     #[serde(default)]
     pub ready_replicas: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -43,11 +43,11 @@
 //! is the `backend.kind` value in the config, its arm in `run.rs`, and
 //! RBAC for the resource in `deploy/`.
 
-pub mod cache;
-pub mod driver;
-pub mod kubeflow;
-pub mod statefulset;
-pub mod watch;
+pub(crate) mod cache;
+pub(crate) mod driver;
+pub(crate) mod kubeflow;
+pub(crate) mod statefulset;
+pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -67,27 +67,27 @@ use crate::error::{Error, Result};
 use crate::notebook::{IdleBounds, NotebookId, StopCause, Timestamp};
 
 /// The user Kubeflow's UI records as the notebook's creator.
-pub const KUBEFLOW_CREATOR: &str = "notebooks.kubeflow.org/creator";
+pub(crate) const KUBEFLOW_CREATOR: &str = "notebooks.kubeflow.org/creator";
 
 /// `user` or `idle-alert`.
-pub const STOPPED_BY: &str = "nbidle.io/stopped-by";
+pub(crate) const STOPPED_BY: &str = "nbidle.io/stopped-by";
 /// The alert that stopped it (`NotebookIdle`), or `api` for a user's stop.
-pub const STOP_REASON: &str = "nbidle.io/stop-reason";
-pub const STOPPED_AT: &str = "nbidle.io/stopped-at";
+pub(crate) const STOP_REASON: &str = "nbidle.io/stop-reason";
+pub(crate) const STOPPED_AT: &str = "nbidle.io/stopped-at";
 /// When the stopping alert started firing (the stale-alert guard's input).
-pub const ALERT_STARTS_AT: &str = "nbidle.io/alert-starts-at";
+pub(crate) const ALERT_STARTS_AT: &str = "nbidle.io/alert-starts-at";
 /// When nbidle last started the notebook.
-pub const STARTED_AT: &str = "nbidle.io/started-at";
+pub(crate) const STARTED_AT: &str = "nbidle.io/started-at";
 
 /// `"false"`: never stopped by an idle alert.
-pub const AUTOSTOP: &str = "nbidle.io/autostop";
+pub(crate) const AUTOSTOP: &str = "nbidle.io/autostop";
 /// This notebook's idle time (`2h`, `90m`), within the admin's bounds.
-pub const IDLE_AFTER: &str = "nbidle.io/idle-after";
+pub(crate) const IDLE_AFTER: &str = "nbidle.io/idle-after";
 /// Who is warned before the stop; default: Kubeflow's creator annotation.
-pub const OWNER: &str = "nbidle.io/owner";
+pub(crate) const OWNER: &str = "nbidle.io/owner";
 
 /// Annotations to merge into an object's: a null value removes one.
-pub type Annotations = serde_json::Map<String, serde_json::Value>;
+pub(crate) type Annotations = serde_json::Map<String, serde_json::Value>;
 
 /// Conflicting writes are retried this many times before giving up with a
 /// retryable error (Alertmanager then delivers again).
@@ -98,7 +98,7 @@ const CONFLICT_RETRIES: usize = 5;
 /// [`watch::WATCH_SECONDS`] and so read with a longer timeout. Both connect
 /// within `CONNECT_TIMEOUT`.
 #[derive(Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     pub requests: Client,
     pub watches: Client,
     /// The most one operation (a stop, a start: reads, writes and retries)
@@ -111,12 +111,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 impl Clients {
     /// From the environment: in a pod, its service account; elsewhere
     /// `$KUBECONFIG` or `~/.kube/config`.
-    pub async fn from_env(request_timeout: Duration) -> Result<Clients> {
+    pub(crate) async fn from_env(request_timeout: Duration) -> Result<Clients> {
         let config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         Clients::new(config, request_timeout)
     }
 
-    pub fn new(mut config: kube::Config, request_timeout: Duration) -> Result<Clients> {
+    pub(crate) fn new(mut config: kube::Config, request_timeout: Duration) -> Result<Clients> {
         config.connect_timeout = Some(CONNECT_TIMEOUT.min(request_timeout));
         config.write_timeout = Some(request_timeout);
         let build =
@@ -133,7 +133,7 @@ impl Clients {
 
     /// A read-decide-write step (see [`retry_on_conflict`]) within
     /// `deadline`.
-    pub async fn write<T, F, Fut>(&self, id: &NotebookId, step: F) -> Result<T>
+    pub(crate) async fn write<T, F, Fut>(&self, id: &NotebookId, step: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
@@ -144,7 +144,7 @@ impl Clients {
     /// Runs one operation against the API server within `deadline`; past
     /// it the operation is abandoned and reported unavailable, so the
     /// webhook answers 503 and Alertmanager delivers again.
-    pub async fn within_deadline<T>(
+    pub(crate) async fn within_deadline<T>(
         &self,
         id: &NotebookId,
         op: impl Future<Output = Result<T>>,
@@ -162,7 +162,7 @@ impl Clients {
 /// Maps an API error: `NotFound` for 404 so the HTTP layer answers 404;
 /// `Unavailable` when the API server cannot be reached, does not answer in
 /// time, or says it is overloaded or failing (429, 5xx), so callers retry.
-pub fn api_error(id: &NotebookId, e: kube::Error) -> Error {
+pub(crate) fn api_error(id: &NotebookId, e: kube::Error) -> Error {
     match &e {
         kube::Error::Api(s) if s.code == 404 => Error::NotFound(id.clone()),
         kube::Error::Api(s) if s.code == 429 || s.code >= 500 => {
@@ -181,7 +181,7 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 /// Runs a read-decide-write step again while its write conflicts with a
 /// concurrent change. `step` must read the object afresh each time.
-pub async fn retry_on_conflict<T, F, Fut>(id: &NotebookId, mut step: F) -> Result<T>
+pub(crate) async fn retry_on_conflict<T, F, Fut>(id: &NotebookId, mut step: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -201,7 +201,9 @@ where
 
 /// Drops managed fields and the last-applied annotation, the bulk of most
 /// objects' metadata, which nbidle never reads.
-pub fn strip_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+pub(crate) fn strip_metadata(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) {
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -212,7 +214,7 @@ pub fn strip_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1:
 
 /// Per-notebook policy read from annotations.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub autostop: bool,
     pub idle_after: Duration,
     pub owner: Option<String>,
@@ -220,7 +222,7 @@ pub struct Policy {
     pub problem: Option<String>,
 }
 
-pub fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Policy {
+pub(crate) fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Policy {
     let mut p = Policy {
         autostop: true,
         idle_after: bounds.default,
@@ -268,7 +270,7 @@ pub fn policy(annotations: &BTreeMap<String, String>, bounds: IdleBounds) -> Pol
 /// Merges `annotations` into an object's (a null removes one). With
 /// `precondition`, the object read before: the patch fails with 409 if it
 /// changed since, so a decision is never written over a newer state.
-pub async fn annotate<K>(
+pub(crate) async fn annotate<K>(
     api: &Api<K>,
     precondition: Option<&K>,
     name: &str,
@@ -290,7 +292,9 @@ where
 }
 
 /// The stop recorded in nbidle's annotations, if any.
-pub fn recorded_stop(a: &BTreeMap<String, String>) -> (Option<Timestamp>, Option<StopCause>) {
+pub(crate) fn recorded_stop(
+    a: &BTreeMap<String, String>,
+) -> (Option<Timestamp>, Option<StopCause>) {
     let at = a.get(STOPPED_AT).and_then(|v| v.parse::<Timestamp>().ok());
     let cause = match a.get(STOPPED_BY).map(String::as_str) {
         Some("user") => Some(StopCause::User),
@@ -308,7 +312,7 @@ pub fn recorded_stop(a: &BTreeMap<String, String>) -> (Option<Timestamp>, Option
 }
 
 /// The annotations that record a stop (merged into the object's own).
-pub fn stop_annotations(cause: &StopCause, at: Timestamp) -> Annotations {
+pub(crate) fn stop_annotations(cause: &StopCause, at: Timestamp) -> Annotations {
     let mut m = Annotations::new();
     m.insert(STOPPED_AT.into(), at.to_string().into());
     m.insert(STOPPED_BY.into(), cause.trigger().into());
@@ -329,7 +333,7 @@ pub fn stop_annotations(cause: &StopCause, at: Timestamp) -> Annotations {
 }
 
 /// The annotations a start sets and removes.
-pub fn start_annotations(at: Timestamp) -> Annotations {
+pub(crate) fn start_annotations(at: Timestamp) -> Annotations {
     let mut m = Annotations::new();
     for k in [STOPPED_AT, STOPPED_BY, STOP_REASON, ALERT_STARTS_AT] {
         m.insert(k.into(), serde_json::Value::Null);
@@ -338,18 +342,18 @@ pub fn start_annotations(at: Timestamp) -> Annotations {
     m
 }
 
-pub fn k8s_time(t: &Time) -> Option<Timestamp> {
+pub(crate) fn k8s_time(t: &Time) -> Option<Timestamp> {
     t.0.to_string().parse::<Timestamp>().ok()
 }
 
 /// The latest of the instants a notebook may have (re)started at: an
 /// alert that began before it is about an earlier life.
-pub fn latest(times: impl IntoIterator<Item = Option<Timestamp>>) -> Option<Timestamp> {
+pub(crate) fn latest(times: impl IntoIterator<Item = Option<Timestamp>>) -> Option<Timestamp> {
     times.into_iter().flatten().max()
 }
 
 /// Renders the exporter's URL template for one notebook.
-pub fn jupyter_url(template: &str, id: &NotebookId) -> String {
+pub(crate) fn jupyter_url(template: &str, id: &NotebookId) -> String {
     let url = template
         .replace("{namespace}", &id.namespace)
         .replace("{name}", &id.name);
@@ -364,20 +368,20 @@ pub fn jupyter_url(template: &str, id: &NotebookId) -> String {
 /// start. Each is its own Event, not a count on an earlier one, so the note
 /// says what happened that time. Failures are logged, never fail the
 /// operation the Event describes.
-pub struct Events {
+pub(crate) struct Events {
     client: Client,
     instance: String,
 }
 
 impl Events {
-    pub fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         let instance = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "nbidle".into());
         Events { client, instance }
     }
 
-    pub async fn publish<K: Resource<DynamicType = ()>>(
+    pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         reason: &str,
@@ -415,7 +419,7 @@ impl Events {
 }
 
 /// Says what stopped a notebook, for Events and logs.
-pub fn describe_stop(cause: &StopCause) -> String {
+pub(crate) fn describe_stop(cause: &StopCause) -> String {
     match cause {
         StopCause::User => "stopped by a user through nbidle's API; its volumes are kept".into(),
         StopCause::IdleAlert {

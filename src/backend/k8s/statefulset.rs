@@ -20,10 +20,10 @@ use super::{self as k, Annotations};
 use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, Timestamp};
 
 /// A StatefulSet's replica count before nbidle scaled it to 0.
-pub const REPLICAS: &str = "nbidle.io/replicas";
+pub(crate) const REPLICAS: &str = "nbidle.io/replicas";
 
 /// The backend for StatefulSets selected by label.
-pub type StatefulSetBackend = Driver<StatefulSet>;
+pub(crate) type StatefulSetBackend = Driver<StatefulSet>;
 
 /// Scales through `/scale`, with `current`'s version as the precondition.
 async fn scale(api: &Api<StatefulSet>, current: &StatefulSet, replicas: i32) -> kube::Result<()> {

@@ -32,38 +32,38 @@ use crate::metrics::WatchMetrics;
 /// How long the API server keeps one watch open. The watch client's read
 /// timeout is a little longer: with no byte for that long (bookmarks
 /// included) the API server is taken to be hung and the watch is renewed.
-pub const WATCH_SECONDS: u32 = 60;
+pub(crate) const WATCH_SECONDS: u32 = 60;
 
 /// Objects per list page: bounds one response's size for big namespaces.
 const PAGE: u32 = 500;
 
 /// Exponential retry delay with jitter, reset by any success.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    pub const MIN: Duration = Duration::from_millis(200);
+    pub(crate) const MIN: Duration = Duration::from_millis(200);
     /// Small on purpose: while the API server is down this is one cheap
     /// request per watch every few seconds, and once it is back the cache
     /// is current again within about this delay.
-    pub const MAX: Duration = Duration::from_secs(2);
+    pub(crate) const MAX: Duration = Duration::from_secs(2);
 
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff { next: Self::MIN }
     }
 
     /// The delay before the next attempt: the current step with ±20 %
     /// jitter (so replicas do not retry in lockstep), never above `MAX`.
-    pub fn delay(&mut self) -> Duration {
+    pub(crate) fn delay(&mut self) -> Duration {
         let step = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         let jittered = step.mul_f64(0.8 + 0.4 * fastrand::f64());
         jittered.min(Self::MAX)
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Self::MIN;
     }
 }
@@ -77,7 +77,7 @@ impl Default for Backoff {
 /// Where a watch is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Listing, before the first list completed or after a 410.
     Listing = 0,
     /// Listed, and the watch since then is open: the cache is current.
@@ -88,7 +88,7 @@ pub enum Phase {
 
 /// The phase of one watch, shared with readers of its cache.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     phase: AtomicU8,
     /// Becomes true at the first complete list. (The store's own
     /// `wait_until_ready` wakes only the last of several waiters.)
@@ -96,7 +96,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Health {
             phase: AtomicU8::new(Phase::Listing as u8),
             listed: tokio::sync::watch::Sender::new(false),
@@ -104,12 +104,12 @@ impl Health {
     }
 
     /// Resolves once the watch has listed, for any number of waiters.
-    pub async fn listed(&self) {
+    pub(crate) async fn listed(&self) {
         let mut rx = self.listed.subscribe();
         let _ = rx.wait_for(|listed| *listed).await;
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             1 => Phase::Current,
             2 => Phase::Failing,
@@ -117,7 +117,7 @@ impl Health {
         }
     }
 
-    pub fn is_current(&self) -> bool {
+    pub(crate) fn is_current(&self) -> bool {
         self.phase() == Phase::Current
     }
 
@@ -127,7 +127,7 @@ impl Health {
 }
 
 /// What one watch needs besides its API.
-pub struct Watch<K: Resource<DynamicType = ()> + Clone + 'static> {
+pub(crate) struct Watch<K: Resource<DynamicType = ()> + Clone + 'static> {
     pub lists: Api<K>,
     pub watches: Api<K>,
     pub label_selector: Option<String>,
@@ -150,7 +150,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Runs until the task is aborted.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut backoff = Backoff::new();
         let mut resume: Option<String> = None;
         loop {

@@ -5,6 +5,9 @@
 //! not inherit it (the file is opened close-on-exec), so notebooks that
 //! outlive nbidle do not keep the next nbidle out.
 
+// This module's job is a syscall (flock on the data dir lock); each use says why it is sound.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -15,18 +18,18 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// The lock file's name inside the data dir.
-pub const LOCK_FILE: &str = "lock";
+pub(super) const LOCK_FILE: &str = "lock";
 
 /// Held while it lives.
 #[derive(Debug)]
-pub struct DataDirLock {
+pub(super) struct DataDirLock {
     _file: File,
 }
 
 impl DataDirLock {
     /// Takes the lock or fails at once, naming the data dir and the pid of
     /// the nbidle that holds it. Creates the data dir if needed.
-    pub fn acquire(data_dir: &Path) -> Result<DataDirLock> {
+    pub(super) fn acquire(data_dir: &Path) -> Result<DataDirLock> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::io(format!("creating {}", data_dir.display()), e))?;
         let path = data_dir.join(LOCK_FILE);

@@ -9,6 +9,9 @@
 //! other part of the process is left to whoever waits for it. While such a
 //! child is first in line, its own children are checked one by one.
 
+// This module's job is a syscall (waitpid/waitid for exited children); each use says why it is sound.
+#![allow(unsafe_code)]
+
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
@@ -19,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub struct Reaper {
+pub(super) struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
 }
 
@@ -27,7 +30,10 @@ impl Reaper {
     /// Starts the SIGCHLD listener on the current tokio runtime, tracked by
     /// `tasks`; it ends when `retired` is cancelled, or when the reaper is
     /// dropped (at the next SIGCHLD).
-    pub fn start(tasks: &TaskTracker, retired: CancellationToken) -> std::io::Result<Arc<Reaper>> {
+    pub(super) fn start(
+        tasks: &TaskTracker,
+        retired: CancellationToken,
+    ) -> std::io::Result<Arc<Reaper>> {
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Arc::new(Reaper {
             waiting: Mutex::new(HashMap::new()),
@@ -45,7 +51,7 @@ impl Reaper {
     }
 
     /// Spawns `cmd`; the receiver gets the process's exit status.
-    pub fn spawn(
+    pub(super) fn spawn(
         &self,
         cmd: &mut Command,
     ) -> std::io::Result<(i32, oneshot::Receiver<ExitStatus>)> {

@@ -12,11 +12,11 @@ use std::sync::Mutex;
 
 /// Far above any record nbidle writes (a few hundred bytes); a larger file
 /// is not read into memory.
-pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
 /// The bytes of the record at `path`; `Ok(None)` when there is none;
 /// `Err(reason)` when it exists but cannot be read.
-pub fn read(path: &Path) -> Result<Option<Vec<u8>>, String> {
+pub(super) fn read(path: &Path) -> Result<Option<Vec<u8>>, String> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -37,7 +37,7 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, String> {
 /// the rename itself is on disk. Concurrent writers share directory syncs:
 /// a sync that started after a writer's rename covers that writer, so 1,000
 /// stops at once cost far fewer than 1,000 directory syncs.
-pub struct RecordDir {
+pub(super) struct RecordDir {
     dir: PathBuf,
     /// Renames completed so far.
     renamed: AtomicU64,
@@ -46,7 +46,7 @@ pub struct RecordDir {
 }
 
 impl RecordDir {
-    pub fn new(dir: PathBuf) -> Self {
+    pub(super) fn new(dir: PathBuf) -> Self {
         RecordDir {
             dir,
             renamed: AtomicU64::new(0),
@@ -56,7 +56,7 @@ impl RecordDir {
 
     /// Replaces the record at `path` (inside this directory). Blocking.
     /// The caller serializes writes of one record.
-    pub fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    pub(super) fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let written = OpenOptions::new()
             .write(true)
