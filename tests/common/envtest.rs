@@ -18,6 +18,12 @@ pub const ADMIN_TOKEN: &str = "envtest-admin-token";
 
 /// The binaries' directory, building them on first use.
 pub fn binaries() -> PathBuf {
+    built("NBIDLE_ENVTEST_BIN")
+}
+
+/// What `scripts/envtest/build.sh` (building on first use, cached after)
+/// prints as `<key>=<path>`: the binaries' directory, or kubectl.
+pub fn built(key: &str) -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/envtest/build.sh");
     let out = Command::new("bash")
         .arg(script)
@@ -29,12 +35,13 @@ pub fn binaries() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let dir = stdout
+    let prefix = format!("{key}=");
+    let path = stdout
         .lines()
         .rev()
-        .find_map(|l| l.strip_prefix("NBIDLE_ENVTEST_BIN="))
-        .expect("build.sh prints NBIDLE_ENVTEST_BIN=<dir>");
-    PathBuf::from(dir)
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("build.sh prints {key}=<path>"));
+    PathBuf::from(path)
 }
 
 pub struct ControlPlane {

@@ -17,22 +17,7 @@ use super::Proc;
 
 /// The kubectl binary, building it on first use.
 pub fn kubectl() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/envtest/build.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .expect("running scripts/envtest/build.sh");
-    assert!(
-        out.status.success(),
-        "scripts/envtest/build.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("NBIDLE_KUBECTL="))
-        .expect("build.sh prints NBIDLE_KUBECTL=<path>");
-    PathBuf::from(path)
+    super::envtest::built("NBIDLE_KUBECTL")
 }
 
 /// `kubectl kustomize <dir>`: the rendered YAML, or kubectl's error.
