@@ -1,5 +1,5 @@
 //! docs/kubernetes.md as written, run against a real kube-apiserver + etcd
-//! (envtest): every ` ```sh ` block, in order, in one bash session (`set
+//! (envtest): every ` ```sh ` block, in order, in one bash process (`set
 //! -euo pipefail`), in a copy of the repository, with a kubectl built from
 //! the API server's release on PATH and KUBECONFIG pointing at the test API
 //! server as its admin. `# edit <file>` YAML blocks are merged into their
@@ -131,10 +131,10 @@ fn contains(whole: &serde_yaml::Value, part: &serde_yaml::Value) -> bool {
     }
 }
 
-/// A bash session that runs the guide's blocks one after another, so that
+/// A bash process that runs the guide's blocks one after another, so that
 /// variables and the working directory carry over as in an operator's
 /// terminal. Each block is sourced with `set -euo pipefail`: a failing
-/// command ends the session, and with it the test.
+/// command ends the shell, and with it the test.
 struct Shell {
     child: Child,
     stdin: ChildStdin,
@@ -156,7 +156,7 @@ impl Shell {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             // Its own process group, so that anything a block leaves
-            // running ends with the session.
+            // running ends with the shell.
             .process_group(0);
         for (k, v) in env {
             cmd.env(k, v);
