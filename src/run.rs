@@ -11,7 +11,6 @@
 //! exit, and nbidle always exits.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ use crate::server::auth::{ApiTokens, Credentials};
 use crate::server::body::BodyLimits;
 use crate::server::listener::Limits;
 use crate::server::tls::Tls;
-use crate::server::{self, App};
+use crate::server::{self, App, Readiness};
 
 /// What each step of shutdown may take beyond its own deadline (the
 /// drain's `shutdown_timeout`, the local backend's stop grace period); the
@@ -136,8 +135,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
             cfg.webhook.max_bytes_in_flight,
             cfg.server.body_read_timeout.0,
         )),
-        // Ready once the backend knows its notebooks (local: once recovered).
-        ready: AtomicBool::new(false),
+        // Synced once the backend knows its notebooks (local: once recovered).
+        readiness: Readiness::default(),
     });
     // The listener drains only once readiness is down: whoever polls
     // /readyz sees 503 before connections close.
@@ -184,12 +183,12 @@ async fn readiness(app: Arc<App>, shutdown: CancellationToken) {
         biased;
         () = shutdown.cancelled() => {}
         () = app.backend.synced() => {
-            app.ready.store(true, Ordering::Release);
+            app.readiness.set_synced();
             tracing::info!("backend synced; ready");
             shutdown.cancelled().await;
         }
     }
-    app.ready.store(false, Ordering::SeqCst);
+    app.readiness.set_draining();
     tracing::info!("shutting down: not ready, draining connections");
 }
 
@@ -348,7 +347,7 @@ mod tests {
             webhook_credentials: Credentials::new(Vec::new(), None),
             api_tokens: ApiTokens::new(Vec::new(), Vec::new()),
             body_limits: Arc::new(BodyLimits::new(4096, 16384, Duration::from_secs(5))),
-            ready: AtomicBool::new(false),
+            readiness: Readiness::default(),
         })
     }
 
@@ -397,7 +396,7 @@ mod tests {
         let bounds = Bounds::new(LIMITS.shutdown_timeout, Duration::ZERO);
         let shutting_down = run_until_shutdown(server, &shutdown, &tasks, backend.as_ref(), bounds);
         let client = async {
-            until("ready", || app.ready.load(Ordering::SeqCst)).await;
+            until("ready", || app.readiness.is_ready()).await;
             // A request in flight: its head unfinished when shutdown begins.
             let mut held = TcpStream::connect(addr).await.unwrap();
             held.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
@@ -414,7 +413,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
-            assert!(!app.ready.load(Ordering::SeqCst), "ready while draining");
+            assert!(!app.readiness.is_ready(), "ready while draining");
             held.write_all(b"\r\n").await.unwrap();
             let mut response = String::new();
             held.read_to_string(&mut response).await.unwrap();

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,8 +26,10 @@ pub(crate) async fn livez() -> Result<impl Reply, Infallible> {
 
 pub(crate) async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
     Ok(
-        if app.ready.load(Ordering::SeqCst) && app.backend.current() {
+        if app.readiness.is_ready() && app.backend.current() {
             with_status("ready", StatusCode::OK)
+        } else if app.readiness.is_draining() {
+            with_status("shutting down", StatusCode::SERVICE_UNAVAILABLE)
         } else {
             with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
         },
@@ -188,7 +189,7 @@ fn capped(mut message: String, max_chars: usize) -> String {
 /// 503 until the backend has listed its notebooks: before that, every
 /// notebook would look unknown (404) or absent (an empty list).
 fn synced(app: &App) -> Result<(), Rejection> {
-    if app.ready.load(Ordering::SeqCst) {
+    if app.readiness.is_synced() {
         Ok(())
     } else {
         Err(warp::reject::custom(ApiError::new(

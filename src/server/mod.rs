@@ -21,7 +21,7 @@ pub(crate) mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -40,10 +40,45 @@ pub(crate) struct App {
     pub webhook_credentials: Credentials,
     pub api_tokens: ApiTokens,
     pub body_limits: Arc<body::BodyLimits>,
-    /// Set once the backend has synced; cleared when shutdown begins, before
-    /// the listener drains, so a load balancer stops sending traffic first
-    /// (`run` owns both changes).
-    pub ready: AtomicBool,
+    /// Synced, then draining (`run` owns both changes).
+    pub readiness: Readiness,
+}
+
+/// Two facts, kept apart because they answer different callers: the API
+/// refuses requests until the backend has listed its notebooks (before
+/// that every notebook would look unknown), while `/readyz` also goes down
+/// the moment shutdown begins, so a load balancer stops sending traffic
+/// before the listener drains. Requests that arrive meanwhile are still
+/// served: the backend works until the drain is over.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    synced: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// The backend has listed its notebooks.
+    pub(crate) fn set_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Shutdown has begun; never undone.
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// What `/readyz` says (besides the backend's own currency).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.is_synced() && !self.is_draining()
+    }
 }
 
 /// Binds `addr` and serves until `drain` resolves, then drains within

@@ -5,7 +5,6 @@
 //! Longer than most files: one whole test per behaviour, sharing one
 //! fixture (the app, its tokens and four notebooks) that a split would repeat.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use warp::test::RequestBuilder;
 
 use super::auth::{ApiTokens, Credentials};
 use super::body::BodyLimits;
-use super::{filters, App};
+use super::{filters, App, Readiness};
 use crate::backend::memory::{Call, Fault, MemoryBackend, Op};
 use crate::decide::Policy;
 use crate::metrics::Metrics;
@@ -60,6 +59,12 @@ fn notebooks() -> Vec<NotebookState> {
 
 /// An app over `backend`, ready, with the test tokens and body limits.
 fn app_over(backend: Arc<MemoryBackend>, limits: BodyLimits) -> Arc<App> {
+    let readiness = Readiness::default();
+    readiness.set_synced();
+    app_with(backend, limits, readiness)
+}
+
+fn app_with(backend: Arc<MemoryBackend>, limits: BodyLimits, readiness: Readiness) -> Arc<App> {
     Arc::new(App {
         backend,
         exporter: None,
@@ -72,7 +77,7 @@ fn app_over(backend: Arc<MemoryBackend>, limits: BodyLimits) -> Arc<App> {
         )
         .with_scrape_token(Some(SCRAPE_TOKEN.into())),
         body_limits: Arc::new(limits),
-        ready: AtomicBool::new(true),
+        readiness,
     })
 }
 
@@ -340,14 +345,13 @@ async fn an_unknown_notebook_is_404_and_no_failed_stop() {
 async fn before_the_backend_has_listed_the_api_and_webhook_answer_503_not_ready() {
     let backend = Arc::new(MemoryBackend::new(notebooks()));
     backend.set_synced(false);
-    let app = app_over(backend.clone(), limits());
-    app.ready.store(false, Ordering::SeqCst);
-    // As `run::serve` does: ready once the backend has synced.
+    let app = app_with(backend.clone(), limits(), Readiness::default());
+    // As `run::serve` does: synced once the backend has synced.
     let sync = {
         let app = app.clone();
         tokio::spawn(async move {
             app.backend.synced().await;
-            app.ready.store(true, Ordering::Release);
+            app.readiness.set_synced();
         })
     };
     for req in [
@@ -602,10 +606,13 @@ async fn livez_always_and_readyz_only_while_ready_and_current() {
     assert_eq!((r.status(), body(&r)), (StatusCode::OK, "ok".into()));
 
     backend.set_current(true);
-    // Shutdown clears readiness first.
-    app.ready.store(false, Ordering::SeqCst);
+    // Shutdown takes readiness down first.
+    app.readiness.set_draining();
     let r = send(&app, probe("/readyz")).await;
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (r.status(), body(&r)),
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down".into())
+    );
     let r = send(&app, probe("/livez")).await;
     assert_eq!(r.status(), StatusCode::OK);
     // No credentials needed, and no backend call.
@@ -744,4 +751,20 @@ async fn scrape_routes_need_the_metrics_token_and_list_running_notebooks() {
     let message = error(&r, StatusCode::NOT_FOUND, "not_found");
     assert!(message.contains("exporter.enabled"), "{message}");
     assert!(backend.calls_of(Op::ScrapeTargets).len() == 1);
+}
+
+#[tokio::test]
+async fn while_draining_readyz_is_down_but_requests_in_flight_are_still_served() {
+    let (backend, app) = setup();
+    // What shutdown does first.
+    app.readiness.set_draining();
+    let r = send(&app, warp::test::request().path("/readyz")).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Alertmanager's retry or a user's click that arrived just before: the
+    // backend still works until the listener has drained.
+    let r = send(&app, get("/api/v1/notebooks/team-a/lab", ADMIN_TOKEN)).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
+    let r = send(&app, webhook(&payload(vec![alert("team-a", "lab")]))).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
+    assert!(!backend.calls().is_empty());
 }
