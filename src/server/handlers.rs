@@ -25,15 +25,13 @@ pub(crate) async fn livez() -> Result<impl Reply, Infallible> {
 }
 
 pub(crate) async fn readyz(app: Arc<App>) -> Result<impl Reply, Infallible> {
-    Ok(
-        if app.readiness.is_ready() && app.backend.current() {
-            with_status("ready", StatusCode::OK)
-        } else if app.readiness.is_draining() {
-            with_status("shutting down", StatusCode::SERVICE_UNAVAILABLE)
-        } else {
-            with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
-        },
-    )
+    Ok(if app.readiness.is_ready() && app.backend.current() {
+        with_status("ready", StatusCode::OK)
+    } else if app.readiness.is_draining() {
+        with_status("shutting down", StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+    })
 }
 
 pub(crate) async fn metrics(app: Arc<App>) -> Result<impl Reply, Infallible> {

@@ -9,6 +9,8 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{watch, Clients};
 use crate::error::{Error, Result};
@@ -19,7 +21,9 @@ use crate::notebook::{NotebookId, NotebookState};
 /// cluster-wide when no namespaces are configured.
 pub(crate) struct Cache<K: Resource<DynamicType = ()> + 'static> {
     watches: Vec<Watched<K>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The watch loops, ended by `stop` and awaited by `shutdown`.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 struct Watched<K: Resource<DynamicType = ()> + 'static> {
@@ -57,7 +61,7 @@ where
             Some(ns) => Api::namespaced(client.clone(), ns),
         };
         let mut watches = Vec::new();
-        let mut tasks = Vec::new();
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         for ns in scopes {
             let (store, writer) = reflector::store();
             let health = watch::Health::new();
@@ -76,14 +80,21 @@ where
                 metrics: metrics.clone(),
                 labels,
             };
-            tasks.push(tokio::spawn(w.run()));
+            // A watch loop holds no state worth finishing: dropping it at
+            // any await point is clean (its connection closes).
+            tasks.spawn(stop.clone().run_until_cancelled_owned(w.run()));
             watches.push(Watched {
                 namespace: ns,
                 store,
                 health,
             });
         }
-        Cache { watches, tasks }
+        tasks.close();
+        Cache {
+            watches,
+            tasks,
+            stop,
+        }
     }
 
     /// Resolves once every watch has listed its objects.
@@ -155,9 +166,56 @@ where
             .filter(|w| w.namespace.as_deref().is_none_or(|n| n == id.namespace))
     }
 
-    pub(crate) fn stop(&self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+    /// Ends every watch loop and waits until they have ended.
+    pub(crate) async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::apps::v1::StatefulSet;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// An API server that accepts connections and never answers: every
+    /// watch loop is then parked inside a request.
+    async fn silent_api_server() -> (tokio::net::TcpListener, kube::Config) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        (listener, kube::Config::new(url.parse().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_watch_loop_and_waits_for_them() {
+        let (listener, config) = silent_api_server().await;
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let clients = Clients::new(config, Duration::from_secs(30)).unwrap();
+        let metrics = Metrics::new();
+        let namespaces = ["a".to_string(), "b".to_string()];
+        let cache: Cache<StatefulSet> =
+            Cache::watch(&clients, &namespaces, None, |_| {}, &metrics.watch);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(cache.tasks.len(), 2);
+        assert!(!cache.current());
+
+        tokio::time::timeout(Duration::from_secs(2), cache.shutdown())
+            .await
+            .expect("the watch loops ended within 2 s");
+        assert!(
+            cache.tasks.is_empty(),
+            "{} still running",
+            cache.tasks.len()
+        );
+        held.abort();
     }
 }

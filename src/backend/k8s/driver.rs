@@ -251,7 +251,7 @@ impl<K: NotebookKind> Backend for Driver<K> {
     }
 
     async fn shutdown(&self) {
-        self.cache.stop();
+        self.cache.shutdown().await;
     }
 }
 

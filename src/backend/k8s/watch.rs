@@ -149,7 +149,7 @@ impl<K> Watch<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// Runs until the task is aborted.
+    /// Runs until its future is dropped ([`super::cache::Cache::shutdown`]).
     pub(crate) async fn run(mut self) {
         let mut backoff = Backoff::new();
         let mut resume: Option<String> = None;
