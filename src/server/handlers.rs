@@ -18,7 +18,7 @@ use crate::backend::{StopOutcome, StopRequest};
 use crate::decide::{self, Decision};
 use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
 use crate::metrics::{ErrorKind, Outcome, Trigger};
-use crate::notebook::{NotebookId, StopCause};
+use crate::notebook::{NotebookId, NotebookState, StopCause};
 
 pub(crate) async fn livez() -> Result<impl Reply, Infallible> {
     Ok("ok")
@@ -198,6 +198,27 @@ fn synced(app: &App) -> Result<(), Rejection> {
     }
 }
 
+async fn get(app: &App, id: &NotebookId) -> Result<NotebookState, Rejection> {
+    app.backend
+        .get(id)
+        .await
+        .map_err(|e| reject(app, ErrorKind::ApiRequest, e.into()))
+}
+
+/// The notebook a request names, once the caller may use its namespace and
+/// the backend has listed its notebooks.
+fn addressed(
+    app: &App,
+    scope: &Scope,
+    namespace: String,
+    name: String,
+) -> Result<NotebookId, Rejection> {
+    let id = NotebookId::new(namespace, name);
+    in_scope(app, scope, &id)?;
+    synced(app)?;
+    Ok(id)
+}
+
 /// 403 for a namespace the caller's token does not cover; nothing is read.
 fn in_scope(app: &App, scope: &Scope, id: &NotebookId) -> Result<(), Rejection> {
     if scope.allows(&id.namespace) {
@@ -218,14 +239,8 @@ pub(crate) async fn get_notebook(
     app: Arc<App>,
     scope: Scope,
 ) -> Result<impl Reply, Rejection> {
-    let id = NotebookId::new(namespace, name);
-    in_scope(&app, &scope, &id)?;
-    synced(&app)?;
-    let state = app
-        .backend
-        .get(&id)
-        .await
-        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
+    let id = addressed(&app, &scope, namespace, name)?;
+    let state = get(&app, &id).await?;
     Ok(json(&state))
 }
 
@@ -235,9 +250,7 @@ pub(crate) async fn stop_notebook(
     app: Arc<App>,
     scope: Scope,
 ) -> Result<impl Reply, Rejection> {
-    let id = NotebookId::new(namespace, name);
-    in_scope(&app, &scope, &id)?;
-    synced(&app)?;
+    let id = addressed(&app, &scope, namespace, name)?;
     let req = StopRequest {
         cause: StopCause::User,
         unless_started_after: None,
@@ -264,14 +277,8 @@ pub(crate) async fn start_notebook(
     app: Arc<App>,
     scope: Scope,
 ) -> Result<impl Reply, Rejection> {
-    let id = NotebookId::new(namespace, name);
-    in_scope(&app, &scope, &id)?;
-    synced(&app)?;
-    let before = app
-        .backend
-        .get(&id)
-        .await
-        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
+    let id = addressed(&app, &scope, namespace, name)?;
+    let before = get(&app, &id).await?;
     match app.backend.start(&id).await {
         Ok(state) => {
             if state.started_at != before.started_at {
