@@ -486,7 +486,8 @@ fn check_after(cp: &ControlPlane, checkout: &Path, block: &str, out: &str) {
             200
         );
     }
-    if block.contains("apply -k deploy/monitoring/statefulset") {
+    // The applied PodMonitor names each notebook by `label`.
+    let podmonitor_relabels_by = |label: &str| {
         let pm = cp
             .call(
                 "GET",
@@ -495,10 +496,10 @@ fn check_after(cp: &ControlPlane, checkout: &Path, block: &str, out: &str) {
             )
             .body;
         let relabelings = pm["spec"]["podMetricsEndpoints"][0]["relabelings"].to_string();
-        assert!(
-            relabelings.contains("__meta_kubernetes_pod_controller_name"),
-            "{pm}"
-        );
+        assert!(relabelings.contains(label), "{pm}");
+    };
+    if block.contains("apply -k deploy/monitoring/statefulset") {
+        podmonitor_relabels_by("__meta_kubernetes_pod_controller_name");
     }
     let sts = || {
         cp.call(
@@ -521,18 +522,7 @@ fn check_after(cp: &ControlPlane, checkout: &Path, block: &str, out: &str) {
         assert_eq!(sts()["spec"]["replicas"], 1, "started again");
     }
     if block.contains("apply -k deploy/monitoring/kubeflow") {
-        let pm = cp
-            .call(
-                "GET",
-                "/apis/monitoring.coreos.com/v1/namespaces/nbidle/podmonitors/nbidle-notebooks",
-                None,
-            )
-            .body;
-        let relabelings = pm["spec"]["podMetricsEndpoints"][0]["relabelings"].to_string();
-        assert!(
-            relabelings.contains("__meta_kubernetes_pod_label_notebook_name"),
-            "{pm}"
-        );
+        podmonitor_relabels_by("__meta_kubernetes_pod_label_notebook_name");
     }
 }
 

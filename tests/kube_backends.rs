@@ -164,16 +164,7 @@ async fn kubeflow_stop_and_start_keep_the_notebook_and_its_volume() {
         .await;
     assert_eq!(v["owner"], "ada@example.com");
     assert_eq!(v["idle_after_seconds"], 1800);
-    let list: Value = nbidle
-        .http
-        .get(nbidle.api("notebooks"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = nbidle.list().await;
     let names: Vec<String> = list["notebooks"]
         .as_array()
         .unwrap()

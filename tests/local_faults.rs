@@ -249,16 +249,7 @@ async fn each_corrupt_state_file_makes_only_its_notebook_unknown() {
         .await;
     assert_eq!(nb.notebook("local", "other").await["status"], "starting");
     assert_eq!(nb.notebook("local", "garbage").await["status"], "unknown");
-    let list: Value = nb
-        .http
-        .get(nb.api("notebooks"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = nb.list().await;
     assert_eq!(list["notebooks"].as_array().unwrap().len(), 7);
 }
 

@@ -233,6 +233,19 @@ impl Nbidle {
         format!("{}/api/v1/{}", self.url, path)
     }
 
+    /// `GET /api/v1/notebooks`, which must succeed.
+    pub async fn list(&self) -> Value {
+        let r = self
+            .http
+            .get(self.api("notebooks"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET notebooks: {}", r.status());
+        r.json().await.unwrap()
+    }
+
     /// The notebook `namespace/name` (`local` for the local backend), which
     /// must exist.
     pub async fn notebook(&self, namespace: &str, name: &str) -> Value {

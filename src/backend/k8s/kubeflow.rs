@@ -190,19 +190,12 @@ impl NotebookKind for Notebook {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
 
     fn nb(v: serde_json::Value) -> Notebook {
         serde_json::from_value(v).unwrap()
     }
 
-    fn bounds() -> IdleBounds {
-        IdleBounds {
-            default: Duration::from_secs(1800),
-            min: None,
-            max: None,
-        }
-    }
+    use crate::backend::k8s::tests::half_an_hour as bounds;
 
     const URL: &str = "http://{name}.{namespace}.svc/notebook/{namespace}/{name}/";
 

@@ -432,8 +432,17 @@ pub(crate) fn describe_stop(cause: &StopCause) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Half an hour, no per-notebook bounds.
+    pub(crate) fn half_an_hour() -> IdleBounds {
+        IdleBounds {
+            default: Duration::from_secs(1800),
+            min: None,
+            max: None,
+        }
+    }
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -173,19 +173,12 @@ impl NotebookKind for StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn sts(v: serde_json::Value) -> StatefulSet {
         serde_json::from_value(v).unwrap()
     }
 
-    fn bounds() -> IdleBounds {
-        IdleBounds {
-            default: Duration::from_secs(1800),
-            min: None,
-            max: None,
-        }
-    }
+    use crate::backend::k8s::tests::half_an_hour as bounds;
 
     #[test]
     fn status_from_replicas() {
