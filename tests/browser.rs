@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const IDLE_AFTER_SECS: u64 = 30;
+/// Short, and still well above the time from JupyterLab's start to the
+/// browser's first kernel or terminal (about 10 s on a loaded machine).
+const IDLE_AFTER_TEXT: &str = "25s";
+const IDLE_AFTER_SECS: u64 = 25;
 const IDLE_AFTER: Duration = Duration::from_secs(IDLE_AFTER_SECS);
 /// Longer than a stop takes after its deadline with these settings
 /// (exporter, scrape and evaluation every 1 s, `group_wait` 1 s); the
@@ -43,6 +46,7 @@ impl Stack {
     async fn start(name: &str, autosave_secs: Option<u32>, control: bool) -> Stack {
         // Before anything starts: a missing component fails here.
         let _ = (browser_modules(), chromium(), tool(&["node"]));
+        assert_eq!(IDLE_AFTER_TEXT, format!("{IDLE_AFTER_SECS}s"));
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix(&format!("nbidle-browser-{name}-"))
@@ -58,18 +62,22 @@ impl Stack {
             dir.path(),
             &notebooks,
             NbidleOptions {
-                idle_after: "30s",
+                idle_after: IDLE_AFTER_TEXT,
                 ..Default::default()
             },
         )
         .await;
-        for n in &notebooks {
-            nbidle
-                .wait_status("local", &n.name, "running", UI_TIMEOUT)
-                .await;
-        }
+        // Prometheus and Alertmanager start while Jupyter does.
         let am = Alertmanager::start(dir.path(), &nbidle.config).await;
         let prom = Prometheus::start(dir.path(), &nbidle, &am).await;
+        // Jupyter answering, not nbidle's status: nbidle's readiness probe
+        // backs off to a few seconds while a server boots.
+        wait_ready(
+            &format!("{name} answering"),
+            &format!("{lab_url}api"),
+            UI_TIMEOUT,
+        )
+        .await;
         eprintln!(
             "{name}: nbidle, JupyterLab, Alertmanager, Prometheus up in {:?}",
             started.elapsed()

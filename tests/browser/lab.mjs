@@ -55,9 +55,12 @@ async function openLab(page) {
 async function newNotebook(page) {
   await page.click('.jp-LauncherCard[data-category="Notebook"]');
   await page.waitForSelector(".jp-NotebookPanel .jp-Cell .cm-content", { timeout: UI_TIMEOUT_MS });
-  await page.waitForSelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]', {
-    timeout: UI_TIMEOUT_MS,
-  });
+  // The status bar reads "No Kernel | Initializing", then "<kernel> |
+  // Connecting", then "<kernel> | Idle"; a cell run before that is lost.
+  await page
+    .locator('.jp-StatusBar-TextItem[title^="Change kernel"]')
+    .filter({ hasText: /^(?!No Kernel).* \| Idle$/ })
+    .waitFor({ timeout: UI_TIMEOUT_MS });
   await page.click(".jp-NotebookPanel .jp-Cell .cm-content");
   report("notebook-open");
 }
@@ -72,6 +75,15 @@ async function runCell(page, code) {
     throw new Error(`the cell shows ${JSON.stringify(await typed.textContent())} after typing ${JSON.stringify(code)}`);
   });
   await page.keyboard.press("Shift+Enter");
+  // Queued or done: "[*]:" or "[1]:", no longer "[ ]:".
+  await page
+    .locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt")
+    .first()
+    .filter({ hasText: /\[(\*|\d+)\]/ })
+    .waitFor({ timeout: 10000 })
+    .catch(() => {
+      throw new Error(`the cell ${JSON.stringify(code)} did not run after Shift+Enter`);
+    });
 }
 
 const scenarios = {
@@ -118,6 +130,13 @@ const scenarios = {
       words += 1;
       await sleep(1000);
     }
+    await page
+      .locator(".jp-NotebookPanel .jp-MarkdownCell .cm-content")
+      .filter({ hasText: "word0 word1" })
+      .waitFor({ timeout: 10000 })
+      .catch(() => {
+        throw new Error("the markdown cell does not show the typed words");
+      });
     report("typed", { words, saves });
   },
 
