@@ -166,10 +166,7 @@ impl Exporter {
                 // Publish nothing rather than last round's facts: stale
                 // numbers could look idle. The memory of activity stays.
                 tracing::warn!(error = %crate::logsafe::Escaped(&e), "exporter: listing notebooks");
-                *self
-                    .snapshot
-                    .write()
-                    .expect("snapshot lock is never poisoned") = Arc::new(Vec::new());
+                self.publish(Vec::new());
                 return;
             }
         };
@@ -250,6 +247,19 @@ impl Exporter {
         drop(memory);
         facts.sort_by(|a, b| a.state.id.cmp(&b.state.id));
         tracing::debug!(notebooks = facts.len(), probed = probed, "exporter round");
+        self.publish(facts);
+    }
+
+    /// The last round's facts, sorted by notebook.
+    fn last_round(&self) -> Arc<Vec<NotebookFacts>> {
+        self.snapshot
+            .read()
+            .expect("snapshot lock is never poisoned: no panics under it")
+            .clone()
+    }
+
+    /// Replaces what scrapes and the webhook's re-check read.
+    fn publish(&self, facts: Vec<NotebookFacts>) {
         *self
             .snapshot
             .write()
@@ -258,23 +268,17 @@ impl Exporter {
 
     /// The last round's facts about one notebook.
     pub(crate) fn facts(&self, id: &NotebookId) -> Option<NotebookFacts> {
-        let snap = self
-            .snapshot
-            .read()
-            .expect("snapshot lock is never poisoned")
-            .clone();
-        snap.iter().find(|f| &f.state.id == id).cloned()
+        self.last_round()
+            .iter()
+            .find(|f| &f.state.id == id)
+            .cloned()
     }
 
     /// Counts this round's failed probes and logs each notebook whose probe
     /// now fails where it did not (or failed otherwise) in the last round,
     /// and each that succeeds again: one line per change, not per round.
     fn note_failures(&self, probes: &HashMap<NotebookId, Probed>) {
-        let last = self
-            .snapshot
-            .read()
-            .expect("snapshot lock is never poisoned")
-            .clone();
+        let last = self.last_round();
         let last_reason = |id: &NotebookId| {
             // The snapshot is sorted by id.
             last.binary_search_by(|f| f.state.id.cmp(id))
@@ -301,11 +305,7 @@ impl Exporter {
 
     /// The text exposition of the last round.
     pub fn render(&self) -> String {
-        let snap = self
-            .snapshot
-            .read()
-            .expect("snapshot lock is never poisoned")
-            .clone();
+        let snap = self.last_round();
         let mut out = exposition::render(
             &snap,
             Timestamp::now().unix_seconds() + self.deadline_window.as_secs_f64(),
