@@ -52,7 +52,7 @@ mod probe;
 
 use bounded::Reason;
 use probe::max_opt;
-pub(crate) use probe::ProbeResult;
+use probe::ProbeResult;
 
 /// Everything exported about one notebook.
 #[derive(Debug, Clone)]
