@@ -40,7 +40,7 @@ impl Policy {
     /// an alert still firing then has seen this life idle for that long too
     /// (a restart faster than a scrape leaves the old alert firing, and it
     /// must not protect the notebook forever).
-    pub fn stale_limit(
+    pub(crate) fn stale_limit(
         &self,
         alert_starts_at: Timestamp,
         now: Timestamp,
@@ -82,7 +82,7 @@ pub enum Decision {
 
 impl Decision {
     /// The bounded label value of `nbidle_alert_decisions_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Decision::Stopped => "stopped",
             Decision::AlreadyStopped => "already_stopped",
@@ -103,8 +103,8 @@ impl Decision {
 
 #[derive(Debug, Clone)]
 pub struct AlertResult {
-    pub alertname: String,
-    pub notebook: Option<NotebookId>,
+    pub(crate) alertname: String,
+    pub(crate) notebook: Option<NotebookId>,
     pub decision: Decision,
 }
 

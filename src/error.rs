@@ -81,42 +81,42 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
             field: field.into(),
             message: message.into(),
         }
     }
 
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),
             message: message.into(),
         }
     }
 
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
     }
 
-    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+    pub(crate) fn kube(context: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube {
             context: context.into(),
             source,
         }
     }
 
-    pub fn backend_io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn backend_io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::BackendIo {
             context: context.into(),
             source,
         }
     }
 
-    pub fn task(context: impl Into<String>, source: tokio::task::JoinError) -> Self {
+    pub(crate) fn task(context: impl Into<String>, source: tokio::task::JoinError) -> Self {
         Error::Task {
             context: context.into(),
             source,

@@ -53,7 +53,7 @@ mod apply;
 pub mod backend;
 pub mod config;
 pub mod decide;
-pub mod error;
+mod error;
 pub mod exporter;
 pub mod logging;
 pub mod logsafe;

@@ -45,7 +45,7 @@ fn list(items: Vec<Value>) -> Value {
 
 /// Where Prometheus and Alertmanager reach nbidle: its listen address,
 /// with an unspecified host replaced by loopback.
-pub fn nbidle_base_url(cfg: &Config) -> String {
+pub(crate) fn nbidle_base_url(cfg: &Config) -> String {
     let mut listen = cfg.listen;
     if listen.ip().is_unspecified() {
         listen.set_ip(match listen {

@@ -15,7 +15,7 @@ pub struct NotebookId {
     pub name: String,
 }
 
-pub const LOCAL_NAMESPACE: &str = "local";
+pub(crate) const LOCAL_NAMESPACE: &str = "local";
 
 impl NotebookId {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
@@ -45,7 +45,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub(crate) const ALL: [Status; 6] = [
         Status::Running,
         Status::Starting,
         Status::Stopping,
@@ -54,7 +54,7 @@ impl Status {
         Status::Unknown,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
             Status::Starting => "starting",
@@ -87,7 +87,7 @@ pub enum StopCause {
 
 impl StopCause {
     /// The bounded label value used in metrics.
-    pub fn trigger(&self) -> &'static str {
+    pub(crate) fn trigger(&self) -> &'static str {
         match self {
             StopCause::User => "user",
             StopCause::IdleAlert { .. } => "idle-alert",
@@ -97,15 +97,15 @@ impl StopCause {
 
 /// The default idle time and the admin's bounds for per-notebook overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdleBounds {
-    pub default: std::time::Duration,
-    pub min: Option<std::time::Duration>,
-    pub max: Option<std::time::Duration>,
+pub(crate) struct IdleBounds {
+    pub(crate) default: std::time::Duration,
+    pub(crate) min: Option<std::time::Duration>,
+    pub(crate) max: Option<std::time::Duration>,
 }
 
 impl IdleBounds {
     /// A notebook's idle time: its override clamped to the bounds, or the default.
-    pub fn effective(&self, requested: Option<std::time::Duration>) -> std::time::Duration {
+    pub(crate) fn effective(&self, requested: Option<std::time::Duration>) -> std::time::Duration {
         let mut d = requested.unwrap_or(self.default);
         if let Some(lo) = self.min {
             d = d.max(lo);
@@ -150,7 +150,7 @@ impl Timestamp {
         Timestamp(OffsetDateTime::now_utc())
     }
 
-    pub fn unix_seconds(self) -> f64 {
+    pub(crate) fn unix_seconds(self) -> f64 {
         self.0.unix_timestamp_nanos() as f64 / 1e9
     }
 }

@@ -49,7 +49,7 @@ pub enum StopOutcome<T = NotebookState> {
 }
 
 impl<T> StopOutcome<T> {
-    pub fn state(&self) -> &T {
+    pub(crate) fn state(&self) -> &T {
         match self {
             StopOutcome::Stopped(s)
             | StopOutcome::AlreadyStopped(s)
@@ -60,7 +60,7 @@ impl<T> StopOutcome<T> {
     }
 
     /// The same outcome carrying `f` of what this one carries.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> StopOutcome<U> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> StopOutcome<U> {
         match self {
             StopOutcome::Stopped(s) => StopOutcome::Stopped(f(s)),
             StopOutcome::AlreadyStopped(s) => StopOutcome::AlreadyStopped(f(s)),
@@ -74,7 +74,7 @@ impl<T> StopOutcome<T> {
 /// The stale-start guard: a notebook started after `limit` lives a new
 /// life, which an alert about its previous one must not stop. An unknown
 /// start or no limit refuses nothing.
-pub fn started_since(started_at: Option<Timestamp>, limit: Option<Timestamp>) -> bool {
+pub(crate) fn started_since(started_at: Option<Timestamp>, limit: Option<Timestamp>) -> bool {
     matches!((started_at, limit), (Some(started), Some(limit)) if started > limit)
 }
 
@@ -90,7 +90,7 @@ pub struct ScrapeTarget {
 
 impl ScrapeTarget {
     /// The target serving `<base_url>metrics`; `None` for an unusable URL.
-    pub fn from_url(id: &NotebookId, base_url: &str) -> Option<ScrapeTarget> {
+    pub(crate) fn from_url(id: &NotebookId, base_url: &str) -> Option<ScrapeTarget> {
         let url = reqwest::Url::parse(base_url).ok()?;
         let host = url.host_str()?;
         let port = url.port_or_known_default().unwrap_or(80);
