@@ -7,7 +7,7 @@
 //! line. (It escapes some terminal controls in the message only, never line
 //! breaks; `?value` quotes and escapes a string but keeps all of it.) So
 //! every value from outside is logged through [`Escaped`], and every line a
-//! request can trigger by itself goes through a [`RateLimit`].
+//! request can trigger by itself goes through a `RateLimit`.
 
 use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};

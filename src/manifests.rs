@@ -11,6 +11,7 @@ use crate::config::{BackendConfig, Config, StatefulSetConfig, TlsClientConfig};
 use crate::error::Result;
 use crate::rules::{ACTION_LABEL, ACTION_STOP};
 
+/// Which configuration `nbidle manifests` generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Manifest {
     /// `scrape_configs` entry: notebooks discovered from nbidle's `/sd/notebooks`.
@@ -488,6 +489,8 @@ fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `which` for `cfg`, as YAML (several objects as one multi-document
+/// stream).
 pub fn render(cfg: &Config, which: Manifest) -> Result<String> {
     let docs: Vec<String> = match which {
         Manifest::PrometheusScrape => vec![serde_yaml::to_string(&scrape_config(cfg))?],

@@ -79,13 +79,16 @@ label_enum! {
     }
 }
 
+/// nbidle's own metrics, registered in a registry of their own and
+/// rendered on `/metrics`.
 pub struct Metrics {
     registry: Registry,
     /// Alerts in webhook payloads, by alert status (firing|resolved).
     pub alerts_received: IntCounterVec,
     /// What was decided for each alert (see `decide::Decision::label`).
     pub(crate) alert_decisions: IntCounterVec,
-    /// Stops by [`Trigger`] and [`Outcome`].
+    /// Stops by trigger (`user`, `idle-alert`) and result (`success`,
+    /// `error`).
     pub stops: IntCounterVec,
     /// Starts by [`Trigger`] (user) and [`Outcome`].
     pub(crate) starts: IntCounterVec,
@@ -205,6 +208,7 @@ impl WatchMetrics {
 }
 
 impl Metrics {
+    /// Every metric registered, its fixed series at zero.
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {

@@ -8,9 +8,11 @@ use serde::Deserialize;
 use super::values::HumanDuration;
 use crate::error::{Error, Result};
 
+/// The `exporter` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
+    /// Whether nbidle probes notebooks and serves `/metrics/notebooks`.
     pub enabled: bool,
     /// Time between probe rounds (independent of scrapes).
     pub interval: HumanDuration,

@@ -10,7 +10,7 @@
 //! `validate` that names its keys; `values` holds what several share.
 //! This file reads the document, checks what spans sections, and turns
 //! the file as written into [`Config`]: `listen` a [`SocketAddr`], the
-//! backend the one section its kind names ([`BackendConfig`]).
+//! backend the one section its kind names (`BackendConfig`).
 //!
 //! Relative paths (`data_dir`, `workdir`, `*_file`) are resolved against the
 //! directory of the config file, as Prometheus does for `rule_files`.

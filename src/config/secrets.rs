@@ -267,7 +267,7 @@ impl Config {
 
     /// One line per secret file that users other than its owner may read
     /// or write (`mode & 0o077`): on a shared machine they could take the
-    /// token, or replace it. Unreadable files are left to [`Config::secrets`].
+    /// token, or replace it. Unreadable files are left to `Config::secrets`.
     pub fn secret_file_warnings(&self) -> Vec<String> {
         self.auth
             .files()

@@ -52,6 +52,7 @@ pub(crate) struct AlertRule {
     pub(crate) annotations: BTreeMap<String, String>,
 }
 
+/// How `nbidle rules` writes the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// A Prometheus rule file (`rule_files:`).
@@ -61,6 +62,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// The file `nbidle rules --out` writes.
     pub fn file_name(self) -> &'static str {
         match self {
             Format::RuleFile => "nbidle.rules.yml",
