@@ -56,7 +56,6 @@ pub mod backend;
 pub mod config;
 pub mod decide;
 mod error;
-#[allow(missing_docs)]
 pub mod exporter;
 pub mod logging;
 pub mod logsafe;
