@@ -1465,6 +1465,65 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_behind_a_stop_in_its_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), &["stubborn", "other"]);
+        c.stop_grace_period = HumanDuration(Duration::from_secs(3));
+        // Ready once the trap is set: the stop's SIGTERM must be ignored.
+        c.notebooks[0].command = ["sh", "-c", "trap '' TERM; : > trapped; sleep 1000"]
+            .map(String::from)
+            .to_vec();
+        let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
+            .await
+            .unwrap();
+        let stubborn = NotebookId::new(LOCAL_NAMESPACE, "stubborn");
+        let other = NotebookId::new(LOCAL_NAMESPACE, "other");
+        let trapped = dir.path().join("ws/stubborn/trapped");
+        for _ in 0..100 {
+            if trapped.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(trapped.exists(), "the shell never set its trap");
+
+        let stopping = Instant::now();
+        let stop = {
+            let b = b.clone();
+            let id = stubborn.clone();
+            tokio::spawn(async move { user_stop(&b, &id).await })
+        };
+        // Reads throughout the grace period, until the SIGKILL.
+        let mut slowest = Duration::ZERO;
+        let mut reads = 0;
+        while stopping.elapsed() < Duration::from_millis(2500) {
+            let t = Instant::now();
+            let all = b.list().await.unwrap();
+            let one = b.get(&stubborn).await.unwrap();
+            let two = b.get(&other).await.unwrap();
+            let waited = t.elapsed();
+            slowest = slowest.max(waited);
+            assert!(
+                waited < Duration::from_millis(200),
+                "list() and get() waited {waited:?}, {:?} into the stop",
+                t - stopping
+            );
+            if t - stopping > Duration::from_millis(200) {
+                assert!(stop.is_finished(), "the stop waited for its grace period");
+                assert_eq!(one.status, Status::Stopping);
+                assert_eq!(all[1].status, Status::Stopping, "{all:?}");
+            }
+            assert!(!two.status.is_down(), "{two:?}");
+            reads += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(matches!(stop.await.unwrap(), StopOutcome::Stopped(_)));
+        eprintln!("{reads} reads during the grace period, the slowest {slowest:?}");
+        wait_status(&b, &stubborn, Status::Stopped).await;
+        b.shutdown().await;
+    }
+
     #[tokio::test]
     async fn an_adopted_process_is_watched_to_its_end() {
         let mut p = std::process::Command::new("sleep");
