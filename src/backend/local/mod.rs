@@ -22,15 +22,19 @@
 //!   started nor stopped, its idle alerts ignored, a start refused; a user's
 //!   stop writes a fresh record and stops a process of it that still runs.
 //!
-//! Every operation on a notebook holds that notebook's mutex, so a stop and
-//! a start (or two deliveries of one alert) never interleave.
+//! Every operation on a notebook (a stop, a start, its recovery) holds that
+//! notebook's operation lock across its awaits, so a stop and a start (or
+//! two deliveries of one alert) never interleave. Reads (`list`, `get`, the
+//! scrape targets and Jupyter endpoints: `/metrics`, the API, the exporter)
+//! take only the notebook's state, which no one holds across an await, so
+//! they never wait for an operation ([`slot`]).
 //!
 //! # Files
 //!
 //! - `mod.rs`: [`LocalBackend`], opening the data dir, the [`Backend`]
 //!   operations.
-//! - `slot.rs`: one notebook's slot (its configuration, its state) and
-//!   its record's content.
+//! - `slot.rs`: one notebook's slot: its configuration, its operation lock,
+//!   its readable state; its record's content.
 //! - `supervise.rs`: spawning, a watcher per process, the readiness probe,
 //!   the stop's signals, the stops at nbidle's exit.
 //! - `recover.rs`: start-up recovery, from the records and `/proc`.
@@ -209,22 +213,22 @@ impl LocalBackend {
                     find_program(program, path_var.as_deref())
                 })
                 .clone();
-            let slot = Arc::new(Slot {
-                id: id.clone(),
-                spec: spec.clone(),
+            let slot = Arc::new(Slot::new(
+                id.clone(),
+                spec.clone(),
                 program,
                 state_file,
-                record: format!("notebooks/{file_name}"),
-                log_file: log_dir.join(format!("{}.log", spec.name)),
-                inner: Mutex::new(SlotState {
+                format!("notebooks/{file_name}"),
+                log_dir.join(format!("{}.log", spec.name)),
+                SlotState {
                     p,
                     status: Status::Unknown,
                     message: None,
                     corrupt,
                     generation: 0,
                     exited: None,
-                }),
-            });
+                },
+            ));
             slots.insert(id, slot);
         }
         Ok(Arc::new(LocalBackend {
@@ -267,7 +271,13 @@ impl LocalBackend {
         }
     }
 
-    /// Writes a notebook's record durably; the caller holds the slot lock.
+    /// The notebook's state as reads see it now.
+    fn state_of(&self, slot: &Slot) -> NotebookState {
+        slot.with(|st| self.snapshot(slot, st))
+    }
+
+    /// Writes a notebook's record durably; the caller holds the notebook's
+    /// operation lock.
     async fn persist(&self, slot: &Slot, p: &Persisted) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(p)?;
         let (records, path) = (self.records.clone(), slot.state_file.clone());
@@ -276,42 +286,75 @@ impl LocalBackend {
             .map_err(|e| Error::task("persisting state", e))?
             .map_err(|e| Error::backend_io(format!("writing state file {}", slot.record), e))
     }
+
+    /// Puts a stop that has been persisted into effect: the state says
+    /// stopping (or stopped, with no process left) and the process gets
+    /// SIGTERM. The caller holds the notebook's operation lock.
+    fn stop_persisted(&self, slot: &Arc<Slot>, next: Persisted) -> NotebookState {
+        let live = live_pid(&next);
+        slot.with(|st| {
+            if st.corrupt.take().is_some() {
+                tracing::info!(notebook = %slot.id, "corrupt state file replaced by a stopped record");
+            }
+            st.p = next;
+            st.generation += 1;
+            st.message = None;
+            match live {
+                Some(pid) => {
+                    st.status = Status::Stopping;
+                    // Every live process has a watcher; should one be missing,
+                    // watch it now rather than leave the process running.
+                    let exited = match st.exited.clone() {
+                        Some(rx) => rx,
+                        None => {
+                            let rx = self.watch_adopted(
+                                slot.clone(),
+                                pid,
+                                st.p.pid_start_ticks,
+                                st.generation,
+                            );
+                            st.exited = Some(rx.clone());
+                            rx
+                        }
+                    };
+                    self.terminate(slot.clone(), pid, exited, st.generation);
+                }
+                None => st.status = Status::Stopped,
+            }
+            tracing::info!(notebook = %slot.id, trigger = st.p.stopped_by.as_ref().map(StopCause::trigger), "notebook stopping");
+            self.snapshot(slot, st)
+        })
+    }
 }
 
 #[async_trait]
 impl Backend for LocalBackend {
     async fn list(&self) -> Result<Vec<NotebookState>> {
-        let mut out = Vec::with_capacity(self.slots.len());
-        for slot in self.slots.values() {
-            let st = slot.inner.lock().await;
-            out.push(self.snapshot(slot, &st));
-        }
-        Ok(out)
+        Ok(self.slots.values().map(|s| self.state_of(s)).collect())
     }
 
     async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
-        let slot = self.slot(id)?;
-        let st = slot.inner.lock().await;
-        Ok(self.snapshot(slot, &st))
+        Ok(self.state_of(self.slot(id)?))
     }
 
     async fn stop(&self, id: &NotebookId, req: StopRequest) -> Result<StopOutcome> {
         let slot = self.slot(id)?;
-        let mut st = slot.inner.lock().await;
-        let current = match (&st.corrupt, &req.cause) {
-            (None, _) => st.p.clone(),
+        let _op = slot.operation().await;
+        let (recorded, corrupt) = slot.with(|st| (st.p.clone(), st.corrupt.is_some()));
+        let current = match (corrupt, &req.cause) {
+            (false, _) => recorded,
             // An alert cannot know more than nbidle does: it stops nothing.
-            (Some(_), StopCause::IdleAlert { .. }) => {
-                return Ok(StopOutcome::NotRunning(self.snapshot(slot, &st)))
+            (true, StopCause::IdleAlert { .. }) => {
+                return Ok(StopOutcome::NotRunning(self.state_of(slot)))
             }
             // Someone asked for it: the safe direction, and the way out.
-            (Some(_), StopCause::User) => Self::unrecorded(slot).await,
+            (true, StopCause::User) => Self::unrecorded(slot).await,
         };
         if current.desired == Desired::Stopped {
-            return Ok(StopOutcome::AlreadyStopped(self.snapshot(slot, &st)));
+            return Ok(StopOutcome::AlreadyStopped(self.state_of(slot)));
         }
         if started_since(current.started_at, req.unless_started_after) {
-            return Ok(StopOutcome::StartedSince(self.snapshot(slot, &st)));
+            return Ok(StopOutcome::StartedSince(self.state_of(slot)));
         }
         let mut next = current;
         next.desired = Desired::Stopped;
@@ -320,42 +363,15 @@ impl Backend for LocalBackend {
         // Persist before signalling: if nbidle dies now, the restart finishes
         // the stop instead of resurrecting the notebook.
         self.persist(slot, &next).await?;
-        if st.corrupt.take().is_some() {
-            tracing::info!(notebook = %id, "corrupt state file replaced by a stopped record");
-        }
-        st.p = next;
-        st.generation += 1;
-        st.message = None;
-        match live_pid(&st.p) {
-            Some(pid) => {
-                st.status = Status::Stopping;
-                // Every live process has a watcher; should one be missing,
-                // watch it now rather than leave the process running.
-                let exited = match st.exited.clone() {
-                    Some(rx) => rx,
-                    None => {
-                        let rx = self.watch_adopted(
-                            slot.clone(),
-                            pid,
-                            st.p.pid_start_ticks,
-                            st.generation,
-                        );
-                        st.exited = Some(rx.clone());
-                        rx
-                    }
-                };
-                self.terminate(slot.clone(), pid, exited, st.generation);
-            }
-            None => st.status = Status::Stopped,
-        }
-        tracing::info!(notebook = %id, trigger = st.p.stopped_by.as_ref().map(StopCause::trigger), "notebook stopping");
-        Ok(StopOutcome::Stopped(self.snapshot(slot, &st)))
+        Ok(StopOutcome::Stopped(self.stop_persisted(slot, next)))
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
         let slot = self.slot(id)?;
-        let mut st = slot.inner.lock().await;
-        if let Some(reason) = &st.corrupt {
+        let _op = slot.operation().await;
+        let (recorded, corrupt, status) =
+            slot.with(|st| (st.p.clone(), st.corrupt.clone(), st.status));
+        if let Some(reason) = corrupt {
             return Err(Error::Backend(format!(
                 "{id} was not started: its state file {} is corrupt ({reason}), so nbidle cannot \
                  tell whether it was stopped or still runs. Stop it first \
@@ -364,17 +380,17 @@ impl Backend for LocalBackend {
                 slot.record, slot.spec.name
             )));
         }
-        if st.p.desired == Desired::Running
-            && matches!(st.status, Status::Running | Status::Starting)
+        if recorded.desired == Desired::Running
+            && matches!(status, Status::Running | Status::Starting)
         {
-            return Ok(self.snapshot(slot, &st));
+            return Ok(self.state_of(slot));
         }
         // A stop may still be in progress; the old process must be gone
         // before the new one binds the same port.
-        if let Some(pid) = live_pid(&st.p) {
+        if let Some(pid) = live_pid(&recorded) {
             signal_group(pid, libc::SIGKILL);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while process_alive(pid, st.p.pid_start_ticks) {
+            while process_alive(pid, recorded.pid_start_ticks) {
                 if tokio::time::Instant::now() > deadline {
                     return Err(Error::Backend(format!(
                         "{id}: previous process {pid} does not exit"
@@ -383,45 +399,41 @@ impl Backend for LocalBackend {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        if let Err(e) = self.spawn(slot, &mut st).await {
+        if let Err(e) = self.spawn(slot).await {
             // The notebook is down and why must be visible, not "stopped".
             tracing::error!(notebook = %id, error = %e, "starting notebook");
-            st.status = Status::Failed;
-            st.message = Some(e.to_string());
+            slot.with(|st| {
+                st.status = Status::Failed;
+                st.message = Some(e.to_string());
+            });
             return Err(e);
         }
-        Ok(self.snapshot(slot, &st))
+        Ok(self.state_of(slot))
     }
 
     async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>> {
-        let mut out = Vec::new();
-        for slot in self.slots.values() {
-            let st = slot.inner.lock().await;
-            if st.corrupt.is_some() || st.p.desired != Desired::Running {
-                continue;
-            }
-            // The URL was validated at config load, so this always succeeds.
-            out.extend(ScrapeTarget::from_url(&slot.id, &slot.spec.url));
-        }
-        Ok(out)
+        let running = self.slots.values().filter(|slot| {
+            slot.with(|st| st.corrupt.is_none() && st.p.desired == Desired::Running)
+        });
+        // The URL was validated at config load, so this always succeeds.
+        Ok(running
+            .filter_map(|slot| ScrapeTarget::from_url(&slot.id, &slot.spec.url))
+            .collect())
     }
 
     async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>> {
-        let mut out = Vec::new();
-        for slot in self.slots.values() {
-            let st = slot.inner.lock().await;
-            if st.status != Status::Running {
-                continue;
-            }
-            let base = slot.spec.url.trim_end_matches('/');
-            out.push(JupyterEndpoint {
+        let running = self
+            .slots
+            .values()
+            .filter(|slot| slot.with(|st| st.status == Status::Running));
+        Ok(running
+            .map(|slot| JupyterEndpoint {
                 id: slot.id.clone(),
-                base_url: format!("{base}/"),
+                base_url: format!("{}/", slot.spec.url.trim_end_matches('/')),
                 token: slot.spec.token.clone(),
                 pods: Vec::new(),
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// Resolves once start-up recovery has brought every notebook to its

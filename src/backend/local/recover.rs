@@ -51,12 +51,12 @@ impl LocalBackend {
             .map(|slot| {
                 let (this, marked) = (self.clone(), marked.clone());
                 async move {
-                    let mut st = slot.inner.lock().await;
-                    let plan = Self::plan(&slot, &mut st, &marked);
+                    let op = slot.operation().await;
+                    let plan = slot.with(|st| Self::plan(&slot, st, &marked));
                     if plan == Plan::Spawn && !this.tasks.closing.is_cancelled() {
-                        this.recover_spawn(&slot, &mut st).await;
+                        this.recover_spawn(&slot).await;
                     }
-                    drop(st);
+                    drop(op);
                     (slot, plan)
                 }
             })
@@ -68,13 +68,13 @@ impl LocalBackend {
             if self.tasks.closing.is_cancelled() {
                 break;
             }
-            let mut st = slot.inner.lock().await;
-            self.recover_rest(&slot, &mut st, plan);
+            let _op = slot.operation().await;
+            slot.with(|st| self.recover_rest(&slot, st, plan));
         }
         let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
         for slot in self.slots.values() {
             *by_status
-                .entry(slot.inner.lock().await.status.as_str())
+                .entry(slot.with(|st| st.status.as_str()))
                 .or_default() += 1;
         }
         tracing::info!(
@@ -116,13 +116,16 @@ impl LocalBackend {
         }
     }
 
-    pub(super) async fn recover_spawn(&self, slot: &Arc<Slot>, st: &mut SlotState) {
+    /// The caller holds the notebook's operation lock.
+    pub(super) async fn recover_spawn(&self, slot: &Arc<Slot>) {
         // One notebook that cannot start must not keep nbidle (and every
         // other notebook's stops) down: report it failed.
-        if let Err(e) = self.spawn(slot, st).await {
+        if let Err(e) = self.spawn(slot).await {
             tracing::error!(notebook = %slot.id, error = %e, "starting notebook");
-            st.status = Status::Failed;
-            st.message = Some(e.to_string());
+            slot.with(|st| {
+                st.status = Status::Failed;
+                st.message = Some(e.to_string());
+            });
         }
     }
 

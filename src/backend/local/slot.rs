@@ -1,11 +1,25 @@
-//! One notebook's slot: its configuration, its record's paths, and its
-//! state behind a mutex; the record's content (`Persisted`) and what a
-//! stop or start reads from it.
+//! One notebook's slot: its configuration, its record's paths, and two
+//! locks of different kinds.
+//!
+//! - The operation lock (an async mutex) is held by a stop, a start or the
+//!   notebook's recovery from its first read to its last write, across its
+//!   awaits (the record's durable write, the spawn, the wait for a previous
+//!   process to exit, a scan of `/proc`): operations on one notebook never
+//!   interleave.
+//! - The state (a plain mutex) is what reads see. It is changed at each
+//!   transition, by an operation or a watcher, and taken only inside
+//!   [`Slot::with`], whose closure cannot await: a read never waits behind
+//!   an operation, however long the operation takes.
+//!
+//! Only operations change the record's content (`SlotState::p`) and
+//! `corrupt`; watchers and probes change the status, the message and the
+//! process, and only for the process of the current generation.
 
 use std::path::PathBuf;
+use std::sync::PoisonError;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, MutexGuard};
 
 use super::procfs::{boot_id, process_alive};
 use crate::config::LocalNotebook;
@@ -81,7 +95,45 @@ pub(super) struct Slot {
     /// clients (which are not told the server's paths).
     pub(super) record: String,
     pub(super) log_file: PathBuf,
-    pub(super) inner: Mutex<SlotState>,
+    op: Mutex<()>,
+    state: std::sync::Mutex<SlotState>,
+}
+
+impl Slot {
+    pub(super) fn new(
+        id: NotebookId,
+        spec: LocalNotebook,
+        program: PathBuf,
+        state_file: PathBuf,
+        record: String,
+        log_file: PathBuf,
+        state: SlotState,
+    ) -> Self {
+        Slot {
+            id,
+            spec,
+            program,
+            state_file,
+            record,
+            log_file,
+            op: Mutex::new(()),
+            state: std::sync::Mutex::new(state),
+        }
+    }
+
+    /// Waits for the notebook's other operations to end; the operation runs
+    /// while the guard lives.
+    pub(super) async fn operation(&self) -> MutexGuard<'_, ()> {
+        self.op.lock().await
+    }
+
+    /// Reads or changes the state. Never waits on an operation: the lock is
+    /// held only while `f` runs, and `f` cannot await.
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut SlotState) -> R) -> R {
+        // Poisoning is ignored: a bug that panicked in one transition must
+        // not take every later read of the notebook down with it.
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 pub(super) fn marker(slot: &Slot) -> String {

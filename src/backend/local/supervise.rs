@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use super::procfs::{boot_id, gone, proc_start_ticks, signal_group, MARKER_ENV};
-use super::slot::{live_pid, marker, Desired, Slot, SlotState};
+use super::slot::{live_pid, marker, Desired, Slot};
 use super::LocalBackend;
 use crate::error::{Error, Result};
 use crate::notebook::{Status, Timestamp};
@@ -21,8 +21,9 @@ use crate::notebook::{Status, Timestamp};
 pub(super) const PROBE_MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 impl LocalBackend {
-    /// Spawns the notebook's command; the caller holds the slot lock.
-    pub(super) async fn spawn(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<()> {
+    /// Spawns the notebook's command; the caller holds the notebook's
+    /// operation lock.
+    pub(super) async fn spawn(&self, slot: &Arc<Slot>) -> Result<()> {
         let spec = &slot.spec;
         let (workdir, log_file) = (spec.workdir.clone(), slot.log_file.clone());
         let (log, log2) = tokio::task::spawn_blocking(move || prepare(&workdir, &log_file))
@@ -47,7 +48,7 @@ impl LocalBackend {
             Error::backend_io(format!("starting {}: {:?}", slot.id, spec.command[0]), e)
         })?;
         let pid = Some(pid);
-        let mut next = st.p.clone();
+        let mut next = slot.with(|st| st.p.clone());
         next.desired = Desired::Running;
         next.pid = pid;
         next.pid_start_ticks = pid.and_then(proc_start_ticks);
@@ -61,13 +62,15 @@ impl LocalBackend {
             }
             return Err(e);
         }
-        st.p = next;
-        st.status = Status::Starting;
-        st.message = None;
-        st.generation += 1;
+        slot.with(|st| {
+            st.p = next;
+            st.status = Status::Starting;
+            st.message = None;
+            st.generation += 1;
+            st.exited = Some(self.watch_child(slot.clone(), exit, st.generation));
+            self.probe_ready(slot.clone(), st.generation);
+        });
         tracing::info!(notebook = %slot.id, pid = ?pid, workdir = %spec.workdir.display(), "notebook started");
-        st.exited = Some(self.watch_child(slot.clone(), exit, st.generation));
-        self.probe_ready(slot.clone(), st.generation);
         Ok(())
     }
 
@@ -86,7 +89,7 @@ impl LocalBackend {
                 Err(_) => "ended; its exit status was not collected".into(),
             };
             let _ = tx.send(true);
-            Self::exited(&slot, generation, how).await;
+            Self::exited(&slot, generation, how);
         });
         rx
     }
@@ -103,33 +106,40 @@ impl LocalBackend {
         self.tasks.supervise(async move {
             gone(pid, ticks).await;
             let _ = tx.send(true);
-            Self::exited(&slot, generation, "exited".into()).await;
+            Self::exited(&slot, generation, "exited".into());
         });
         rx
     }
 
-    pub(super) async fn exited(slot: &Slot, generation: u64, how: String) {
-        let mut st = slot.inner.lock().await;
-        // A stop bumps the generation too; the process ending after a stop
-        // is recorded through the stop's own generation.
-        if st.generation != generation {
-            return;
-        }
-        // Not persisted: the recorded pid is checked against its start time
-        // and boot id on every read, so a dead pid is never mistaken for a
-        // live one, and skipping the write keeps mass stops cheap.
-        st.p.pid = None;
-        st.p.pid_start_ticks = None;
-        match st.p.desired {
-            Desired::Stopped => {
-                st.status = Status::Stopped;
-                st.message = None;
+    /// Records the end of the process of `generation`, if it is still the
+    /// notebook's current one.
+    pub(super) fn exited(slot: &Slot, generation: u64, how: String) {
+        let unexpected = slot.with(|st| {
+            // A stop bumps the generation too; the process ending after a
+            // stop is recorded through the stop's own generation.
+            if st.generation != generation {
+                return false;
             }
-            Desired::Running => {
-                tracing::warn!(notebook = %slot.id, %how, "notebook process ended unexpectedly");
-                st.status = Status::Failed;
-                st.message = Some(format!("process {how}"));
+            // Not persisted: the recorded pid is checked against its start
+            // time and boot id on every read, so a dead pid is never mistaken
+            // for a live one, and skipping the write keeps mass stops cheap.
+            st.p.pid = None;
+            st.p.pid_start_ticks = None;
+            match st.p.desired {
+                Desired::Stopped => {
+                    st.status = Status::Stopped;
+                    st.message = None;
+                    false
+                }
+                Desired::Running => {
+                    st.status = Status::Failed;
+                    st.message = Some(format!("process {how}"));
+                    true
+                }
             }
+        });
+        if unexpected {
+            tracing::warn!(notebook = %slot.id, %how, "notebook process ended unexpectedly");
         }
     }
 
@@ -146,15 +156,18 @@ impl LocalBackend {
                     let _permit = probes.acquire().await;
                     http.get(&url).send().await.is_ok()
                 };
-                let mut st = slot.inner.lock().await;
-                if st.generation != generation || st.status != Status::Starting {
+                let done = slot.with(|st| {
+                    if st.generation != generation || st.status != Status::Starting {
+                        return true;
+                    }
+                    if answered {
+                        st.status = Status::Running;
+                    }
+                    answered
+                });
+                if done {
                     return;
                 }
-                if answered {
-                    st.status = Status::Running;
-                    return;
-                }
-                drop(st);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(PROBE_MAX_INTERVAL);
             }
@@ -184,7 +197,7 @@ impl LocalBackend {
             if !in_time {
                 let _ = exited.wait_for(|&e| e).await;
             }
-            Self::exited(&slot, generation, "stopped".into()).await;
+            Self::exited(&slot, generation, "stopped".into());
         });
     }
 
@@ -195,15 +208,20 @@ impl LocalBackend {
     pub(super) async fn stop_all_at_exit(&self) {
         let mut stopping = Vec::new();
         for slot in self.slots.values() {
-            let mut st = slot.inner.lock().await;
-            let Some(pid) = live_pid(&st.p) else {
+            // After any operation in progress, so none spawns after this.
+            let _op = slot.operation().await;
+            let recorded = slot.with(|st| st.p.clone());
+            let Some(pid) = live_pid(&recorded) else {
                 continue;
             };
-            st.generation += 1;
-            st.status = Status::Stopping;
-            st.message = None;
+            let exited = slot.with(|st| {
+                st.generation += 1;
+                st.status = Status::Stopping;
+                st.message = None;
+                st.exited.clone()
+            });
             signal_group(pid, libc::SIGTERM);
-            stopping.push((slot.clone(), pid, st.p.pid_start_ticks, st.exited.clone()));
+            stopping.push((slot.clone(), pid, recorded.pid_start_ticks, exited));
         }
         let deadline = tokio::time::Instant::now() + self.grace;
         let mut killed = 0;
@@ -221,7 +239,7 @@ impl LocalBackend {
                 killed += 1;
             }
             signal_group(*pid, libc::SIGKILL);
-            slot.inner.lock().await.status = Status::Stopped;
+            slot.with(|st| st.status = Status::Stopped);
         }
         tracing::info!(
             notebooks = stopping.len(),

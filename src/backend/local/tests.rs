@@ -51,9 +51,10 @@ fn bounds() -> IdleBounds {
     }
 }
 
-async fn pid_and_ticks(b: &LocalBackend, id: &NotebookId) -> (i32, Option<u64>) {
-    let st = b.slot(id).unwrap().inner.lock().await;
-    (st.p.pid.unwrap(), st.p.pid_start_ticks)
+fn pid_and_ticks(b: &LocalBackend, id: &NotebookId) -> (i32, Option<u64>) {
+    b.slot(id)
+        .unwrap()
+        .with(|st| (st.p.pid.unwrap(), st.p.pid_start_ticks))
 }
 
 #[tokio::test]
@@ -73,7 +74,7 @@ async fn a_process_spawned_but_never_recorded_is_adopted_not_doubled() {
         .await
         .unwrap();
     let id = NotebookId::new(LOCAL_NAMESPACE, "a");
-    let (pid, _) = pid_and_ticks(&b, &id).await;
+    let (pid, _) = pid_and_ticks(&b, &id);
     assert_eq!(
         pid,
         orphan.id() as i32,
@@ -158,7 +159,7 @@ async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice(
     let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
         .await
         .unwrap();
-    let (pid, ticks) = pid_and_ticks(&b, &id).await;
+    let (pid, ticks) = pid_and_ticks(&b, &id);
     assert!(process_alive(pid, ticks));
     std::fs::write(dir.path().join("ws/a/keep.txt"), "x").unwrap();
 
@@ -179,14 +180,14 @@ async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice(
     assert_eq!(b.get(&id).await.unwrap().status, Status::Stopped);
 
     b.start(&id).await.unwrap();
-    let (pid2, ticks2) = pid_and_ticks(&b, &id).await;
+    let (pid2, ticks2) = pid_and_ticks(&b, &id);
     assert!(process_alive(pid2, ticks2));
     // A restart of nbidle adopts the live process instead of spawning another.
     drop(b);
     let b2 = LocalBackend::new(&c, &dir.path().join("data"), bounds())
         .await
         .unwrap();
-    assert_eq!(b2.slot(&id).unwrap().inner.lock().await.p.pid, Some(pid2));
+    assert_eq!(b2.slot(&id).unwrap().with(|st| st.p.pid), Some(pid2));
     b2.shutdown().await;
     assert!(!process_alive(pid2, ticks2));
 }
@@ -290,7 +291,7 @@ async fn a_corrupt_record_is_unknown_neither_started_nor_stopped_and_a_user_stop
         "{msg}"
     );
     assert!(!msg.contains(&dir.path().display().to_string()), "{msg}");
-    assert_eq!(b.slot(&bad).unwrap().inner.lock().await.p.pid, None);
+    assert_eq!(b.slot(&bad).unwrap().with(|st| st.p.pid), None);
     let good = NotebookId::new(LOCAL_NAMESPACE, "good");
     assert_eq!(b.get(&good).await.unwrap().status, Status::Starting);
     assert!(b
@@ -390,7 +391,7 @@ async fn stop_on_exit_stops_are_stops() {
     let ids = ["a", "b"].map(|n| NotebookId::new(LOCAL_NAMESPACE, n));
     let mut pids = Vec::new();
     for id in &ids {
-        pids.push(pid_and_ticks(&b, id).await);
+        pids.push(pid_and_ticks(&b, id));
     }
     b.shutdown().await;
     // Give the processes' watchers time to run: they must not call
@@ -483,4 +484,49 @@ async fn an_adopted_process_is_watched_to_its_end() {
         .await
         .expect("the exit is seen at once")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_do_not_wait_behind_an_operation_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "b"];
+    let b = LocalBackend::new(&cfg(dir.path(), &names), &dir.path().join("data"), bounds())
+        .await
+        .unwrap();
+    let [a, other] = names.map(|n| NotebookId::new(LOCAL_NAMESPACE, n));
+    // What a stop or a start holds across its awaits: a record's sync on a
+    // slow disk, a spawn, the wait for a previous process to exit.
+    let held = b.slot(&a).unwrap().operation().await;
+    let t = Instant::now();
+    let reads = async {
+        let all = b.list().await.unwrap();
+        let one = b.get(&a).await.unwrap();
+        b.get(&other).await.unwrap();
+        b.scrape_targets().await.unwrap();
+        b.jupyter_endpoints().await.unwrap();
+        (all, one)
+    };
+    let (all, one) = tokio::time::timeout(Duration::from_millis(200), reads)
+        .await
+        .unwrap_or_else(|_| panic!("reads waited {:?} for the operation", t.elapsed()));
+    eprintln!(
+        "reads took {:?} while an operation held the lock",
+        t.elapsed()
+    );
+    assert_eq!(all.len(), 2);
+    assert_eq!(one.status, Status::Starting);
+    // Another operation on it waits for the one in progress.
+    let stop = tokio::spawn({
+        let (b, a) = (b.clone(), a.clone());
+        async move { user_stop(&b, &a).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stop.is_finished(), "a stop ran inside another operation");
+    drop(held);
+    let out = tokio::time::timeout(Duration::from_secs(2), stop)
+        .await
+        .expect("the stop runs once the operation has ended")
+        .unwrap();
+    assert!(matches!(out, StopOutcome::Stopped(_)), "{out:?}");
+    b.shutdown().await;
 }
