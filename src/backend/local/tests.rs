@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,20 @@ fn bounds() -> IdleBounds {
     }
 }
 
+/// A backend over `c` with its data dir in `dir`, recovered.
+async fn backend(dir: &Path, c: &LocalConfig) -> Arc<LocalBackend> {
+    LocalBackend::new(c, &dir.join("data"), bounds())
+        .await
+        .unwrap()
+}
+
+fn local(name: &str) -> NotebookId {
+    NotebookId::new(LOCAL_NAMESPACE, name)
+}
+
+/// A command that cannot be spawned.
+const MISSING: &str = "/nonexistent/jupyter";
+
 fn pid_and_ticks(b: &LocalBackend, id: &NotebookId) -> (i32, Option<u64>) {
     b.slot(id)
         .unwrap()
@@ -70,10 +85,8 @@ async fn a_process_spawned_but_never_recorded_is_adopted_not_doubled() {
         0,
     );
     let mut orphan = orphan.spawn().unwrap();
-    let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &data, bounds())
-        .await
-        .unwrap();
-    let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+    let b = backend(dir.path(), &cfg(dir.path(), &["a"])).await;
+    let id = local("a");
     let (pid, _) = pid_and_ticks(&b, &id);
     assert_eq!(
         pid,
@@ -91,14 +104,9 @@ async fn a_process_spawned_but_never_recorded_is_adopted_not_doubled() {
 async fn a_start_that_cannot_spawn_keeps_the_io_error_as_its_source() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path(), &["bad"]);
-    c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
-    let e = b
-        .start(&NotebookId::new(LOCAL_NAMESPACE, "bad"))
-        .await
-        .unwrap_err();
+    c.notebooks[0].command = vec![MISSING.into()];
+    let b = backend(dir.path(), &c).await;
+    let e = b.start(&local("bad")).await.unwrap_err();
     assert!(
         e.to_string()
             .starts_with(r#"backend: starting local/bad: "/nonexistent/jupyter": "#),
@@ -117,21 +125,13 @@ async fn a_start_that_cannot_spawn_keeps_the_io_error_as_its_source() {
 async fn a_notebook_that_cannot_start_is_failed_and_the_others_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path(), &["bad", "good"]);
-    c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
-    let bad = b
-        .get(&NotebookId::new(LOCAL_NAMESPACE, "bad"))
-        .await
-        .unwrap();
+    c.notebooks[0].command = vec![MISSING.into()];
+    let b = backend(dir.path(), &c).await;
+    let bad = b.get(&local("bad")).await.unwrap();
     assert_eq!(bad.status, Status::Failed);
     assert!(bad.message.unwrap().contains("/nonexistent/jupyter"));
     assert_eq!(
-        b.get(&NotebookId::new(LOCAL_NAMESPACE, "good"))
-            .await
-            .unwrap()
-            .status,
+        b.get(&local("good")).await.unwrap().status,
         Status::Starting
     );
     b.shutdown().await;
@@ -155,10 +155,8 @@ async fn wait_status(b: &LocalBackend, id: &NotebookId, want: Status) -> Noteboo
 async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let c = cfg(dir.path(), &["a"]);
-    let id = NotebookId::new(LOCAL_NAMESPACE, "a");
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
+    let id = local("a");
+    let b = backend(dir.path(), &c).await;
     let (pid, ticks) = pid_and_ticks(&b, &id);
     assert!(process_alive(pid, ticks));
     std::fs::write(dir.path().join("ws/a/keep.txt"), "x").unwrap();
@@ -174,9 +172,7 @@ async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice(
 
     // A new backend on the same data dir keeps it stopped.
     drop(b);
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
+    let b = backend(dir.path(), &c).await;
     assert_eq!(b.get(&id).await.unwrap().status, Status::Stopped);
 
     b.start(&id).await.unwrap();
@@ -184,9 +180,7 @@ async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice(
     assert!(process_alive(pid2, ticks2));
     // A restart of nbidle adopts the live process instead of spawning another.
     drop(b);
-    let b2 = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
+    let b2 = backend(dir.path(), &c).await;
     assert_eq!(b2.slot(&id).unwrap().with(|st| st.p.pid), Some(pid2));
     b2.shutdown().await;
     assert!(!process_alive(pid2, ticks2));
@@ -195,10 +189,8 @@ async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice(
 #[tokio::test]
 async fn stop_is_refused_for_a_notebook_started_after_the_alert() {
     let dir = tempfile::tempdir().unwrap();
-    let b = LocalBackend::new(&cfg(dir.path(), &["a"]), &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
-    let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+    let b = backend(dir.path(), &cfg(dir.path(), &["a"])).await;
+    let id = local("a");
     let before = Timestamp(Timestamp::now().0 - time::Duration::minutes(5));
     let out = b
         .stop(
@@ -218,9 +210,7 @@ async fn stop_is_refused_for_a_notebook_started_after_the_alert() {
 #[tokio::test]
 async fn unknown_notebook_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let b = LocalBackend::new(&cfg(dir.path(), &[]), &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
+    let b = backend(dir.path(), &cfg(dir.path(), &[])).await;
     let err = b.get(&NotebookId::new("local", "nope")).await.unwrap_err();
     assert!(matches!(err, Error::NotFound(_)));
 }
@@ -279,10 +269,8 @@ async fn a_corrupt_record_is_unknown_neither_started_nor_stopped_and_a_user_stop
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("notebooks")).unwrap();
     std::fs::write(data.join("notebooks/bad.json"), "").unwrap();
-    let b = LocalBackend::new(&cfg(dir.path(), &["bad", "good"]), &data, bounds())
-        .await
-        .unwrap();
-    let bad = NotebookId::new(LOCAL_NAMESPACE, "bad");
+    let b = backend(dir.path(), &cfg(dir.path(), &["bad", "good"])).await;
+    let bad = local("bad");
     let s = b.get(&bad).await.unwrap();
     assert_eq!(s.status, Status::Unknown);
     let msg = s.message.unwrap();
@@ -292,7 +280,7 @@ async fn a_corrupt_record_is_unknown_neither_started_nor_stopped_and_a_user_stop
     );
     assert!(!msg.contains(&dir.path().display().to_string()), "{msg}");
     assert_eq!(b.slot(&bad).unwrap().with(|st| st.p.pid), None);
-    let good = NotebookId::new(LOCAL_NAMESPACE, "good");
+    let good = local("good");
     assert_eq!(b.get(&good).await.unwrap().status, Status::Starting);
     assert!(b
         .scrape_targets()
@@ -332,18 +320,14 @@ async fn a_corrupt_record_is_unknown_neither_started_nor_stopped_and_a_user_stop
 async fn a_failed_start_is_failed_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path(), &["a"]);
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
-    let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+    let b = backend(dir.path(), &c).await;
+    let id = local("a");
     user_stop(&b, &id).await;
     wait_status(&b, &id, Status::Stopped).await;
     b.shutdown().await;
     drop(b);
-    c.notebooks[0].command = vec!["/nonexistent/jupyter".into()];
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
+    c.notebooks[0].command = vec![MISSING.into()];
+    let b = backend(dir.path(), &c).await;
     let e = b.start(&id).await.unwrap_err().to_string();
     let s = b.get(&id).await.unwrap();
     assert_eq!(s.status, Status::Failed);
@@ -363,7 +347,7 @@ async fn open_spawns_nothing_and_synced_waits_for_recovery() {
     )
     .await
     .unwrap();
-    let id = NotebookId::new(LOCAL_NAMESPACE, "a");
+    let id = local("a");
     assert_eq!(b.get(&id).await.unwrap().status, Status::Unknown);
     assert!(!data.join("notebooks/a.json").exists(), "nothing spawned");
     let early = tokio::time::timeout(Duration::from_millis(200), b.synced()).await;
@@ -381,14 +365,8 @@ async fn open_spawns_nothing_and_synced_waits_for_recovery() {
 #[tokio::test]
 async fn stop_on_exit_stops_are_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let b = LocalBackend::new(
-        &cfg(dir.path(), &["a", "b"]),
-        &dir.path().join("data"),
-        bounds(),
-    )
-    .await
-    .unwrap();
-    let ids = ["a", "b"].map(|n| NotebookId::new(LOCAL_NAMESPACE, n));
+    let b = backend(dir.path(), &cfg(dir.path(), &["a", "b"])).await;
+    let ids = ["a", "b"].map(local);
     let mut pids = Vec::new();
     for id in &ids {
         pids.push(pid_and_ticks(&b, id));
@@ -413,11 +391,9 @@ async fn reads_do_not_wait_behind_a_stop_in_its_grace_period() {
     c.notebooks[0].command = ["sh", "-c", "trap '' TERM; : > trapped; sleep 1000"]
         .map(String::from)
         .to_vec();
-    let b = LocalBackend::new(&c, &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
-    let stubborn = NotebookId::new(LOCAL_NAMESPACE, "stubborn");
-    let other = NotebookId::new(LOCAL_NAMESPACE, "other");
+    let b = backend(dir.path(), &c).await;
+    let stubborn = local("stubborn");
+    let other = local("other");
     let trapped = dir.path().join("ws/stubborn/trapped");
     for _ in 0..100 {
         if trapped.exists() {
@@ -490,10 +466,8 @@ async fn an_adopted_process_is_watched_to_its_end() {
 async fn reads_do_not_wait_behind_an_operation_in_progress() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a", "b"];
-    let b = LocalBackend::new(&cfg(dir.path(), &names), &dir.path().join("data"), bounds())
-        .await
-        .unwrap();
-    let [a, other] = names.map(|n| NotebookId::new(LOCAL_NAMESPACE, n));
+    let b = backend(dir.path(), &cfg(dir.path(), &names)).await;
+    let [a, other] = names.map(local);
     // What a stop or a start holds across its awaits: a record's sync on a
     // slow disk, a spawn, the wait for a previous process to exit.
     let held = b.slot(&a).unwrap().operation().await;
