@@ -5,9 +5,11 @@
     reason = "each test binary compiles tests/common whole and uses a part of it"
 )]
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Finds an executable on PATH (or at an absolute path), or fails the test.
@@ -29,12 +31,25 @@ pub fn tool(names: &[&str]) -> PathBuf {
     panic!("missing {names:?}: run `bash scripts/test-deps.sh` (as root) to install the test components");
 }
 
+/// A loopback port that nothing listens on now.
+///
+/// The kernel may hand the same ephemeral port out again once its socket is
+/// closed, so ports given to this test binary are remembered and never given
+/// twice: otherwise a notebook meant to stay unready could share a port with
+/// a concurrent test's nbidle and read as running.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A child process that gets SIGTERM (then SIGKILL) when dropped.
