@@ -13,10 +13,10 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::notebook::{NotebookId, Timestamp};
 
-pub const SUPPORTED_VERSION: &str = "4";
+pub(crate) const SUPPORTED_VERSION: &str = "4";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertStatus {
+pub(crate) enum AlertStatus {
     Firing,
     Resolved,
 }
@@ -35,7 +35,7 @@ impl<'de> Deserialize<'de> for AlertStatus {
 }
 
 impl AlertStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Firing => "firing",
             AlertStatus::Resolved => "resolved",
@@ -43,35 +43,45 @@ impl AlertStatus {
     }
 }
 
-/// The fields nbidle uses; others (groupLabels, externalURL, …) are accepted
-/// and ignored so newer Alertmanagers keep working.
+/// A webhook payload that [`parse`] accepted: the fields nbidle checks;
+/// others (groupLabels, externalURL, …) are accepted and ignored so newer
+/// Alertmanagers keep working. The fields nbidle checks but does not use
+/// are read so that a payload is accepted or refused whole.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookPayload {
-    pub version: String,
+    #[expect(dead_code, reason = "validated, not used")]
+    version: String,
     #[serde(default)]
-    pub group_key: String,
-    pub status: AlertStatus,
+    #[expect(dead_code, reason = "validated, not used")]
+    group_key: String,
+    #[expect(dead_code, reason = "validated, not used")]
+    status: AlertStatus,
     #[serde(default)]
-    pub receiver: String,
+    #[expect(dead_code, reason = "validated, not used")]
+    receiver: String,
+    /// The alerts of the group, in Alertmanager's order.
     #[serde(deserialize_with = "objects")]
     pub alerts: Vec<Alert>,
 }
 
+/// One alert of a payload: what decides whether it stops a notebook.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    pub status: AlertStatus,
-    pub labels: BTreeMap<String, String>,
+    pub(crate) status: AlertStatus,
+    pub(crate) labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    pub starts_at: Timestamp,
+    #[expect(dead_code, reason = "validated, not used")]
+    annotations: BTreeMap<String, String>,
+    pub(crate) starts_at: Timestamp,
     #[serde(default)]
-    pub fingerprint: String,
+    #[expect(dead_code, reason = "validated, not used")]
+    fingerprint: String,
 }
 
 impl Alert {
-    pub fn alertname(&self) -> &str {
+    pub(crate) fn alertname(&self) -> &str {
         self.labels
             .get("alertname")
             .map(String::as_str)
@@ -79,7 +89,7 @@ impl Alert {
     }
 
     /// The notebook the alert names, from its `namespace` and `notebook` labels.
-    pub fn notebook(&self) -> Option<NotebookId> {
+    pub(crate) fn notebook(&self) -> Option<NotebookId> {
         let ns = self.labels.get("namespace")?;
         let name = self.labels.get("notebook")?;
         Some(NotebookId::new(ns, name))

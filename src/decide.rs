@@ -22,6 +22,7 @@ use crate::rules::{ACTION_LABEL, ACTION_STOP};
 /// Stops in flight at once for one payload.
 const CONCURRENCY: usize = 64;
 
+/// The `autostop` settings a decision follows.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     /// `autostop.enabled`
@@ -40,7 +41,7 @@ impl Policy {
     /// an alert still firing then has seen this life idle for that long too
     /// (a restart faster than a scrape leaves the old alert firing, and it
     /// must not protect the notebook forever).
-    pub fn stale_limit(
+    pub(crate) fn stale_limit(
         &self,
         alert_starts_at: Timestamp,
         now: Timestamp,
@@ -52,17 +53,24 @@ impl Policy {
     }
 }
 
+/// What became of one alert, counted in `nbidle_alert_decisions_total`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// The alert stopped the notebook.
     Stopped,
+    /// The notebook was stopped or stopping already.
     AlreadyStopped,
     /// The notebook was started after the alert began.
     Stale,
+    /// The notebook opted out of idle stops (`autostop: false`).
     OptedOut,
+    /// The backend does not know the notebook the alert names.
     UnknownNotebook,
     /// No `nbidle_action="stop"` label, or no notebook labels.
     NotForNbidle,
+    /// The alert is resolved: nothing to stop.
     Resolved,
+    /// `autostop.dry_run`: it would have been stopped, and was not.
     DryRun,
     /// `autostop.enabled` is false.
     Disabled,
@@ -82,7 +90,7 @@ pub enum Decision {
 
 impl Decision {
     /// The bounded label value of `nbidle_alert_decisions_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Decision::Stopped => "stopped",
             Decision::AlreadyStopped => "already_stopped",
@@ -101,10 +109,12 @@ impl Decision {
     }
 }
 
+/// One alert of a payload and what became of it.
 #[derive(Debug, Clone)]
 pub struct AlertResult {
-    pub alertname: String,
-    pub notebook: Option<NotebookId>,
+    pub(crate) alertname: String,
+    pub(crate) notebook: Option<NotebookId>,
+    /// What [`handle`] decided, and did, for the alert.
     pub decision: Decision,
 }
 

@@ -9,12 +9,23 @@ use crate::notebook::NotebookId;
 pub enum Error {
     /// The configuration is invalid; `field` is the dotted path of the key.
     #[error("config: {field}: {message}")]
-    Config { field: String, message: String },
+    Config {
+        /// The key's dotted path (`backend.local.notebooks[1].name`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// A request or payload is malformed; `field` names the offending part.
     #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    Invalid {
+        /// The offending part (`alerts[3].startsAt`, `body`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 
+    /// The backend does not manage this notebook.
     #[error("notebook {0} not found")]
     NotFound(NotebookId),
 
@@ -28,7 +39,9 @@ pub enum Error {
     /// notebook, an object being applied) or the client being built.
     #[error("backend: {context}: {source}")]
     Kube {
+        /// The call's object or client.
         context: String,
+        /// The client's error.
         #[source]
         source: kube::Error,
     },
@@ -41,7 +54,9 @@ pub enum Error {
     /// written, a notebook command that could not be spawned).
     #[error("backend: {context}: {source}")]
     BackendIo {
+        /// What was being done, to which path or command.
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -49,7 +64,9 @@ pub enum Error {
     /// A backend's blocking task panicked or was cancelled.
     #[error("backend: {context}: {source}")]
     Task {
+        /// What the task was doing.
         context: String,
+        /// Why it did not finish.
         #[source]
         source: tokio::task::JoinError,
     },
@@ -64,59 +81,66 @@ pub enum Error {
     #[error("unavailable: {0}")]
     Unavailable(String),
 
+    /// A file or socket operation of nbidle's own failed (reading the
+    /// config, binding the listener, creating the data dir).
     #[error("io: {context}: {source}")]
     Io {
+        /// What was being done, to which path or address.
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A YAML document could not be read or written.
     #[error("yaml: {0}")]
     Yaml(#[from] serde_yaml::Error),
 
+    /// A JSON document could not be read or written.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }
 
+/// The crate's result: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
             field: field.into(),
             message: message.into(),
         }
     }
 
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),
             message: message.into(),
         }
     }
 
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
     }
 
-    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+    pub(crate) fn kube(context: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube {
             context: context.into(),
             source,
         }
     }
 
-    pub fn backend_io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn backend_io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::BackendIo {
             context: context.into(),
             source,
         }
     }
 
-    pub fn task(context: impl Into<String>, source: tokio::task::JoinError) -> Self {
+    pub(crate) fn task(context: impl Into<String>, source: tokio::task::JoinError) -> Self {
         Error::Task {
             context: context.into(),
             source,

@@ -10,7 +10,7 @@
 //! webhook → decision → backend:
 //!
 //! - [`run`]: `nbidle serve` wiring: backend, metrics, server, shutdown.
-//! - [`server`]: warp HTTP server: webhook, REST API, `/metrics`,
+//! - `server`: warp HTTP server: webhook, REST API, `/metrics`,
 //!   `/sd/notebooks` (Prometheus HTTP service discovery), `/livez`, `/readyz`.
 //! - [`decide`]: firing alert → stop or not (routing label, opt-out, stale
 //!   alert guard, re-check, dry run); duplicates are harmless because stops
@@ -18,17 +18,17 @@
 //! - [`exporter`]: probes Jupyter and publishes per-notebook activity and idle
 //!   deadlines on `/metrics/notebooks`, for the generated rules.
 //! - [`alerts`]: Alertmanager's webhook payload (version 4), validated whole.
-//! - [`backend`]: the `Backend` trait; [`backend::local`] supervises notebooks
-//!   as process groups and persists who stopped them; [`backend::k8s`]
+//! - [`backend`]: the `Backend` trait; `backend::local` supervises notebooks
+//!   as process groups and persists who stopped them; `backend::k8s`
 //!   stops Kubeflow Notebooks and StatefulSets through the API server: one
-//!   generic backend ([`backend::k8s::driver`]) over a small trait that
+//!   generic backend (`backend::k8s::driver`) over a small trait that
 //!   each kind's file implements, reading from watch-fed caches
-//!   ([`backend::k8s::watch`] says whether they are current).
+//!   (`backend::k8s::watch` says whether they are current).
 //! - [`rules`]: idle signals as PromQL building blocks → rule files and
 //!   `PrometheusRule` objects.
 //! - [`manifests`]: the Prometheus scrape job and Alertmanager config, and
 //!   prometheus-operator's PodMonitor, ServiceMonitor, AlertmanagerConfig.
-//! - [`apply`]: keeps those objects applied in the cluster (server-side apply).
+//! - `apply`: keeps those objects applied in the cluster (server-side apply).
 //! - [`config`]: the YAML config, one type per section, each validating
 //!   itself and naming the key at fault; parsed once into what `serve`
 //!   needs (`listen` a `SocketAddr`, the backend an enum with its section).
@@ -39,7 +39,7 @@
 //!   colours (a terminal, `NO_COLOR`).
 //! - [`logsafe`]: values from outside escaped and capped for the log;
 //!   repeated rejection lines rate-limited.
-//! - [`error`]: the crate's error type.
+//! - `error`: the crate's error type, [`Error`], and [`Result`].
 
 // Unsafe code only where a syscall has no safe wrapper, each allowed
 // where it is used, with a SAFETY note.
@@ -47,13 +47,15 @@
 // Items of private modules are `pub(crate)`: what is not used is then
 // reported as dead code.
 #![warn(unreachable_pub)]
+// What tests, benchmarks and `main.rs` reach is documented.
+#![warn(missing_docs)]
 
 pub mod alerts;
 mod apply;
 pub mod backend;
 pub mod config;
 pub mod decide;
-pub mod error;
+mod error;
 pub mod exporter;
 pub mod logging;
 pub mod logsafe;

@@ -19,14 +19,14 @@ use tracing_subscriber::EnvFilter;
 use crate::{Error, Result};
 
 /// The filter's variable, in `EnvFilter` syntax.
-pub const LEVEL_VAR: &str = "NBIDLE_LOG";
+pub(crate) const LEVEL_VAR: &str = "NBIDLE_LOG";
 /// The format's variable; `--log-format` wins over it.
-pub const FORMAT_VAR: &str = "NBIDLE_LOG_FORMAT";
+pub(crate) const FORMAT_VAR: &str = "NBIDLE_LOG_FORMAT";
 /// The filter when `NBIDLE_LOG` is unset or empty.
-pub const DEFAULT_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LEVEL: &str = "info";
 /// Crates whose lines come per request, connection or probe: at warn unless
 /// `NBIDLE_LOG` names them (or a module in them).
-pub const QUIET_CRATES: &[&str] = &[
+pub(crate) const QUIET_CRATES: &[&str] = &[
     "warp",
     "hyper",
     "hyper_util",
@@ -40,7 +40,7 @@ pub const QUIET_CRATES: &[&str] = &[
 /// itself where it matters (one line when a watch breaks, one per failed
 /// operation): in an API server outage they would write a line every
 /// retry. Off unless `NBIDLE_LOG` names their crate.
-pub const REPORTED_BY_NBIDLE: &[&str] = &["kube_client::client::builder"];
+pub(crate) const REPORTED_BY_NBIDLE: &[&str] = &["kube_client::client::builder"];
 
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,10 +69,10 @@ impl LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `EnvFilter` directives: the operator's, then the quiet crates'.
-    pub filter: String,
-    pub format: LogFormat,
+    pub(crate) filter: String,
+    pub(crate) format: LogFormat,
     /// Colours in the text format.
-    pub colour: bool,
+    pub(crate) colour: bool,
 }
 
 impl Settings {
@@ -89,7 +89,7 @@ impl Settings {
 
     /// From the variables' values (None: unset or empty); `colour`: stderr
     /// is a terminal and `NO_COLOR` is not set.
-    pub fn new(
+    pub(crate) fn new(
         level: Option<&str>,
         format: Option<&str>,
         flag: Option<LogFormat>,
@@ -128,7 +128,7 @@ fn env_var(name: &str) -> Result<Option<String>> {
 /// The operator's filter (or the default), checked, with `crate=warn` for
 /// each quiet crate it does not name, when its level for everything else
 /// is more verbose than warn.
-pub fn filter_directives(level: Option<&str>) -> Result<String> {
+pub(crate) fn filter_directives(level: Option<&str>) -> Result<String> {
     let given = level.unwrap_or(DEFAULT_LEVEL).trim();
     EnvFilter::builder()
         .parse(given)
@@ -175,7 +175,7 @@ fn names(directive: &str, krate: &str) -> bool {
 
 /// The subscriber for `settings`, writing to `writer`, with nbidle's limit
 /// on lines a client can repeat at will.
-pub fn subscriber<W>(settings: &Settings, writer: W) -> Box<dyn Subscriber + Send + Sync>
+pub(crate) fn subscriber<W>(settings: &Settings, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {

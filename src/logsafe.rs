@@ -7,7 +7,7 @@
 //! line. (It escapes some terminal controls in the message only, never line
 //! breaks; `?value` quotes and escapes a string but keeps all of it.) So
 //! every value from outside is logged through [`Escaped`], and every line a
-//! request can trigger by itself goes through a [`RateLimit`].
+//! request can trigger by itself goes through a `RateLimit`.
 
 use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,24 +139,24 @@ fn is_hazard(c: char) -> bool {
 }
 
 /// Lines of one kind that may be logged per [`WINDOW`].
-pub const LINES_PER_WINDOW: u32 = 10;
-pub const WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const LINES_PER_WINDOW: u32 = 10;
+pub(crate) const WINDOW: Duration = Duration::from_secs(5);
 
 /// A rejected webhook payload.
-pub static REJECTED_PAYLOAD: RateLimit = RateLimit::new("webhook_payload");
+pub(crate) static REJECTED_PAYLOAD: RateLimit = RateLimit::new("webhook_payload");
 /// An alert naming a notebook the backend does not know.
-pub static UNKNOWN_NOTEBOOK: RateLimit = RateLimit::new("unknown_notebook");
+pub(crate) static UNKNOWN_NOTEBOOK: RateLimit = RateLimit::new("unknown_notebook");
 /// A request warp could not read (a body cut off by its client).
-pub static UNHANDLED_REJECTION: RateLimit = RateLimit::new("unhandled_rejection");
+pub(crate) static UNHANDLED_REJECTION: RateLimit = RateLimit::new("unhandled_rejection");
 /// warp's line for each 4xx answer (refused credentials, bodies, routes).
-pub static HTTP_CLIENT_ERROR: RateLimit = RateLimit::new("http_client_error");
+pub(crate) static HTTP_CLIENT_ERROR: RateLimit = RateLimit::new("http_client_error");
 /// warp's line for each 5xx answer (a webhook retry asked for, too busy).
-pub static HTTP_SERVER_ERROR: RateLimit = RateLimit::new("http_server_error");
+pub(crate) static HTTP_SERVER_ERROR: RateLimit = RateLimit::new("http_server_error");
 /// An alert not acted on now because the backend cannot answer (its API
 /// server is down): one line per alert would flood the log in an outage.
-pub static BACKEND_UNAVAILABLE: RateLimit = RateLimit::new("backend_unavailable");
+pub(crate) static BACKEND_UNAVAILABLE: RateLimit = RateLimit::new("backend_unavailable");
 /// Every limited kind: the label values of `nbidle_log_lines_suppressed_total`.
-pub static LIMITS: [&RateLimit; 6] = [
+pub(crate) static LIMITS: [&RateLimit; 6] = [
     &REJECTED_PAYLOAD,
     &UNKNOWN_NOTEBOOK,
     &BACKEND_UNAVAILABLE,
@@ -170,7 +170,7 @@ pub static LIMITS: [&RateLimit; 6] = [
 /// next line nbidle logs of that kind says how many there were.
 ///
 /// One per kind for the whole process: the log is the process's.
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     kind: &'static str,
     window: Mutex<Window>,
     suppressed_total: AtomicU64,
@@ -185,14 +185,14 @@ struct Window {
 
 /// A line that may be logged.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// Lines of this kind left out since the previous one, when any: log it
     /// as a field (tracing leaves out a `None` field).
-    pub suppressed: Option<u64>,
+    pub(crate) suppressed: Option<u64>,
 }
 
 impl RateLimit {
-    pub const fn new(kind: &'static str) -> Self {
+    pub(crate) const fn new(kind: &'static str) -> Self {
         RateLimit {
             kind,
             window: Mutex::new(Window {
@@ -204,18 +204,18 @@ impl RateLimit {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.kind
     }
 
     /// Lines left out since the process started.
-    pub fn suppressed_total(&self) -> u64 {
+    pub(crate) fn suppressed_total(&self) -> u64 {
         self.suppressed_total.load(Ordering::Relaxed)
     }
 
     /// `Some` when this line may be logged; `None` when it is left out (and
     /// counted).
-    pub fn admit(&self) -> Option<Admitted> {
+    pub(crate) fn admit(&self) -> Option<Admitted> {
         self.admit_at(Instant::now())
     }
 
@@ -245,7 +245,7 @@ impl RateLimit {
 /// layer lets through [`LINES_PER_WINDOW`] of each per [`WINDOW`]. nbidle's
 /// own lines for these requests carry the detail and report what they
 /// left out; warp's left-out lines are only counted.
-pub struct LimitRepeats {
+pub(crate) struct LimitRepeats {
     client_errors: &'static RateLimit,
     server_errors: &'static RateLimit,
 }

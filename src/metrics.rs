@@ -17,15 +17,18 @@ macro_rules! label_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)+ }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
+        pub(crate) enum $name {
             $($(#[$vdoc])* $variant,)+
         }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// Every value. `ErrorKind`'s is read only by the test that
+            /// checks the docs: its series are not pre-created.
+            #[allow(dead_code)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant,)+];
 
             /// The label value, as dashboards and alerts match it.
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $value,)+
                 }
@@ -76,41 +79,44 @@ label_enum! {
     }
 }
 
+/// nbidle's own metrics, registered in a registry of their own and
+/// rendered on `/metrics`.
 pub struct Metrics {
     registry: Registry,
     /// Alerts in webhook payloads, by alert status (firing|resolved).
     pub alerts_received: IntCounterVec,
     /// What was decided for each alert (see `decide::Decision::label`).
-    pub alert_decisions: IntCounterVec,
-    /// Stops by [`Trigger`] and [`Outcome`].
+    pub(crate) alert_decisions: IntCounterVec,
+    /// Stops by trigger (`user`, `idle-alert`) and result (`success`,
+    /// `error`).
     pub stops: IntCounterVec,
     /// Starts by [`Trigger`] (user) and [`Outcome`].
-    pub starts: IntCounterVec,
+    pub(crate) starts: IntCounterVec,
     /// Webhook request handling time, by response code class.
-    pub webhook_duration: HistogramVec,
+    pub(crate) webhook_duration: HistogramVec,
     /// Notebooks by status; refreshed at every scrape.
-    pub notebooks: IntGaugeVec,
+    pub(crate) notebooks: IntGaugeVec,
     /// Errors by kind ([`ErrorKind`]).
-    pub errors: IntCounterVec,
+    pub(crate) errors: IntCounterVec,
     /// Open HTTP connections.
-    pub connections_open: IntGauge,
+    pub(crate) connections_open: IntGauge,
     /// Idle connections closed to make room at `server.max_connections`.
-    pub connections_evicted: IntCounter,
+    pub(crate) connections_evicted: IntCounter,
     /// New connections closed at the cap because every open one was busy.
-    pub connections_refused: IntCounter,
+    pub(crate) connections_refused: IntCounter,
     /// Log lines left out by a rate limit, by kind (`logsafe::LIMITS`).
-    pub log_lines_suppressed: IntCounterVec,
+    pub(crate) log_lines_suppressed: IntCounterVec,
     /// What `log_lines_suppressed` has been brought up to, per limit.
     log_synced: Vec<AtomicU64>,
     /// The Kubernetes backends' watches.
-    pub watch: WatchMetrics,
+    pub(crate) watch: WatchMetrics,
 }
 
 /// Per watch (labels `resource`, `watch_namespace`: one series per watched
 /// namespace of the config, `*` for all): whether its cache is current,
 /// when it last heard from the API server, its relists and failures.
 #[derive(Clone)]
-pub struct WatchMetrics {
+pub(crate) struct WatchMetrics {
     up: IntGaugeVec,
     last_event: GaugeVec,
     relists: IntCounterVec,
@@ -173,35 +179,36 @@ impl WatchMetrics {
     }
 
     /// Creates a watch's series, so a watch that never lists shows up as 0.
-    pub fn register(&self, l: &[String; 2]) {
+    pub(crate) fn register(&self, l: &[String; 2]) {
         let l = Self::labels(l);
         self.up.with_label_values(&l).set(0);
         self.relists.with_label_values(&l);
         self.failures.with_label_values(&l);
     }
 
-    pub fn set_up(&self, l: &[String; 2], up: bool) {
+    pub(crate) fn set_up(&self, l: &[String; 2], up: bool) {
         self.up.with_label_values(&Self::labels(l)).set(up as i64);
     }
 
-    pub fn heard(&self, l: &[String; 2]) {
+    pub(crate) fn heard(&self, l: &[String; 2]) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_event.with_label_values(&Self::labels(l)).set(now);
     }
 
-    pub fn relisted(&self, l: &[String; 2]) {
+    pub(crate) fn relisted(&self, l: &[String; 2]) {
         self.relists.with_label_values(&Self::labels(l)).inc();
         self.heard(l);
     }
 
-    pub fn failed(&self, l: &[String; 2]) {
+    pub(crate) fn failed(&self, l: &[String; 2]) {
         self.failures.with_label_values(&Self::labels(l)).inc();
     }
 }
 
 impl Metrics {
+    /// Every metric registered, its fixed series at zero.
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
@@ -322,7 +329,7 @@ impl Metrics {
         }
     }
 
-    pub fn set_notebooks(&self, states: &[NotebookState]) {
+    pub(crate) fn set_notebooks(&self, states: &[NotebookState]) {
         for s in Status::ALL {
             let n = states.iter().filter(|n| n.status == s).count();
             self.notebooks
@@ -331,35 +338,35 @@ impl Metrics {
         }
     }
 
-    pub fn error(&self, kind: ErrorKind) {
+    pub(crate) fn error(&self, kind: ErrorKind) {
         self.errors.with_label_values(&[kind.as_str()]).inc();
     }
 
-    pub fn stop(&self, trigger: Trigger, outcome: Outcome) {
+    pub(crate) fn stop(&self, trigger: Trigger, outcome: Outcome) {
         self.stops
             .with_label_values(&[trigger.as_str(), outcome.as_str()])
             .inc();
     }
 
-    pub fn start(&self, trigger: Trigger, outcome: Outcome) {
+    pub(crate) fn start(&self, trigger: Trigger, outcome: Outcome) {
         self.starts
             .with_label_values(&[trigger.as_str(), outcome.as_str()])
             .inc();
     }
 
-    pub fn alert_received(&self, status: AlertStatus) {
+    pub(crate) fn alert_received(&self, status: AlertStatus) {
         self.alerts_received
             .with_label_values(&[status.as_str()])
             .inc();
     }
 
     /// `decision` is `decide::Decision::label`'s value.
-    pub fn alert_decided(&self, decision: &'static str) {
+    pub(crate) fn alert_decided(&self, decision: &'static str) {
         self.alert_decisions.with_label_values(&[decision]).inc();
     }
 
     /// One webhook request answered with `code`, after `seconds`.
-    pub fn webhook_handled(&self, code: u16, seconds: f64) {
+    pub(crate) fn webhook_handled(&self, code: u16, seconds: f64) {
         self.webhook_duration
             .with_label_values(&[code_class(code)])
             .observe(seconds);
@@ -381,7 +388,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.sync_log_lines_suppressed();
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.

@@ -8,16 +8,19 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// `namespace/name`. The local backend puts all its notebooks in the
-/// namespace [`LOCAL_NAMESPACE`]; Kubernetes backends use the real one.
+/// namespace `local`; Kubernetes backends use the real one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NotebookId {
+    /// The Kubernetes namespace, or `local`.
     pub namespace: String,
+    /// The notebook's name in its namespace.
     pub name: String,
 }
 
-pub const LOCAL_NAMESPACE: &str = "local";
+pub(crate) const LOCAL_NAMESPACE: &str = "local";
 
 impl NotebookId {
+    /// The notebook `namespace/name`.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         NotebookId {
             namespace: namespace.into(),
@@ -36,16 +39,22 @@ impl fmt::Display for NotebookId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Up and serving.
     Running,
+    /// Started, not yet serving.
     Starting,
+    /// Stopped, not yet down.
     Stopping,
+    /// Down; its workspace kept.
     Stopped,
+    /// Down though meant to run (`message` says why).
     Failed,
+    /// Its state could not be read.
     Unknown,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub(crate) const ALL: [Status; 6] = [
         Status::Running,
         Status::Starting,
         Status::Stopping,
@@ -54,7 +63,7 @@ impl Status {
         Status::Unknown,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
             Status::Starting => "starting",
@@ -80,14 +89,16 @@ pub enum StopCause {
     User,
     /// An Alertmanager notification for `alertname`, active since `alert_starts_at`.
     IdleAlert {
+        /// The alert's name (`NotebookIdle`).
         alertname: String,
+        /// When the alert began firing.
         alert_starts_at: Timestamp,
     },
 }
 
 impl StopCause {
     /// The bounded label value used in metrics.
-    pub fn trigger(&self) -> &'static str {
+    pub(crate) fn trigger(&self) -> &'static str {
         match self {
             StopCause::User => "user",
             StopCause::IdleAlert { .. } => "idle-alert",
@@ -97,15 +108,15 @@ impl StopCause {
 
 /// The default idle time and the admin's bounds for per-notebook overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdleBounds {
-    pub default: std::time::Duration,
-    pub min: Option<std::time::Duration>,
-    pub max: Option<std::time::Duration>,
+pub(crate) struct IdleBounds {
+    pub(crate) default: std::time::Duration,
+    pub(crate) min: Option<std::time::Duration>,
+    pub(crate) max: Option<std::time::Duration>,
 }
 
 impl IdleBounds {
     /// A notebook's idle time: its override clamped to the bounds, or the default.
-    pub fn effective(&self, requested: Option<std::time::Duration>) -> std::time::Duration {
+    pub(crate) fn effective(&self, requested: Option<std::time::Duration>) -> std::time::Duration {
         let mut d = requested.unwrap_or(self.default);
         if let Some(lo) = self.min {
             d = d.max(lo);
@@ -121,7 +132,9 @@ impl IdleBounds {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotebookState {
     #[serde(flatten)]
+    /// Which notebook.
     pub id: NotebookId,
+    /// Where it is in its life.
     pub status: Status,
     /// Human-readable detail for `failed` (exit code, reason).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,8 +146,12 @@ pub struct NotebookState {
     /// Who is warned before the stop, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Its last start, when known: what the stale-alert guard compares
+    /// an alert with.
     pub started_at: Option<Timestamp>,
+    /// Its last stop, when known.
     pub stopped_at: Option<Timestamp>,
+    /// Who asked for its last stop.
     pub stopped_by: Option<StopCause>,
     /// Where the notebook is served, for users and for Prometheus discovery.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,11 +163,12 @@ pub struct NotebookState {
 pub struct Timestamp(pub OffsetDateTime);
 
 impl Timestamp {
+    /// The current time, in UTC.
     pub fn now() -> Self {
         Timestamp(OffsetDateTime::now_utc())
     }
 
-    pub fn unix_seconds(self) -> f64 {
+    pub(crate) fn unix_seconds(self) -> f64 {
         self.0.unix_timestamp_nanos() as f64 / 1e9
     }
 }

@@ -3,10 +3,10 @@
 //! `started_at`, so nbidle itself keeps no state that a backend cannot
 //! rebuild.
 //!
-//! - [`local`]: notebooks as supervised process groups on this machine.
-//! - [`k8s`]: notebooks as Kubernetes objects: Kubeflow `Notebook`
-//!   resources ([`k8s::kubeflow`]) and StatefulSets selected by label
-//!   ([`k8s::statefulset`]), through the API server.
+//! - `local`: notebooks as supervised process groups on this machine.
+//! - `k8s`: notebooks as Kubernetes objects: Kubeflow `Notebook`
+//!   resources (`k8s::kubeflow`) and StatefulSets selected by label
+//!   (`k8s::statefulset`), through the API server.
 
 pub(crate) mod k8s;
 pub(crate) mod local;
@@ -21,6 +21,8 @@ use crate::notebook::{NotebookId, NotebookState, StopCause, Timestamp};
 /// A stop with the condition under which it must not happen.
 #[derive(Debug, Clone)]
 pub struct StopRequest {
+    /// Who or what asks for the stop; the backend records it as
+    /// `stopped_by`.
     pub cause: StopCause,
     /// Refuse the stop when the notebook was started after this instant: an
     /// alert about a notebook's previous life must not stop its new one.
@@ -49,7 +51,7 @@ pub enum StopOutcome<T = NotebookState> {
 }
 
 impl<T> StopOutcome<T> {
-    pub fn state(&self) -> &T {
+    pub(crate) fn state(&self) -> &T {
         match self {
             StopOutcome::Stopped(s)
             | StopOutcome::AlreadyStopped(s)
@@ -60,7 +62,7 @@ impl<T> StopOutcome<T> {
     }
 
     /// The same outcome carrying `f` of what this one carries.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> StopOutcome<U> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> StopOutcome<U> {
         match self {
             StopOutcome::Stopped(s) => StopOutcome::Stopped(f(s)),
             StopOutcome::AlreadyStopped(s) => StopOutcome::AlreadyStopped(f(s)),
@@ -74,23 +76,27 @@ impl<T> StopOutcome<T> {
 /// The stale-start guard: a notebook started after `limit` lives a new
 /// life, which an alert about its previous one must not stop. An unknown
 /// start or no limit refuses nothing.
-pub fn started_since(started_at: Option<Timestamp>, limit: Option<Timestamp>) -> bool {
+pub(crate) fn started_since(started_at: Option<Timestamp>, limit: Option<Timestamp>) -> bool {
     matches!((started_at, limit), (Some(started), Some(limit)) if started > limit)
 }
 
 /// A Prometheus scrape target for one notebook's metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeTarget {
+    /// The notebook, served as the target's `namespace` and `notebook`
+    /// labels.
     pub id: NotebookId,
     /// `host:port`
     pub address: String,
+    /// `http` or `https`, served as `__scheme__`.
     pub scheme: String,
+    /// The path of the notebook's metrics, served as `__metrics_path__`.
     pub metrics_path: String,
 }
 
 impl ScrapeTarget {
     /// The target serving `<base_url>metrics`; `None` for an unusable URL.
-    pub fn from_url(id: &NotebookId, base_url: &str) -> Option<ScrapeTarget> {
+    pub(crate) fn from_url(id: &NotebookId, base_url: &str) -> Option<ScrapeTarget> {
         let url = reqwest::Url::parse(base_url).ok()?;
         let host = url.host_str()?;
         let port = url.port_or_known_default().unwrap_or(80);
@@ -106,9 +112,11 @@ impl ScrapeTarget {
 /// Where nbidle's exporter reaches a running notebook's Jupyter REST API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JupyterEndpoint {
+    /// The notebook this endpoint serves.
     pub id: NotebookId,
     /// Base URL ending in `/`.
     pub base_url: String,
+    /// The Jupyter token, sent as `Authorization: token …`.
     pub token: Option<String>,
     /// The notebook's pods (Kubernetes backends), published as
     /// `nbidle_notebook_pod_info` so rules can join pod series (cAdvisor
@@ -116,6 +124,8 @@ pub struct JupyterEndpoint {
     pub pods: Vec<String>,
 }
 
+/// Where notebooks live and how they are stopped and started: the one
+/// interface between nbidle's decisions and a notebook platform.
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Every notebook this backend manages, sorted by id.

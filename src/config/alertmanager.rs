@@ -10,18 +10,18 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AlertmanagerConfig {
+pub(crate) struct AlertmanagerConfig {
     /// The URL Alertmanager posts to; default: `http://<listen>/webhook/alertmanager`.
-    pub webhook_url: Option<String>,
+    pub(crate) webhook_url: Option<String>,
     /// Wait this long to batch the first alerts of a group.
-    pub group_wait: HumanDuration,
-    pub group_interval: HumanDuration,
+    pub(crate) group_wait: HumanDuration,
+    pub(crate) group_interval: HumanDuration,
     /// Re-send a still-firing alert this often (a stop missed while nbidle
     /// was down longer than Alertmanager's retries is caught here).
-    pub repeat_interval: HumanDuration,
+    pub(crate) repeat_interval: HumanDuration,
     /// How Alertmanager verifies nbidle's certificate when nbidle serves
     /// TLS; the generated webhook receiver carries it.
-    pub tls_config: Option<TlsClientConfig>,
+    pub(crate) tls_config: Option<TlsClientConfig>,
 }
 
 impl Default for AlertmanagerConfig {

@@ -10,40 +10,40 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
+pub(crate) struct AuthConfig {
     /// Bearer token Alertmanager sends (`http_config.authorization.credentials`).
-    pub webhook_token: Option<String>,
-    pub webhook_token_file: Option<PathBuf>,
+    pub(crate) webhook_token: Option<String>,
+    pub(crate) webhook_token_file: Option<PathBuf>,
     /// Basic credentials instead of (or besides) the bearer token.
-    pub webhook_basic_auth: Option<BasicAuth>,
+    pub(crate) webhook_basic_auth: Option<BasicAuth>,
     /// Bearer tokens accepted by the REST API.
-    pub api_tokens: Vec<String>,
+    pub(crate) api_tokens: Vec<String>,
     /// A file with one token per line (blank lines and `#` comments ignored).
-    pub api_tokens_file: Option<PathBuf>,
+    pub(crate) api_tokens_file: Option<PathBuf>,
     /// Bearer tokens that see and act on the notebooks of some namespaces
     /// only (a team's own). The tokens above see every namespace.
-    pub namespaced_api_tokens: Vec<NamespacedToken>,
+    pub(crate) namespaced_api_tokens: Vec<NamespacedToken>,
     /// Bearer token Prometheus must send to `/metrics`, `/metrics/notebooks`
     /// and `/sd/notebooks`; unset, those routes are open to anyone who can
     /// reach the listener.
-    pub metrics_token: Option<String>,
-    pub metrics_token_file: Option<PathBuf>,
+    pub(crate) metrics_token: Option<String>,
+    pub(crate) metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NamespacedToken {
-    pub token: Option<String>,
-    pub token_file: Option<PathBuf>,
-    pub namespaces: Vec<String>,
+pub(crate) struct NamespacedToken {
+    pub(crate) token: Option<String>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) namespaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
+pub(crate) struct BasicAuth {
+    pub(crate) username: String,
+    pub(crate) password: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
 }
 
 impl AuthConfig {

@@ -10,30 +10,30 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AutostopConfig {
+pub(crate) struct AutostopConfig {
     /// Act on idle alerts at all. Off: alerts are received and counted, nothing stops.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// How long a notebook must be idle before it is stopped.
-    pub idle_after: HumanDuration,
+    pub(crate) idle_after: HumanDuration,
     /// How often Prometheus evaluates the generated idle rules.
-    pub evaluation_interval: HumanDuration,
+    pub(crate) evaluation_interval: HumanDuration,
     /// Log and count what would be stopped, stop nothing.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// What makes up "idle": the signals whose absence of work counts.
-    pub signals: Vec<SignalName>,
+    pub(crate) signals: Vec<SignalName>,
     /// Guards: evidence of work from outside Jupyter that vetoes a stop.
-    pub guards: GuardsConfig,
+    pub(crate) guards: GuardsConfig,
     /// A raw PromQL expression selecting busy notebooks by
     /// `(namespace, notebook)`; added to the signals.
-    pub busy_expr: Option<String>,
+    pub(crate) busy_expr: Option<String>,
     /// `NotebookIdleSoon` fires this long before the stop.
-    pub warn_before: HumanDuration,
+    pub(crate) warn_before: HumanDuration,
     /// Admin bounds for per-notebook `idle_after` overrides.
-    pub min_idle_after: Option<HumanDuration>,
-    pub max_idle_after: Option<HumanDuration>,
+    pub(crate) min_idle_after: Option<HumanDuration>,
+    pub(crate) max_idle_after: Option<HumanDuration>,
     /// Before stopping, check nbidle's own latest probe of the notebook and
     /// skip the stop if it shows work since the alert was computed.
-    pub recheck: bool,
+    pub(crate) recheck: bool,
 }
 
 impl Default for AutostopConfig {
@@ -57,7 +57,7 @@ impl Default for AutostopConfig {
 /// The idle signals the generated rule can combine (see docs/idle-signals.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SignalName {
+pub(crate) enum SignalName {
     /// nbidle's exporter: busy kernels, kernel and terminal activity.
     Activity,
     /// Jupyter's `kernel_currently_running_total` (the original request's signal).
@@ -68,17 +68,17 @@ pub enum SignalName {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GuardsConfig {
-    pub cpu: Option<CpuGuard>,
-    pub gpu: Option<GpuGuard>,
+pub(crate) struct GuardsConfig {
+    pub(crate) cpu: Option<CpuGuard>,
+    pub(crate) gpu: Option<GpuGuard>,
 }
 
 /// Container CPU (cAdvisor) above `threshold_cores` over `window` is work.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CpuGuard {
-    pub threshold_cores: f64,
-    pub window: HumanDuration,
+pub(crate) struct CpuGuard {
+    pub(crate) threshold_cores: f64,
+    pub(crate) window: HumanDuration,
 }
 
 impl Default for CpuGuard {
@@ -93,11 +93,11 @@ impl Default for CpuGuard {
 /// GPU engine activity (DCGM) above `threshold` over `window` is work.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct GpuGuard {
+pub(crate) struct GpuGuard {
     /// `DCGM_FI_PROF_GR_ENGINE_ACTIVE` (0–1) or `DCGM_FI_DEV_GPU_UTIL` (0–100).
-    pub metric: String,
-    pub threshold: f64,
-    pub window: HumanDuration,
+    pub(crate) metric: String,
+    pub(crate) threshold: f64,
+    pub(crate) window: HumanDuration,
 }
 
 impl Default for GpuGuard {
@@ -197,7 +197,7 @@ impl AutostopConfig {
     }
 
     /// The default idle time and the admin's bounds for overrides.
-    pub fn idle_bounds(&self) -> crate::notebook::IdleBounds {
+    pub(crate) fn idle_bounds(&self) -> crate::notebook::IdleBounds {
         crate::notebook::IdleBounds {
             default: self.idle_after.0,
             min: self.min_idle_after.map(|d| d.0),

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     /// Processes on this machine.
     Local,
     /// Kubeflow `Notebook` resources (kubeflow.org/v1).
@@ -24,7 +24,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub fn is_kubernetes(self) -> bool {
+    pub(crate) fn is_kubernetes(self) -> bool {
         !matches!(self, BackendKind::Local)
     }
 
@@ -40,14 +40,14 @@ impl BackendKind {
 
 /// The validated backend: the section `backend.kind` names.
 #[derive(Debug, Clone)]
-pub enum BackendConfig {
+pub(crate) enum BackendConfig {
     Local(LocalConfig),
     Kubeflow(KubeflowConfig),
     Statefulset(StatefulSetConfig),
 }
 
 impl BackendConfig {
-    pub fn kind(&self) -> BackendKind {
+    pub(crate) fn kind(&self) -> BackendKind {
         match self {
             BackendConfig::Local(_) => BackendKind::Local,
             BackendConfig::Kubeflow(_) => BackendKind::Kubeflow,
@@ -58,22 +58,22 @@ impl BackendConfig {
 
 /// `backend.kubeflow`. The namespaces watched are `kubernetes.notebook_namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeflowConfig {
+pub(crate) struct KubeflowConfig {
     /// Only Notebooks matching this label selector (`key=value,key2`).
-    pub label_selector: Option<String>,
+    pub(crate) label_selector: Option<String>,
     /// Where the exporter reaches a notebook's Jupyter server; `{namespace}`
     /// and `{name}` are replaced.
-    pub jupyter_url: String,
+    pub(crate) jupyter_url: String,
 }
 
 /// `backend.statefulset`. The namespaces watched are `kubernetes.notebook_namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatefulSetConfig {
+pub(crate) struct StatefulSetConfig {
     /// The label selector that picks the StatefulSets that are notebooks.
-    pub label_selector: String,
+    pub(crate) label_selector: String,
     /// Where the exporter reaches a notebook's Jupyter server; `{namespace}`
     /// and `{name}` are replaced.
-    pub jupyter_url: String,
+    pub(crate) jupyter_url: String,
 }
 
 /// `backend` as written (named `BackendConfig` in serde's messages).
@@ -103,13 +103,13 @@ struct KubeBackendConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LocalConfig {
+pub(crate) struct LocalConfig {
     /// SIGTERM, then SIGKILL after this long.
-    pub stop_grace_period: HumanDuration,
+    pub(crate) stop_grace_period: HumanDuration,
     /// Stop every notebook when nbidle exits. Off by default: notebooks
     /// outlive an nbidle restart, which adopts them instead of respawning.
-    pub stop_on_exit: bool,
-    pub notebooks: Vec<LocalNotebook>,
+    pub(crate) stop_on_exit: bool,
+    pub(crate) notebooks: Vec<LocalNotebook>,
 }
 
 impl Default for LocalConfig {
@@ -124,25 +124,25 @@ impl Default for LocalConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LocalNotebook {
-    pub name: String,
+pub(crate) struct LocalNotebook {
+    pub(crate) name: String,
     /// argv of the notebook server; run in its own process group.
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// The workspace; the process runs here and it is never deleted by a stop.
-    pub workdir: PathBuf,
+    pub(crate) workdir: PathBuf,
     /// Base URL of the Jupyter server, e.g. `http://127.0.0.1:8888/`.
-    pub url: String,
+    pub(crate) url: String,
     /// Jupyter token, for probes and for users.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// `false`: never stopped by an idle alert (a user can still stop it).
     #[serde(default = "LocalNotebook::default_autostop")]
-    pub autostop: bool,
+    pub(crate) autostop: bool,
     /// This notebook's idle time, within `autostop.min/max_idle_after`.
-    pub idle_after: Option<HumanDuration>,
+    pub(crate) idle_after: Option<HumanDuration>,
     /// Who to warn before the stop (carried on `NotebookIdleSoon`).
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 impl BackendSection {

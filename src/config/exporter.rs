@@ -8,9 +8,11 @@ use serde::Deserialize;
 use super::values::HumanDuration;
 use crate::error::{Error, Result};
 
+/// The `exporter` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
+    /// Whether nbidle probes notebooks and serves `/metrics/notebooks`.
     pub enabled: bool,
     /// Time between probe rounds (independent of scrapes).
     pub interval: HumanDuration,
@@ -30,10 +32,10 @@ pub struct ExporterConfig {
 /// Bounds of `exporter.max_response_bytes`: an honest answer with a
 /// thousand kernels is about 150 KiB; the most stays far below nbidle's
 /// memory, since `2 × concurrency` responses can be in flight at once.
-pub const MIN_RESPONSE_BYTES: u64 = 16 * 1024;
-pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+const MIN_RESPONSE_BYTES: u64 = 16 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// Bound of `exporter.max_kernels` and `exporter.max_terminals`.
-pub const MAX_ITEMS: usize = 1_000_000;
+const MAX_ITEMS: usize = 1_000_000;
 
 impl Default for ExporterConfig {
     fn default() -> Self {

@@ -11,39 +11,39 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct KubernetesConfig {
+pub(crate) struct KubernetesConfig {
     /// nbidle's own namespace.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// nbidle's Service; its port named `service_port` serves HTTP.
-    pub service: String,
-    pub service_port: String,
+    pub(crate) service: String,
+    pub(crate) service_port: String,
     /// Namespaces with notebooks; empty: all namespaces.
-    pub notebook_namespaces: Vec<String>,
+    pub(crate) notebook_namespaces: Vec<String>,
     /// The notebook pods' label carrying the notebook name (Kubeflow's).
-    pub notebook_label: String,
+    pub(crate) notebook_label: String,
     /// The notebook container's port name (Kubeflow's).
-    pub notebook_port: String,
+    pub(crate) notebook_port: String,
     /// The Secret (in each namespace that gets an AlertmanagerConfig) holding
     /// the webhook token under the key `token`.
-    pub webhook_secret: String,
+    pub(crate) webhook_secret: String,
     /// A Secret (in `namespace`, key `token`) with a token the notebooks'
     /// Jupyter servers accept, for a PodMonitor scraping servers that
     /// protect `/metrics` (jupyter_server ≥ 2 with a token set).
-    pub notebook_metrics_secret: Option<String>,
+    pub(crate) notebook_metrics_secret: Option<String>,
     /// The Secret (in `namespace`, key `token`) holding `auth.metrics_token`,
     /// for the ServiceMonitor; used only when a metrics token is set.
-    pub metrics_secret: String,
+    pub(crate) metrics_secret: String,
     /// With TLS: a Secret holding `ca.crt` (cert-manager's layout) that the
     /// generated ServiceMonitor and AlertmanagerConfigs verify nbidle with.
-    pub tls_secret: Option<String>,
+    pub(crate) tls_secret: Option<String>,
     /// Keep the generated PrometheusRule, PodMonitor, ServiceMonitor and
     /// AlertmanagerConfig applied (server-side apply, field manager
     /// `nbidle`); needs a Kubernetes backend and RBAC for those objects.
-    pub apply: bool,
+    pub(crate) apply: bool,
     /// The most one API server call, or one stop or start with its retries,
     /// may take; past it the webhook answers 503 (Alertmanager delivers
     /// again) and the REST API 503.
-    pub request_timeout: HumanDuration,
+    pub(crate) request_timeout: HumanDuration,
 }
 
 impl Default for KubernetesConfig {

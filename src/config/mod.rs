@@ -10,7 +10,7 @@
 //! `validate` that names its keys; `values` holds what several share.
 //! This file reads the document, checks what spans sections, and turns
 //! the file as written into [`Config`]: `listen` a [`SocketAddr`], the
-//! backend the one section its kind names ([`BackendConfig`]).
+//! backend the one section its kind names (`BackendConfig`).
 //!
 //! Relative paths (`data_dir`, `workdir`, `*_file`) are resolved against the
 //! directory of the config file, as Prometheus does for `rule_files`.
@@ -34,21 +34,19 @@ mod server;
 mod values;
 mod webhook;
 
-pub use alertmanager::AlertmanagerConfig;
-pub use auth::{AuthConfig, BasicAuth, NamespacedToken};
-pub use autostop::{AutostopConfig, CpuGuard, GpuGuard, GuardsConfig, SignalName};
-pub use backend::{
-    BackendConfig, BackendKind, KubeflowConfig, LocalConfig, LocalNotebook, StatefulSetConfig,
+pub(crate) use alertmanager::AlertmanagerConfig;
+pub(crate) use auth::AuthConfig;
+pub(crate) use autostop::{AutostopConfig, CpuGuard, GpuGuard, SignalName};
+pub(crate) use backend::{
+    BackendConfig, BackendKind, LocalConfig, LocalNotebook, StatefulSetConfig,
 };
-pub use exporter::{ExporterConfig, MAX_ITEMS, MAX_RESPONSE_BYTES, MIN_RESPONSE_BYTES};
-pub use kubernetes::KubernetesConfig;
-pub use prometheus::PrometheusConfig;
-pub use secrets::Secrets;
-pub use server::{ServerConfig, MIN_HEADER_BYTES};
-pub use values::{
-    check_notebook_name, prometheus_duration, HumanDuration, Labels, TlsClientConfig,
-};
-pub use webhook::WebhookConfig;
+pub use exporter::ExporterConfig;
+pub(crate) use kubernetes::KubernetesConfig;
+pub(crate) use prometheus::PrometheusConfig;
+pub(crate) use server::{ServerConfig, MIN_HEADER_BYTES};
+pub use values::HumanDuration;
+pub(crate) use values::{prometheus_duration, TlsClientConfig};
+pub(crate) use webhook::WebhookConfig;
 
 use backend::BackendSection;
 
@@ -56,18 +54,18 @@ use backend::BackendSection;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address of the HTTP server (webhook, REST API, /metrics).
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Where nbidle keeps its small state (which notebooks it stopped, when).
-    pub data_dir: PathBuf,
-    pub auth: AuthConfig,
-    pub autostop: AutostopConfig,
-    pub prometheus: PrometheusConfig,
-    pub webhook: WebhookConfig,
-    pub alertmanager: AlertmanagerConfig,
-    pub exporter: ExporterConfig,
-    pub kubernetes: KubernetesConfig,
-    pub server: ServerConfig,
-    pub backend: BackendConfig,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) auth: AuthConfig,
+    pub(crate) autostop: AutostopConfig,
+    pub(crate) prometheus: PrometheusConfig,
+    pub(crate) webhook: WebhookConfig,
+    pub(crate) alertmanager: AlertmanagerConfig,
+    pub(crate) exporter: ExporterConfig,
+    pub(crate) kubernetes: KubernetesConfig,
+    pub(crate) server: ServerConfig,
+    pub(crate) backend: BackendConfig,
 }
 
 /// The file as written; [`Document::validate`] makes a [`Config`] of it.
@@ -129,7 +127,7 @@ impl Config {
 
     /// Checks that only matter for `serve` (and `check`): features the
     /// chosen backend cannot feed. `nbidle rules` may target another setup.
-    pub fn check_backend_fit(&self) -> Result<()> {
+    pub(crate) fn check_backend_fit(&self) -> Result<()> {
         let g = &self.autostop.guards;
         if self.backend.kind() == BackendKind::Local {
             for (key, set) in [
@@ -148,7 +146,7 @@ impl Config {
     }
 
     /// The default idle time and the admin's bounds for overrides.
-    pub fn idle_bounds(&self) -> crate::notebook::IdleBounds {
+    pub(crate) fn idle_bounds(&self) -> crate::notebook::IdleBounds {
         self.autostop.idle_bounds()
     }
 }

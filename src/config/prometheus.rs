@@ -8,21 +8,21 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PrometheusConfig {
+pub(crate) struct PrometheusConfig {
     /// Generate rules and monitors for Prometheus.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Prometheus's base URL (used for re-checks and by tooling).
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Labels put on generated PrometheusRule/monitor objects, so an operator's
     /// `ruleSelector` picks them up. `"k:v,k:v"` or a map.
-    pub labels: Labels,
+    pub(crate) labels: Labels,
     /// The `job` label of the notebooks' scrape job; the rules select on it.
-    pub notebook_job: String,
+    pub(crate) notebook_job: String,
     /// The `job` label of the scrape job for nbidle's exporter (`/metrics/notebooks`).
-    pub exporter_job: String,
+    pub(crate) exporter_job: String,
     /// How Prometheus verifies nbidle's certificate when nbidle serves TLS
     /// (`server.web_config_file`); the generated scrape jobs carry it.
-    pub tls_config: Option<TlsClientConfig>,
+    pub(crate) tls_config: Option<TlsClientConfig>,
 }
 
 impl Default for PrometheusConfig {
@@ -63,8 +63,8 @@ impl PrometheusConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::Labels;
     use crate::config::testing::{err_field, parse, MINIMAL};
-    use crate::config::Labels;
 
     #[test]
     fn seed_label_string_and_map_forms_are_equal() {

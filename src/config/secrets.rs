@@ -19,14 +19,14 @@ use crate::error::{Error, Result};
 
 /// Secrets resolved from inline values or files.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    pub webhook_token: Option<String>,
-    pub webhook_basic: Option<(String, String)>,
-    pub api_tokens: Vec<String>,
+pub(crate) struct Secrets {
+    pub(crate) webhook_token: Option<String>,
+    pub(crate) webhook_basic: Option<(String, String)>,
+    pub(crate) api_tokens: Vec<String>,
     /// Tokens with the namespaces they may use.
-    pub namespaced_api_tokens: Vec<(String, Vec<String>)>,
+    pub(crate) namespaced_api_tokens: Vec<(String, Vec<String>)>,
     /// Bearer token for `/metrics`, `/metrics/notebooks` and `/sd/notebooks`.
-    pub metrics_token: Option<String>,
+    pub(crate) metrics_token: Option<String>,
 }
 
 /// A secret file larger than this is not a token file (a path mistyped as
@@ -164,7 +164,7 @@ fn inline_or_file(
 impl Config {
     /// Reads the secrets, inline or from their files, and checks that no
     /// token serves two roles. Done once at start-up (and by `check`).
-    pub fn secrets(&self) -> Result<Secrets> {
+    pub(crate) fn secrets(&self) -> Result<Secrets> {
         let a = &self.auth;
         let mut sourced = Vec::new();
         let webhook_token = inline_or_file(
@@ -267,7 +267,7 @@ impl Config {
 
     /// One line per secret file that users other than its owner may read
     /// or write (`mode & 0o077`): on a shared machine they could take the
-    /// token, or replace it. Unreadable files are left to [`Config::secrets`].
+    /// token, or replace it. Unreadable files are left to `Config::secrets`.
     pub fn secret_file_warnings(&self) -> Vec<String> {
         self.auth
             .files()

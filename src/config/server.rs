@@ -11,24 +11,24 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Open connections at most; at the cap a new connection replaces the
     /// oldest one that is not handling a request.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// The request line and headers must arrive within this; it is also how
     /// long an idle keep-alive connection is kept open.
-    pub header_read_timeout: HumanDuration,
+    pub(crate) header_read_timeout: HumanDuration,
     /// Largest request head (request line and headers).
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// A request body must arrive within this.
-    pub body_read_timeout: HumanDuration,
+    pub(crate) body_read_timeout: HumanDuration,
     /// A response the client does not read for this long is abandoned.
-    pub write_timeout: HumanDuration,
+    pub(crate) write_timeout: HumanDuration,
     /// On shutdown, requests in flight get this long to finish.
-    pub shutdown_timeout: HumanDuration,
+    pub(crate) shutdown_timeout: HumanDuration,
     /// TLS: a web config file in the Prometheus exporter-toolkit format
     /// (`tls_server_config`); without it the listener speaks plain HTTP.
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web_config_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -46,7 +46,7 @@ impl Default for ServerConfig {
 }
 
 /// hyper cannot buffer less than this for a request head.
-pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+pub(crate) const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 impl ServerConfig {
     pub(super) fn validate(&self) -> Result<()> {

@@ -17,11 +17,11 @@ use crate::error::{Error, Result};
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
-    pub const fn secs(s: u64) -> Self {
+    pub(crate) const fn secs(s: u64) -> Self {
         HumanDuration(Duration::from_secs(s))
     }
 
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return minutes(s.parse().map_err(|e| format!("{s:?}: {e}"))?);
@@ -32,7 +32,7 @@ impl HumanDuration {
     }
 
     /// The duration in Prometheus's format (`1h30m`, `45s`), whole seconds.
-    pub fn prometheus(self) -> String {
+    pub(crate) fn prometheus(self) -> String {
         prometheus_duration(self.0)
     }
 }
@@ -43,7 +43,7 @@ fn minutes(m: u64) -> std::result::Result<HumanDuration, String> {
         .ok_or_else(|| format!("{m} minutes is too long"))
 }
 
-pub fn prometheus_duration(d: Duration) -> String {
+pub(crate) fn prometheus_duration(d: Duration) -> String {
     let mut secs = d.as_secs();
     if secs == 0 {
         return "0s".into();
@@ -83,10 +83,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// Kubernetes object labels, from `"k:v,k:v"` or a YAML map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels(pub BTreeMap<String, String>);
+pub(crate) struct Labels(pub(crate) BTreeMap<String, String>);
 
 impl Labels {
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> std::result::Result<Self, String> {
         let mut map = BTreeMap::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
@@ -140,12 +140,12 @@ impl<'de> Deserialize<'de> for Labels {
 /// machines, so they are written as given, not resolved.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsClientConfig {
-    pub ca_file: Option<String>,
+pub(crate) struct TlsClientConfig {
+    pub(crate) ca_file: Option<String>,
     /// A client certificate, for `client_auth_type: RequireAndVerifyClientCert`.
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub server_name: Option<String>,
+    pub(crate) cert_file: Option<String>,
+    pub(crate) key_file: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 impl TlsClientConfig {
@@ -242,7 +242,7 @@ pub(super) fn check_label_value(v: &str) -> std::result::Result<(), String> {
 
 /// A notebook name must be usable as a Prometheus label value and in URLs
 /// and file names: a DNS-1123 label.
-pub fn check_notebook_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_notebook_name(name: &str) -> std::result::Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name

@@ -6,14 +6,14 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WebhookConfig {
+pub(crate) struct WebhookConfig {
     /// Largest accepted webhook body. Alertmanager's `max_alerts` keeps
     /// payloads well under this.
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     /// Bytes of webhook bodies read at the same time, over all requests;
     /// beyond it a request gets 503 with `Retry-After` and Alertmanager
     /// delivers it again.
-    pub max_bytes_in_flight: u64,
+    pub(crate) max_bytes_in_flight: u64,
 }
 
 impl Default for WebhookConfig {

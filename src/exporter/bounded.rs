@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
 
 /// Why a probe failed: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// No complete answer within `exporter.timeout`.
     Timeout,
     /// The server could not be reached.
@@ -33,7 +33,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub(crate) const ALL: [Reason; 7] = [
         Reason::Timeout,
         Reason::Connect,
         Reason::HttpStatus,
@@ -43,7 +43,7 @@ impl Reason {
         Reason::InvalidJson,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Timeout => "timeout",
             Reason::Connect => "connect",
@@ -56,14 +56,14 @@ impl Reason {
     }
 
     /// The position in [`Reason::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 /// Numbers that say more about a failure; never text from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
+pub(crate) enum Detail {
     None,
     /// The HTTP status received.
     Status(u16),
@@ -78,15 +78,15 @@ pub enum Detail {
 
 /// A failed request of a probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeFailure {
-    pub reason: Reason,
+pub(crate) struct ProbeFailure {
+    pub(crate) reason: Reason,
     /// The API path that failed, e.g. `api/kernels`.
-    pub path: &'static str,
-    pub detail: Detail,
+    pub(crate) path: &'static str,
+    pub(crate) detail: Detail,
 }
 
 impl ProbeFailure {
-    pub fn new(reason: Reason, path: &'static str, detail: Detail) -> Self {
+    pub(crate) fn new(reason: Reason, path: &'static str, detail: Detail) -> Self {
         ProbeFailure {
             reason,
             path,
@@ -95,7 +95,7 @@ impl ProbeFailure {
     }
 
     /// A transport error, classified; reqwest's text is not kept.
-    pub fn transport(path: &'static str, e: &reqwest::Error) -> Self {
+    pub(crate) fn transport(path: &'static str, e: &reqwest::Error) -> Self {
         let reason = if e.is_timeout() {
             Reason::Timeout
         } else if e.is_connect() {
@@ -106,7 +106,7 @@ impl ProbeFailure {
         ProbeFailure::new(reason, path, Detail::None)
     }
 
-    pub fn is_http_status(&self, code: u16) -> bool {
+    pub(crate) fn is_http_status(&self, code: u16) -> bool {
         self.detail == Detail::Status(code)
     }
 }
@@ -126,7 +126,7 @@ impl fmt::Display for ProbeFailure {
 /// The whole body of `resp` if it has at most `max_bytes`. Chunks are
 /// appended as they come; the body is dropped (and its connection closed)
 /// as soon as it would pass the limit.
-pub async fn read_body(
+pub(crate) async fn read_body(
     mut resp: reqwest::Response,
     max_bytes: u64,
     path: &'static str,
@@ -160,13 +160,13 @@ pub async fn read_body(
 
 /// Why a JSON body was not taken.
 #[derive(Debug, PartialEq, Eq)]
-pub enum FoldError {
+pub(crate) enum FoldError {
     TooMany,
     Invalid { line: usize, column: usize },
 }
 
 impl FoldError {
-    pub fn into_failure(self, path: &'static str, max_items: usize) -> ProbeFailure {
+    pub(crate) fn into_failure(self, path: &'static str, max_items: usize) -> ProbeFailure {
         match self {
             FoldError::TooMany => {
                 ProbeFailure::new(Reason::TooMany, path, Detail::Limit(max_items as u64))
@@ -188,7 +188,7 @@ fn invalid(e: &serde_json::Error) -> FoldError {
 /// Parses `body` as a JSON array of `T`, handing each element to `each` as
 /// it is parsed; stops at the element after `max_items`. Returns how many
 /// there were. Memory: one element at a time.
-pub fn fold_array<T, F>(body: &[u8], max_items: usize, each: F) -> Result<usize, FoldError>
+pub(crate) fn fold_array<T, F>(body: &[u8], max_items: usize, each: F) -> Result<usize, FoldError>
 where
     T: DeserializeOwned,
     F: FnMut(T),
@@ -211,7 +211,7 @@ where
 }
 
 /// One JSON object (`/api/status`).
-pub fn parse_object<T: DeserializeOwned>(
+pub(crate) fn parse_object<T: DeserializeOwned>(
     body: &[u8],
     path: &'static str,
 ) -> Result<T, ProbeFailure> {

@@ -13,7 +13,7 @@
 //!
 //! Either way a notebook started less than its idle time ago cannot fire.
 
-pub mod signals;
+pub(crate) mod signals;
 
 use std::collections::BTreeMap;
 
@@ -25,33 +25,34 @@ use signals::{present_expr, Jobs, Signal, Threshold, NOTEBOOK_LABELS};
 
 /// The label every nbidle alert carries; Alertmanager routes on it and the
 /// webhook ignores alerts without it, so a misrouted alert stops nothing.
-pub const ACTION_LABEL: &str = "nbidle_action";
-pub const ACTION_STOP: &str = "stop";
-pub const IDLE_ALERT: &str = "NotebookIdle";
-pub const GROUP_NAME: &str = "nbidle.idle";
+pub(crate) const ACTION_LABEL: &str = "nbidle_action";
+pub(crate) const ACTION_STOP: &str = "stop";
+pub(crate) const IDLE_ALERT: &str = "NotebookIdle";
+pub(crate) const GROUP_NAME: &str = "nbidle.idle";
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RuleFile {
-    pub groups: Vec<RuleGroup>,
+pub(crate) struct RuleFile {
+    pub(crate) groups: Vec<RuleGroup>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RuleGroup {
-    pub name: String,
-    pub interval: String,
-    pub rules: Vec<AlertRule>,
+pub(crate) struct RuleGroup {
+    pub(crate) name: String,
+    pub(crate) interval: String,
+    pub(crate) rules: Vec<AlertRule>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AlertRule {
-    pub alert: String,
-    pub expr: String,
+pub(crate) struct AlertRule {
+    pub(crate) alert: String,
+    pub(crate) expr: String,
     #[serde(rename = "for")]
-    pub for_: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) for_: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
+/// How `nbidle rules` writes the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// A Prometheus rule file (`rule_files:`).
@@ -61,6 +62,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// The file `nbidle rules --out` writes.
     pub fn file_name(self) -> &'static str {
         match self {
             Format::RuleFile => "nbidle.rules.yml",
@@ -69,11 +71,11 @@ impl Format {
     }
 }
 
-pub const WARN_ALERT: &str = "NotebookIdleSoon";
-pub const ACTION_WARN: &str = "warn";
+pub(crate) const WARN_ALERT: &str = "NotebookIdleSoon";
+pub(crate) const ACTION_WARN: &str = "warn";
 
 /// The signals and guards the idle rule is made of, from the config.
-pub fn configured_signals(cfg: &Config) -> Vec<Signal> {
+pub(crate) fn configured_signals(cfg: &Config) -> Vec<Signal> {
     let a = &cfg.autostop;
     let mut out: Vec<Signal> = a.signals.iter().copied().map(Signal::from).collect();
     if let Some(c) = &a.guards.cpu {
@@ -114,7 +116,7 @@ fn indent(s: &str) -> String {
 }
 
 /// Builds the rule model from the config.
-pub fn build(cfg: &Config) -> Result<RuleFile> {
+pub(crate) fn build(cfg: &Config) -> Result<RuleFile> {
     if !cfg.prometheus.enabled {
         return Err(Error::config(
             "prometheus.enabled",
@@ -471,8 +473,11 @@ mod tests {
 
     #[test]
     fn prometheus_rule_carries_configured_labels() {
-        let mut cfg = default_config();
-        cfg.prometheus.labels = crate::config::Labels::parse("k8s-app-pod:true").unwrap();
+        let cfg = Config::from_yaml(
+            "prometheus: {labels: \"k8s-app-pod:true\"}\nbackend: {kind: local, local: {}}",
+            std::path::Path::new("."),
+        )
+        .unwrap();
         let y = render(&cfg, Format::PrometheusRule).unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&y).unwrap();
         assert_eq!(v["kind"], "PrometheusRule");

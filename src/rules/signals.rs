@@ -12,27 +12,27 @@ use std::time::Duration;
 use crate::config::{prometheus_duration, CpuGuard, GpuGuard, SignalName};
 
 /// The labels that identify a notebook in every generated series.
-pub const NOTEBOOK_LABELS: &str = "namespace, notebook";
+pub(crate) const NOTEBOOK_LABELS: &str = "namespace, notebook";
 
 /// Where the rules find their inputs.
 #[derive(Debug, Clone)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     /// The scrape job of the notebooks' own `/metrics`.
-    pub notebooks: String,
+    pub(crate) notebooks: String,
     /// The scrape job of nbidle's `/metrics/notebooks`.
-    pub exporter: String,
+    pub(crate) exporter: String,
 }
 
 /// A threshold in seconds: a PromQL expression per notebook, and the
 /// global duration for range windows (`[30m]`), which cannot vary per series.
 #[derive(Debug, Clone)]
-pub struct Threshold {
-    pub per_notebook: String,
-    pub window: Duration,
+pub(crate) struct Threshold {
+    pub(crate) per_notebook: String,
+    pub(crate) window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Busy kernels, and kernel or terminal activity newer than the
     /// threshold, from nbidle's exporter.
     Activity,
@@ -59,7 +59,7 @@ impl From<SignalName> for Signal {
 }
 
 impl Signal {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Signal::Activity => "activity",
             Signal::Kernels => "kernels",
@@ -71,7 +71,7 @@ impl Signal {
     }
 
     /// One line for `--explain` and the alert description.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Signal::Activity => "no busy kernel and no kernel or terminal activity".into(),
             Signal::Kernels => "no kernel running".into(),
@@ -83,7 +83,7 @@ impl Signal {
     }
 
     /// PromQL selecting the notebooks where this signal shows work.
-    pub fn busy_expr(&self, jobs: &Jobs, t: &Threshold) -> String {
+    pub(crate) fn busy_expr(&self, jobs: &Jobs, t: &Threshold) -> String {
         let ex = &jobs.exporter;
         let nb = &jobs.notebooks;
         let on = format!("on ({NOTEBOOK_LABELS})");
@@ -141,6 +141,6 @@ fn pod_info(exporter_job: &str) -> String {
 /// Without the exporter: notebooks being scraped, from their `up` series.
 /// (Jupyter exports no kernel series until a kernel has run once, so the
 /// kernel gauge alone would never see a notebook nobody used.)
-pub fn present_expr(job: &str) -> String {
+pub(crate) fn present_expr(job: &str) -> String {
     format!("max by ({NOTEBOOK_LABELS}) (up{{job=\"{job}\"}} == 1)")
 }

@@ -1,0 +1,331 @@
+//! The exposition over hand-made facts, and probe rounds over a Jupyter
+//! stand-in on loopback ([`Jupyter`]) listed by the in-memory backend.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use warp::Filter;
+
+use super::exposition::render;
+use super::*;
+use crate::backend::memory::MemoryBackend;
+use crate::notebook::Status;
+
+/// The notebook's start in [`facts`], and the stand-in's by default.
+const START: &str = "2026-01-01T08:00:00Z";
+
+/// Unix seconds of an RFC 3339 time.
+fn unix(rfc3339: &str) -> f64 {
+    rfc3339.parse::<Timestamp>().unwrap().unix_seconds()
+}
+
+fn id() -> NotebookId {
+    NotebookId::new("local", "nb")
+}
+
+/// A probe that answered, with nothing running.
+fn answered() -> ProbeResult {
+    ProbeResult {
+        ok: true,
+        ..Default::default()
+    }
+}
+
+/// A running notebook `local/nb`, started at [`START`], idle after 30
+/// minutes, with one pod; its last activity is the probe's or the start.
+fn facts(probe: Option<ProbeResult>, autostop: bool) -> NotebookFacts {
+    NotebookFacts {
+        state: NotebookState {
+            id: id(),
+            status: Status::Running,
+            message: None,
+            autostop,
+            idle_after_seconds: 1800,
+            owner: Some("al\"ice".into()),
+            started_at: Some(START.parse::<Timestamp>().unwrap()),
+            stopped_at: None,
+            stopped_by: None,
+            url: None,
+        },
+        pods: vec!["nb-0".into()],
+        last_activity: max_opt(
+            probe.as_ref().and_then(|p| p.last_activity),
+            Some(unix(START)),
+        ),
+        probe,
+        probed_at: None,
+    }
+}
+
+fn render_all(f: &[NotebookFacts]) -> String {
+    render(f, f64::INFINITY)
+}
+
+#[test]
+fn a_failed_probe_exports_failure_and_no_activity() {
+    let text = render_all(&[facts(Some(ProbeResult::default()), true)]);
+    assert!(text.contains("nbidle_notebook_probe_success{namespace=\"local\",notebook=\"nb\"} 0"));
+    assert!(!text.contains("nbidle_notebook_last_activity_timestamp_seconds{"));
+    assert!(!text.contains("nbidle_notebook_kernels{"));
+    assert!(text.contains("owner=\"al\\\"ice\""));
+}
+
+#[test]
+fn no_kernels_means_activity_at_start_and_opt_out_exports_no_threshold() {
+    let text = render_all(&[facts(Some(answered()), false)]);
+    let start = unix(START);
+    assert!(text.contains(&format!("nbidle_notebook_last_activity_timestamp_seconds{{namespace=\"local\",notebook=\"nb\"}} {start}")));
+    assert!(!text.contains("nbidle_notebook_idle_after_seconds{"));
+    assert!(!text
+        .contains("nbidle_notebook_kernels{namespace=\"local\",notebook=\"nb\",state=\"busy\"}"));
+}
+
+#[test]
+fn pods_are_published_even_when_the_probe_fails() {
+    // The guards' join must hold while Jupyter does not answer: a busy
+    // GPU keeps a notebook whose server is too loaded to reply.
+    let text = render_all(&[facts(Some(ProbeResult::default()), true)]);
+    assert!(text
+        .contains("nbidle_notebook_pod_info{namespace=\"local\",notebook=\"nb\",pod=\"nb-0\"} 1"));
+}
+
+#[test]
+fn far_deadlines_are_left_out() {
+    let start = unix(START);
+    let f = [facts(Some(answered()), true)];
+    assert!(
+        !render(&f, start + 1799.0).contains("nbidle_notebook_idle_deadline_timestamp_seconds{")
+    );
+    assert!(render(&f, start + 1800.0).contains("nbidle_notebook_idle_deadline_timestamp_seconds{"));
+}
+
+#[test]
+fn the_deadline_is_last_activity_or_start_plus_idle_time() {
+    let start = unix(START);
+    let never_used = render_all(&[facts(Some(answered()), true)]);
+    assert!(never_used.contains(&format!(
+        "nbidle_notebook_idle_deadline_timestamp_seconds{{namespace=\"local\",notebook=\"nb\",owner=\"al\\\"ice\"}} {}",
+        start + 1800.0
+    )));
+    let used = ProbeResult {
+        last_activity: Some(start + 600.0),
+        ..answered()
+    };
+    assert!(
+        render_all(&[facts(Some(used.clone()), true)]).contains(&format!("}} {}", start + 2400.0))
+    );
+    for text in [
+        render_all(&[facts(Some(used), false)]),
+        render_all(&[facts(Some(ProbeResult::default()), true)]),
+        render_all(&[facts(None, true)]),
+    ] {
+        assert!(
+            !text.contains("nbidle_notebook_idle_deadline_timestamp_seconds{"),
+            "{text}"
+        );
+    }
+}
+
+/// A Jupyter stand-in on loopback. `/api/kernels` answers what
+/// [`Jupyter::answer_kernels`] last set; `/api/terminals` an empty list, or
+/// 404 as a server without the terminals extension does; `/api/status` the
+/// server's `started`, counting the reads.
+struct Jupyter {
+    url: String,
+    kernels: Arc<RwLock<String>>,
+    status_reads: Arc<AtomicUsize>,
+}
+
+impl Jupyter {
+    async fn start(kernels: &str, started: &'static str, terminals: bool) -> Jupyter {
+        let answer = Arc::new(RwLock::new(kernels.to_string()));
+        let status_reads = Arc::new(AtomicUsize::new(0));
+        let (kernels, reads) = (answer.clone(), status_reads.clone());
+        let routes = warp::path!("api" / "kernels")
+            .map(move || kernels.read().unwrap().clone())
+            .or(
+                warp::path!("api" / "terminals").and_then(move || async move {
+                    match terminals {
+                        true => Ok("[]"),
+                        false => Err(warp::reject::not_found()),
+                    }
+                }),
+            )
+            .or(warp::path!("api" / "status").map(move || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                format!(r#"{{"started":"{started}"}}"#)
+            }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        Jupyter {
+            url: format!("http://127.0.0.1:{port}/"),
+            kernels: answer,
+            status_reads,
+        }
+    }
+
+    fn answer_kernels(&self, body: impl Into<String>) {
+        *self.kernels.write().unwrap() = body.into();
+    }
+
+    /// A backend listing one notebook, [`facts`]'s, served here.
+    fn backend(&self) -> Arc<MemoryBackend> {
+        let state = NotebookState {
+            url: Some(self.url.clone()),
+            ..facts(None, true).state
+        };
+        Arc::new(MemoryBackend::new([state]))
+    }
+
+    /// An exporter over [`Jupyter::backend`], publishing deadlines five
+    /// minutes ahead.
+    fn exporter(&self, cfg: ExporterConfig) -> Arc<Exporter> {
+        Exporter::new(self.backend(), cfg, Duration::from_secs(300))
+    }
+}
+
+/// One kernel in `state`, last active at `at`.
+fn kernel(state: &str, at: &str) -> String {
+    format!(r#"{{"execution_state":"{state}","last_activity":"{at}"}}"#)
+}
+
+#[tokio::test]
+async fn at_the_default_intervals_a_deadline_is_published_before_the_warning_is_due() {
+    let cfg = crate::config::Config::from_yaml(
+        "auth: {webhook_token: wh, api_tokens: [api]}\nbackend:\n  kind: local\n  local:\n    notebooks: []\n",
+        std::path::Path::new("/etc/nbidle"),
+    )
+    .unwrap();
+    let warn_before = cfg.autostop.warn_before.0.as_secs_f64();
+    // Idle until warn_before plus a minute from now: the warning rule,
+    // a scrape and an evaluation behind the exporter, must already see
+    // the deadline to fire on time a minute from now.
+    let idle_after = facts(None, true).state.idle_after_seconds as f64;
+    let deadline = Timestamp::now().unix_seconds() + warn_before + 60.0;
+    let last = time::OffsetDateTime::from_unix_timestamp((deadline - idle_after) as i64)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let jupyter = Jupyter::start(&format!("[{}]", kernel("idle", &last)), START, true).await;
+    let e = Exporter::from_config(jupyter.backend(), &cfg);
+    e.round().await;
+    let text = e.render();
+    assert!(
+        text.contains("nbidle_notebook_idle_deadline_timestamp_seconds{"),
+        "a deadline {warn_before}s + 60s ahead is not published:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn closing_the_last_kernel_does_not_forget_its_activity() {
+    let at_930 = "2026-01-01T09:30:00Z";
+    let jupyter = Jupyter::start(&format!("[{}]", kernel("idle", at_930)), START, true).await;
+    let e = jupyter.exporter(ExporterConfig::default());
+    e.round().await;
+    assert_eq!(e.facts(&id()).unwrap().last_activity, Some(unix(at_930)));
+    // The user shuts the kernel down: no kernels, no terminals.
+    jupyter.answer_kernels("[]");
+    e.round().await;
+    assert_eq!(
+        e.facts(&id()).unwrap().last_activity,
+        Some(unix(at_930)),
+        "remembered"
+    );
+    let text = render(&e.last_round(), f64::INFINITY);
+    assert!(
+        text.contains(&format!("}} {}", unix(at_930) + 1800.0)),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_started_outside_nbidle_is_as_young_as_the_server() {
+    // The backend's record says 08:00 (the object's creation); the
+    // server was started at 10:00 by someone else (kubectl scale).
+    let at_10 = "2026-01-01T10:00:00Z";
+    let jupyter = Jupyter::start("[]", at_10, true).await;
+    let e = jupyter.exporter(ExporterConfig::default());
+    for _ in 0..3 {
+        e.round().await;
+        assert_eq!(e.facts(&id()).unwrap().last_activity, Some(unix(at_10)));
+    }
+    // The server's start is read once a life, not at every probe.
+    assert_eq!(jupyter.status_reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_answer_over_a_limit_is_a_failed_probe_with_its_reason() {
+    let jupyter = Jupyter::start("", START, true).await;
+    let e = jupyter.exporter(ExporterConfig {
+        max_response_bytes: 16 * 1024,
+        max_kernels: 3,
+        ..ExporterConfig::default()
+    });
+    let array = |n: usize| {
+        format!(
+            "[{}]",
+            vec![kernel("idle", "2026-01-01T09:30:00Z"); n].join(",")
+        )
+    };
+    let cases = [
+        (array(3), None),
+        (array(4), Some(Reason::TooMany)),
+        (
+            format!("[{}]", " ".repeat(16 * 1024)),
+            Some(Reason::TooLarge),
+        ),
+        (
+            "[{\"execution_state\": 1}]".to_string(),
+            Some(Reason::InvalidJson),
+        ),
+        (array(1), None),
+    ];
+    for (body, reason) in cases {
+        jupyter.answer_kernels(body);
+        e.round().await;
+        let p = e.facts(&id()).unwrap().probe.unwrap();
+        assert_eq!(p.failure.as_ref().map(|f| f.reason), reason);
+        assert_eq!(p.ok, reason.is_none());
+        let text = e.render();
+        let series = reason.map(|r| {
+            format!(
+                "nbidle_notebook_probe_failure{{namespace=\"local\",notebook=\"nb\",reason=\"{}\"}} 1",
+                r.as_str()
+            )
+        });
+        assert_eq!(
+            text.contains("nbidle_notebook_probe_failure{"),
+            series.is_some(),
+            "{text}"
+        );
+        if let Some(series) = series {
+            assert!(text.contains(&series), "{text}");
+            assert!(!text.contains("nbidle_notebook_kernels{"), "{text}");
+        }
+    }
+    let text = e.render();
+    for (reason, n) in [
+        ("too_many", 1),
+        ("too_large", 1),
+        ("invalid_json", 1),
+        ("timeout", 0),
+    ] {
+        assert!(
+            text.contains(&format!(
+                "nbidle_exporter_probe_failures_total{{reason=\"{reason}\"}} {n}\n"
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_terminals_is_probed_without_them() {
+    let kernels = format!("[{}]", kernel("busy", "2026-01-01T09:30:00Z"));
+    let jupyter = Jupyter::start(&kernels, START, false).await;
+    let e = jupyter.exporter(ExporterConfig::default());
+    e.round().await;
+    let p = e.facts(&id()).unwrap().probe.unwrap();
+    assert!(p.ok, "{:?}", p.failure);
+    assert_eq!((p.busy_kernels(), p.terminals), (1, 0));
+}
