@@ -415,12 +415,10 @@ pub fn explain(cfg: &Config) -> Result<String> {
             g.name, g.interval
         ));
         for r in &g.rules {
-            let held = r
-                .for_
-                .as_ref()
-                .map_or("fires at the first evaluation that matches".into(), |f| {
-                    format!("for {f}")
-                });
+            let held = r.for_.as_ref().map_or(
+                "no for: fires at the first evaluation that matches".into(),
+                |f| format!("for {f}"),
+            );
             out.push_str(&format!(
                 "  alert {} (labels {:?}, {held})\n",
                 r.alert, r.labels
