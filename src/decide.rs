@@ -74,7 +74,8 @@ pub enum Decision {
     DryRun,
     /// `autostop.enabled` is false.
     Disabled,
-    /// nbidle's latest probe shows work since the alert was computed.
+    /// nbidle's latest probe shows work within the notebook's idle time,
+    /// which the alert had not seen (see `still_active`).
     ActiveAgain,
     /// A Kubernetes notebook that is not running (starting, failed): its
     /// start time is unknown until its pod runs, so an old alert must not
@@ -220,12 +221,14 @@ async fn decide_one(
     if state.status.is_down() {
         return Decision::AlreadyStopped;
     }
-    if policy.recheck
-        && exporter
-            .and_then(|e| e.facts(&id))
-            .is_some_and(|f| active_since(&f, alert.starts_at))
-    {
-        return Decision::ActiveAgain;
+    let recheck = exporter.filter(|_| policy.recheck);
+    if let Some(f) = recheck.and_then(|e| e.facts(&id)) {
+        if still_active(&f, Timestamp::now()) {
+            // Rare, and the one stop Prometheus asked for that is not made.
+            let probed_at = f.probed_at.map(|t| t.to_string()).unwrap_or_default();
+            tracing::info!(notebook = %id, %probed_at, "not stopped: nbidle's latest probe shows work within the idle time");
+            return Decision::ActiveAgain;
+        }
     }
     if policy.dry_run {
         return Decision::DryRun;
@@ -256,20 +259,22 @@ async fn decide_one(
     }
 }
 
-/// The re-check: nbidle's own probe, taken after the alert began, shows a
-/// busy kernel or kernel/terminal activity newer than the alert. A probe
-/// that failed or predates the alert confirms nothing either way, and the
-/// stop goes ahead on Prometheus's word.
-fn active_since(f: &NotebookFacts, alert_starts_at: Timestamp) -> bool {
-    let (Some(p), Some(at)) = (&f.probe, f.probed_at) else {
+/// The re-check: nbidle's own latest probe says the notebook is not idle
+/// for its idle time: a busy kernel, or kernel or terminal activity (or its
+/// start) less than its idle time ago. The rules fire at the first
+/// evaluation past the deadline Prometheus holds, which can be a scrape
+/// interval and a probe round older than this probe; work that came since
+/// is caught here, even when it came before the alert began. A failed
+/// probe confirms nothing either way, and the stop goes ahead on
+/// Prometheus's word.
+fn still_active(f: &NotebookFacts, now: Timestamp) -> bool {
+    let Some(p) = f.probe.as_ref().filter(|p| p.ok) else {
         return false;
     };
-    if !p.ok || at < alert_starts_at {
-        return false;
-    }
+    let idle_after = f.state.idle_after_seconds as f64;
     p.busy_kernels() > 0
-        || p.last_activity
-            .is_some_and(|t| t > alert_starts_at.unix_seconds())
+        || f.last_activity
+            .is_some_and(|t| t + idle_after > now.unix_seconds())
 }
 
 #[cfg(test)]

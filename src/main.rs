@@ -38,7 +38,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Generate the idle alerting rules.
+    /// Generate the idle alerting rules; a config is checked as `check`
+    /// does (its files are not read), exiting non-zero naming the key.
     Rules {
         /// Without a config, the defaults (idle after 30m) are used.
         #[arg(long, short)]
@@ -52,7 +53,8 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
-    /// Generate Prometheus scrape and Alertmanager routing configuration.
+    /// Generate Prometheus scrape and Alertmanager routing configuration;
+    /// a config is checked as for `rules`.
     Manifests {
         #[arg(value_enum)]
         kind: Manifest,
@@ -69,6 +71,19 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
             Path::new("."),
         )?),
     }
+}
+
+/// The config `rules` and `manifests` generate from: a given one is
+/// checked as `nbidle check` does (but for reading the files it names), so
+/// nothing is generated from a config `serve` would refuse; the defaults
+/// are for the rules alone and have no credentials to check.
+fn load_generated(path: Option<&Path>) -> anyhow::Result<Config> {
+    let cfg = load(path)?;
+    if let Some(p) = path {
+        nbidle::run::check_generated(&cfg)
+            .with_context(|| format!("invalid config {}", p.display()))?;
+    }
+    Ok(cfg)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             out,
             explain,
         } => {
-            let cfg = load(config.as_deref())?;
+            let cfg = load_generated(config.as_deref())?;
             if explain {
                 print!("{}", rules::explain(&cfg)?);
             } else {
@@ -120,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Manifests { kind, config } => {
-            let cfg = load(config.as_deref())?;
+            let cfg = load_generated(config.as_deref())?;
             print!("{}", manifests::render(&cfg, kind)?);
         }
     }

@@ -23,7 +23,7 @@ use crate::backend::k8s::kubeflow::KubeflowBackend;
 use crate::backend::k8s::statefulset::StatefulSetBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::Backend;
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, Config, SecretFiles};
 use crate::decide::Policy;
 use crate::error::{Error, Result};
 use crate::exporter::Exporter;
@@ -39,14 +39,25 @@ use crate::server::{self, App, Readiness};
 /// tasks end promptly once the token is cancelled, so they get this alone.
 const STEP_MARGIN: Duration = Duration::from_secs(5);
 
-/// Runs nbidle until `shutdown` is cancelled, then shuts down in order (see
-/// the module doc).
 /// What `nbidle check` verifies beyond the config's own validation: the
-/// secret files, the backend's fit with the rules, the TLS web config.
+/// secrets and their files, the backend's fit with the rules, the TLS web
+/// config.
 pub fn check(cfg: &Config) -> Result<()> {
-    cfg.secrets()?;
+    check_with(cfg, SecretFiles::Read)
+}
+
+/// What `nbidle rules` and `nbidle manifests` verify: the same as
+/// [`check`] but for reading the files the config names (secrets, TLS
+/// certificates), which are read where nbidle runs and are often absent
+/// where its rules and manifests are generated.
+pub fn check_generated(cfg: &Config) -> Result<()> {
+    check_with(cfg, SecretFiles::Named)
+}
+
+fn check_with(cfg: &Config, files: SecretFiles) -> Result<()> {
+    cfg.secrets_with(files)?;
     cfg.check_backend_fit()?;
-    if let Some(web) = &cfg.server.web_config_file {
+    if let (SecretFiles::Read, Some(web)) = (files, &cfg.server.web_config_file) {
         Tls::load(web)?;
     }
     Ok(())

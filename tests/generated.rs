@@ -86,12 +86,13 @@ fn checked_in_rules_match_the_generator() {
 fn promtool_checks_and_unit_tests_the_rules() {
     let promtool = tool(&["promtool"]);
     run_ok(Command::new(&promtool).args(["check", "rules", &repo("rules/nbidle.rules.yml")]));
-    let out = run_ok(Command::new(&promtool).args([
-        "test",
-        "rules",
-        &repo("rules/tests/nbidle_test.yml"),
-    ]));
-    assert!(out.contains("SUCCESS"), "{out}");
+    for tests in [
+        "rules/tests/nbidle_test.yml",
+        "rules/tests/all_signals_test.yml",
+    ] {
+        let out = run_ok(Command::new(&promtool).args(["test", "rules", &repo(tests)]));
+        assert!(out.contains("SUCCESS"), "{tests}: {out}");
+    }
     // Rules generated from the demo config (2m, every 10s) are valid too.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("demo.rules.yml");
@@ -202,6 +203,86 @@ fn check_accepts_the_demo_and_names_the_bad_key() {
         assert!(err.contains(key), "error for {key} does not name it: {err}");
     }
     assert!(Path::new(&repo("demo/nbidle.yaml")).exists());
+}
+
+/// `rules`, `rules --explain` and every `manifests` kind refuse a config
+/// that `check` refuses, exit non-zero and name the key; only the files the
+/// config names are left unread (they are read where nbidle runs).
+#[test]
+fn generators_refuse_what_check_refuses_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], yaml: &str| {
+        let f = dir.path().join("nbidle.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_nbidle"))
+            .args(args)
+            .arg("--config")
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let generators: [&[&str]; 8] = [
+        &["rules"],
+        &["rules", "--explain"],
+        &["rules", "--format", "prometheus-rule"],
+        &["manifests", "prometheus-scrape"],
+        &["manifests", "alertmanager"],
+        &["manifests", "pod-monitor"],
+        &["manifests", "service-monitor"],
+        &["manifests", "alertmanager-config"],
+    ];
+    let tokens = "auth: {webhook_token: w, api_tokens: [a]}\n";
+    let cases = [
+        // A guard the local backend cannot feed: a veto that never vetoes.
+        (
+            format!("{tokens}backend: {{kind: local, local: {{}}}}\nautostop: {{guards: {{cpu: {{threshold_cores: 0.1}}}}}}\n"),
+            "autostop.guards.cpu",
+        ),
+        (
+            "auth: {api_tokens: [a]}\nbackend: {kind: kubeflow}\n".to_string(),
+            "auth.webhook_token",
+        ),
+        // One token for the webhook and the API.
+        (
+            "auth: {webhook_token: a, api_tokens: [a]}\nbackend: {kind: kubeflow}\n".to_string(),
+            "auth.api_tokens[0]",
+        ),
+        // One file for the webhook and the metrics: one token, unread or not.
+        (
+            "auth: {webhook_token_file: /absent/t, api_tokens: [a], metrics_token_file: /absent/t}\nbackend: {kind: kubeflow}\n".to_string(),
+            "auth.metrics_token_file",
+        ),
+    ];
+    for (yaml, key) in &cases {
+        assert!(
+            !run(&["check"], yaml).status.success(),
+            "check accepts {yaml}"
+        );
+        for args in generators {
+            let out = run(args, yaml);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "nbidle {args:?} accepted {yaml}");
+            assert!(
+                err.contains(key),
+                "nbidle {args:?} does not name {key}: {err}"
+            );
+            assert!(out.stdout.is_empty(), "nbidle {args:?} printed output");
+        }
+    }
+    // Token files absent here (a cluster's pod mounts them): check refuses,
+    // the generators work, as `make rules` does for deploy/overlays.
+    let mounted = "auth: {webhook_token_file: /absent/w, api_tokens_file: /absent/a}\nbackend: {kind: kubeflow}\n";
+    let out = run(&["check"], mounted);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.webhook_token_file"));
+    for args in generators {
+        let out = run(args, mounted);
+        assert!(
+            out.status.success(),
+            "nbidle {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Tokens read from files are held to the same rules as inline ones, and a

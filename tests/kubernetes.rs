@@ -124,7 +124,7 @@ async fn generated_monitors_and_alertmanager_configs_pass_crd_validation() {
     let cfg = dir.path().join("nbidle.yaml");
     std::fs::write(
         &cfg,
-        "backend: {kind: local, local: {}}\nprometheus: {labels: \"release:kube-prometheus-stack\"}\nkubernetes: {notebook_namespaces: [team-a, team-b]}\n",
+        "backend: {kind: local, local: {}}\nauth: {webhook_token: w, api_tokens: [a]}\nprometheus: {labels: \"release:kube-prometheus-stack\"}\nkubernetes: {notebook_namespaces: [team-a, team-b]}\n",
     )
     .unwrap();
     let cfg = cfg.display().to_string();
@@ -160,7 +160,7 @@ async fn generated_monitors_and_alertmanager_configs_pass_crd_validation() {
     let cfg2 = dir.path().join("nbidle-auth.yaml");
     std::fs::write(
         &cfg2,
-        "backend: {kind: local, local: {}}\nkubernetes: {notebook_metrics_secret: jupyter-metrics}\n",
+        "backend: {kind: local, local: {}}\nauth: {webhook_token: w, api_tokens: [a]}\nkubernetes: {notebook_metrics_secret: jupyter-metrics}\n",
     )
     .unwrap();
     let mut pm = yaml_to_json(&nbidle_cli(&[
@@ -185,7 +185,7 @@ async fn generated_monitors_and_alertmanager_configs_pass_crd_validation() {
     let cfg3 = dir.path().join("nbidle-metrics.yaml");
     std::fs::write(
         &cfg3,
-        "backend: {kind: local, local: {}}\nauth: {metrics_token_file: /etc/nbidle/secrets/metrics-token}\nkubernetes: {metrics_secret: scrape-token}\n",
+        "backend: {kind: local, local: {}}\nauth: {webhook_token: w, api_tokens: [a], metrics_token_file: /etc/nbidle/secrets/metrics-token}\nkubernetes: {metrics_secret: scrape-token}\n",
     )
     .unwrap();
     let mut sm = yaml_to_json(&nbidle_cli(&[

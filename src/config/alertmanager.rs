@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 pub(crate) struct AlertmanagerConfig {
     /// The URL Alertmanager posts to; default: `http://<listen>/webhook/alertmanager`.
     pub(crate) webhook_url: Option<String>,
-    /// Wait this long to batch the first alerts of a group.
+    /// Wait this long to batch the first alerts of a group. nbidle's route
+    /// groups by notebook, and a notebook has one stop alert, so there is
+    /// nothing to batch: the default is short, and a stop follows its alert
+    /// by about this much.
     pub(crate) group_wait: HumanDuration,
     pub(crate) group_interval: HumanDuration,
     /// Re-send a still-firing alert this often (a stop missed while nbidle
@@ -28,7 +31,7 @@ impl Default for AlertmanagerConfig {
     fn default() -> Self {
         AlertmanagerConfig {
             webhook_url: None,
-            group_wait: HumanDuration::secs(30),
+            group_wait: HumanDuration::secs(1),
             group_interval: HumanDuration::secs(5 * 60),
             repeat_interval: HumanDuration::secs(60 * 60),
             tls_config: None,

@@ -32,7 +32,8 @@ pub(crate) struct AutostopConfig {
     pub(crate) min_idle_after: Option<HumanDuration>,
     pub(crate) max_idle_after: Option<HumanDuration>,
     /// Before stopping, check nbidle's own latest probe of the notebook and
-    /// skip the stop if it shows work since the alert was computed.
+    /// skip the stop if it shows work within the notebook's idle time (work
+    /// Prometheus had not scraped when the alert fired).
     pub(crate) recheck: bool,
 }
 

@@ -43,6 +43,7 @@ pub(crate) use backend::{
 pub use exporter::ExporterConfig;
 pub(crate) use kubernetes::KubernetesConfig;
 pub(crate) use prometheus::PrometheusConfig;
+pub(crate) use secrets::SecretFiles;
 pub(crate) use server::{ServerConfig, MIN_HEADER_BYTES};
 pub use values::HumanDuration;
 pub(crate) use values::{prometheus_duration, TlsClientConfig};
@@ -125,8 +126,9 @@ impl Config {
         doc.validate()
     }
 
-    /// Checks that only matter for `serve` (and `check`): features the
-    /// chosen backend cannot feed. `nbidle rules` may target another setup.
+    /// Refuses features the chosen backend cannot feed (a guard that could
+    /// never veto): for `serve`, `check`, and the generated rules and
+    /// manifests alike.
     pub(crate) fn check_backend_fit(&self) -> Result<()> {
         let g = &self.autostop.guards;
         if self.backend.kind() == BackendKind::Local {

@@ -143,18 +143,43 @@ fn read_secret(field: &str, p: &Path) -> Result<String> {
     Ok(text.trim().to_string())
 }
 
+/// Whether the secret files are read, or only named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretFiles {
+    /// Read them: `serve` and `check`, on the host nbidle runs on.
+    Read,
+    /// Leave them unread, each standing for a token of its own: `rules`
+    /// and `manifests` often run where the files are not (a laptop, CI,
+    /// for a cluster whose pod mounts them). One file named in two roles
+    /// is still one token in two roles.
+    Named,
+}
+
+impl SecretFiles {
+    /// The secret in file `p` (errors name `field`), or what stands for it.
+    fn read(self, field: &str, p: &Path) -> Result<String> {
+        match self {
+            SecretFiles::Read => read_secret(field, p),
+            // No token read from a file has a NUL in it: the stand-in
+            // equals only itself.
+            SecretFiles::Named => Ok(format!("\0file {}", p.display())),
+        }
+    }
+}
+
 /// An inline secret (trimmed, like the header it is compared with) or the
 /// content of its file.
 fn inline_or_file(
     key: &str,
     inline: &Option<String>,
     file: &Option<std::path::PathBuf>,
+    files: SecretFiles,
 ) -> Result<Option<(String, String)>> {
     Ok(match (inline, file) {
         (Some(t), _) => Some((key.to_string(), t.trim().to_string())),
         (None, Some(p)) => {
             let key = format!("{key}_file");
-            let t = read_secret(&key, p)?;
+            let t = files.read(&key, p)?;
             Some((key, t))
         }
         (None, None) => None,
@@ -165,12 +190,19 @@ impl Config {
     /// Reads the secrets, inline or from their files, and checks that no
     /// token serves two roles. Done once at start-up (and by `check`).
     pub(crate) fn secrets(&self) -> Result<Secrets> {
+        self.secrets_with(SecretFiles::Read)
+    }
+
+    /// The secrets, their files read or only named (see [`SecretFiles`]):
+    /// every check but what a file holds.
+    pub(crate) fn secrets_with(&self, files: SecretFiles) -> Result<Secrets> {
         let a = &self.auth;
         let mut sourced = Vec::new();
         let webhook_token = inline_or_file(
             "auth.webhook_token",
             &a.webhook_token,
             &a.webhook_token_file,
+            files,
         )?;
         if let Some((key, t)) = &webhook_token {
             if t.is_empty() {
@@ -184,6 +216,7 @@ impl Config {
                     "auth.webhook_basic_auth.password",
                     &b.password,
                     &b.password_file,
+                    files,
                 )?
                 .expect("validate() requires password or password_file");
                 if pw.is_empty() {
@@ -214,7 +247,7 @@ impl Config {
             api_tokens.push(t);
         }
         if let Some(p) = &a.api_tokens_file {
-            let text = read_secret("auth.api_tokens_file", p)?;
+            let text = files.read("auth.api_tokens_file", p)?;
             for (n, line) in text.lines().enumerate() {
                 let t = line.trim();
                 if t.is_empty() || t.starts_with('#') {
@@ -230,7 +263,7 @@ impl Config {
         let mut namespaced_api_tokens = Vec::new();
         for (i, t) in a.namespaced_api_tokens.iter().enumerate() {
             let field = format!("auth.namespaced_api_tokens[{i}].token");
-            let (key, token) = inline_or_file(&field, &t.token, &t.token_file)?
+            let (key, token) = inline_or_file(&field, &t.token, &t.token_file, files)?
                 .expect("validate() requires token or token_file");
             if token.is_empty() {
                 return Err(Error::config(field, "must not be empty"));
@@ -248,6 +281,7 @@ impl Config {
             "auth.metrics_token",
             &a.metrics_token,
             &a.metrics_token_file,
+            files,
         )?;
         if let Some((key, t)) = &metrics_token {
             if t.is_empty() {

@@ -517,9 +517,29 @@ async fn a_busy_kernel_since_the_alert_is_active_again() {
     assert_eq!(d, [Decision::Stopped]);
 }
 
+/// The alert fires at the first evaluation past the deadline Prometheus
+/// last scraped, which can be a scrape and a probe round older than nbidle's
+/// own latest probe: work seen by that probe, though before the alert
+/// began, keeps the notebook.
 #[tokio::test]
-async fn activity_older_than_the_alert_does_not_hold_the_stop() {
-    let url = jupyter_with_kernel("idle", ago(20)).await;
+async fn activity_the_alert_had_not_seen_holds_the_stop() {
+    let url = jupyter_with_kernel("idle", ago(1)).await;
+    let b = Arc::new(MemoryBackend::new([NotebookState {
+        url: Some(url),
+        ..running("lab")
+    }]));
+    let e = probed(b.clone()).await;
+    assert!(e.facts(&id("lab")).and_then(|f| f.probe).unwrap().ok);
+    // Fired after the probe, on a deadline scraped before the activity.
+    let alert = firing_since("lab", Timestamp::now());
+    let (d, _) = handle_with(&b, Some(&e), POLICY, vec![alert]).await;
+    assert_eq!(d, [Decision::ActiveAgain]);
+    assert!(stops_of(&b).is_empty());
+}
+
+#[tokio::test]
+async fn activity_older_than_the_idle_time_does_not_hold_the_stop() {
+    let url = jupyter_with_kernel("idle", ago(40)).await;
     let b = Arc::new(MemoryBackend::new([NotebookState {
         url: Some(url),
         ..running("lab")

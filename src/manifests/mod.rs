@@ -241,6 +241,24 @@ pub fn render(cfg: &Config, which: Manifest) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// One group per notebook, each with one stop alert: nothing to batch,
+    /// so the route sends it after a second, not Alertmanager's usual 30s.
+    #[test]
+    fn the_default_route_sends_a_stop_alert_after_a_second() {
+        let yaml = "auth: {webhook_token: w, api_tokens: [a]}\nbackend: {kind: kubeflow}\n";
+        let cfg = Config::from_yaml(yaml, std::path::Path::new(".")).unwrap();
+        let am: Value =
+            serde_yaml::from_str(&render(&cfg, Manifest::Alertmanager).unwrap()).unwrap();
+        let route = &am["route"]["routes"][0];
+        assert_eq!(
+            route["group_by"],
+            serde_yaml::from_str::<Value>("[namespace, notebook]").unwrap()
+        );
+        assert_eq!(route["group_wait"], "1s");
+        let objs = render(&cfg, Manifest::AlertmanagerConfig).unwrap();
+        assert!(objs.contains("groupWait: 1s"), "{objs}");
+    }
+
     /// Prometheus and Alertmanager reach an nbidle listening on every
     /// address through loopback; any other address is used as it is.
     #[test]

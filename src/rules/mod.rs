@@ -6,12 +6,23 @@
 //!
 //! - With the exporter (the default), each compares the notebook's exported
 //!   idle deadline with `time()`; extra signals and guards veto with
-//!   `unless on (namespace, notebook)`. See `with_exporter`.
+//!   `unless on (namespace, notebook)`. See `with_exporter`. No `for:`: the
+//!   deadline already contains the idle time, so the alerts fire at the
+//!   first evaluation past it (the warning at the first one within
+//!   `warn_before` of it), and a stop comes at most one evaluation interval
+//!   and Alertmanager's `group_wait` after the deadline.
 //! - Without it, only the kernel count is available: notebooks being scraped
 //!   (`up`) unless a kernel ran, held with `for: idle_after`. See
 //!   `without_exporter`.
 //!
 //! Either way a notebook started less than its idle time ago cannot fire.
+//!
+//! The expressions set the alerts' labels themselves (`label_replace`), and
+//! the stop alert has no annotations: Prometheus expands every rule label and
+//! annotation as a template, for every alert, at every evaluation, and with
+//! 1,000 alerts active those expansions cost it more than ten times the query
+//! (docs/benchmarks.md). The warning, for people, keeps its summary and
+//! description.
 
 pub(crate) mod signals;
 
@@ -45,11 +56,50 @@ pub(crate) struct RuleGroup {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct AlertRule {
     pub(crate) alert: String,
+    /// Sets `labels` itself (see [`AlertRule::new`]).
     pub(crate) expr: String,
-    #[serde(rename = "for")]
-    pub(crate) for_: String,
+    /// Only where the expression does not already hold the idle time.
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub(crate) for_: Option<String>,
+    /// The labels `expr` sets; not written as the rule's `labels:`.
+    #[serde(skip)]
     pub(crate) labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) annotations: BTreeMap<String, String>,
+}
+
+impl AlertRule {
+    /// The alert `alert` with the action label `action`: the expression
+    /// sets the labels with `label_replace`, which costs Prometheus a label
+    /// copy per alert, where a rule's `labels:` would cost a template
+    /// expansion per label, alert and evaluation.
+    fn new(
+        alert: &str,
+        action: &str,
+        expr: String,
+        for_: Option<String>,
+        annotations: BTreeMap<String, String>,
+    ) -> Self {
+        let labels = BTreeMap::from([
+            (ACTION_LABEL.to_string(), action.to_string()),
+            ("severity".to_string(), "info".to_string()),
+        ]);
+        // The values are constants without `$`, so nothing in them is a
+        // reference to a capture group.
+        let expr = labels.iter().fold(expr, |e, (k, v)| {
+            format!(
+                "label_replace(\n{},\n  \"{k}\", \"{v}\", \"\", \"\"\n)",
+                indent(&e)
+            )
+        });
+        AlertRule {
+            alert: alert.into(),
+            expr,
+            for_,
+            labels,
+            annotations,
+        }
+    }
 }
 
 /// How `nbidle rules` writes the rules.
@@ -135,13 +185,6 @@ pub(crate) fn build(cfg: &Config) -> Result<RuleFile> {
             rules,
         }],
     })
-}
-
-fn labels(action: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (ACTION_LABEL.to_string(), action.to_string()),
-        ("severity".to_string(), "info".to_string()),
-    ])
 }
 
 fn why(signals: &[Signal]) -> String {
@@ -239,15 +282,22 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
     };
     let why = why(&configured_signals(cfg));
     let nb = "{{ $labels.namespace }}/{{ $labels.notebook }}";
-    let for_ = cfg.autostop.evaluation_interval.prometheus();
+    // No `for:`: the deadline (and, without the activity signal, the age
+    // compared with the idle time) already holds the idle time; another
+    // evaluation on top of it only delays the stop. Activity that Prometheus
+    // had not scraped yet when the alert fired is caught by nbidle's
+    // re-check of its own latest probe (`autostop.recheck`).
     vec![
-        AlertRule {
-            alert: WARN_ALERT.into(),
-            expr: warn_expr,
-            for_: for_.clone(),
-            labels: labels(ACTION_WARN),
-            annotations: BTreeMap::from([
-                ("summary".to_string(), format!("Notebook {nb} will be stopped soon")),
+        AlertRule::new(
+            WARN_ALERT,
+            ACTION_WARN,
+            warn_expr,
+            None,
+            BTreeMap::from([
+                (
+                    "summary".to_string(),
+                    format!("Notebook {nb} will be stopped soon"),
+                ),
                 (
                     "description".to_string(),
                     if activity {
@@ -257,20 +307,9 @@ fn with_exporter(cfg: &Config) -> Vec<AlertRule> {
                     },
                 ),
             ]),
-        },
-        AlertRule {
-            alert: IDLE_ALERT.into(),
-            expr: stop_expr,
-            for_,
-            labels: labels(ACTION_STOP),
-            annotations: BTreeMap::from([
-                ("summary".to_string(), format!("Notebook {nb} is idle")),
-                (
-                    "description".to_string(),
-                    format!("Notebook {nb}{{{{ if $labels.owner }}}} of {{{{ $labels.owner }}}}{{{{ end }}}} has shown no work ({why}) for its idle time; nbidle stops it. Silence this alert to keep it running."),
-                ),
-            ]),
-        },
+        ),
+        // For nbidle's webhook, which reads labels only.
+        AlertRule::new(IDLE_ALERT, ACTION_STOP, stop_expr, None, BTreeMap::new()),
     ]
 }
 
@@ -302,32 +341,26 @@ fn without_exporter(cfg: &Config) -> Result<Vec<AlertRule>> {
     let why = why(&signals);
     let nb = "{{ $labels.namespace }}/{{ $labels.notebook }}";
     Ok(vec![
-        AlertRule {
-            alert: WARN_ALERT.into(),
-            expr: rule(&global(warn_after)),
-            for_: crate::config::prometheus_duration(warn_after),
-            labels: labels(ACTION_WARN),
-            annotations: BTreeMap::from([
+        AlertRule::new(
+            WARN_ALERT,
+            ACTION_WARN,
+            rule(&global(warn_after)),
+            Some(crate::config::prometheus_duration(warn_after)),
+            BTreeMap::from([
                 ("summary".to_string(), format!("Notebook {nb} will be stopped soon")),
                 (
                     "description".to_string(),
                     format!("Notebook {nb} has shown no work ({why}); it will be stopped in about {} unless it is used. Silence NotebookIdle for it to keep it running.", cfg.autostop.warn_before),
                 ),
             ]),
-        },
-        AlertRule {
-            alert: IDLE_ALERT.into(),
-            expr: rule(&global(idle_after.0)),
-            for_: idle_after.prometheus(),
-            labels: labels(ACTION_STOP),
-            annotations: BTreeMap::from([
-                ("summary".to_string(), format!("Notebook {nb} is idle")),
-                (
-                    "description".to_string(),
-                    format!("Notebook {nb} has shown no work ({why}) for {idle_after}; nbidle stops it. Silence this alert to keep it running."),
-                ),
-            ]),
-        },
+        ),
+        AlertRule::new(
+            IDLE_ALERT,
+            ACTION_STOP,
+            rule(&global(idle_after.0)),
+            Some(idle_after.prometheus()),
+            BTreeMap::new(),
+        ),
     ])
 }
 
@@ -382,9 +415,13 @@ pub fn explain(cfg: &Config) -> Result<String> {
             g.name, g.interval
         ));
         for r in &g.rules {
+            let held = r.for_.as_ref().map_or(
+                "no for: fires at the first evaluation that matches".into(),
+                |f| format!("for {f}"),
+            );
             out.push_str(&format!(
-                "  alert {} (labels {:?}, for {})\n",
-                r.alert, r.labels, r.for_
+                "  alert {} (labels {:?}, {held})\n",
+                r.alert, r.labels
             ));
         }
     }
@@ -437,8 +474,27 @@ mod tests {
         assert_eq!(stop.labels[ACTION_LABEL], ACTION_STOP);
         assert_eq!(warn.labels[ACTION_LABEL], ACTION_WARN);
         let deadline = "topk by (namespace, notebook) (1, max by (namespace, notebook, owner) (nbidle_notebook_idle_deadline_timestamp_seconds{job=\"nbidle-exporter\"}))";
-        assert_eq!(stop.expr, format!("(time() - {deadline}) >= 0"));
-        assert_eq!(warn.expr, format!("({deadline} - time()) <= 300 > 0"));
+        let labelled = |expr: String, action: &str| {
+            format!("label_replace(\n  label_replace(\n    {expr},\n    \"nbidle_action\", \"{action}\", \"\", \"\"\n  ),\n  \"severity\", \"info\", \"\", \"\"\n)")
+        };
+        assert_eq!(
+            stop.expr,
+            labelled(format!("(time() - {deadline}) >= 0"), "stop")
+        );
+        assert_eq!(
+            warn.expr,
+            labelled(format!("({deadline} - time()) <= 300 > 0"), "warn")
+        );
+        // The deadline holds the idle time: no `for:` on top of it.
+        assert_eq!((&warn.for_, &stop.for_), (&None, &None));
+        // Nothing for Prometheus to expand per alert but the warning's text.
+        assert!(stop.annotations.is_empty());
+        assert_eq!(warn.annotations.len(), 2);
+        let text = render(&default_config(), Format::RuleFile).unwrap();
+        assert!(
+            !text.contains("for:") && !text.contains("labels:"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -448,7 +504,7 @@ mod tests {
         cfg.autostop.signals = vec![crate::config::SignalName::Kernels];
         let r = build(&cfg).unwrap();
         let stop = &r.groups[0].rules[1];
-        assert_eq!(stop.for_, "30m");
+        assert_eq!(stop.for_.as_deref(), Some("30m"));
         assert!(stop.expr.contains("up{job=\"nbidle-notebooks\"} == 1"));
         assert!(stop.expr.contains(
             "max_over_time(kernel_currently_running_total{job=\"nbidle-notebooks\"}[30m])"

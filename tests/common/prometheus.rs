@@ -25,6 +25,24 @@ pub struct Prometheus {
 impl Prometheus {
     /// Prometheus with nbidle's rules, scrape jobs and Alertmanager config.
     pub async fn start(dir: &Path, nbidle: &Nbidle, alertmanager: &Alertmanager) -> Prometheus {
+        // Send an alert again 1s after a failed or lost delivery.
+        Self::start_with_args(
+            dir,
+            nbidle,
+            alertmanager,
+            &["--rules.alert.resend-delay=1s"],
+        )
+        .await
+    }
+
+    /// As [`Prometheus::start`], with these command-line arguments (none:
+    /// Prometheus's defaults).
+    pub async fn start_with_args(
+        dir: &Path,
+        nbidle: &Nbidle,
+        alertmanager: &Alertmanager,
+        args: &[&str],
+    ) -> Prometheus {
         let cfg_path = nbidle.config.to_str().unwrap();
         let rules = dir.join("nbidle.rules.yml");
         std::fs::write(&rules, nbidle_cli(&["rules", "--config", cfg_path])).unwrap();
@@ -42,8 +60,7 @@ impl Prometheus {
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.url.trim_start_matches("http://")]}]}]},
             "scrape_configs": jobs,
         });
-        // Send an alert again 1s after a failed or lost delivery.
-        Self::launch(dir, &config, &["--rules.alert.resend-delay=1s"]).await
+        Self::launch(dir, &config, args).await
     }
 
     /// A real Prometheus with only these scrape jobs (no rules, no
@@ -54,6 +71,35 @@ impl Prometheus {
             "scrape_configs": jobs,
         });
         Self::launch(dir, &config, &[]).await
+    }
+
+    /// A real Prometheus evaluating the rule file `rules` every `interval`
+    /// over these scrape jobs (no Alertmanager), with these arguments.
+    pub async fn start_with_rules(
+        dir: &Path,
+        rules: &Path,
+        interval: &str,
+        jobs: Vec<Value>,
+        args: &[&str],
+    ) -> Prometheus {
+        let config = json!({
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [rules.display().to_string()],
+            "scrape_configs": jobs,
+        });
+        Self::launch(dir, &config, args).await
+    }
+
+    /// Prometheus's own `/metrics` text.
+    pub async fn own_metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Writes `config` to `<dir>/prometheus.yml` and runs Prometheus on it;
