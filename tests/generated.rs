@@ -92,6 +92,13 @@ fn promtool_checks_and_unit_tests_the_rules() {
         &repo("rules/tests/nbidle_test.yml"),
     ]));
     assert!(out.contains("SUCCESS"), "{out}");
+    // The local backend's cpu guard, in the same default rules.
+    let out = run_ok(Command::new(&promtool).args([
+        "test",
+        "rules",
+        &repo("rules/tests/local_cpu_test.yml"),
+    ]));
+    assert!(out.contains("SUCCESS"), "{out}");
     // Rules generated from the demo config (2m, every 10s) are valid too.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("demo.rules.yml");

@@ -81,7 +81,7 @@ impl Signal {
             Signal::ServerActivity => "no Jupyter server activity".into(),
             Signal::Cpu(c) => format!("CPU under {} cores over {}", c.threshold_cores, c.window),
             Signal::ProcessCpu(c) => format!(
-                "its processes' CPU under {} cores over {}",
+                "process CPU under {} cores over {}",
                 c.threshold_cores, c.window
             ),
             Signal::Gpu(g) => format!("{} under {} over {}", g.metric, g.threshold, g.window),
