@@ -48,12 +48,13 @@ rules:
 	  $(NBIDLE) manifests alertmanager-config --config $$cfg > $$out/alertmanagerconfig.yaml || exit 1; \
 	done
 
-## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers (see docs/benchmarks.md)
+## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers, the local backend's process scans (see docs/benchmarks.md)
 bench:
 	bash scripts/test-deps.sh >/dev/null
 	$(CARGO) build --release --bin nbidle --benches
 	$(CARGO) bench --bench webhook
 	$(CARGO) bench --bench exporter
 	$(CARGO) bench --bench hostile
+	$(CARGO) bench --bench procscan
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

@@ -71,7 +71,11 @@ struct Leftovers(PathBuf, Vec<&'static str>, Vec<i32>);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        let mut pids: Vec<i32> = self.1.iter().flat_map(|n| marked_pids(&self.0, n)).collect();
+        let mut pids: Vec<i32> = self
+            .1
+            .iter()
+            .flat_map(|n| marked_pids(&self.0, n))
+            .collect();
         pids.extend(self.2.iter().copied().filter(|&p| alive(p)));
         for pid in pids {
             // SAFETY: a signal to a process this test's notebook started.
@@ -83,7 +87,10 @@ impl Drop for Leftovers {
 /// Runs `tests/drivers/jupyter_procs.py` to its end; returns its stdout.
 fn jupyter_procs(base_url: &str, args: &[&str]) -> String {
     let python = jupyter().with_file_name("python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/jupyter_procs.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/drivers/jupyter_procs.py"
+    );
     let out = Command::new(python)
         .arg(script)
         .arg(base_url)
@@ -224,10 +231,14 @@ async fn a_busy_job_in_a_closed_terminal_keeps_its_notebook_and_its_stop_leaves_
     );
 
     // Nothing of the notebook is left: not the nohup'ed, not the setsid one.
-    eventually("no process of the notebook", Duration::from_secs(15), || async {
-        (marked_pids(dir.path(), "job").is_empty() && !jobs.iter().any(|&p| alive(p)))
-            .then_some(())
-    })
+    eventually(
+        "no process of the notebook",
+        Duration::from_secs(15),
+        || async {
+            (marked_pids(dir.path(), "job").is_empty() && !jobs.iter().any(|&p| alive(p)))
+                .then_some(())
+        },
+    )
     .await;
     let text = nbidle.exporter_metrics().await;
     assert_eq!(series(&text, "nbidle_notebook_processes", "job"), Some(0.0));
@@ -288,9 +299,11 @@ async fn a_silent_computation_is_kept_on_both_jupyter_versions_and_an_idle_noteb
         started.elapsed()
     );
     let text = nbidle.exporter_metrics().await;
-    let busy_old = text
-        .lines()
-        .find(|l| l.starts_with("nbidle_notebook_kernels{namespace=\"local\",notebook=\"two-old\",state=\"busy\""));
+    let busy_old = text.lines().find(|l| {
+        l.starts_with(
+            "nbidle_notebook_kernels{namespace=\"local\",notebook=\"two-old\",state=\"busy\"",
+        )
+    });
     if reported[1]["busy_after_control_kernel_info"] != "busy" {
         // The server misreports: only the guard can keep it.
         assert_eq!(busy_old, None, "{text}");
@@ -355,10 +368,16 @@ async fn a_restart_starts_a_dead_server_again_and_leaves_the_user_s_job_alone() 
     assert_ne!(new_server, job, "the job was adopted as the server: {v}");
     assert_ne!(new_server, server);
     assert!(alive(job), "the job was killed at start-up");
-    let status = jupyter_api(&reqwest::Client::new(), &url, reqwest::Method::GET, "api/status", None)
-        .await
-        .unwrap()
-        .status();
+    let status = jupyter_api(
+        &reqwest::Client::new(),
+        &url,
+        reqwest::Method::GET,
+        "api/status",
+        None,
+    )
+    .await
+    .unwrap()
+    .status();
     assert_eq!(status, 200, "Jupyter answers again");
     assert!(!second.log().contains("adopting"), "{}", second.log());
     // The job is still the notebook's.

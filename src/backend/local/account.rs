@@ -143,7 +143,17 @@ impl Accounting {
     /// A scan that started after this call: its own, or one that another
     /// caller started meanwhile. Blocking.
     pub fn scan(&self) -> Arc<Scan> {
-        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.scan_for(self.ticket())
+    }
+
+    /// Asks for a scan: one that starts after this call covers it.
+    fn ticket(&self) -> u64 {
+        self.requested.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The scan that covers `ticket`: the last one if it does, else a new
+    /// one. Blocking.
+    fn scan_for(&self, ticket: u64) -> Arc<Scan> {
         let mut books = self.books.lock().unwrap_or_else(PoisonError::into_inner);
         if books.covered >= ticket {
             return self.last();
@@ -173,11 +183,44 @@ impl Accounting {
     }
 
     /// The last scan's result, without scanning.
-    pub(super) fn last(&self) -> Arc<Scan> {
+    fn last(&self) -> Arc<Scan> {
         self.last
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// Scans for async callers: each asks, then waits its turn without a
+/// thread, so 1,000 stops at once wait for a scan or two on one blocking
+/// thread instead of filling the blocking pool.
+pub(super) struct Scanner {
+    accounting: Arc<Accounting>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Scanner {
+    pub(super) fn new(accounting: Accounting) -> Self {
+        Scanner {
+            accounting: Arc::new(accounting),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A scan that started after this call, on the blocking pool.
+    pub(super) async fn scan(&self) -> Arc<Scan> {
+        let ticket = self.accounting.ticket();
+        let _turn = self.turn.lock().await;
+        let accounting = self.accounting.clone();
+        match tokio::task::spawn_blocking(move || accounting.scan_for(ticket)).await {
+            Ok(scan) => scan,
+            Err(_) => self.accounting.last(),
+        }
+    }
+
+    /// The last scan's result, without scanning.
+    pub(super) fn last(&self) -> Arc<Scan> {
+        self.accounting.last()
     }
 }
 

@@ -83,6 +83,7 @@ use crate::error::{Error, Result};
 use crate::notebook::{
     IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE,
 };
+use account::Scanner;
 pub use account::{Accounting, Scan};
 use lock::DataDirLock;
 pub use procfs::MARKER_ENV;
@@ -101,7 +102,7 @@ pub(crate) struct LocalBackend {
     idle: IdleBounds,
     grace: Duration,
     stop_on_exit: bool,
-    accounting: Arc<Accounting>,
+    scanner: Arc<Scanner>,
     /// Time between the scans that keep the accounting current.
     scan_interval: Duration,
     /// Processes found alive after a stop's last SIGKILL, since start.
@@ -257,13 +258,15 @@ impl LocalBackend {
         }
         let mut by_index: Vec<&Arc<Slot>> = slots.values().collect();
         by_index.sort_by_key(|s| s.index);
-        let accounting = Arc::new(Accounting::new(by_index.into_iter().map(|s| marker(s))));
+        let scanner = Arc::new(Scanner::new(Accounting::new(
+            by_index.into_iter().map(|s| marker(s)),
+        )));
         Ok(Arc::new(LocalBackend {
             slots,
             idle,
             grace: cfg.stop_grace_period.0,
             stop_on_exit: cfg.stop_on_exit,
-            accounting,
+            scanner,
             scan_interval: cfg.process_scan_interval.0,
             survivors: Arc::new(AtomicU64::new(0)),
             http,
@@ -414,11 +417,7 @@ impl LocalBackend {
 
     /// A scan of `/proc` that started after this call, on the blocking pool.
     pub(super) async fn scan(&self) -> Arc<Scan> {
-        let accounting = self.accounting.clone();
-        match tokio::task::spawn_blocking(move || accounting.scan()).await {
-            Ok(scan) => scan,
-            Err(_) => self.accounting.last(),
-        }
+        self.scanner.scan().await
     }
 }
 
@@ -518,22 +517,25 @@ impl Backend for LocalBackend {
     }
 
     fn processes(&self) -> Option<ProcessReport> {
-        let scan = self.accounting.last();
+        let scan = self.scanner.last();
         // Nothing before the first scan: a counter published as 0 and then
         // at its value would look like a burst of CPU.
         let notebooks = if scan.processes_read() == 0 {
             Vec::new()
         } else {
+            // A stopped notebook's series only while something of it runs:
+            // 10,000 stopped notebooks cost no series.
             self.slots
                 .values()
-                .map(|slot| {
+                .filter_map(|slot| {
                     let (cpu_seconds, resident_bytes, processes) = scan.usage(slot.index);
-                    ProcessUsage {
+                    let stopped = slot.with(|st| st.status == Status::Stopped);
+                    (!stopped || processes > 0).then(|| ProcessUsage {
                         id: slot.id.clone(),
                         cpu_seconds,
                         resident_bytes,
                         processes,
-                    }
+                    })
                 })
                 .collect()
         };

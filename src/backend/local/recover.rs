@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
-use super::account::{Accounting, Scan};
+use super::account::{Scan, Scanner};
 use super::slot::{corrupt_message, live_pid, Desired, Slot, SlotState};
 use super::LocalBackend;
 use crate::notebook::Status;
@@ -96,8 +96,8 @@ impl LocalBackend {
     /// Scans `/proc` every `process_scan_interval` from now on, so each
     /// notebook's usage stays current between stops.
     fn keep_accounts(&self) {
-        let (accounting, every) = (self.accounting.clone(), self.scan_interval);
-        self.tasks.supervise(periodic_scans(accounting, every));
+        let (scanner, every) = (self.scanner.clone(), self.scan_interval);
+        self.tasks.supervise(periodic_scans(scanner, every));
     }
 
     /// What recovery does with a notebook, from its record and the
@@ -176,19 +176,13 @@ impl LocalBackend {
 }
 
 /// A scan every `every`, until the backend's supervision is retired.
-async fn periodic_scans(accounting: Arc<Accounting>, every: Duration) {
+async fn periodic_scans(scanner: Arc<Scanner>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is at once; recovery has just scanned.
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let accounting = accounting.clone();
-        if tokio::task::spawn_blocking(move || accounting.scan())
-            .await
-            .is_err()
-        {
-            return;
-        }
+        scanner.scan().await;
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::account::Accounting;
+use super::account::Scanner;
 use super::procfs::{
     boot_id, gone, proc_start_ticks, same_process_runs, signal_group, signal_process, MARKER_ENV,
 };
@@ -211,7 +211,7 @@ impl LocalBackend {
     /// What ending a notebook's processes needs, apart from the backend.
     pub(super) fn ender(&self) -> Ender {
         Ender {
-            accounting: self.accounting.clone(),
+            scanner: self.scanner.clone(),
             survivors: self.survivors.clone(),
         }
     }
@@ -294,7 +294,7 @@ pub(super) struct Ended {
 /// count of those that survive.
 #[derive(Clone)]
 pub(super) struct Ender {
-    accounting: Arc<Accounting>,
+    scanner: Arc<Scanner>,
     survivors: Arc<AtomicU64>,
 }
 
@@ -309,12 +309,10 @@ const GONE_POLL: Duration = Duration::from_millis(20);
 impl Ender {
     /// A scan that started after this call, on the blocking pool.
     async fn scan(&self, index: usize) -> Vec<(i32, u64)> {
-        let accounting = self.accounting.clone();
-        let scan = match tokio::task::spawn_blocking(move || accounting.scan()).await {
-            Ok(scan) => scan,
-            Err(_) => self.accounting.last(),
-        };
-        scan.notebooks
+        self.scanner
+            .scan()
+            .await
+            .notebooks
             .get(index)
             .map(|t| t.members.clone())
             .unwrap_or_default()
