@@ -241,7 +241,12 @@ async fn a_busy_job_in_a_closed_terminal_keeps_its_notebook_and_its_stop_leaves_
     )
     .await;
     let text = nbidle.exporter_metrics().await;
-    assert_eq!(series(&text, "nbidle_notebook_processes", "job"), Some(0.0));
+    // A stopped notebook with nothing left publishes no process series.
+    assert_eq!(
+        series(&text, "nbidle_notebook_processes", "job"),
+        None,
+        "{text}"
+    );
     assert!(
         text.lines()
             .any(|l| l == "nbidle_process_stop_survivors_total 0"),
@@ -311,8 +316,7 @@ async fn a_silent_computation_is_kept_on_both_jupyter_versions_and_an_idle_noteb
         assert!(past > 10.0, "1.23's deadline passed {past}s ago");
     }
     let cpu_old = series(&text, "nbidle_notebook_cpu_seconds_total", "two-old").unwrap();
-    let cpu_idle = series(&text, "nbidle_notebook_cpu_seconds_total", "idle").unwrap();
-    eprintln!("CPU seconds: two-old {cpu_old:.1}, idle {cpu_idle:.1}");
+    eprintln!("CPU seconds of two-old: {cpu_old:.1}");
 
     // nbidle's exit (stop_on_exit) ends every process of them.
     assert!(nbidle.proc.terminate().unwrap().success());

@@ -90,8 +90,8 @@ impl Default for CpuGuard {
         CpuGuard {
             enabled: true,
             // 10 times an idle Jupyter server with an idle kernel, probed
-            // every second (0.005 cores, 2.x and 1.23), a twentieth of a
-            // busy loop (docs/idle-signals.md).
+            // every second (0.005 cores, 2.x and 1.23), a twelfth of a busy
+            // loop on a loaded machine (docs/idle-signals.md).
             threshold_cores: 0.05,
             window: GUARD_WINDOW,
         }

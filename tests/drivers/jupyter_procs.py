@@ -65,6 +65,30 @@ def wait_reply(ws, msg_id, msg_type, seconds=60):
     sys.exit("no %s for %s" % (msg_type, msg_id))
 
 
+def kernel_ready(ws, session, seconds=90):
+    """Until the kernel answers a kernel_info request on its shell channel.
+
+    Asked again every few seconds: a request sent while the kernel is still
+    starting may go unanswered.
+    """
+    deadline = time.monotonic() + seconds
+    ws.settimeout(5)
+    try:
+        while time.monotonic() < deadline:
+            msg_id = send(ws, message("kernel_info_request", "shell", session, {}))
+            try:
+                while True:
+                    msg = json.loads(ws.recv())
+                    if (msg.get("msg_type") == "kernel_info_reply"
+                            and msg.get("parent_header", {}).get("msg_id") == msg_id):
+                        return
+            except websocket.WebSocketTimeoutException:
+                continue
+        sys.exit("the kernel never answered kernel_info")
+    finally:
+        ws.settimeout(60)
+
+
 def wait_status(ws, msg_id, state, seconds=60):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -101,10 +125,11 @@ def two_kernels(base, token):
     session = uuid.uuid4().hex
     idle = rest(base, token, "POST", "api/kernels", {"name": "python3"})
     ws = websocket.create_connection(ws_url(base, "api/kernels/%s/channels" % idle["id"], token), timeout=60)
-    wait_reply(ws, send(ws, message("kernel_info_request", "shell", session, {})), "kernel_info_reply")
+    kernel_ready(ws, session)
     ws.close()
     busy = rest(base, token, "POST", "api/kernels", {"name": "python3"})
     ws = websocket.create_connection(ws_url(base, "api/kernels/%s/channels" % busy["id"], token), timeout=60)
+    kernel_ready(ws, session)
     code = "x = 0\nwhile True:\n    x += 1"
     run = send(ws, message("execute_request", "shell", session, {
         "code": code, "silent": False, "store_history": True, "user_expressions": {},
