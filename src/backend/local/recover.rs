@@ -41,9 +41,10 @@ pub(super) enum Plan {
 }
 
 impl LocalBackend {
-    /// Brings every notebook to its desired state: adopts live processes,
-    /// spawns the missing ones, finishes interrupted stops, leaves stopped
-    /// ones. Run once, after [`open`](Self::open).
+    /// Brings every notebook to its desired state: adopts recorded servers
+    /// that still run, spawns the missing ones, finishes interrupted stops,
+    /// leaves stopped ones; then keeps the process accounting current. Run
+    /// once, after [`open`](Self::open).
     pub(crate) async fn recover(self: Arc<Self>) {
         let _running = self.recovery.lock().await;
         let started = Instant::now();
