@@ -5,9 +5,10 @@
 //! three inherit the marker, one runs without it (`env -u`) and is
 //! accounted through its parent. The benchmark measures, in this process:
 //! the first scan (every process's environment read once), then 20 scans in
-//! a row (only `stat` read): wall time and CPU time of the scanning thread
-//! per scan, and this process's resident memory before the accounting and
-//! after the scans. A scan of the same machine without the notebooks'
+//! a row (only `stat` read), then 20 scans of one notebook each (a stop's:
+//! `/proc` listed, that notebook's processes read): wall time and CPU time
+//! of the scanning thread per scan, and this process's resident memory
+//! before the accounting and after the scans. A scan of the same machine without the notebooks'
 //! processes is the baseline.
 //!
 //! `NBIDLE_BENCH_NOTEBOOKS` changes the number of notebooks.
@@ -75,12 +76,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `SCANS` scans in a row: (wall, CPU) of each, sorted by wall time.
-fn scans(accounting: &Accounting) -> Vec<(Duration, Duration)> {
+/// `SCANS` scans in a row (full ones, or one notebook's each: a stop's):
+/// (wall, CPU) of each, sorted by wall time.
+fn scans(accounting: &Accounting, one_notebook: bool) -> Vec<(Duration, Duration)> {
     let mut out: Vec<(Duration, Duration)> = (0..SCANS)
-        .map(|_| {
+        .map(|i| {
             let (t, c) = (Instant::now(), thread_cpu());
-            accounting.scan();
+            if one_notebook {
+                accounting.scan_notebook(i);
+            } else {
+                accounting.scan();
+            }
             (t.elapsed(), thread_cpu() - c)
         })
         .collect();
@@ -115,7 +121,7 @@ fn main() {
     // Baseline: the machine as it is.
     let base = Accounting::new(markers.clone());
     base.scan();
-    let runs = scans(&base);
+    let runs = scans(&base, false);
     report("without the notebooks", base.scan().processes_read(), &runs);
     drop(base);
 
@@ -162,12 +168,18 @@ fn main() {
         accounting.scan().processes_read(),
         &cold,
     );
-    let runs = scans(&accounting);
+    let runs = scans(&accounting, false);
     let scan = accounting.scan();
     report(
         &format!("{n} notebooks x {PER_NOTEBOOK}"),
         scan.processes_read(),
         &runs,
+    );
+    let stops = scans(&accounting, true);
+    report(
+        "one notebook's scan (a stop's: /proc listed, its processes read)",
+        accounting.scan_notebook(0).processes_read(),
+        &stops,
     );
     let found: usize = (0..n).map(|i| scan.usage(i).2).sum();
     assert_eq!(found, n * PER_NOTEBOOK, "every process accounted");

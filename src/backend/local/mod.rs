@@ -367,11 +367,8 @@ impl LocalBackend {
 
     /// Whether processes of the notebook run, by a fresh scan.
     async fn has_processes(&self, slot: &Slot) -> bool {
-        self.scan()
-            .await
-            .notebooks
-            .get(slot.index)
-            .is_some_and(|t| !t.members.is_empty())
+        let scan = self.scanner.scan_notebook(slot.index).await;
+        scan.usage(slot.index).2 > 0
     }
 
     /// A user's stop of a stopped notebook whose processes still run
@@ -520,7 +517,7 @@ impl Backend for LocalBackend {
         let scan = self.scanner.last();
         // Nothing before the first scan: a counter published as 0 and then
         // at its value would look like a burst of CPU.
-        let notebooks = if scan.processes_read() == 0 {
+        let notebooks = if !scan.scanned() {
             Vec::new()
         } else {
             // A stopped notebook's series only while something of it runs:
@@ -539,11 +536,12 @@ impl Backend for LocalBackend {
                 })
                 .collect()
         };
+        let (full_scan, processes_read) = self.scanner.last_full();
         Some(ProcessReport {
             notebooks,
             stop_survivors: self.survivors.load(Ordering::Relaxed),
-            scan_seconds: scan.duration().as_secs_f64(),
-            processes_read: scan.processes_read(),
+            scan_seconds: full_scan.as_secs_f64(),
+            processes_read,
         })
     }
 

@@ -288,6 +288,9 @@ async fn a_notebook_s_cpu_counter_keeps_what_exited_processes_used() {
     assert!(report.notebooks[0].cpu_seconds >= cpu);
     assert!(report.notebooks[1].cpu_seconds < 0.1, "{report:?}");
     assert_eq!(report.notebooks[1].processes, 1);
-    assert!(report.processes_read > 2 && report.scan_seconds > 0.0);
+    assert!(
+        report.processes_read > 2 && report.scan_seconds > 0.0,
+        "{report:?}"
+    );
     b.shutdown().await;
 }

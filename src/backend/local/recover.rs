@@ -105,10 +105,10 @@ impl LocalBackend {
     /// processes of it that `marked` found.
     pub(super) fn plan(slot: &Slot, st: &mut SlotState, marked: &Scan) -> Plan {
         let others: Vec<i32> = marked
-            .notebooks
-            .get(slot.index)
-            .map(|t| t.members.iter().map(|&(pid, _)| pid).collect())
-            .unwrap_or_default();
+            .members(slot.index)
+            .iter()
+            .map(|&(pid, _)| pid)
+            .collect();
         if let Some(reason) = &st.corrupt {
             st.message = Some(corrupt_message(slot, reason, &others));
             return Plan::Corrupt;

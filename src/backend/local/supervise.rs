@@ -222,58 +222,54 @@ impl LocalBackend {
     /// as ended unexpectedly, and the records keep saying "running", so the
     /// next start-up starts them again.
     pub(super) async fn stop_all_at_exit(&self) {
-        let scan = self.scan().await;
-        let mut stopping = Vec::new();
+        let mut ending = Vec::new();
         for slot in self.slots.values() {
             // After any operation in progress, so none spawns after this.
             let _op = slot.operation().await;
-            let (recorded, in_progress) = slot.with(|st| {
+            let (recorded, in_progress, corrupt) = slot.with(|st| {
                 let in_progress = st.stopping.as_ref().is_some_and(StopHandle::running);
-                (st.p.clone(), in_progress)
+                (st.p.clone(), in_progress, st.corrupt.is_some())
             });
-            let live = live_pid(&recorded);
-            let others = scan
-                .notebooks
-                .get(slot.index)
-                .is_some_and(|t| !t.members.is_empty());
-            // A stop in progress ends its processes itself; shutdown waits
-            // for it.
-            if in_progress || (live.is_none() && !others) {
+            // A stop in progress ends its processes itself (shutdown waits
+            // for it); a notebook whose record is unreadable is left alone.
+            if in_progress || corrupt {
                 continue;
             }
-            let exited = slot.with(|st| {
-                st.generation += 1;
-                st.status = Status::Stopping;
-                st.message = None;
-                st.exited.clone()
-            });
-            if let Some(pid) = live {
+            // Every other notebook: a server that died may have left jobs.
+            let server = live_pid(&recorded).map(|pid| {
+                let exited = slot.with(|st| {
+                    st.generation += 1;
+                    st.status = Status::Stopping;
+                    st.message = None;
+                    st.exited.clone()
+                });
                 signal_group(pid, libc::SIGTERM);
-            }
-            let server = live.map(|pid| {
                 let exited = exited.unwrap_or_else(|| {
                     self.watch_adopted(slot.clone(), pid, recorded.pid_start_ticks, 0)
                 });
                 (pid, exited)
             });
-            stopping.push((slot.clone(), server));
+            ending.push((slot.clone(), server));
         }
         let deadline = tokio::time::Instant::now() + self.grace;
         let ender = self.ender();
         let never = CancellationToken::new();
-        let ends = stopping.iter().map(|(slot, server)| {
+        let ends = ending.iter().map(|(slot, server)| {
             let (ender, never) = (&ender, &never);
             async move {
                 let outcome = ender.end_all(slot, server.clone(), deadline, never).await;
-                slot.with(|st| st.status = Status::Stopped);
-                outcome
+                if server.is_some() {
+                    slot.with(|st| st.status = Status::Stopped);
+                }
+                (server.is_some() || outcome.found > 0, outcome)
             }
         });
         let outcomes = futures_util::future::join_all(ends).await;
-        let killed = outcomes.iter().filter(|o| !o.in_time).count();
-        let survivors: usize = outcomes.iter().map(|o| o.survivors).sum();
+        let stopped = outcomes.iter().filter(|(any, _)| *any).count();
+        let killed = outcomes.iter().filter(|(_, o)| !o.in_time).count();
+        let survivors: usize = outcomes.iter().map(|(_, o)| o.survivors).sum();
         tracing::info!(
-            notebooks = stopping.len(),
+            notebooks = stopped,
             killed_after_grace = killed,
             survivors,
             "notebooks stopped at shutdown (stop_on_exit)"
@@ -284,6 +280,9 @@ impl LocalBackend {
 /// How a notebook's processes ended.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ended {
+    /// Processes of the notebook found and signalled (its server among
+    /// them, when it has one).
+    pub(super) found: usize,
     /// Everything exited within the grace period (after SIGTERM).
     pub(super) in_time: bool,
     /// Processes still there after the last SIGKILL.
@@ -307,23 +306,21 @@ const KILL_WAIT: Duration = Duration::from_secs(1);
 const GONE_POLL: Duration = Duration::from_millis(20);
 
 impl Ender {
-    /// A scan that started after this call, on the blocking pool.
+    /// The notebook's live processes, by a scan that started after this
+    /// call.
     async fn scan(&self, index: usize) -> Vec<(i32, u64)> {
-        self.scanner
-            .scan()
-            .await
-            .notebooks
-            .get(index)
-            .map(|t| t.members.clone())
-            .unwrap_or_default()
+        self.scanner.scan_notebook(index).await.members(index)
     }
 
-    /// SIGTERM to every process of the notebook (its server's group has
-    /// had it already); once they are gone, or at `deadline`, or when
-    /// hurried: SIGKILL to the server's group and to every process a fresh
-    /// scan still finds, for a few rounds; then a scan confirms that
-    /// nothing is left, and what is (a process stuck in the kernel) is
-    /// logged and counted.
+    /// SIGTERM to every process of the notebook the last scan knew (its
+    /// server's group has had it already); once the server has exited, a
+    /// fresh scan finds what is left, which gets SIGTERM too and the rest of
+    /// the grace period. At `deadline`, or when hurried: SIGKILL to the
+    /// server's group and to every process a fresh scan still finds, for a
+    /// few rounds; a scan confirms that nothing is left, and what is (a
+    /// process stuck in the kernel) is logged and counted. When nothing is
+    /// left once the server has gone, that first scan is the confirmation:
+    /// most stops cost one scan.
     pub(super) async fn end_all(
         &self,
         slot: &Slot,
@@ -331,36 +328,52 @@ impl Ender {
         deadline: tokio::time::Instant,
         hurry: &CancellationToken,
     ) -> Ended {
-        let first = self.scan(slot.index).await;
-        for &(pid, start) in &first {
+        let known = self.scanner.last().members(slot.index);
+        for &(pid, start) in &known {
             signal_process(pid, start, libc::SIGTERM);
         }
         let mut exited = server.as_ref().map(|(_, rx)| rx.clone());
-        let all_gone = async {
+        let server_gone = async {
             if let Some(rx) = exited.as_mut() {
                 let _ = rx.wait_for(|&e| e).await;
             }
-            while first
-                .iter()
-                .any(|&(pid, start)| same_process_runs(pid, start))
-            {
-                tokio::time::sleep(GONE_POLL * 5).await;
-            }
         };
-        let in_time = tokio::select! {
-            () = all_gone => true,
+        let mut in_time = tokio::select! {
+            () = server_gone => true,
             () = tokio::time::sleep_until(deadline) => false,
             () = hurry.cancelled() => false,
         };
+        let mut left = self.scan(slot.index).await;
+        let mut found = known.len();
+        if in_time && !left.is_empty() {
+            found += left.iter().filter(|p| !known.contains(p)).count();
+            for p in left.iter().filter(|p| !known.contains(p)) {
+                signal_process(p.0, p.1, libc::SIGTERM);
+            }
+            let rest = &left;
+            let all_gone = async {
+                while rest
+                    .iter()
+                    .any(|&(pid, start)| same_process_runs(pid, start))
+                {
+                    tokio::time::sleep(GONE_POLL * 5).await;
+                }
+            };
+            in_time = tokio::select! {
+                () = all_gone => true,
+                () = tokio::time::sleep_until(deadline) => false,
+                () = hurry.cancelled() => false,
+            };
+            left = self.scan(slot.index).await;
+        }
         if !in_time {
-            tracing::warn!(notebook = %slot.id, processes = first.len(), "still running after grace period, sending SIGKILL");
+            tracing::warn!(notebook = %slot.id, processes = left.len(), "still running after grace period, sending SIGKILL");
         }
         if let Some((pid, _)) = &server {
             // Also when everything exited in time: anything left in the
             // server's group goes with it.
             signal_group(*pid, libc::SIGKILL);
         }
-        let mut left = self.scan(slot.index).await;
         for _ in 0..KILL_ROUNDS {
             if left.is_empty() {
                 break;
@@ -389,6 +402,7 @@ impl Ender {
             let _ = tokio::time::timeout(KILL_WAIT * 5, rx.wait_for(|&e| e)).await;
         }
         Ended {
+            found,
             in_time,
             survivors: left.len(),
         }
