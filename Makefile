@@ -51,7 +51,7 @@ rules:
 	done
 
 ## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers,
-## the rules' cost in Prometheus and the stop lag through Prometheus and Alertmanager (see docs/benchmarks.md)
+## the local backend's process scans, the rules' cost in Prometheus and the stop lag through Prometheus and Alertmanager (see docs/benchmarks.md)
 bench:
 	bash scripts/test-deps.sh >/dev/null
 	$(CARGO) build --release --bin nbidle --benches
@@ -60,5 +60,6 @@ bench:
 	$(CARGO) bench --bench hostile
 	$(CARGO) bench --bench rule_eval
 	$(CARGO) bench --bench stop_lag
+	$(CARGO) bench --bench procscan
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

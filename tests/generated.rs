@@ -89,6 +89,8 @@ fn promtool_checks_and_unit_tests_the_rules() {
     for tests in [
         "rules/tests/nbidle_test.yml",
         "rules/tests/all_signals_test.yml",
+        // The local backend's cpu guard, in the same default rules.
+        "rules/tests/local_cpu_test.yml",
     ] {
         let out = run_ok(Command::new(&promtool).args(["test", "rules", &repo(tests)]));
         assert!(out.contains("SUCCESS"), "{tests}: {out}");
@@ -233,10 +235,11 @@ fn generators_refuse_what_check_refuses_naming_the_key() {
     ];
     let tokens = "auth: {webhook_token: w, api_tokens: [a]}\n";
     let cases = [
-        // A guard the local backend cannot feed: a veto that never vetoes.
+        // A guard the local backend cannot feed (no GPU series per
+        // notebook): a veto that never vetoes.
         (
-            format!("{tokens}backend: {{kind: local, local: {{}}}}\nautostop: {{guards: {{cpu: {{threshold_cores: 0.1}}}}}}\n"),
-            "autostop.guards.cpu",
+            format!("{tokens}backend: {{kind: local, local: {{}}}}\nautostop: {{guards: {{gpu: {{}}}}}}\n"),
+            "autostop.guards.gpu",
         ),
         (
             "auth: {api_tokens: [a]}\nbackend: {kind: kubeflow}\n".to_string(),

@@ -3,13 +3,14 @@
 //! `started_at`, so nbidle itself keeps no state that a backend cannot
 //! rebuild.
 //!
-//! - `local`: notebooks as supervised process groups on this machine.
+//! - `local`: notebooks as supervised processes on this machine, each
+//!   notebook's processes accounted to it.
 //! - `k8s`: notebooks as Kubernetes objects: Kubeflow `Notebook`
 //!   resources (`k8s::kubeflow`) and StatefulSets selected by label
 //!   (`k8s::statefulset`), through the API server.
 
 pub(crate) mod k8s;
-pub(crate) mod local;
+pub mod local;
 #[cfg(test)]
 pub(crate) mod memory;
 
@@ -124,6 +125,36 @@ pub struct JupyterEndpoint {
     pub pods: Vec<String>,
 }
 
+/// What one notebook's processes use (the local backend's process
+/// accounting), published on `/metrics/notebooks` for the `cpu` guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessUsage {
+    /// The notebook.
+    pub id: NotebookId,
+    /// CPU time (user + system) of its processes since nbidle started: the
+    /// live ones' and what each exited one had used when last seen. Never
+    /// decreases while nbidle runs.
+    pub cpu_seconds: f64,
+    /// Resident memory of its live processes.
+    pub resident_bytes: u64,
+    /// Its live processes.
+    pub processes: usize,
+}
+
+/// A backend's process accounting, as of its last scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessReport {
+    /// Per notebook; empty before the first scan.
+    pub notebooks: Vec<ProcessUsage>,
+    /// Processes found alive after a stop's last SIGKILL, since nbidle
+    /// started.
+    pub stop_survivors: u64,
+    /// How long the last scan took.
+    pub scan_seconds: f64,
+    /// Processes the last scan read (every process on the machine).
+    pub processes_read: usize,
+}
+
 /// Where notebooks live and how they are stopped and started: the one
 /// interface between nbidle's decisions and a notebook platform.
 #[async_trait]
@@ -157,6 +188,12 @@ pub trait Backend: Send + Sync {
     /// an unknown notebook is then `Unavailable`, not `NotFound`.
     fn current(&self) -> bool {
         true
+    }
+
+    /// What the notebooks' processes use, where the backend accounts for
+    /// them (the local backend); `None` elsewhere.
+    fn processes(&self) -> Option<ProcessReport> {
+        None
     }
 
     /// Called once when nbidle shuts down.

@@ -74,10 +74,14 @@ pub(crate) struct GuardsConfig {
     pub(crate) gpu: Option<GpuGuard>,
 }
 
-/// Container CPU (cAdvisor) above `threshold_cores` over `window` is work.
+/// CPU above `threshold_cores` over `window` is work: the notebook's
+/// containers' (cAdvisor) on Kubernetes, its processes' (nbidle's process
+/// accounting) on the local backend.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CpuGuard {
+    /// `false` turns off the local backend's default guard.
+    pub(crate) enabled: bool,
     pub(crate) threshold_cores: f64,
     pub(crate) window: HumanDuration,
 }
@@ -85,6 +89,10 @@ pub(crate) struct CpuGuard {
 impl Default for CpuGuard {
     fn default() -> Self {
         CpuGuard {
+            enabled: true,
+            // 10 times an idle Jupyter server with an idle kernel, probed
+            // every second (0.005 cores, 2.x and 1.23), a twelfth of a busy
+            // loop on a loaded machine (docs/idle-signals.md).
             threshold_cores: 0.05,
             window: GUARD_WINDOW,
         }
@@ -208,6 +216,27 @@ impl AutostopConfig {
 }
 
 impl GuardsConfig {
+    /// The cpu guard in effect: as written (`enabled: false` turns it off);
+    /// unwritten, on with the defaults for the local backend when nbidle's
+    /// exporter publishes its process CPU (`local_cpu`), off elsewhere. The
+    /// default window covers at least two evaluations.
+    pub(super) fn effective_cpu(
+        &self,
+        local_cpu: bool,
+        evaluation_interval: Duration,
+    ) -> Option<CpuGuard> {
+        match &self.cpu {
+            Some(c) if !c.enabled => None,
+            Some(c) => Some(c.clone()),
+            None if local_cpu => {
+                let d = CpuGuard::default();
+                let window = HumanDuration(d.window.0.max(evaluation_interval * 2));
+                Some(CpuGuard { window, ..d })
+            }
+            None => None,
+        }
+    }
+
     fn validate(&self, evaluation_interval: Duration) -> Result<()> {
         // rate() and avg_over_time() need at least two scrapes in the window.
         let min_window = evaluation_interval * 2;
@@ -320,6 +349,7 @@ mod tests {
         assert_eq!(
             a.guards.cpu,
             Some(CpuGuard {
+                enabled: true,
                 threshold_cores: 0.5,
                 window: HumanDuration::secs(300)
             })
@@ -335,5 +365,47 @@ mod tests {
             a.guards.gpu.unwrap().metric,
             "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
         );
+    }
+
+    #[test]
+    fn the_cpu_guard_is_on_by_default_for_the_local_backend_only() {
+        let local = parse(MINIMAL).unwrap();
+        let cpu = local.autostop.guards.cpu.clone();
+        assert_eq!(cpu, Some(CpuGuard::default()), "on for the local backend");
+        assert!(local.check_backend_fit().is_ok());
+        // Turned off by hand.
+        let off = MINIMAL.replace(
+            "auth:",
+            "autostop:\n  guards: {cpu: {enabled: false}}\nauth:",
+        );
+        assert_eq!(parse(&off).unwrap().autostop.guards.cpu, None);
+        // The default window covers two evaluations.
+        let slow = MINIMAL.replace(
+            "auth:",
+            "autostop:\n  evaluation_interval: 4m\n  warn_before: 10m\nauth:",
+        );
+        let cpu = parse(&slow).unwrap().autostop.guards.cpu.unwrap();
+        assert_eq!(cpu.window, HumanDuration::secs(480));
+        // Without the exporter there is no process CPU to read: off by
+        // default, refused when asked for.
+        let bare = MINIMAL.replace(
+            "auth:",
+            "exporter: {enabled: false}\nautostop: {signals: [kernels]}\nauth:",
+        );
+        assert_eq!(parse(&bare).unwrap().autostop.guards.cpu, None);
+        let asked = MINIMAL.replace(
+            "auth:",
+            "exporter: {enabled: false}\nautostop: {signals: [kernels], guards: {cpu: {}}}\nauth:",
+        );
+        match parse(&asked).unwrap().check_backend_fit() {
+            Err(Error::Config { field, message }) => {
+                assert_eq!(field, "autostop.guards.cpu");
+                assert!(message.contains("exporter.enabled"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Kubernetes backends: off unless written.
+        let kube = "auth: {webhook_token: w, api_tokens: [a]}\nbackend: {kind: kubeflow}\n";
+        assert_eq!(parse(kube).unwrap().autostop.guards.cpu, None);
     }
 }

@@ -109,6 +109,9 @@ pub(crate) struct LocalConfig {
     /// Stop every notebook when nbidle exits. Off by default: notebooks
     /// outlive an nbidle restart, which adopts them instead of respawning.
     pub(crate) stop_on_exit: bool,
+    /// Time between scans of `/proc` that account each notebook's
+    /// processes (CPU, memory, count); a stop scans on its own.
+    pub(crate) process_scan_interval: HumanDuration,
     pub(crate) notebooks: Vec<LocalNotebook>,
 }
 
@@ -117,6 +120,7 @@ impl Default for LocalConfig {
         LocalConfig {
             stop_grace_period: HumanDuration::secs(10),
             stop_on_exit: false,
+            process_scan_interval: HumanDuration::secs(15),
             notebooks: Vec::new(),
         }
     }
@@ -231,6 +235,13 @@ impl LocalConfig {
                 "must be between 1s and 1h",
             ));
         }
+        let scans = self.process_scan_interval.0;
+        if scans < Duration::from_secs(1) || scans > Duration::from_secs(3600) {
+            return Err(Error::config(
+                "backend.local.process_scan_interval",
+                "must be between 1s and 1h",
+            ));
+        }
         let mut seen = HashSet::new();
         let mut urls = HashSet::new();
         for (i, nb) in self.notebooks.iter().enumerate() {
@@ -318,6 +329,8 @@ mod tests {
     fn bounds_and_duplicates_are_rejected() {
         let y = MINIMAL.replace("  local:\n", "  local:\n    stop_grace_period: 0s\n");
         assert_eq!(err_field(&y), "backend.local.stop_grace_period");
+        let y = MINIMAL.replace("  local:\n", "  local:\n    process_scan_interval: 500ms\n");
+        assert_eq!(err_field(&y), "backend.local.process_scan_interval");
         assert_eq!(
             err_field(&MINIMAL.replace("http://127.0.0.1:8888/", "https://127.0.0.1:8888/")),
             "backend.local.notebooks[0].url"

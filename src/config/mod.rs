@@ -132,16 +132,17 @@ impl Config {
     pub(crate) fn check_backend_fit(&self) -> Result<()> {
         let g = &self.autostop.guards;
         if self.backend.kind() == BackendKind::Local {
-            for (key, set) in [
-                ("autostop.guards.cpu", g.cpu.is_some()),
-                ("autostop.guards.gpu", g.gpu.is_some()),
-            ] {
-                if set {
-                    return Err(Error::config(
-                        key,
-                        "needs pod series (nbidle_notebook_pod_info), which the local backend has none of; it would never keep a notebook running",
-                    ));
-                }
+            if g.gpu.is_some() {
+                return Err(Error::config(
+                    "autostop.guards.gpu",
+                    "needs pod series (nbidle_notebook_pod_info), which the local backend has none of; it would never keep a notebook running",
+                ));
+            }
+            if g.cpu.is_some() && !self.exporter.enabled {
+                return Err(Error::config(
+                    "autostop.guards.cpu",
+                    "reads the notebooks' process CPU (nbidle_notebook_cpu_seconds_total) from nbidle's exporter on the local backend; it needs exporter.enabled: true",
+                ));
             }
         }
         Ok(())
@@ -218,11 +219,16 @@ impl Document {
                 "applies objects to a cluster; it needs backend.kind kubeflow or statefulset",
             ));
         }
+        let mut autostop = self.autostop;
+        let local_cpu = self.backend.kind() == BackendKind::Local && self.exporter.enabled;
+        autostop.guards.cpu = autostop
+            .guards
+            .effective_cpu(local_cpu, autostop.evaluation_interval.0);
         Ok(Config {
             listen,
             data_dir: self.data_dir,
             auth: self.auth,
-            autostop: self.autostop,
+            autostop,
             prometheus: self.prometheus,
             webhook: self.webhook,
             alertmanager: self.alertmanager,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::bounded::Reason;
 use super::probe::KERNEL_STATES;
 use super::NotebookFacts;
+use crate::backend::ProcessReport;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -143,5 +144,109 @@ pub(crate) fn render_failures(out: &mut String, failures: &[AtomicU64; Reason::A
     for r in Reason::ALL {
         let n = failures[r.index()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}{{reason=\"{}\"}} {n}", r.as_str());
+    }
+}
+
+/// The backend's process accounting (the local backend): per notebook its
+/// processes' CPU counter, resident memory and count, and the accounting's
+/// own figures.
+pub(crate) fn render_processes(out: &mut String, report: &ProcessReport) {
+    out.reserve(64 + report.notebooks.len() * 360);
+    let mut family =
+        |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (l, v) in rows {
+                let _ = writeln!(out, "{name}{l} {v}");
+            }
+        };
+    let labels = |u: &crate::backend::ProcessUsage| {
+        format!(
+            "{{namespace=\"{}\",notebook=\"{}\"}}",
+            escape(&u.id.namespace),
+            escape(&u.id.name)
+        )
+    };
+    family(
+        "nbidle_notebook_cpu_seconds_total",
+        "counter",
+        "CPU time (user + system) of the notebook's processes since nbidle started: the live ones' and what exited ones had used when last seen.",
+        &mut report
+            .notebooks
+            .iter()
+            .map(|u| (labels(u), u.cpu_seconds.to_string())),
+    );
+    family(
+        "nbidle_notebook_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the notebook's live processes.",
+        &mut report
+            .notebooks
+            .iter()
+            .map(|u| (labels(u), u.resident_bytes.to_string())),
+    );
+    family(
+        "nbidle_notebook_processes",
+        "gauge",
+        "Live processes of the notebook: its server, kernels, terminals and whatever they started.",
+        &mut report
+            .notebooks
+            .iter()
+            .map(|u| (labels(u), u.processes.to_string())),
+    );
+    family(
+        "nbidle_process_stop_survivors_total",
+        "counter",
+        "Processes of notebooks still alive after a stop's last SIGKILL, since nbidle started.",
+        &mut std::iter::once((String::new(), report.stop_survivors.to_string())),
+    );
+    family(
+        "nbidle_process_scan_duration_seconds",
+        "gauge",
+        "How long the last scan of /proc for the notebooks' processes took.",
+        &mut std::iter::once((String::new(), report.scan_seconds.to_string())),
+    );
+    family(
+        "nbidle_process_scan_processes",
+        "gauge",
+        "Processes the last scan read, the notebooks' and every other.",
+        &mut std::iter::once((String::new(), report.processes_read.to_string())),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ProcessUsage;
+    use crate::notebook::NotebookId;
+
+    #[test]
+    fn process_usage_is_one_series_per_notebook_and_family() {
+        let usage = |name: &str, cpu: f64, rss: u64, n: usize| ProcessUsage {
+            id: NotebookId::new("local", name),
+            cpu_seconds: cpu,
+            resident_bytes: rss,
+            processes: n,
+        };
+        let report = ProcessReport {
+            notebooks: vec![usage("a", 12.5, 4096, 3), usage("b\"q", 0.0, 0, 0)],
+            stop_survivors: 1,
+            scan_seconds: 0.25,
+            processes_read: 123,
+        };
+        let mut out = String::new();
+        render_processes(&mut out, &report);
+        for line in [
+            "# TYPE nbidle_notebook_cpu_seconds_total counter",
+            "nbidle_notebook_cpu_seconds_total{namespace=\"local\",notebook=\"a\"} 12.5",
+            "nbidle_notebook_cpu_seconds_total{namespace=\"local\",notebook=\"b\\\"q\"} 0",
+            "nbidle_notebook_resident_memory_bytes{namespace=\"local\",notebook=\"a\"} 4096",
+            "nbidle_notebook_processes{namespace=\"local\",notebook=\"a\"} 3",
+            "nbidle_process_stop_survivors_total 1",
+            "nbidle_process_scan_duration_seconds 0.25",
+            "nbidle_process_scan_processes 123",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing in:\n{out}");
+        }
+        assert_eq!(out.matches("notebook=\"a\"").count(), 3, "{out}");
     }
 }

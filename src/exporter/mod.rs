@@ -311,6 +311,9 @@ impl Exporter {
             Timestamp::now().unix_seconds() + self.deadline_window.as_secs_f64(),
         );
         exposition::render_failures(&mut out, &self.failures);
+        if let Some(report) = self.backend.processes() {
+            exposition::render_processes(&mut out, &report);
+        }
         out
     }
 }

@@ -129,7 +129,10 @@ pub(crate) fn configured_signals(cfg: &Config) -> Vec<Signal> {
     let a = &cfg.autostop;
     let mut out: Vec<Signal> = a.signals.iter().copied().map(Signal::from).collect();
     if let Some(c) = &a.guards.cpu {
-        out.push(Signal::Cpu(c.clone()));
+        out.push(match cfg.backend.kind() {
+            crate::config::BackendKind::Local => Signal::ProcessCpu(c.clone()),
+            _ => Signal::Cpu(c.clone()),
+        });
     }
     if let Some(g) = &a.guards.gpu {
         out.push(Signal::Gpu(g.clone()));
@@ -463,7 +466,10 @@ mod tests {
 
     #[test]
     fn default_rules_warn_then_stop_on_the_exported_deadline() {
-        let r = build(&default_config()).unwrap();
+        let mut cfg = default_config();
+        // The local backend's default cpu guard: see local_cpu_guard_*.
+        cfg.autostop.guards.cpu = None;
+        let r = build(&cfg).unwrap();
         let g = &r.groups[0];
         assert_eq!(g.interval, "1m");
         let (warn, stop) = (&g.rules[0], &g.rules[1]);
@@ -515,8 +521,13 @@ mod tests {
 
     #[test]
     fn guards_and_busy_expr_join_the_busy_union() {
-        let mut cfg = default_config();
+        let mut cfg = Config::from_yaml(
+            "auth: {webhook_token: w, api_tokens: [a]}\nbackend: {kind: kubeflow}",
+            std::path::Path::new("."),
+        )
+        .unwrap();
         cfg.autostop.guards.cpu = Some(crate::config::CpuGuard {
+            enabled: true,
             threshold_cores: 0.1,
             window: crate::config::HumanDuration(std::time::Duration::from_secs(300)),
         });
@@ -525,6 +536,24 @@ mod tests {
         assert!(stop.contains("container_cpu_usage_seconds_total"));
         assert!(stop.contains("nbidle_notebook_pod_info"));
         assert!(stop.contains("my_busy_notebooks > 0"));
+    }
+
+    #[test]
+    fn local_cpu_guard_is_on_by_default_and_reads_the_process_counter() {
+        let stop = build(&default_config()).unwrap().groups[0].rules[1]
+            .expr
+            .clone();
+        assert!(
+            stop.contains("unless on (namespace, notebook)")
+                && stop.contains(
+                    "max by (namespace, notebook) (rate(nbidle_notebook_cpu_seconds_total{job=\"nbidle-exporter\"}[5m])) > 0.05"
+                ),
+            "{stop}"
+        );
+        assert!(
+            !stop.contains("container_cpu_usage_seconds_total"),
+            "{stop}"
+        );
     }
 
     #[test]

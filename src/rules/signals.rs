@@ -42,6 +42,9 @@ pub(crate) enum Signal {
     ServerActivity,
     /// Container CPU above a number of cores over a window (cAdvisor).
     Cpu(CpuGuard),
+    /// The CPU of a local notebook's processes above a number of cores over
+    /// a window (nbidle's process accounting, on its exporter).
+    ProcessCpu(CpuGuard),
     /// GPU activity above a threshold over a window (DCGM).
     Gpu(GpuGuard),
     /// A user-supplied PromQL expression selecting busy notebooks.
@@ -64,7 +67,7 @@ impl Signal {
             Signal::Activity => "activity",
             Signal::Kernels => "kernels",
             Signal::ServerActivity => "server_activity",
-            Signal::Cpu(_) => "cpu guard",
+            Signal::Cpu(_) | Signal::ProcessCpu(_) => "cpu guard",
             Signal::Gpu(_) => "gpu guard",
             Signal::Expr(_) => "busy_expr",
         }
@@ -77,6 +80,10 @@ impl Signal {
             Signal::Kernels => "no kernel running".into(),
             Signal::ServerActivity => "no Jupyter server activity".into(),
             Signal::Cpu(c) => format!("CPU under {} cores over {}", c.threshold_cores, c.window),
+            Signal::ProcessCpu(c) => format!(
+                "process CPU under {} cores over {}",
+                c.threshold_cores, c.window
+            ),
             Signal::Gpu(g) => format!("{} under {} over {}", g.metric, g.threshold, g.window),
             Signal::Expr(_) => "nothing from busy_expr during the idle time".into(),
         }
@@ -107,6 +114,12 @@ impl Signal {
             Signal::Cpu(c) => format!(
                 "sum by ({NOTEBOOK_LABELS}) (\n  rate(container_cpu_usage_seconds_total{{container!=\"\", container!=\"POD\"}}[{w}])\n  * on (namespace, pod) group_left (notebook) {pods}\n) > {thr}",
                 pods = pod_info(ex),
+                w = c.window,
+                thr = c.threshold_cores
+            ),
+            // The local backend accounts every process of a notebook itself.
+            Signal::ProcessCpu(c) => format!(
+                "max by ({NOTEBOOK_LABELS}) (rate(nbidle_notebook_cpu_seconds_total{{job=\"{ex}\"}}[{w}])) > {thr}",
                 w = c.window,
                 thr = c.threshold_cores
             ),

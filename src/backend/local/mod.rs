@@ -1,14 +1,21 @@
 //! The embedded default backend: notebooks as child process groups on this
 //! machine.
 //!
-//! - stop: persist "stopped by X at T", SIGTERM the process group, SIGKILL
-//!   after the grace period. The workdir is never touched.
+//! - stop: persist "stopped by X at T", SIGTERM the server's process group
+//!   and every other process of the notebook, SIGKILL whatever is left after
+//!   the grace period, and a scan of `/proc` confirms nothing is left. The
+//!   workdir is never touched.
 //! - start: run the command again in the same workdir.
 //! - Per notebook a small JSON record under `<data_dir>/notebooks/` holds the
 //!   desired state, the pid (with its kernel start time, so a reused pid is not
 //!   mistaken for ours) and who stopped it ([`record`]: atomic, durable
-//!   writes). On start-up nbidle adopts a notebook whose process still runs
-//!   instead of spawning a second copy, and leaves stopped notebooks stopped.
+//!   writes). On start-up nbidle adopts a notebook's server that still runs
+//!   (the recorded pid, start time and boot id: never another process of the
+//!   notebook) instead of spawning a second copy, and leaves stopped
+//!   notebooks stopped. Start-up kills nothing.
+//! - Every process of a notebook is accounted to it ([`account`]: the
+//!   marker in its environment, or its parent's notebook): its CPU seconds,
+//!   resident memory and count, for the `cpu` guard, and the set a stop ends.
 //! - One nbidle per data dir ([`lock`]).
 //! - Start-up has two parts: [`LocalBackend::open`] takes the lock and reads
 //!   the records (nothing is spawned, adopted or signalled), and
@@ -39,10 +46,14 @@
 //!   the stop's signals, the stops at nbidle's exit.
 //! - `recover.rs`: start-up recovery, from the records and `/proc`.
 //! - `procfs.rs`: what is read in `/proc`, waiting on a pidfd, signals.
+//! - [`account`]: which processes are each notebook's, and what they use.
 //! - [`record`]: the record's atomic, durable writes; [`lock`]: one nbidle
 //!   per data dir; [`reaper`]: one SIGCHLD listener for every child.
 
+mod account;
 mod lock;
+#[cfg(test)]
+mod process_tests;
 mod procfs;
 mod reaper;
 mod record;
@@ -54,6 +65,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,17 +74,23 @@ use tokio::sync::{watch, Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{started_since, Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
+use super::{
+    started_since, Backend, JupyterEndpoint, ProcessReport, ProcessUsage, ScrapeTarget,
+    StopOutcome, StopRequest,
+};
 use crate::config::LocalConfig;
 use crate::error::{Error, Result};
 use crate::notebook::{
     IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE,
 };
+use account::Scanner;
+pub use account::{Accounting, Scan};
 use lock::DataDirLock;
+pub use procfs::MARKER_ENV;
 use procfs::{process_alive, signal_group};
 use reaper::Reaper;
 use record::RecordDir;
-use slot::{live_pid, parse_record, Desired, Persisted, Slot, SlotState};
+use slot::{live_pid, marker, parse_record, Desired, Persisted, Slot, SlotState, StopHandle};
 use supervise::find_program;
 
 /// Readiness probes in flight at once: 10,000 notebooks starting together
@@ -84,6 +102,11 @@ pub(crate) struct LocalBackend {
     idle: IdleBounds,
     grace: Duration,
     stop_on_exit: bool,
+    scanner: Arc<Scanner>,
+    /// Time between the scans that keep the accounting current.
+    scan_interval: Duration,
+    /// Processes found alive after a stop's last SIGKILL, since start.
+    survivors: Arc<AtomicU64>,
     http: reqwest::Client,
     probes: Arc<Semaphore>,
     reaper: Arc<Reaper>,
@@ -194,7 +217,7 @@ impl LocalBackend {
             .map_err(Error::HttpClient)?;
         let mut slots = BTreeMap::new();
         let mut programs = HashMap::new();
-        for spec in &cfg.notebooks {
+        for (index, spec) in cfg.notebooks.iter().enumerate() {
             let id = NotebookId::new(LOCAL_NAMESPACE, &spec.name);
             let file_name = format!("{}.json", spec.name);
             let state_file = state_dir.join(&file_name);
@@ -215,6 +238,7 @@ impl LocalBackend {
                 .clone();
             let slot = Arc::new(Slot::new(
                 id.clone(),
+                index,
                 spec.clone(),
                 program,
                 state_file,
@@ -227,15 +251,24 @@ impl LocalBackend {
                     corrupt,
                     generation: 0,
                     exited: None,
+                    stopping: None,
                 },
             ));
             slots.insert(id, slot);
         }
+        let mut by_index: Vec<&Arc<Slot>> = slots.values().collect();
+        by_index.sort_by_key(|s| s.index);
+        let scanner = Arc::new(Scanner::new(Accounting::new(
+            by_index.into_iter().map(|s| marker(s)),
+        )));
         Ok(Arc::new(LocalBackend {
             slots,
             idle,
             grace: cfg.stop_grace_period.0,
             stop_on_exit: cfg.stop_on_exit,
+            scanner,
+            scan_interval: cfg.process_scan_interval.0,
+            survivors: Arc::new(AtomicU64::new(0)),
             http,
             probes: Arc::new(Semaphore::new(PROBE_CONCURRENCY)),
             reaper,
@@ -288,9 +321,10 @@ impl LocalBackend {
     }
 
     /// Puts a stop that has been persisted into effect: the state says
-    /// stopping (or stopped, with no process left) and the process gets
-    /// SIGTERM. The caller holds the notebook's operation lock.
-    fn stop_persisted(&self, slot: &Arc<Slot>, next: Persisted) -> NotebookState {
+    /// stopping (or stopped, with no process left) and the processes get
+    /// SIGTERM. `others`: processes of the notebook other than a live
+    /// server still run. The caller holds the notebook's operation lock.
+    fn stop_persisted(&self, slot: &Arc<Slot>, next: Persisted, others: bool) -> NotebookState {
         let live = live_pid(&next);
         slot.with(|st| {
             if st.corrupt.take().is_some() {
@@ -317,13 +351,70 @@ impl LocalBackend {
                             rx
                         }
                     };
-                    self.terminate(slot.clone(), pid, exited, st.generation);
+                    st.stopping =
+                        Some(self.terminate(slot.clone(), Some((pid, exited)), st.generation));
+                }
+                None if others => {
+                    st.status = Status::Stopping;
+                    st.stopping = Some(self.terminate(slot.clone(), None, st.generation));
                 }
                 None => st.status = Status::Stopped,
             }
             tracing::info!(notebook = %slot.id, trigger = st.p.stopped_by.as_ref().map(StopCause::trigger), "notebook stopping");
             self.snapshot(slot, st)
         })
+    }
+
+    /// Whether processes of the notebook run, by a fresh scan.
+    async fn has_processes(&self, slot: &Slot) -> bool {
+        let scan = self.scanner.scan_notebook(slot.index).await;
+        scan.usage(slot.index).2 > 0
+    }
+
+    /// A user's stop of a stopped notebook whose processes still run
+    /// (left over by an nbidle that died during a stop, or found at
+    /// start-up and left alone): they are ended now. The caller holds the
+    /// notebook's operation lock.
+    async fn end_leftovers(&self, slot: &Arc<Slot>) {
+        if slot.with(|st| st.stopping.as_ref().is_some_and(StopHandle::running)) {
+            return;
+        }
+        if !self.has_processes(slot).await {
+            return;
+        }
+        tracing::info!(notebook = %slot.id, "stopped notebook's processes still run: ending them");
+        slot.with(|st| {
+            st.generation += 1;
+            st.status = Status::Stopping;
+            st.stopping = Some(self.terminate(slot.clone(), None, st.generation));
+        });
+    }
+
+    /// Waits for a stop in progress to end, after telling it to skip the
+    /// rest of its grace period. The caller holds the operation lock.
+    async fn hurry_stop(&self, slot: &Slot) -> Result<()> {
+        let Some(mut h) = slot.with(|st| st.stopping.clone()) else {
+            return Ok(());
+        };
+        h.hurry.cancel();
+        // The sweep after the SIGKILL takes a few scans; a process that
+        // survives them is logged by the stop, which ends regardless.
+        let bound = Duration::from_secs(30);
+        let ended = tokio::time::timeout(bound, h.done.wait_for(|&d| d))
+            .await
+            .is_ok();
+        match ended {
+            true => Ok(()),
+            false => Err(Error::Backend(format!(
+                "{}: the stop in progress did not end within {bound:?}",
+                slot.id
+            ))),
+        }
+    }
+
+    /// A scan of `/proc` that started after this call, on the blocking pool.
+    pub(super) async fn scan(&self) -> Arc<Scan> {
+        self.scanner.scan().await
     }
 }
 
@@ -347,10 +438,14 @@ impl Backend for LocalBackend {
             (true, StopCause::IdleAlert { .. }) => {
                 return Ok(StopOutcome::NotRunning(self.state_of(slot)))
             }
-            // Someone asked for it: the safe direction, and the way out.
-            (true, StopCause::User) => Self::unrecorded(slot).await,
+            // Someone asked for it: the safe direction, and the way out. No
+            // server is known; the stop ends every process of the notebook.
+            (true, StopCause::User) => Persisted::default(),
         };
         if current.desired == Desired::Stopped {
+            if req.cause == StopCause::User {
+                self.end_leftovers(slot).await;
+            }
             return Ok(StopOutcome::AlreadyStopped(self.state_of(slot)));
         }
         if started_since(current.started_at, req.unless_started_after) {
@@ -363,7 +458,12 @@ impl Backend for LocalBackend {
         // Persist before signalling: if nbidle dies now, the restart finishes
         // the stop instead of resurrecting the notebook.
         self.persist(slot, &next).await?;
-        Ok(StopOutcome::Stopped(self.stop_persisted(slot, next)))
+        // Without a live server, only a scan tells whether anything is left
+        // to end (a job of a notebook whose server died).
+        let others = live_pid(&next).is_none() && self.has_processes(slot).await;
+        Ok(StopOutcome::Stopped(
+            self.stop_persisted(slot, next, others),
+        ))
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
@@ -385,8 +485,10 @@ impl Backend for LocalBackend {
         {
             return Ok(self.state_of(slot));
         }
-        // A stop may still be in progress; the old process must be gone
-        // before the new one binds the same port.
+        // A stop may still be in progress; the old processes must be gone
+        // before the new server binds the same port, and the stop's last
+        // sweep must not reach the new life's processes.
+        self.hurry_stop(slot).await?;
         if let Some(pid) = live_pid(&recorded) {
             signal_group(pid, libc::SIGKILL);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -409,6 +511,38 @@ impl Backend for LocalBackend {
             return Err(e);
         }
         Ok(self.state_of(slot))
+    }
+
+    fn processes(&self) -> Option<ProcessReport> {
+        let scan = self.scanner.last();
+        // Nothing before the first scan: a counter published as 0 and then
+        // at its value would look like a burst of CPU.
+        let notebooks = if !scan.scanned() {
+            Vec::new()
+        } else {
+            // A stopped notebook's series only while something of it runs:
+            // 10,000 stopped notebooks cost no series.
+            self.slots
+                .values()
+                .filter_map(|slot| {
+                    let (cpu_seconds, resident_bytes, processes) = scan.usage(slot.index);
+                    let stopped = slot.with(|st| st.status == Status::Stopped);
+                    (!stopped || processes > 0).then(|| ProcessUsage {
+                        id: slot.id.clone(),
+                        cpu_seconds,
+                        resident_bytes,
+                        processes,
+                    })
+                })
+                .collect()
+        };
+        let (full_scan, processes_read) = self.scanner.last_full();
+        Some(ProcessReport {
+            notebooks,
+            stop_survivors: self.survivors.load(Ordering::Relaxed),
+            scan_seconds: full_scan.as_secs_f64(),
+            processes_read,
+        })
     }
 
     async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>> {

@@ -1,14 +1,22 @@
 //! Start-up recovery: each notebook brought to its desired state from its
 //! record and the processes found in `/proc`.
+//!
+//! Only the server nbidle recorded (its pid, start time and boot id) is
+//! adopted: another process carrying the notebook's marker is a user's job
+//! (a `nohup`'ed training run whose server died while nbidle was down) and
+//! is neither adopted as the server nor killed. It stays accounted to the
+//! notebook, so its CPU counts and the notebook's next stop ends it.
+//! Recovery kills nothing but the server of a stop that nbidle did not get
+//! to finish (and, as that stop, every process of the notebook).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
-use super::procfs::{boot_id, marked_processes};
-use super::slot::{corrupt_message, live_pid, marker, Desired, Persisted, Slot, SlotState};
+use super::account::{Scan, Scanner};
+use super::slot::{corrupt_message, live_pid, Desired, Slot, SlotState};
 use super::LocalBackend;
 use crate::notebook::Status;
 
@@ -21,10 +29,11 @@ pub(super) const RECOVERY_CONCURRENCY: usize = 64;
 /// What start-up recovery does with one notebook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Plan {
-    /// Its process runs: watch it.
+    /// Its recorded server runs: watch it.
     Adopt(i32),
     Spawn,
-    /// Stopped, but its process still runs: nbidle died during the stop.
+    /// Stopped, but its recorded server still runs: nbidle died during the
+    /// stop.
     FinishStop(i32),
     Stopped,
     /// Its record cannot be read: leave it alone.
@@ -32,20 +41,18 @@ pub(super) enum Plan {
 }
 
 impl LocalBackend {
-    /// Brings every notebook to its desired state: adopts live processes,
-    /// spawns the missing ones, finishes interrupted stops, leaves stopped
-    /// ones. Run once, after [`open`](Self::open).
+    /// Brings every notebook to its desired state: adopts recorded servers
+    /// that still run, spawns the missing ones, finishes interrupted stops,
+    /// leaves stopped ones; then keeps the process accounting current. Run
+    /// once, after [`open`](Self::open).
     pub(crate) async fn recover(self: Arc<Self>) {
         let _running = self.recovery.lock().await;
         let started = Instant::now();
         // One pass over /proc for all notebooks, before any is spawned.
-        let marked = tokio::task::spawn_blocking(marked_processes)
-            .await
-            .unwrap_or_default();
+        let marked = self.scan().await;
         // Spawns first, then the rest: an adopted process is watched
         // through a pidfd, and every descriptor open in nbidle costs every
         // later spawn a close at exec.
-        let marked = Arc::new(marked);
         let slots: Vec<Arc<Slot>> = self.slots.values().cloned().collect();
         let rest: Vec<(Arc<Slot>, Plan)> = stream::iter(slots)
             .map(|slot| {
@@ -84,36 +91,46 @@ impl LocalBackend {
             "local notebooks recovered"
         );
         self.recovered.send_replace(true);
+        self.keep_accounts();
     }
 
-    /// What recovery does with a notebook. Records a process found by its
-    /// marker (spawned by an nbidle that died before recording it).
-    pub(super) fn plan(
-        slot: &Slot,
-        st: &mut SlotState,
-        marked: &HashMap<String, (i32, u64)>,
-    ) -> Plan {
+    /// Scans `/proc` every `process_scan_interval` from now on, so each
+    /// notebook's usage stays current between stops.
+    fn keep_accounts(&self) {
+        let (scanner, every) = (self.scanner.clone(), self.scan_interval);
+        self.tasks.supervise(periodic_scans(scanner, every));
+    }
+
+    /// What recovery does with a notebook, from its record and the
+    /// processes of it that `marked` found.
+    pub(super) fn plan(slot: &Slot, st: &mut SlotState, marked: &Scan) -> Plan {
+        let others: Vec<i32> = marked
+            .members(slot.index)
+            .iter()
+            .map(|&(pid, _)| pid)
+            .collect();
         if let Some(reason) = &st.corrupt {
-            let running = marked.get(&marker(slot)).map(|&(pid, _)| pid);
-            st.message = Some(corrupt_message(slot, reason, running));
+            st.message = Some(corrupt_message(slot, reason, &others));
             return Plan::Corrupt;
         }
-        let mut live = live_pid(&st.p);
-        if live.is_none() {
-            if let Some(&(pid, ticks)) = marked.get(&marker(slot)) {
-                tracing::info!(notebook = %slot.id, pid, "found an unrecorded notebook process");
-                st.p.pid = Some(pid);
-                st.p.pid_start_ticks = Some(ticks);
-                st.p.boot_id = boot_id();
-                live = Some(pid);
-            }
-        }
-        match (st.p.desired, live) {
+        let live = live_pid(&st.p);
+        let plan = match (st.p.desired, live) {
             (Desired::Running, Some(pid)) => Plan::Adopt(pid),
             (Desired::Running, None) => Plan::Spawn,
             (Desired::Stopped, Some(pid)) => Plan::FinishStop(pid),
             (Desired::Stopped, None) => Plan::Stopped,
+        };
+        let left_alone = match plan {
+            Plan::Spawn => "they are not adopted as its server and stay accounted to it",
+            Plan::Stopped => {
+                "they are left alone; a stop through the API ends them (or a start and a stop)"
+            }
+            _ => return plan,
+        };
+        if !others.is_empty() {
+            tracing::warn!(notebook = %slot.id, pids = ?others, "processes of the notebook run without its server: {left_alone}");
         }
+        plan
     }
 
     /// The caller holds the notebook's operation lock.
@@ -150,26 +167,23 @@ impl LocalBackend {
                 let exited =
                     self.watch_adopted(slot.clone(), pid, st.p.pid_start_ticks, st.generation);
                 st.exited = Some(exited.clone());
-                self.terminate(slot.clone(), pid, exited, st.generation);
+                st.stopping =
+                    Some(self.terminate(slot.clone(), Some((pid, exited)), st.generation));
             }
             Plan::Stopped => st.status = Status::Stopped,
             Plan::Spawn | Plan::Corrupt => {}
         }
     }
+}
 
-    /// What a stop starts from for a notebook whose record is corrupt: no
-    /// record, and the process of this notebook found by its marker, if any.
-    pub(super) async fn unrecorded(slot: &Slot) -> Persisted {
-        let m = marker(slot);
-        let found = tokio::task::spawn_blocking(move || marked_processes().remove(&m))
-            .await
-            .ok()
-            .flatten();
-        Persisted {
-            pid: found.map(|(pid, _)| pid),
-            pid_start_ticks: found.map(|(_, ticks)| ticks),
-            boot_id: found.and_then(|_| boot_id()),
-            ..Persisted::default()
-        }
+/// A scan every `every`, until the backend's supervision is retired.
+async fn periodic_scans(scanner: Arc<Scanner>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once; recovery has just scanned.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        scanner.scan().await;
     }
 }

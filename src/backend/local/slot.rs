@@ -20,6 +20,7 @@ use std::sync::PoisonError;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
 
 use super::procfs::{boot_id, process_alive};
 use crate::config::LocalNotebook;
@@ -83,10 +84,32 @@ pub(super) struct SlotState {
     /// Turns true when the current process has exited; set by its watcher,
     /// so a stop waits on an event instead of polling /proc.
     pub(super) exited: Option<watch::Receiver<bool>>,
+    /// The stop in progress, if any: a start hurries it and waits for it to
+    /// end, so nothing of the stop reaches the new life's processes.
+    pub(super) stopping: Option<StopHandle>,
+}
+
+/// A stop in progress, from its SIGTERM to the scan after its SIGKILL.
+#[derive(Debug, Clone)]
+pub(super) struct StopHandle {
+    /// Cancelled to skip the rest of the grace period.
+    pub(super) hurry: CancellationToken,
+    /// Turns true when the stop has ended every process it could.
+    pub(super) done: watch::Receiver<bool>,
+}
+
+impl StopHandle {
+    /// Whether the stop is still under way.
+    pub(super) fn running(&self) -> bool {
+        !*self.done.borrow()
+    }
 }
 
 pub(super) struct Slot {
     pub(super) id: NotebookId,
+    /// Its place among the backend's notebooks, and in the process
+    /// accounting's tallies.
+    pub(super) index: usize,
     pub(super) spec: LocalNotebook,
     /// `spec.command[0]`, found on PATH once at open when it is a bare name.
     pub(super) program: PathBuf,
@@ -100,8 +123,10 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    #[allow(clippy::too_many_arguments)] // one per field; each caller names them
     pub(super) fn new(
         id: NotebookId,
+        index: usize,
         spec: LocalNotebook,
         program: PathBuf,
         state_file: PathBuf,
@@ -111,6 +136,7 @@ impl Slot {
     ) -> Self {
         Slot {
             id,
+            index,
             spec,
             program,
             state_file,
@@ -149,10 +175,20 @@ pub(super) fn live_pid(p: &Persisted) -> Option<i32> {
 
 /// The `message` of a notebook whose record cannot be read: what happened,
 /// what nbidle did (nothing), and what each way out does.
-pub(super) fn corrupt_message(slot: &Slot, reason: &str, running: Option<i32>) -> String {
+pub(super) fn corrupt_message(slot: &Slot, reason: &str, running: &[i32]) -> String {
+    let list = |pids: &[i32]| {
+        pids.iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let process = match running {
-        Some(pid) => format!(" Its process {pid} still runs and is left alone."),
-        None => String::new(),
+        [] => String::new(),
+        [pid] => format!(" Its process {pid} still runs and is left alone."),
+        many => format!(
+            " Its processes {} still run and are left alone.",
+            list(many)
+        ),
     };
     format!(
         "state file {record} in the data dir is corrupt ({reason}), so nbidle neither started nor \

@@ -1,18 +1,24 @@
-//! Supervision of notebook processes: the spawn, a watcher per process (our
+//! Supervision of notebook processes: the spawn, a watcher per server (our
 //! child through the reaper, an adopted one through a pidfd), the readiness
-//! probe, the stop's SIGTERM and SIGKILL after the grace period, and the
-//! stops at nbidle's exit.
+//! probe, a stop's end of every process of the notebook (SIGTERM, SIGKILL
+//! after the grace period, a scan that confirms), and the stops at nbidle's
+//! exit.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use super::procfs::{boot_id, gone, proc_start_ticks, signal_group, MARKER_ENV};
-use super::slot::{live_pid, marker, Desired, Slot};
+use super::account::Scanner;
+use super::procfs::{
+    boot_id, gone, proc_start_ticks, same_process_runs, signal_group, signal_process, MARKER_ENV,
+};
+use super::slot::{live_pid, marker, Desired, Slot, StopHandle};
 use super::LocalBackend;
 use crate::error::{Error, Result};
 use crate::notebook::{Status, Timestamp};
@@ -38,11 +44,10 @@ impl LocalBackend {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            // Its own process group: a stop signals the server and whatever
-            // else runs in its group, and a Ctrl-C aimed at nbidle does not
-            // reach it. (Jupyter starts kernels in sessions of their own; it
-            // shuts them down on SIGTERM, and ipykernel exits when its parent
-            // dies, so SIGKILL after the grace period leaves none behind.)
+            // Its own process group, so a Ctrl-C aimed at nbidle does not
+            // reach it. Jupyter starts kernels and terminals in sessions of
+            // their own, and a job started there may leave them too: a stop
+            // ends the group and every process the accounting finds.
             .process_group(0);
         let (pid, exit) = self.reaper.spawn(&mut cmd).map_err(|e| {
             Error::backend_io(format!("starting {}: {:?}", slot.id, spec.command[0]), e)
@@ -174,78 +179,233 @@ impl LocalBackend {
         });
     }
 
-    /// SIGTERM now, SIGKILL after the grace period if the process is still there.
+    /// Ends every process of the notebook: SIGTERM now to the server's
+    /// group (`server`: its pid and exit), then in a task tracked as a stop
+    /// ([`end_all`]), and records the end under `generation`. Returns the
+    /// handle a start uses to hurry the stop and wait for it.
     pub(super) fn terminate(
         &self,
         slot: Arc<Slot>,
-        pid: i32,
-        mut exited: watch::Receiver<bool>,
+        server: Option<(i32, watch::Receiver<bool>)>,
         generation: u64,
-    ) {
-        signal_group(pid, libc::SIGTERM);
-        let grace = self.grace;
+    ) -> StopHandle {
+        if let Some((pid, _)) = &server {
+            signal_group(*pid, libc::SIGTERM);
+        }
+        let hurry = CancellationToken::new();
+        let (done_tx, done) = watch::channel(false);
+        let handle = StopHandle {
+            hurry: hurry.clone(),
+            done,
+        };
+        let ender = self.ender();
+        let deadline = tokio::time::Instant::now() + self.grace;
         self.tasks.stops.spawn(async move {
-            let in_time = tokio::time::timeout(grace, exited.wait_for(|&e| e))
-                .await
-                .is_ok();
-            if !in_time {
-                tracing::warn!(notebook = %slot.id, pid, "still running after grace period, sending SIGKILL");
-            }
-            // Also when the leader exited in time: kernels it left behind in
-            // the group die with it.
-            signal_group(pid, libc::SIGKILL);
-            if !in_time {
-                let _ = exited.wait_for(|&e| e).await;
-            }
+            ender.end_all(&slot, server, deadline, &hurry).await;
             Self::exited(&slot, generation, "stopped".into());
+            let _ = done_tx.send(true);
         });
+        handle
     }
 
-    /// Stops every live process at nbidle's exit (`stop_on_exit`). These are
-    /// nbidle's own stops: their watchers are retired first so none reports
-    /// its process as ended unexpectedly, and the records keep saying
-    /// "running", so the next start-up starts them again.
+    /// What ending a notebook's processes needs, apart from the backend.
+    pub(super) fn ender(&self) -> Ender {
+        Ender {
+            scanner: self.scanner.clone(),
+            survivors: self.survivors.clone(),
+        }
+    }
+
+    /// Stops every notebook at nbidle's exit (`stop_on_exit`): its server
+    /// and every other process of it, as a stop does. These are nbidle's own
+    /// stops: their watchers are retired first so none reports its process
+    /// as ended unexpectedly, and the records keep saying "running", so the
+    /// next start-up starts them again.
     pub(super) async fn stop_all_at_exit(&self) {
-        let mut stopping = Vec::new();
+        let mut ending = Vec::new();
         for slot in self.slots.values() {
             // After any operation in progress, so none spawns after this.
             let _op = slot.operation().await;
-            let recorded = slot.with(|st| st.p.clone());
-            let Some(pid) = live_pid(&recorded) else {
-                continue;
-            };
-            let exited = slot.with(|st| {
-                st.generation += 1;
-                st.status = Status::Stopping;
-                st.message = None;
-                st.exited.clone()
+            let (recorded, in_progress, corrupt) = slot.with(|st| {
+                let in_progress = st.stopping.as_ref().is_some_and(StopHandle::running);
+                (st.p.clone(), in_progress, st.corrupt.is_some())
             });
-            signal_group(pid, libc::SIGTERM);
-            stopping.push((slot.clone(), pid, recorded.pid_start_ticks, exited));
+            // A stop in progress ends its processes itself (shutdown waits
+            // for it); a notebook whose record is unreadable is left alone.
+            if in_progress || corrupt {
+                continue;
+            }
+            // Every other notebook: a server that died may have left jobs.
+            let server = live_pid(&recorded).map(|pid| {
+                let exited = slot.with(|st| {
+                    st.generation += 1;
+                    st.status = Status::Stopping;
+                    st.message = None;
+                    st.exited.clone()
+                });
+                signal_group(pid, libc::SIGTERM);
+                let exited = exited.unwrap_or_else(|| {
+                    self.watch_adopted(slot.clone(), pid, recorded.pid_start_ticks, 0)
+                });
+                (pid, exited)
+            });
+            ending.push((slot.clone(), server));
         }
         let deadline = tokio::time::Instant::now() + self.grace;
-        let mut killed = 0;
-        for (slot, pid, ticks, exited) in &stopping {
-            let in_time = match exited.clone() {
-                Some(mut rx) => matches!(
-                    tokio::time::timeout_at(deadline, rx.wait_for(|&e| e)).await,
-                    Ok(Ok(_))
-                ),
-                None => tokio::time::timeout_at(deadline, gone(*pid, *ticks))
-                    .await
-                    .is_ok(),
-            };
-            if !in_time {
-                killed += 1;
+        let ender = self.ender();
+        let never = CancellationToken::new();
+        let ends = ending.iter().map(|(slot, server)| {
+            let (ender, never) = (&ender, &never);
+            async move {
+                let outcome = ender.end_all(slot, server.clone(), deadline, never).await;
+                if server.is_some() {
+                    slot.with(|st| st.status = Status::Stopped);
+                }
+                (server.is_some() || outcome.found > 0, outcome)
             }
-            signal_group(*pid, libc::SIGKILL);
-            slot.with(|st| st.status = Status::Stopped);
-        }
+        });
+        let outcomes = futures_util::future::join_all(ends).await;
+        let stopped = outcomes.iter().filter(|(any, _)| *any).count();
+        let killed = outcomes.iter().filter(|(_, o)| !o.in_time).count();
+        let survivors: usize = outcomes.iter().map(|(_, o)| o.survivors).sum();
         tracing::info!(
-            notebooks = stopping.len(),
+            notebooks = stopped,
             killed_after_grace = killed,
+            survivors,
             "notebooks stopped at shutdown (stop_on_exit)"
         );
+    }
+}
+
+/// How a notebook's processes ended.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ended {
+    /// Processes of the notebook found and signalled (its server among
+    /// them, when it has one).
+    pub(super) found: usize,
+    /// Everything exited within the grace period (after SIGTERM).
+    pub(super) in_time: bool,
+    /// Processes still there after the last SIGKILL.
+    pub(super) survivors: usize,
+}
+
+/// Ends a notebook's processes: the accounting that finds them, and the
+/// count of those that survive.
+#[derive(Clone)]
+pub(super) struct Ender {
+    scanner: Arc<Scanner>,
+    survivors: Arc<AtomicU64>,
+}
+
+/// SIGKILL rounds after the grace period: a process that forks while it
+/// is being killed leaves children the next round's scan finds.
+const KILL_ROUNDS: usize = 3;
+/// How long a round waits for its SIGKILLed processes to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+/// Pause between checks whether processes are gone.
+const GONE_POLL: Duration = Duration::from_millis(20);
+
+impl Ender {
+    /// The notebook's live processes, by a scan that started after this
+    /// call.
+    async fn scan(&self, index: usize) -> Vec<(i32, u64)> {
+        self.scanner.scan_notebook(index).await.members(index)
+    }
+
+    /// SIGTERM to every process of the notebook the last scan knew (its
+    /// server's group has had it already); once the server has exited, a
+    /// fresh scan finds what is left, which gets SIGTERM too and the rest of
+    /// the grace period. At `deadline`, or when hurried: SIGKILL to the
+    /// server's group and to every process a fresh scan still finds, for a
+    /// few rounds; a scan confirms that nothing is left, and what is (a
+    /// process stuck in the kernel) is logged and counted. When nothing is
+    /// left once the server has gone, that first scan is the confirmation:
+    /// most stops cost one scan.
+    pub(super) async fn end_all(
+        &self,
+        slot: &Slot,
+        server: Option<(i32, watch::Receiver<bool>)>,
+        deadline: tokio::time::Instant,
+        hurry: &CancellationToken,
+    ) -> Ended {
+        let known = self.scanner.last().members(slot.index);
+        for &(pid, start) in &known {
+            signal_process(pid, start, libc::SIGTERM);
+        }
+        let mut exited = server.as_ref().map(|(_, rx)| rx.clone());
+        let server_gone = async {
+            if let Some(rx) = exited.as_mut() {
+                let _ = rx.wait_for(|&e| e).await;
+            }
+        };
+        let mut in_time = tokio::select! {
+            () = server_gone => true,
+            () = tokio::time::sleep_until(deadline) => false,
+            () = hurry.cancelled() => false,
+        };
+        let mut left = self.scan(slot.index).await;
+        let mut found = known.len();
+        if in_time && !left.is_empty() {
+            found += left.iter().filter(|p| !known.contains(p)).count();
+            for p in left.iter().filter(|p| !known.contains(p)) {
+                signal_process(p.0, p.1, libc::SIGTERM);
+            }
+            let rest = &left;
+            let all_gone = async {
+                while rest
+                    .iter()
+                    .any(|&(pid, start)| same_process_runs(pid, start))
+                {
+                    tokio::time::sleep(GONE_POLL * 5).await;
+                }
+            };
+            in_time = tokio::select! {
+                () = all_gone => true,
+                () = tokio::time::sleep_until(deadline) => false,
+                () = hurry.cancelled() => false,
+            };
+            left = self.scan(slot.index).await;
+        }
+        if !in_time {
+            tracing::warn!(notebook = %slot.id, processes = left.len(), "still running after grace period, sending SIGKILL");
+        }
+        if let Some((pid, _)) = &server {
+            // Also when everything exited in time: anything left in the
+            // server's group goes with it.
+            signal_group(*pid, libc::SIGKILL);
+        }
+        for _ in 0..KILL_ROUNDS {
+            if left.is_empty() {
+                break;
+            }
+            for &(pid, start) in &left {
+                signal_process(pid, start, libc::SIGKILL);
+            }
+            let until = tokio::time::Instant::now() + KILL_WAIT;
+            while tokio::time::Instant::now() < until
+                && left
+                    .iter()
+                    .any(|&(pid, start)| same_process_runs(pid, start))
+            {
+                tokio::time::sleep(GONE_POLL).await;
+            }
+            left = self.scan(slot.index).await;
+        }
+        if !left.is_empty() {
+            self.survivors
+                .fetch_add(left.len() as u64, Ordering::Relaxed);
+            let pids: Vec<i32> = left.iter().map(|&(pid, _)| pid).collect();
+            tracing::warn!(notebook = %slot.id, ?pids, "processes of the notebook survived its stop");
+        }
+        if let (Some(rx), false) = (exited.as_mut(), in_time) {
+            // Reaped by the reaper (or seen gone) soon after the SIGKILL.
+            let _ = tokio::time::timeout(KILL_WAIT * 5, rx.wait_for(|&e| e)).await;
+        }
+        Ended {
+            found,
+            in_time,
+            survivors: left.len(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::procfs::{gone, proc_start_ticks, process_alive, signal_group, MARKER_ENV};
+use super::procfs::{gone, proc_start_ticks, process_alive, signal_group};
 use super::slot::{parse_record, Desired, Persisted};
 use super::supervise::find_program;
 use super::{Backend, DataDirLock, LocalBackend};
@@ -15,10 +15,11 @@ use crate::notebook::{
     IdleBounds, NotebookId, NotebookState, Status, StopCause, Timestamp, LOCAL_NAMESPACE,
 };
 
-fn cfg(dir: &Path, names: &[&str]) -> LocalConfig {
+pub(super) fn cfg(dir: &Path, names: &[&str]) -> LocalConfig {
     LocalConfig {
         stop_grace_period: HumanDuration(Duration::from_secs(2)),
         stop_on_exit: true,
+        process_scan_interval: HumanDuration(Duration::from_secs(1)),
         notebooks: names
             .iter()
             .map(|n| LocalNotebook {
@@ -36,7 +37,7 @@ fn cfg(dir: &Path, names: &[&str]) -> LocalConfig {
     }
 }
 
-async fn user_stop(b: &LocalBackend, id: &NotebookId) -> StopOutcome {
+pub(super) async fn user_stop(b: &LocalBackend, id: &NotebookId) -> StopOutcome {
     let req = StopRequest {
         cause: StopCause::User,
         unless_started_after: None,
@@ -44,7 +45,7 @@ async fn user_stop(b: &LocalBackend, id: &NotebookId) -> StopOutcome {
     b.stop(id, req).await.unwrap()
 }
 
-fn bounds() -> IdleBounds {
+pub(super) fn bounds() -> IdleBounds {
     IdleBounds {
         default: Duration::from_secs(1800),
         min: None,
@@ -53,51 +54,23 @@ fn bounds() -> IdleBounds {
 }
 
 /// A backend over `c` with its data dir in `dir`, recovered.
-async fn backend(dir: &Path, c: &LocalConfig) -> Arc<LocalBackend> {
+pub(super) async fn backend(dir: &Path, c: &LocalConfig) -> Arc<LocalBackend> {
     LocalBackend::new(c, &dir.join("data"), bounds())
         .await
         .unwrap()
 }
 
-fn local(name: &str) -> NotebookId {
+pub(super) fn local(name: &str) -> NotebookId {
     NotebookId::new(LOCAL_NAMESPACE, name)
 }
 
 /// A command that cannot be spawned.
 const MISSING: &str = "/nonexistent/jupyter";
 
-fn pid_and_ticks(b: &LocalBackend, id: &NotebookId) -> (i32, Option<u64>) {
+pub(super) fn pid_and_ticks(b: &LocalBackend, id: &NotebookId) -> (i32, Option<u64>) {
     b.slot(id)
         .unwrap()
         .with(|st| (st.p.pid.unwrap(), st.p.pid_start_ticks))
-}
-
-#[tokio::test]
-async fn a_process_spawned_but_never_recorded_is_adopted_not_doubled() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(data.join("notebooks")).unwrap();
-    // As if nbidle died right after spawning: a marked process, no state.
-    let marker = data.join("notebooks").join("a.json").display().to_string();
-    let mut orphan = std::process::Command::new("sleep");
-    std::os::unix::process::CommandExt::process_group(
-        orphan.arg("300").env(MARKER_ENV, &marker),
-        0,
-    );
-    let mut orphan = orphan.spawn().unwrap();
-    let b = backend(dir.path(), &cfg(dir.path(), &["a"])).await;
-    let id = local("a");
-    let (pid, _) = pid_and_ticks(&b, &id);
-    assert_eq!(
-        pid,
-        orphan.id() as i32,
-        "adopted the orphan instead of spawning"
-    );
-    user_stop(&b, &id).await;
-    assert!(
-        orphan.wait().unwrap().code().is_none(),
-        "stopped by a signal"
-    );
 }
 
 #[tokio::test]
@@ -137,7 +110,7 @@ async fn a_notebook_that_cannot_start_is_failed_and_the_others_run() {
     b.shutdown().await;
 }
 
-async fn wait_status(b: &LocalBackend, id: &NotebookId, want: Status) -> NotebookState {
+pub(super) async fn wait_status(b: &LocalBackend, id: &NotebookId, want: Status) -> NotebookState {
     for _ in 0..100 {
         let s = b.get(id).await.unwrap();
         if s.status == want {
