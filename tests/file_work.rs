@@ -294,3 +294,43 @@ async fn autosave_only_file_editing_is_kept_and_a_reading_tab_is_not() {
     );
     eprintln!("logged: {}", lines[0]);
 }
+
+/// `nbidle check` (and `serve`'s log) warn about an idle time below
+/// JupyterLab's autosave interval, naming its key; the config still passes.
+#[test]
+fn check_warns_when_an_idle_time_is_below_the_autosave_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |idle_after: &'static str| {
+        let yaml = Nbidle::config_yaml(
+            9,
+            dir.path(),
+            &[sleeper("nb")],
+            &NbidleOptions {
+                idle_after,
+                ..Default::default()
+            },
+        );
+        let config = dir.path().join("nbidle.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_nbidle"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{idle_after}: {err}");
+        err
+    };
+    let err = check("90s");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with(
+            "warning: autostop.idle_after: 1m30s is shorter than JupyterLab's autosave interval (120s by default)"
+        ),
+        "{err}"
+    );
+    eprintln!("{}", warnings[0]);
+    assert!(!check("2m").contains("warning"), "2m is not shorter");
+}
