@@ -95,9 +95,9 @@ fn labels(name: &str) -> String {
 fn last_save(log: &Path) -> f64 {
     let text = std::fs::read_to_string(log).unwrap();
     text.lines()
+        .rev()
         .filter(|l| l.contains("(PUT 200)") || l.contains("(PUT 201)"))
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .last()
+        .find_map(|l| l.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no save in {}:\n{text}", log.display()))
 }
 

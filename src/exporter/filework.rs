@@ -140,7 +140,7 @@ pub(crate) fn note(
 }
 
 impl Exporter {
-    /// The server's file work; called after the probe's other requests were
+    /// The server's file work; read after the probe's other requests were
     /// answered, so a server that records requests has some to show.
     pub(crate) async fn file_work(&self, ep: &JupyterEndpoint) -> FileWork {
         let read = async {
@@ -191,7 +191,7 @@ pub(crate) struct Tally {
 
 impl Tally {
     pub(crate) fn feed(&mut self, mut chunk: &[u8]) {
-        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
             let (head, rest) = (&chunk[..i], &chunk[i + 1..]);
             if self.line.is_empty() && !self.overlong {
                 // A whole line in this chunk: read in place.

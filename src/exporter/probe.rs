@@ -128,9 +128,11 @@ impl Exporter {
     }
 
     /// Kernels and terminals together; then the server's file work with
-    /// its start (once a life), so a probe holds at most two connections and
-    /// the server has recorded the probe's first requests when `/metrics`
-    /// is read. File work that cannot be read does not fail the probe.
+    /// its start (once a life). A probe holds at most two connections, so
+    /// a notebook's idle keep-alive pair serves every probe; and the server
+    /// has answered the probe's first requests when `/metrics` is read, so
+    /// a server that records requests has some to show. File work that
+    /// cannot be read does not fail the probe.
     async fn fetch(
         &self,
         ep: &JupyterEndpoint,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use warp::Filter;
 
 use super::exposition::render;
+use super::filework::{self, FileWork};
 use super::*;
 use crate::backend::memory::MemoryBackend;
 use crate::notebook::Status;
@@ -456,4 +457,22 @@ async fn unreadable_file_work_is_unseen_and_the_probe_still_succeeds() {
     assert!(e
         .render()
         .contains("nbidle_exporter_probe_failures_total{reason=\"too_large\"} 0\n"));
+}
+
+#[tokio::test]
+async fn a_server_recording_no_requests_is_unseen_from_its_first_probe() {
+    let jupyter = Jupyter::start("[]", START, true).await;
+    jupyter.answer_metrics("# TYPE http_request_duration_seconds histogram\n");
+    let e = jupyter.exporter(ExporterConfig::default());
+    // /metrics is read after the probe's kernels and terminals were
+    // answered: a server that records requests shows those.
+    for _ in 0..2 {
+        e.round().await;
+        let p = e.facts(&id()).unwrap().probe.unwrap();
+        assert!(p.ok, "{:?}", p.failure);
+        assert_eq!(
+            p.file_work,
+            Some(FileWork::Unseen(filework::Unseen::NotRecorded))
+        );
+    }
 }
