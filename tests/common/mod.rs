@@ -8,6 +8,7 @@
 //! The benchmarks include this module too (`#[path = "../tests/common/mod.rs"]`).
 
 mod alertmanager;
+mod browser;
 mod jupyter;
 mod payload;
 mod proc;
@@ -29,4 +30,4 @@ pub mod kubectl;
     unused_imports,
     reason = "each binary uses some of these; a glob none of whose items it uses is reported"
 )]
-pub use {alertmanager::*, jupyter::*, payload::*, proc::*, prometheus::*, serve::*};
+pub use {alertmanager::*, browser::*, jupyter::*, payload::*, proc::*, prometheus::*, serve::*};
