@@ -1,9 +1,11 @@
 //! `make bench` (exporter part):
 //!
 //! 1. probe rounds of nbidle's Jupyter activity exporter over 1,000 and
-//!    10,000 simulated Jupyter servers answering after 20 ms: time per round,
-//!    CPU time and peak RSS of this process (the exporter, not the servers,
-//!    which run in a child process);
+//!    10,000 simulated Jupyter servers answering after 20 ms (kernels,
+//!    terminals, and a `/metrics` of a fresh jupyter_server 2.x, about
+//!    50 KB, with contents writes): time per round, CPU time and peak RSS of
+//!    this process (the exporter, not the servers, which run in a child
+//!    process);
 //! 2. the cost of the generated rules in a real Prometheus scraping 10,000
 //!    notebooks' exporter series: `prometheus_rule_group_last_duration_seconds`.
 
@@ -108,9 +110,96 @@ async fn simulate(port: u16) {
         tokio::time::sleep(LATENCY).await;
         Ok::<_, std::convert::Infallible>(r#"{"started":"2026-01-01T08:00:00.000000Z","last_activity":"2026-01-01T08:00:00.000000Z","connections":0,"kernels":1}"#)
     });
-    warp::serve(kernels.or(terminals).or(status))
+    let body = Arc::new(ExpositionParts::new());
+    let metrics =
+        warp::path!(String / String / "metrics").and_then(move |_: String, name: String| {
+            let body = body.clone();
+            async move {
+                tokio::time::sleep(LATENCY).await;
+                // Nine in ten save all the time; every tenth never saved (a
+                // count seen first in a life is activity when it is not zero).
+                let idle = name
+                    .trim_start_matches("nb-")
+                    .parse::<usize>()
+                    .is_ok_and(|i| i % 10 == 0);
+                let writes = if idle {
+                    0
+                } else {
+                    Timestamp::now().0.unix_timestamp() as u64
+                };
+                Ok::<_, std::convert::Infallible>(body.with_writes(writes))
+            }
+        });
+    warp::serve(kernels.or(terminals).or(status).or(metrics))
         .run(([127, 0, 0, 1], port))
         .await;
+}
+
+/// A fresh jupyter_server 2.x's `/metrics` as measured (about 50 KB): the
+/// process and Python families and 17 request histograms of 18 lines each,
+/// one of them the contents PUTs whose count is filled in.
+struct ExpositionParts {
+    before: String,
+    after: String,
+}
+
+impl ExpositionParts {
+    const PUT: &str = "handler=\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"PUT\",status_code=\"200\"";
+
+    fn new() -> Self {
+        let mut before = String::new();
+        for (name, kind, v) in [
+            ("python_gc_objects_collected_total", "counter", "1523.0"),
+            ("python_gc_collections_total", "counter", "211.0"),
+            ("process_virtual_memory_bytes", "gauge", "2.5e+08"),
+            ("process_resident_memory_bytes", "gauge", "8.1e+07"),
+            ("process_start_time_seconds", "gauge", "1.76e+09"),
+            ("process_cpu_seconds_total", "counter", "2.04"),
+            ("process_open_fds", "gauge", "13.0"),
+        ] {
+            before += &format!("# HELP {name} {name}\n# TYPE {name} {kind}\n{name} {v}\n");
+        }
+        before += "# HELP http_request_duration_seconds duration in seconds for all HTTP requests\n# TYPE http_request_duration_seconds histogram\n";
+        let series: Vec<String> = (0..16)
+            .map(|i| format!("handler=\"jupyter_server.services.handler{i}.handlers.SomeHandler\",method=\"GET\",status_code=\"200\""))
+            .chain([Self::PUT.to_string()])
+            .collect();
+        let les = [
+            "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0", "2.5",
+            "5.0", "7.5", "10.0", "+Inf",
+        ];
+        let mut after = String::new();
+        for (i, labels) in series.iter().enumerate() {
+            let out = if i == series.len() - 1 {
+                &mut after
+            } else {
+                &mut before
+            };
+            for le in les {
+                *out +=
+                    &format!("http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} 12.0\n");
+            }
+            if i < series.len() - 1 {
+                *out += &format!("http_request_duration_seconds_count{{{labels}}} 12.0\n");
+            }
+            *out += &format!("http_request_duration_seconds_sum{{{labels}}} 0.0123\n");
+        }
+        after += "# HELP http_request_duration_seconds_created duration in seconds for all HTTP requests\n# TYPE http_request_duration_seconds_created gauge\n";
+        for labels in &series {
+            after += &format!("http_request_duration_seconds_created{{{labels}}} 1.7645e+09\n");
+        }
+        after += "# HELP kernel_currently_running_total kernels\n# TYPE kernel_currently_running_total gauge\nkernel_currently_running_total{type=\"python3\"} 1.0\n";
+        ExpositionParts { before, after }
+    }
+
+    fn with_writes(&self, n: u64) -> String {
+        format!(
+            "{}http_request_duration_seconds_count{{{}}} {n}.0\n{}",
+            self.before,
+            Self::PUT,
+            self.after
+        )
+    }
 }
 
 fn cpu_seconds() -> f64 {
@@ -201,6 +290,11 @@ async fn main() {
             .filter(|l| l.starts_with("nbidle_notebook_probe_success{") && l.ends_with(" 1"))
             .count();
         assert_eq!(probed_ok, n, "every notebook probed successfully");
+        let writes_read = text
+            .lines()
+            .filter(|l| l.starts_with("nbidle_notebook_file_writes_total{"))
+            .count();
+        assert_eq!(writes_read, n, "every notebook's file work read");
         println!(
             "| {n} | {:.2} s | {:.2} s | {:.1} MiB |",
             wall.as_secs_f64(),

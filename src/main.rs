@@ -92,7 +92,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let cfg = load(Some(&config))?;
-            for w in cfg.secret_file_warnings() {
+            for w in cfg
+                .secret_file_warnings()
+                .into_iter()
+                .chain(cfg.autosave_warnings())
+            {
                 tracing::warn!("{w}");
             }
             // File writes of state go through the blocking pool; a few
@@ -107,7 +111,11 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(Some(&config))?;
             nbidle::run::check(&cfg).context("invalid config")?;
             // Warnings do not fail the check: the config works as written.
-            for w in cfg.secret_file_warnings() {
+            for w in cfg
+                .secret_file_warnings()
+                .into_iter()
+                .chain(cfg.autosave_warnings())
+            {
                 eprintln!("warning: {w}");
             }
             println!("{}: ok", config.display());

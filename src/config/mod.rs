@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 
 mod alertmanager;
 mod auth;
+mod autosave;
 mod autostop;
 mod backend;
 mod exporter;

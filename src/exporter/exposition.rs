@@ -10,7 +10,7 @@ use super::probe::KERNEL_STATES;
 use super::NotebookFacts;
 use crate::backend::ProcessReport;
 
-fn escape(v: &str) -> String {
+pub(super) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -127,7 +127,7 @@ pub(crate) fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
     );
     family(
         "nbidle_notebook_last_activity_timestamp_seconds",
-        "Latest kernel or terminal activity in this life of the notebook (now while a kernel is busy), or its start.",
+        "Latest kernel, terminal or file activity in this life of the notebook (now while a kernel is busy), or its start.",
         &mut facts.iter().filter(ok).filter_map(|f| f.last_activity.map(|t| (labels(f), t))),
     );
     out

@@ -10,6 +10,12 @@
 //!   which an open but untouched JupyterLab tab bumps all day by polling.
 //!   The server's `started` (`/api/status`) is the floor: a notebook started
 //!   outside nbidle is never older than its server.
+//! - File work is activity: the server's own `/metrics` counts contents
+//!   API writes (saves, uploads, new files, renames, deletions), and a count
+//!   that changed since the last probe is activity at this probe
+//!   (`filework.rs`). When `/metrics` cannot be read, file work is unseen
+//!   (`nbidle_notebook_file_work_unseen`, one log line) and the probe still
+//!   succeeds: kernels and terminals are never hidden by it.
 //! - A kernel in `starting` counts as activity once, at its
 //!   `last_activity` (its start); one that no client ever connects to
 //!   therefore stops keeping the notebook alive after `idle_after`.
@@ -30,9 +36,10 @@
 //!   `time()`, so each rule costs one lookup however many notebooks there are.
 //!
 //! Files: `mod.rs` (rounds, the per-life memory, the snapshot), `probe.rs`
-//! (one notebook's probe and what its answers add up to), `bounded.rs`
-//! (reading an answer within limits), `exposition.rs` (the text format,
-//! written by hand), `tests.rs` (over a Jupyter stand-in on loopback).
+//! (one notebook's probe and what its answers add up to), `filework.rs`
+//! (contents writes from the server's `/metrics`), `bounded.rs` (reading
+//! an answer within limits), `exposition.rs` (the text format, written by
+//! hand), `tests.rs` (over a Jupyter stand-in on loopback).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +55,7 @@ use crate::notebook::{NotebookId, NotebookState, Timestamp};
 
 mod bounded;
 mod exposition;
+mod filework;
 mod probe;
 
 use bounded::Reason;
@@ -81,6 +89,10 @@ struct Life {
     last_activity: f64,
     /// The Jupyter server's own start (`/api/status`), fetched once a life.
     server_started: Option<f64>,
+    /// The server's contents writes at the last probe that read them.
+    file_writes: Option<f64>,
+    /// Why file work was unseen at the last probe that tried, if it was.
+    file_work_unseen: Option<&'static str>,
 }
 
 /// Probes the backend's running notebooks in rounds ([`Exporter::round`])
@@ -201,17 +213,34 @@ impl Exporter {
             .into_iter()
             .filter(|s| !s.status.is_down())
             .map(|state| {
-                let (p, pods) = match probes.remove(&state.id) {
+                let (mut p, pods) = match probes.remove(&state.id) {
                     Some((r, t, pods)) => (Some((r, t)), pods),
                     None => (None, Vec::new()),
                 };
-                let seen = p
-                    .as_ref()
-                    .and_then(|(r, _)| r.ok.then_some(r.last_activity).flatten());
                 let life = memory
                     .get(&state.id)
                     .filter(|l| l.started_at == state.started_at)
                     .copied();
+                let last_writes = life.and_then(|l| l.file_writes);
+                let file_work = p
+                    .as_mut()
+                    .filter(|(r, _)| r.ok)
+                    .and_then(|(r, t)| Some((r.file_work.clone()?, r, t.unix_seconds())));
+                let writes = file_work.as_ref().and_then(|(w, _, _)| w.writes());
+                let file_work_unseen = filework::note(
+                    &state.id,
+                    life.and_then(|l| l.file_work_unseen),
+                    file_work.as_ref().map(|(w, _, _)| w),
+                );
+                // Folded into the probe's own activity, so the webhook's
+                // re-check sees file work too.
+                if let Some((_, r, at)) = file_work {
+                    let work = filework::activity(last_writes, writes, at);
+                    r.last_activity = max_opt(r.last_activity, work);
+                }
+                let seen = p
+                    .as_ref()
+                    .and_then(|(r, _)| r.ok.then_some(r.last_activity).flatten());
                 // The server's own start is the floor of its activity: a
                 // notebook started outside nbidle (kubectl scale, Kubeflow's
                 // UI) is as young as its server, whatever the backend says.
@@ -230,6 +259,8 @@ impl Exporter {
                             started_at: state.started_at,
                             last_activity: t,
                             server_started,
+                            file_writes: writes.or(last_writes),
+                            file_work_unseen,
                         },
                     );
                 }
@@ -310,6 +341,7 @@ impl Exporter {
             &snap,
             Timestamp::now().unix_seconds() + self.deadline_window.as_secs_f64(),
         );
+        filework::render(&mut out, &snap);
         exposition::render_failures(&mut out, &self.failures);
         if let Some(report) = self.backend.processes() {
             exposition::render_processes(&mut out, &report);

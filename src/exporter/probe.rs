@@ -1,13 +1,14 @@
 //! Probing one notebook's Jupyter REST API: kernels and terminals (with
-//! `?no_track_activity=1`), the server's start once a life, each answer
-//! read within limits ([`super::bounded`]) and folded into one
-//! [`ProbeResult`].
+//! `?no_track_activity=1`), the server's start once a life and its file
+//! work ([`super::filework`]), each answer read within limits
+//! ([`super::bounded`]) and folded into one [`ProbeResult`].
 
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::bounded::{self, Detail, ProbeFailure, Reason};
+use super::filework::FileWork;
 use super::Exporter;
 use crate::backend::JupyterEndpoint;
 use crate::notebook::Timestamp;
@@ -27,6 +28,9 @@ pub(crate) struct ProbeResult {
     pub(crate) last_activity: Option<f64>,
     /// The server's start, when this probe read `/api/status`.
     pub(crate) server_started: Option<f64>,
+    /// The server's contents writes, or why they are unseen; `None` when
+    /// the probe failed before reading them.
+    pub(crate) file_work: Option<FileWork>,
     /// Why the probe failed, when it did.
     pub(crate) failure: Option<ProbeFailure>,
 }
@@ -57,9 +61,19 @@ struct ServerStatus {
 impl Exporter {
     /// One probe request's body, read within `exporter.max_response_bytes`.
     async fn get(&self, ep: &JupyterEndpoint, path: &'static str) -> Result<Vec<u8>, ProbeFailure> {
-        let mut req = self
-            .http
-            .get(format!("{}{path}?no_track_activity=1", ep.base_url));
+        let resp = self.send(ep, path, "?no_track_activity=1").await?;
+        bounded::read_body(resp, self.cfg.max_response_bytes, path).await
+    }
+
+    /// A GET of `path` + `query` with the notebook's token, answered with
+    /// a success status; its body is left to the caller.
+    pub(crate) async fn send(
+        &self,
+        ep: &JupyterEndpoint,
+        path: &'static str,
+        query: &str,
+    ) -> Result<reqwest::Response, ProbeFailure> {
+        let mut req = self.http.get(format!("{}{path}{query}", ep.base_url));
         if let Some(t) = &ep.token {
             req = req.header("Authorization", format!("token {t}"));
         }
@@ -74,7 +88,7 @@ impl Exporter {
                 Detail::Status(resp.status().as_u16()),
             ));
         }
-        bounded::read_body(resp, self.cfg.max_response_bytes, path).await
+        Ok(resp)
     }
 
     /// A JSON array of at most `max_items`, each element folded into
@@ -99,9 +113,10 @@ impl Exporter {
         let fetched = self.fetch(ep, with_status).await;
         let duration = started.elapsed();
         match fetched {
-            Ok((activity, server_started)) => {
+            Ok((activity, server_started, file_work)) => {
                 let mut r = activity.into_result(duration, Timestamp::now().unix_seconds());
                 r.server_started = server_started;
+                r.file_work = Some(file_work);
                 r
             }
             Err(failure) => ProbeResult {
@@ -112,13 +127,17 @@ impl Exporter {
         }
     }
 
-    /// Kernels and terminals together; the server's start (once a life)
-    /// after them, so a probe holds at most two connections.
+    /// Kernels and terminals together; then the server's file work with
+    /// its start (once a life). A probe holds at most two connections, so
+    /// a notebook's idle keep-alive pair serves every probe; and the server
+    /// has answered the probe's first requests when `/metrics` is read, so
+    /// a server that records requests has some to show. File work that
+    /// cannot be read does not fail the probe.
     async fn fetch(
         &self,
         ep: &JupyterEndpoint,
         with_status: bool,
-    ) -> Result<(Activity, Option<f64>), ProbeFailure> {
+    ) -> Result<(Activity, Option<f64>, FileWork), ProbeFailure> {
         let (kernels, terminals) = tokio::join!(
             self.get_array(ep, "api/kernels", self.cfg.max_kernels, Activity::kernel),
             self.get_array(
@@ -134,15 +153,17 @@ impl Exporter {
             Err(f) if f.is_http_status(404) => Activity::default(),
             t => t?,
         };
-        let server_started = if with_status {
+        let status = async {
+            if !with_status {
+                return Ok(None);
+            }
             let path = "api/status";
             let body = self.get(ep, path).await?;
             let s: ServerStatus = bounded::parse_object(&body, path)?;
-            parse_time(&s.started)
-        } else {
-            None
+            Ok::<_, ProbeFailure>(parse_time(&s.started))
         };
-        Ok((kernels.merge(terminals), server_started))
+        let (server_started, file_work) = tokio::join!(status, self.file_work(ep));
+        Ok((kernels.merge(terminals), server_started?, file_work))
     }
 }
 
@@ -215,6 +236,7 @@ impl Activity {
             terminals: self.terminals,
             last_activity: max_opt(self.latest, self.active_now.then_some(now)),
             server_started: None,
+            file_work: None,
             failure: None,
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use warp::Filter;
 
 use super::exposition::render;
+use super::filework::{self, FileWork};
 use super::*;
 use crate::backend::memory::MemoryBackend;
 use crate::notebook::Status;
@@ -128,11 +129,13 @@ fn the_deadline_is_last_activity_or_start_plus_idle_time() {
 /// A Jupyter stand-in on loopback. `/api/kernels` answers what
 /// [`Jupyter::answer_kernels`] last set; `/api/terminals` an empty list, or
 /// 404 as a server without the terminals extension does; `/api/status` the
-/// server's `started`, counting the reads.
+/// server's `started`, counting the reads; `/metrics` what
+/// [`Jupyter::answer_metrics`] last set, 404 before.
 struct Jupyter {
     url: String,
     kernels: Arc<RwLock<String>>,
     status_reads: Arc<AtomicUsize>,
+    metrics: Arc<RwLock<Option<String>>>,
 }
 
 impl Jupyter {
@@ -140,6 +143,8 @@ impl Jupyter {
         let answer = Arc::new(RwLock::new(kernels.to_string()));
         let status_reads = Arc::new(AtomicUsize::new(0));
         let (kernels, reads) = (answer.clone(), status_reads.clone());
+        let metrics = Arc::new(RwLock::new(None::<String>));
+        let exposition = metrics.clone();
         let routes = warp::path!("api" / "kernels")
             .map(move || kernels.read().unwrap().clone())
             .or(
@@ -153,6 +158,10 @@ impl Jupyter {
             .or(warp::path!("api" / "status").map(move || {
                 reads.fetch_add(1, Ordering::SeqCst);
                 format!(r#"{{"started":"{started}"}}"#)
+            }))
+            .or(warp::path!("metrics").and_then(move || {
+                let body = exposition.read().unwrap().clone();
+                async move { body.ok_or_else(warp::reject::not_found) }
             }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -161,7 +170,12 @@ impl Jupyter {
             url: format!("http://127.0.0.1:{port}/"),
             kernels: answer,
             status_reads,
+            metrics,
         }
+    }
+
+    fn answer_metrics(&self, body: impl Into<String>) {
+        *self.metrics.write().unwrap() = Some(body.into());
     }
 
     fn answer_kernels(&self, body: impl Into<String>) {
@@ -328,4 +342,137 @@ async fn a_server_without_terminals_is_probed_without_them() {
     let p = e.facts(&id()).unwrap().probe.unwrap();
     assert!(p.ok, "{:?}", p.failure);
     assert_eq!((p.busy_kernels(), p.terminals), (1, 0));
+}
+
+/// The server's `/metrics` counting `writes` contents PUTs and `reads`
+/// contents GETs, as jupyter_server writes them.
+fn contents_requests(writes: u32, reads: u32) -> String {
+    let h = "jupyter_server.services.contents.handlers.ContentsHandler";
+    let mut text = format!(
+        "# TYPE http_request_duration_seconds histogram\n\
+         http_request_duration_seconds_count{{handler=\"jupyter_server.services.kernels.handlers.MainKernelHandler\",method=\"GET\",status_code=\"200\"}} 9.0\n\
+         http_request_duration_seconds_count{{handler=\"{h}\",method=\"GET\",status_code=\"200\"}} {reads}.0\n"
+    );
+    if writes > 0 {
+        text += &format!(
+            "http_request_duration_seconds_count{{handler=\"{h}\",method=\"PUT\",status_code=\"200\"}} {writes}.0\n"
+        );
+    }
+    text
+}
+
+#[tokio::test]
+async fn saving_a_file_is_activity_and_reading_one_is_not() {
+    let jupyter = Jupyter::start("[]", START, true).await;
+    let e = jupyter.exporter(ExporterConfig::default());
+    let last = |e: &Exporter| e.facts(&id()).unwrap().last_activity.unwrap();
+    jupyter.answer_metrics(contents_requests(0, 3));
+    e.round().await;
+    assert_eq!(last(&e), unix(START), "nothing written yet");
+    // An open tab polls: more reads, no write.
+    jupyter.answer_metrics(contents_requests(0, 30));
+    e.round().await;
+    assert_eq!(last(&e), unix(START), "reads are not activity");
+    // An autosave.
+    jupyter.answer_metrics(contents_requests(1, 31));
+    let before = Timestamp::now().unix_seconds();
+    e.round().await;
+    let saved = last(&e);
+    assert!(
+        saved >= before,
+        "the save is activity at the probe: {saved} < {before}"
+    );
+    let probe = e.facts(&id()).unwrap().probe.unwrap();
+    assert_eq!(probe.last_activity, Some(saved), "the re-check sees it too");
+    let text = e.render();
+    assert!(
+        text.contains("nbidle_notebook_file_writes_total{namespace=\"local\",notebook=\"nb\"} 1\n"),
+        "{text}"
+    );
+    let all = render(&e.last_round(), f64::INFINITY);
+    assert!(
+        all.contains(&format!("}} {}", saved + 1800.0)),
+        "the deadline moved: {all}"
+    );
+    // No further save: the activity stays where it was.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    jupyter.answer_metrics(contents_requests(1, 60));
+    e.round().await;
+    assert_eq!(last(&e), saved);
+    assert!(!e.render().contains("nbidle_notebook_file_work_unseen{"));
+}
+
+#[tokio::test]
+async fn unreadable_file_work_is_unseen_and_the_probe_still_succeeds() {
+    let kernels = format!("[{}]", kernel("idle", "2026-01-01T09:30:00Z"));
+    let jupyter = Jupyter::start(&kernels, START, true).await;
+    let e = jupyter.exporter(ExporterConfig {
+        max_response_bytes: 16 * 1024,
+        ..ExporterConfig::default()
+    });
+    let unseen = |reason: &str| {
+        format!("nbidle_notebook_file_work_unseen{{namespace=\"local\",notebook=\"nb\",reason=\"{reason}\"}} 1\n")
+    };
+    let padded = format!("{}{}", "# padding\n".repeat(2000), contents_requests(4, 1));
+    for (metrics, reason) in [
+        (None, Some("http_status")),
+        (Some(padded), Some("too_large")),
+        (
+            Some("# TYPE http_request_duration_seconds histogram\n".to_string()),
+            Some("not_recorded"),
+        ),
+        (Some(contents_requests(4, 1)), None),
+    ] {
+        if let Some(m) = metrics {
+            jupyter.answer_metrics(m);
+        }
+        e.round().await;
+        let text = e.render();
+        let p = e.facts(&id()).unwrap().probe.unwrap();
+        assert!(p.ok, "{reason:?}: {:?}", p.failure);
+        assert!(
+            text.contains(
+                "nbidle_notebook_kernels{namespace=\"local\",notebook=\"nb\",state=\"idle\"} 1"
+            ),
+            "{reason:?}: kernels hidden:\n{text}"
+        );
+        match reason {
+            Some(r) => {
+                assert!(text.contains(&unseen(r)), "{text}");
+                assert!(
+                    !text.contains("nbidle_notebook_file_writes_total{"),
+                    "{text}"
+                );
+            }
+            None => {
+                assert!(
+                    !text.contains("nbidle_notebook_file_work_unseen{"),
+                    "{text}"
+                );
+                assert!(text.contains("nbidle_notebook_file_writes_total{namespace=\"local\",notebook=\"nb\"} 4\n"), "{text}");
+            }
+        }
+    }
+    // The probe failures counter is about probes, not file work.
+    assert!(e
+        .render()
+        .contains("nbidle_exporter_probe_failures_total{reason=\"too_large\"} 0\n"));
+}
+
+#[tokio::test]
+async fn a_server_recording_no_requests_is_unseen_from_its_first_probe() {
+    let jupyter = Jupyter::start("[]", START, true).await;
+    jupyter.answer_metrics("# TYPE http_request_duration_seconds histogram\n");
+    let e = jupyter.exporter(ExporterConfig::default());
+    // /metrics is read after the probe's kernels and terminals were
+    // answered: a server that records requests shows those.
+    for _ in 0..2 {
+        e.round().await;
+        let p = e.facts(&id()).unwrap().probe.unwrap();
+        assert!(p.ok, "{:?}", p.failure);
+        assert_eq!(
+            p.file_work,
+            Some(FileWork::Unseen(filework::Unseen::NotRecorded))
+        );
+    }
 }
