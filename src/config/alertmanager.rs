@@ -122,3 +122,42 @@ impl AlertmanagerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{err_field, parse, MINIMAL};
+
+    fn with(section: &str) -> String {
+        format!("{MINIMAL}alertmanager:\n{section}")
+    }
+
+    #[test]
+    fn keep_running_needs_an_http_url_and_takes_replicas() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.alertmanager.api_urls().is_empty(), "unset by default");
+        assert_eq!(c.alertmanager.keep_running_max.0.as_secs(), 7 * 24 * 3600);
+        let c = parse(&with("  url: http://am:9093/\n")).unwrap();
+        assert_eq!(c.alertmanager.api_urls(), ["http://am:9093/"]);
+        let c = parse(&with(
+            "  urls: [\"http://am-0:9093\", \"http://am-1:9093\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(c.alertmanager.api_urls().len(), 2);
+        for (section, key) in [
+            (
+                "  url: http://a:1\n  urls: [\"http://b:1\"]\n",
+                "alertmanager.urls",
+            ),
+            ("  url: \"am:9093\"\n", "alertmanager.url"),
+            ("  url: https://am:9093\n", "alertmanager.url"),
+            (
+                "  urls: [\"http://a:1\", \"ftp://b\"]\n",
+                "alertmanager.urls[1]",
+            ),
+            ("  api_timeout: 10ms\n", "alertmanager.api_timeout"),
+            ("  keep_running_max: 30s\n", "alertmanager.keep_running_max"),
+        ] {
+            assert_eq!(err_field(&with(section)), key, "{section}");
+        }
+    }
+}

@@ -239,6 +239,10 @@ fn created_by(scope: &Scope, by: Option<&str>) -> String {
 }
 
 fn parse_keep_running(bytes: &[u8]) -> crate::Result<KeepRunningRequest> {
+    // serde's derived structs also read an array of their fields in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(crate::Error::invalid("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let req: KeepRunningRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -532,5 +536,53 @@ mod tests {
         let c = capped(long.clone(), 1024);
         assert!(c.starts_with(&"é".repeat(1024)));
         assert!(c.ends_with(&format!("…({} bytes)", long.len())));
+    }
+}
+
+#[cfg(test)]
+mod keep_running_tests {
+    use super::{created_by, parse_keep_running, Scope};
+
+    fn field(body: &str) -> String {
+        match parse_keep_running(body.as_bytes()) {
+            Err(crate::Error::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keep_running_bodies_are_checked_naming_the_field() {
+        let r = parse_keep_running(br#"{"for": "4h", "comment": "training"}"#).unwrap();
+        assert_eq!(
+            (r.for_.as_deref(), r.comment.as_deref()),
+            (Some("4h"), Some("training"))
+        );
+        assert_eq!(field(r#"{"for": 4}"#), "for");
+        assert_eq!(field(r#"{"until": true}"#), "until");
+        assert_eq!(field(r#"{"for": "1h", "colour": "red"}"#), "colour");
+        assert_eq!(
+            field(&format!(
+                r#"{{"for": "1h", "comment": "{}"}}"#,
+                "x".repeat(1001)
+            )),
+            "comment"
+        );
+        assert_eq!(
+            field(&format!(r#"{{"for": "1h", "by": "{}"}}"#, "x".repeat(201))),
+            "by"
+        );
+        assert_eq!(field("[1]"), "body");
+        assert_eq!(field("not json"), "body");
+    }
+
+    #[test]
+    fn silences_name_who_asked_and_which_token() {
+        assert_eq!(created_by(&Scope::All, None), "nbidle API");
+        assert_eq!(created_by(&Scope::All, Some("  ")), "nbidle API");
+        let team = Scope::Namespaces(vec!["team-a".into(), "team-b".into()]);
+        assert_eq!(
+            created_by(&team, Some("ada")),
+            "ada via nbidle API (team-a, team-b)"
+        );
     }
 }
