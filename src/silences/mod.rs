@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::config::AlertmanagerConfig;
 use crate::error::{Error, Result};
+use crate::logsafe::Escaped;
 use crate::metrics::{Metrics, SilenceOp};
 use crate::notebook::{NotebookId, NotebookState, Timestamp};
 use client::{ApiSilence, Client, NewSilence};
@@ -216,7 +217,8 @@ impl Silences {
         self.counted(SilenceOp::Create, &made);
         let id = made?;
         self.invalidate().await;
-        tracing::info!(notebook = %state.id, silence = %id, %until, by, "kept running");
+        // `by` comes from the caller.
+        tracing::info!(notebook = %state.id, silence = %Escaped(&id), %until, by = %Escaped(by), "kept running");
         Ok(KeptRunning {
             id,
             until,
@@ -240,7 +242,7 @@ impl Silences {
             let r = self.client.expire(&s.api.id).await;
             self.counted(SilenceOp::Expire, &r);
             r?;
-            tracing::info!(notebook = %state.id, silence = %s.api.id, "silence expired");
+            tracing::info!(notebook = %state.id, silence = %Escaped(&s.api.id), "silence expired");
             done.expired.push(s.api.id.clone());
         }
         self.invalidate().await;
