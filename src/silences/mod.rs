@@ -37,7 +37,7 @@ use crate::logsafe::Escaped;
 use crate::metrics::{Metrics, SilenceOp};
 use crate::notebook::{NotebookId, NotebookState, Timestamp};
 use client::{ApiSilence, Client, NewSilence};
-use matching::{all_match, stop_alert_labels, Compiled};
+use matching::{all_match, stop_alert_labels, Compiled, Labels};
 
 /// How long a list of silences is reused. A silence made through nbidle
 /// shows at once (the list is read again after each change); one made with
@@ -82,10 +82,47 @@ impl Active {
         }
     }
 
-    fn covers(&self, state: &NotebookState, now: Timestamp) -> bool {
-        self.api.starts_at <= now
-            && now < self.api.ends_at
-            && all_match(&self.compiled, &stop_alert_labels(state))
+    fn covers(&self, labels: &Labels<'_>, now: Timestamp) -> bool {
+        self.api.starts_at <= now && now < self.api.ends_at && all_match(&self.compiled, labels)
+    }
+}
+
+/// The active silences, indexed by the notebook an equality matcher pins
+/// (nbidle's own, and most made by hand), so a page of notebooks costs a
+/// lookup each plus the few broader silences, not notebooks × silences.
+struct ActiveList {
+    all: Vec<Active>,
+    by_notebook: HashMap<String, Vec<usize>>,
+    /// Silences without `notebook="…"`: every notebook is tried on them.
+    rest: Vec<usize>,
+}
+
+impl ActiveList {
+    fn new(all: Vec<Active>) -> Self {
+        let mut by_notebook: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut rest = Vec::new();
+        for (i, a) in all.iter().enumerate() {
+            let pinned = a
+                .api
+                .matchers
+                .iter()
+                .find(|m| m.name == "notebook" && m.is_equal && !m.is_regex);
+            match pinned {
+                Some(m) => by_notebook.entry(m.value.clone()).or_default().push(i),
+                None => rest.push(i),
+            }
+        }
+        ActiveList {
+            all,
+            by_notebook,
+            rest,
+        }
+    }
+
+    /// The silences that may cover notebook `name`.
+    fn candidates<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Active> + 'a {
+        let pinned = self.by_notebook.get(name).map_or(&[][..], Vec::as_slice);
+        pinned.iter().chain(&self.rest).map(|&i| &self.all[i])
     }
 }
 
@@ -93,7 +130,7 @@ struct Cached {
     at: Instant,
     /// A failure is kept as long as a list, so a page of 1,000 notebooks
     /// does not wait on an unreachable Alertmanager 1,000 times.
-    list: Result<Arc<Vec<Active>>, String>,
+    list: Result<Arc<ActiveList>, String>,
 }
 
 /// Alertmanager's silences, read through a short cache.
@@ -131,13 +168,13 @@ impl Silences {
     }
 
     /// The active silences, from the cache when fresh.
-    async fn active(&self) -> Result<Arc<Vec<Active>>> {
+    async fn active(&self) -> Result<Arc<ActiveList>> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref().filter(|c| c.at.elapsed() < CACHE_TTL) {
             return c.list.clone().map_err(Error::Unavailable);
         }
         let list = self.client.list().await.map(|all| {
-            Arc::new(
+            Arc::new(ActiveList::new(
                 all.into_iter()
                     .filter(|s| s.status.state == "active")
                     .filter_map(|api| {
@@ -149,7 +186,7 @@ impl Silences {
                         Some(Active { api, compiled })
                     })
                     .collect(),
-            )
+            ))
         });
         let list = list.map_err(|e| match e {
             Error::Unavailable(m) => m,
@@ -177,9 +214,10 @@ impl Silences {
         Ok(notebooks
             .iter()
             .filter_map(|n| {
+                let labels = stop_alert_labels(n);
                 let best = active
-                    .iter()
-                    .filter(|s| s.covers(n, now))
+                    .candidates(&n.id.name)
+                    .filter(|s| s.covers(&labels, now))
                     .max_by_key(|s| s.api.ends_at)?;
                 Some((n.id.clone(), best.kept_running()))
             })
@@ -234,7 +272,11 @@ impl Silences {
         let active = self.active().await?;
         let now = Timestamp::now();
         let mut done = Cancelled::default();
-        for s in active.iter().filter(|s| s.covers(state, now)) {
+        let labels = stop_alert_labels(state);
+        for s in active
+            .candidates(&state.id.name)
+            .filter(|s| s.covers(&labels, now))
+        {
             if !matching::names_only(&s.api.matchers, state) {
                 done.left.push(s.kept_running());
                 continue;

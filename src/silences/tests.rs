@@ -84,8 +84,6 @@ fn state(name: &str) -> NotebookState {
 /// active silence on `team-a/lab-7` and one expired on `team-a/lab-8`;
 /// counts the calls.
 async fn stand_in() -> (String, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
     let far = "2099-01-01T00:00:00Z";
     let list = serde_json::json!([
         {"id": "a1", "status": {"state": "active"}, "createdBy": "ada", "comment": "demo",
@@ -96,6 +94,13 @@ async fn stand_in() -> (String, Arc<AtomicUsize>) {
          "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2020-01-02T00:00:00Z",
          "matchers": [{"name": "notebook", "value": "lab-8", "isRegex": false}]},
     ]);
+    serve_list(list).await
+}
+
+/// Serves `list` on `GET /api/v2/silences`; counts the calls.
+async fn serve_list(list: serde_json::Value) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
     let route = warp::path!("api" / "v2" / "silences").map(move || {
         c.fetch_add(1, Ordering::SeqCst);
         warp::reply::json(&list)
@@ -153,4 +158,42 @@ async fn an_unreachable_replica_passes_to_the_next_and_none_is_a_clear_error() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// 1,000 notebooks against 300 silences by regular expression (each tried
+/// on every notebook, compiled once) and 1,000 by equality (indexed): the
+/// right one for each, one call to Alertmanager.
+#[tokio::test]
+async fn many_silences_over_many_notebooks() {
+    let silence = |id: String, notebook: serde_json::Value, ends: &str| {
+        serde_json::json!({"id": id, "status": {"state": "active"},
+            "startsAt": "2020-01-01T00:00:00Z", "endsAt": ends,
+            "matchers": [{"name": "alertname", "value": "NotebookIdle", "isRegex": false}, notebook]})
+    };
+    let mut list: Vec<serde_json::Value> = (0..300)
+        .map(|i| {
+            let m = serde_json::json!({"name": "notebook", "value": format!("lab-{i}|none"), "isRegex": true});
+            silence(format!("s{i}"), m, "2099-01-01T00:00:00Z")
+        })
+        .collect();
+    // Equality silences ending earlier than the regex ones: the later wins.
+    list.extend((0..1000).map(|i| {
+        let m =
+            serde_json::json!({"name": "notebook", "value": format!("lab-{i}"), "isRegex": false});
+        silence(format!("e{i}"), m, "2098-01-01T00:00:00Z")
+    }));
+    let (url, calls) = serve_list(serde_json::Value::Array(list)).await;
+    let s = silences(vec![url]);
+    let notebooks: Vec<NotebookState> = (0..1000).map(|i| state(&format!("lab-{i}"))).collect();
+    s.active().await.unwrap();
+    let t = std::time::Instant::now();
+    let kept = s.for_notebooks(&notebooks).await.unwrap();
+    eprintln!(
+        "1,000 notebooks x (300 regex + 1,000 equality silences): {:?}",
+        t.elapsed()
+    );
+    assert_eq!(kept.len(), 1000);
+    assert_eq!(kept[&NotebookId::new("team-a", "lab-42")].id, "s42");
+    assert_eq!(kept[&NotebookId::new("team-a", "lab-420")].id, "e420");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
