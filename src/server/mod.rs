@@ -42,6 +42,10 @@ pub(crate) struct App {
     pub body_limits: Arc<body::BodyLimits>,
     /// Synced, then draining (`run` owns both changes).
     pub readiness: Readiness,
+    /// Keep running (Alertmanager silences); `None` without `alertmanager.url`.
+    pub silences: Option<Arc<crate::silences::Silences>>,
+    /// Firing warnings per notebook, from the webhook.
+    pub warnings: Arc<crate::warnings::Warnings>,
 }
 
 /// Two facts, kept apart because they answer different callers: the API
