@@ -59,6 +59,9 @@ mod reaper;
 mod record;
 mod recover;
 mod slot;
+mod standin;
+mod standin_http;
+mod standin_page;
 mod supervise;
 #[cfg(test)]
 mod tests;
@@ -91,6 +94,7 @@ use procfs::{process_alive, signal_group};
 use reaper::Reaper;
 use record::RecordDir;
 use slot::{live_pid, marker, parse_record, Desired, Persisted, Slot, SlotState, StopHandle};
+pub(crate) use standin::NbidlePage;
 use supervise::find_program;
 
 /// Readiness probes in flight at once: 10,000 notebooks starting together
@@ -116,6 +120,10 @@ pub(crate) struct LocalBackend {
     /// Held by recovery while it runs, so shutdown can wait for it.
     recovery: Mutex<()>,
     tasks: Tasks,
+    /// `stopped_page` of the config, and whether a visit wakes each
+    /// notebook (by index).
+    stopped_page: bool,
+    wakes: Vec<bool>,
     _lock: DataDirLock,
 }
 
@@ -276,6 +284,8 @@ impl LocalBackend {
             recovered: watch::channel(false).0,
             recovery: Mutex::new(()),
             tasks,
+            stopped_page: cfg.stopped_page,
+            wakes: cfg.notebooks.iter().map(|nb| cfg.wakes_on_visit(nb)).collect(),
             _lock: lock,
         }))
     }
@@ -295,7 +305,10 @@ impl LocalBackend {
             owner: slot.spec.owner.clone(),
             id: slot.id.clone(),
             status: st.status,
-            message: st.message.clone(),
+            message: match (st.message.clone(), slot.standin.note()) {
+                (Some(m), Some(n)) => Some(format!("{m}; {n}")),
+                (m, n) => m.or(n),
+            },
             autostop: slot.spec.autostop,
             started_at: st.p.started_at,
             stopped_at: st.p.stopped_at,
@@ -358,7 +371,10 @@ impl LocalBackend {
                     st.status = Status::Stopping;
                     st.stopping = Some(self.terminate(slot.clone(), None, st.generation));
                 }
-                None => st.status = Status::Stopped,
+                None => {
+                    st.status = Status::Stopped;
+                    slot.standin.hold();
+                }
             }
             tracing::info!(notebook = %slot.id, trigger = st.p.stopped_by.as_ref().map(StopCause::trigger), "notebook stopping");
             self.snapshot(slot, st)
@@ -508,6 +524,7 @@ impl Backend for LocalBackend {
                 st.status = Status::Failed;
                 st.message = Some(e.to_string());
             });
+            slot.standin.hold();
             return Err(e);
         }
         Ok(self.state_of(slot))
