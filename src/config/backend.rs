@@ -386,7 +386,10 @@ mod tests {
         assert!(l.wakes_on_visit(&l.notebooks[0]));
         let y = MINIMAL
             .replace("  local:\n", "  local:\n    wake_on_visit: true\n")
-            .replace("      - name: demo\n", "      - name: demo\n        wake_on_visit: false\n");
+            .replace(
+                "      - name: demo\n",
+                "      - name: demo\n        wake_on_visit: false\n",
+            );
         let l = local(&y);
         assert!(!l.wakes_on_visit(&l.notebooks[0]));
     }
@@ -400,7 +403,10 @@ mod tests {
         assert_eq!(err_field(&y), "backend.local.wake_on_visit");
         let y = MINIMAL
             .replace("  local:\n", "  local:\n    stopped_page: false\n")
-            .replace("      - name: demo\n", "      - name: demo\n        wake_on_visit: true\n");
+            .replace(
+                "      - name: demo\n",
+                "      - name: demo\n        wake_on_visit: true\n",
+            );
         assert_eq!(err_field(&y), "backend.local.notebooks[0].wake_on_visit");
     }
 

@@ -285,7 +285,11 @@ impl LocalBackend {
             recovery: Mutex::new(()),
             tasks,
             stopped_page: cfg.stopped_page,
-            wakes: cfg.notebooks.iter().map(|nb| cfg.wakes_on_visit(nb)).collect(),
+            wakes: cfg
+                .notebooks
+                .iter()
+                .map(|nb| cfg.wakes_on_visit(nb))
+                .collect(),
             _lock: lock,
         }))
     }

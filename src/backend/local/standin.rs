@@ -177,8 +177,7 @@ impl LocalBackend {
                 nbidle,
                 starting: AtomicBool::new(false),
             });
-            self.tasks
-                .supervise(page.run(self.tasks.closing.clone()));
+            self.tasks.supervise(page.run(self.tasks.closing.clone()));
         }
     }
 }

@@ -35,8 +35,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use ring::digest::{digest, SHA256, SHA256_OUTPUT_LEN};
 
 use super::standin::Page;
-use crate::backend::Backend;
 use super::standin_page::{self as render, Form, Refusal};
+use crate::backend::Backend;
 use crate::notebook::{NotebookState, Status};
 
 /// What a client is told to wait before asking again.
@@ -95,9 +95,9 @@ impl Secret {
     }
 
     pub(super) fn is_csrf(&self, presented: &str) -> bool {
-        self.csrf.as_ref().is_some_and(|c| {
-            digests_equal(&sha256(c.as_bytes()), &sha256(presented.as_bytes()))
-        })
+        self.csrf
+            .as_ref()
+            .is_some_and(|c| digests_equal(&sha256(c.as_bytes()), &sha256(presented.as_bytes())))
     }
 }
 
@@ -189,7 +189,9 @@ fn decode(s: &str) -> String {
 
 /// The token of `Authorization: token …` or `Bearer …`.
 pub(super) fn authorization_token(headers: &HeaderMap) -> Option<&str> {
-    let (scheme, value) = header(headers, header::AUTHORIZATION)?.trim().split_once(' ')?;
+    let (scheme, value) = header(headers, header::AUTHORIZATION)?
+        .trim()
+        .split_once(' ')?;
     (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
         .then(|| value.trim())
 }
@@ -388,7 +390,9 @@ async fn start(page: &Arc<Page>, req: Request<Incoming>, state: &NotebookState) 
         .filter(|t| !t.is_empty())
         .or_else(|| parts.uri.query().and_then(|q| form_value(q, "token")));
     let csrf_ok = field("csrf").is_some_and(|c| page.secret.is_csrf(&c));
-    let token_ok = presented.as_deref().is_some_and(|t| page.secret.is_token(t));
+    let token_ok = presented
+        .as_deref()
+        .is_some_and(|t| page.secret.is_token(t));
     if csrf_ok && token_ok {
         let token = presented.unwrap_or_default();
         return begin_start(page, state, &with_token(&next, &token), "its token");

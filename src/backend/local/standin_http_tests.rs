@@ -32,7 +32,12 @@ fn kind(method: Method, path: &str, pairs: &[(&str, &str)]) -> Kind {
 
 #[test]
 fn a_browser_visit_gets_the_page() {
-    for path in ["/user/ada/", "/user/ada", "/user/ada/lab", "/user/ada/tree/x.ipynb"] {
+    for path in [
+        "/user/ada/",
+        "/user/ada",
+        "/user/ada/lab",
+        "/user/ada/tree/x.ipynb",
+    ] {
         assert_eq!(kind(Method::GET, path, NAVIGATION), Kind::Visit, "{path}");
         assert_eq!(kind(Method::HEAD, path, NAVIGATION), Kind::Visit, "{path}");
     }
@@ -61,7 +66,10 @@ fn jupyterlab_polling_websockets_and_scripts_get_the_api_answer() {
     assert_eq!(kind(Method::GET, "/user/ada/api/kernels", NAVIGATION), api);
     let html_fetch = [("accept", "text/html"), ("sec-fetch-mode", "same-origin")];
     assert_eq!(kind(Method::GET, "/user/ada/lab", &html_fetch), api);
-    let xhr = [("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")];
+    let xhr = [
+        ("accept", "text/html"),
+        ("x-requested-with", "XMLHttpRequest"),
+    ];
     assert_eq!(kind(Method::GET, "/user/ada/lab", &xhr), api);
     // A kernel's websocket.
     let ws = [
@@ -75,7 +83,10 @@ fn jupyterlab_polling_websockets_and_scripts_get_the_api_answer() {
     );
     assert_eq!(kind(Method::GET, "/user/ada/lab", &ws), api);
     // Writes, and no Accept at all.
-    assert_eq!(kind(Method::PUT, "/user/ada/api/contents/a", NAVIGATION), api);
+    assert_eq!(
+        kind(Method::PUT, "/user/ada/api/contents/a", NAVIGATION),
+        api
+    );
     assert_eq!(kind(Method::POST, "/user/ada/lab", NAVIGATION), api);
     assert_eq!(kind(Method::GET, "/user/ada/lab", &[]), api);
 }
@@ -91,7 +102,11 @@ fn start_is_a_post_to_its_path_and_other_paths_are_elsewhere() {
         Kind::Api
     );
     for path in ["/", "/user/adam/", "/user/", "/other/ada/"] {
-        assert_eq!(kind(Method::GET, path, NAVIGATION), Kind::Elsewhere, "{path}");
+        assert_eq!(
+            kind(Method::GET, path, NAVIGATION),
+            Kind::Elsewhere,
+            "{path}"
+        );
     }
     assert_eq!(
         classify(&Method::GET, "/lab", &headers(NAVIGATION), "/"),
@@ -139,8 +154,17 @@ fn tokens_are_read_from_forms_queries_and_authorization() {
 #[test]
 fn next_stays_under_the_base_url_and_carries_the_token() {
     let base = "/user/ada/";
-    assert_eq!(safe_next(Some("/user/ada/lab?x=1"), base), "/user/ada/lab?x=1");
-    for bad in ["//evil.example/", "https://evil.example/", "/user/adam/", "/user/ada/\\x", "/user/ada/\nx"] {
+    assert_eq!(
+        safe_next(Some("/user/ada/lab?x=1"), base),
+        "/user/ada/lab?x=1"
+    );
+    for bad in [
+        "//evil.example/",
+        "https://evil.example/",
+        "/user/adam/",
+        "/user/ada/\\x",
+        "/user/ada/\nx",
+    ] {
         assert_eq!(safe_next(Some(bad), base), base, "{bad:?}");
     }
     assert_eq!(safe_next(None, base), base);
@@ -211,9 +235,17 @@ fn the_page_escapes_what_it_shows() {
     assert!(!page.contains("<b>x</b>") && page.contains("&lt;b&gt;x&lt;/b&gt;"));
     assert!(!page.contains("\"><script>"));
     assert!(page.contains("not this notebook's token"));
-    assert!(page.contains(r#"<input type="password" name="token""#) || page.contains(r#"id="token""#));
+    assert!(
+        page.contains(r#"<input type="password" name="token""#) || page.contains(r#"id="token""#)
+    );
     // No token in the config: no form, a link to nbidle.
-    let page = super::render::stopped(&s, &Form { token_needed: false, ..form });
+    let page = super::render::stopped(
+        &s,
+        &Form {
+            token_needed: false,
+            ..form
+        },
+    );
     assert!(!page.contains("<form") && page.contains("http://127.0.0.1:8080/"));
 }
 

@@ -86,7 +86,9 @@ pub(super) fn sentence_at(state: &NotebookState, now: OffsetDateTime) -> String 
             span(state.idle_after_seconds)
         ),
         (_, Some(StopCause::User)) => {
-            format!("{name} was stopped{at} on request (nbidle's page or API); your files are kept.")
+            format!(
+                "{name} was stopped{at} on request (nbidle's page or API); your files are kept."
+            )
         }
         (_, None) => format!("{name} is stopped; your files are kept."),
     }
