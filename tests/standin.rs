@@ -473,3 +473,60 @@ async fn a_stopped_page_bounds_connections_heads_and_bodies() {
     let r = get(&url, &NAVIGATION).await;
     assert_eq!(r.status(), 503);
 }
+
+/// A real JupyterLab in headless Chromium: stopped under it, the tab
+/// reloaded shows why, Start brings JupyterLab back. The screenshot is
+/// docs/img/stopped-notebook.png.
+#[tokio::test]
+async fn in_a_browser_the_stopped_page_says_why_and_start_loads_jupyterlab() {
+    let _ = (browser_modules(), chromium(), tool(&["node"]));
+    let dir = tempfile::tempdir().unwrap();
+    let lab = jupyterlab_notebook(dir.path(), "ada", None);
+    let url = lab.url.clone();
+    // The open tab is activity, which the re-check would see: the alert
+    // stands here for an idle time that has passed.
+    let nb = start_nbidle(dir.path(), &[lab], |cfg| {
+        cfg["autostop"]["recheck"] = json!(false);
+    })
+    .await;
+    wait_ready("jupyterlab", &format!("{url}api"), Duration::from_secs(120)).await;
+    let mut tab = LabDriver::spawn_script(dir.path(), "standin.mjs", &url, "stopped", 0);
+    tab.wait_for("lab-open", Duration::from_secs(120)).await;
+    idle_stop(&nb, "ada").await;
+
+    let polled = tab.wait_for("lab-polled", UP).await;
+    assert!(
+        polled.line["stoppedAnswers"].as_u64().unwrap() > 0,
+        "JupyterLab's requests reached the page: {}",
+        polled.line
+    );
+    assert_eq!(
+        polled.line["stoppedAnswers"], polled.line["jsonAnswers"],
+        "every one a JSON 503: {}",
+        polled.line
+    );
+    let shown = tab.wait_for("stopped-page", UP).await;
+    assert_eq!(shown.line["heading"], "ada is stopped", "{}", shown.line);
+    let reason = shown.line["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("ada was stopped at ")
+            && reason
+                .ends_with("by NotebookIdle after 30 min without activity; your files are kept."),
+        "{reason}"
+    );
+    tab.wait_for("screenshot", UP).await;
+    let asked = tab.wait_for("token-asked", UP).await;
+    assert_eq!(
+        asked.line["asked"], true,
+        "JupyterLab drops ?token= from its URL: {}",
+        asked.line
+    );
+    tab.wait_for("waiting", UP).await;
+    let again = tab.wait_for("lab-again", Duration::from_secs(120)).await;
+    eprintln!("JupyterLab loaded again at {}", again.line["url"]);
+    assert_eq!(nb.notebook("local", "ada").await["status"], "running");
+    let shot = dir.path().join("stopped-notebook.png");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::copy(&shot, docs.join("stopped-notebook.png")).unwrap();
+}
