@@ -334,21 +334,16 @@ async fn a_port_taken_while_stopped_is_reported_not_fought_over() {
     page_served(&url).await;
     let v = nb.notebook("local", "taken").await;
     assert!(v["message"].is_null(), "cleared: {v}");
-    let r = get(&format!("{url}"), &NAVIGATION).await;
+    let r = get(&url, &NAVIGATION).await;
     assert!(r.text().await.unwrap().contains("taken was stopped at "));
 
     // A crash leaves the notebook failed: the page says so.
     assert_eq!(nb.post("notebooks/local/taken/start").await.status(), 200);
     nb.wait_status("local", "taken", "starting", UP).await;
-    let pid = eventually("the sleeper", UP, || async {
-        std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let marker = format!("taken.json");
-            (env.split(|&b| b == 0)
-                .any(|kv| kv.starts_with(b"NBIDLE_NOTEBOOK=") && kv.ends_with(marker.as_bytes())))
-            .then_some(pid)
-        })
+    let record = dir.path().join("data/notebooks/taken.json");
+    let pid = eventually("the sleeper's pid recorded", UP, || async {
+        let v: Value = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
     })
     .await;
     unsafe {

@@ -47,6 +47,9 @@
 //! - `recover.rs`: start-up recovery, from the records and `/proc`.
 //! - `procfs.rs`: what is read in `/proc`, waiting on a pidfd, signals.
 //! - [`account`]: which processes are each notebook's, and what they use.
+//! - `standin.rs`: the stopped-notebook page on a stopped notebook's port
+//!   (taken when it goes down, given back before each spawn);
+//!   `standin_http.rs` what it answers, `standin_page.rs` its HTML.
 //! - [`record`]: the record's atomic, durable writes; [`lock`]: one nbidle
 //!   per data dir; [`reaper`]: one SIGCHLD listener for every child.
 

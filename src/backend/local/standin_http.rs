@@ -4,7 +4,8 @@
 //! - a browser's visit: `GET`/`HEAD`, `Accept: text/html`, not an API path,
 //!   not a script's `fetch` (`Sec-Fetch-Mode` other than `navigate`,
 //!   `X-Requested-With`), not a websocket upgrade. It gets the page (503
-//!   with `Retry-After`), or, with `wake_on_visit`, starts the notebook.
+//!   with `Retry-After`), or, with `wake_on_visit`, a `GET` that is not a
+//!   prefetch starts the notebook.
 //! - the page's Start form (`POST <base>_nbidle/start`);
 //! - anything else: JupyterLab's polling, its kernels' websockets, scripts.
 //!   It gets JSON 503 `{"error", "reason", "notebook"}` with `Retry-After`,
@@ -123,7 +124,7 @@ pub(super) enum Kind {
     Elsewhere,
 }
 
-fn header<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -154,6 +155,15 @@ pub(super) fn classify(method: &Method, path: &str, headers: &HeaderMap, base: &
     } else {
         Kind::Api
     }
+}
+
+/// Whether a visit may wake the notebook: a `GET`, not a `HEAD` (link
+/// checkers) nor a browser's prefetch.
+pub(super) fn wakes(method: &Method, headers: &HeaderMap) -> bool {
+    let prefetch = ["sec-purpose", "purpose", "x-moz"]
+        .iter()
+        .any(|h| header(headers, *h).is_some_and(|v| v.contains("prefetch")));
+    *method == Method::GET && !prefetch
 }
 
 /// `name=value&…` of a query or a form, decoded.
@@ -314,7 +324,7 @@ fn visit(page: &Arc<Page>, req: &Request<Incoming>, state: &NotebookState) -> Re
         req.uri().path_and_query().map(|p| p.as_str()),
         &page.site.base,
     );
-    if page.wake {
+    if page.wake && wakes(req.method(), req.headers()) {
         return begin_start(page, state, &next, "a visit (wake_on_visit)");
     }
     let mut form = form_for(page, req.headers(), next);

@@ -92,6 +92,18 @@ fn jupyterlab_polling_websockets_and_scripts_get_the_api_answer() {
 }
 
 #[test]
+fn only_a_real_get_wakes() {
+    assert!(wakes(&Method::GET, &headers(NAVIGATION)));
+    assert!(!wakes(&Method::HEAD, &headers(NAVIGATION)));
+    let prefetch = [
+        ("accept", "text/html"),
+        ("sec-purpose", "prefetch;prerender"),
+    ];
+    assert!(!wakes(&Method::GET, &headers(&prefetch)));
+    assert!(!wakes(&Method::GET, &headers(&[("purpose", "prefetch")])));
+}
+
+#[test]
 fn start_is_a_post_to_its_path_and_other_paths_are_elsewhere() {
     assert_eq!(
         kind(Method::POST, "/user/ada/_nbidle/start", &[]),
