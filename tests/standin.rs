@@ -525,3 +525,115 @@ async fn in_a_browser_the_stopped_page_says_why_and_start_loads_jupyterlab() {
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::copy(&shot, docs.join("stopped-notebook.png")).unwrap();
 }
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn socket_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// What 1,000 stopped notebooks' pages cost nbidle: resident memory and
+/// descriptors once all are stopped, with the pages and without
+/// (`stopped_page: false`), and after each of 3 rounds of visits to every
+/// page. A
+/// measurement for docs/benchmarks.md, run by hand:
+/// `cargo test --test standin measure -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn measure_1000_stopped_pages() {
+    for pages in [false, true] {
+        let (rss, fds, sockets, visited) = stop_1000(pages).await;
+        eprintln!(
+            "stopped_page {pages}: 1,000 stopped: RSS {rss} KiB, {fds} fds ({sockets} sockets){}",
+            visited
+                .iter()
+                .map(|(r, f)| format!(
+                    "; after a round of visits to every page: RSS {r} KiB, {f} fds"
+                ))
+                .collect::<String>()
+        );
+    }
+}
+
+async fn stop_1000(pages: bool) -> (u64, usize, usize, Vec<(u64, usize)>) {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let specs: Vec<NotebookSpec> = (0..1000).map(|i| sleeper(&format!("n{i}"))).collect();
+    let urls: Vec<String> = specs.iter().map(|s| s.url.clone()).collect();
+    let nb = start_nbidle(dir.path(), &specs, |cfg| {
+        cfg["backend"]["local"]["stop_grace_period"] = json!("1s");
+        cfg["backend"]["local"]["stopped_page"] = json!(pages);
+    })
+    .await;
+    let pid = nb.proc.pid();
+    let count = |status: &'static str| {
+        let nb = &nb;
+        async move {
+            let v = nb.list().await;
+            let n = v["notebooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["status"] == status)
+                .count();
+            (n == 1000).then_some(())
+        }
+    };
+    eventually("1,000 started", Duration::from_secs(120), || {
+        count("starting")
+    })
+    .await;
+    let stops = (0..1000).map(|i| {
+        let nb = &nb;
+        async move {
+            let r = nb.post(&format!("notebooks/local/n{i}/stop")).await;
+            assert_eq!(r.status(), 200);
+        }
+    });
+    futures_util::stream::iter(stops)
+        .buffer_unordered(50)
+        .collect::<Vec<()>>()
+        .await;
+    eventually("1,000 stopped", Duration::from_secs(300), || {
+        count("stopped")
+    })
+    .await;
+    if pages {
+        eventually("1,000 pages listening", UP, || async {
+            (socket_fds(pid) >= 1000).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let measured = (rss_kib(pid), open_fds(pid), socket_fds(pid));
+    let mut visited = Vec::new();
+    for _ in 0..(if pages { 3 } else { 0 }) {
+        let http = client();
+        for u in &urls {
+            let r = http
+                .get(u)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 503);
+        }
+        drop(http);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        visited.push((rss_kib(pid), open_fds(pid)));
+    }
+    (measured.0, measured.1, measured.2, visited)
+}
