@@ -404,6 +404,36 @@ async fn wake_on_visit_starts_on_a_browser_visit_never_on_api_polling() {
     assert_eq!(nb.notebook("local", "asleep").await["status"], "stopped");
 }
 
+#[tokio::test]
+async fn a_notebook_found_stopped_at_start_up_gets_its_page_and_shutdown_frees_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sleeper("kept");
+    let url = spec.url.clone();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut nb = start_nbidle(dir.path(), &[spec], |_| {}).await;
+    nb.wait_status("local", "kept", "starting", UP).await;
+    assert_eq!(nb.post("notebooks/local/kept/stop").await.status(), 200);
+    nb.wait_status("local", "kept", "stopped", UP).await;
+    page_served(&url).await;
+    assert!(nb.proc.terminate().unwrap().success());
+    // nbidle's exit closes the page's listener.
+    std::net::TcpListener::bind(&addr).expect("the port is free once nbidle has exited");
+    let yaml = std::fs::read_to_string(&nb.config).unwrap();
+    let port: u16 = nb.url.rsplit(':').next().unwrap().parse().unwrap();
+    drop(nb);
+    let again = Nbidle::start_yaml(dir.path(), "nbidle-again", port, &yaml, &[]).await;
+    page_served(&url).await;
+    let page = get(&url, &NAVIGATION).await.text().await.unwrap();
+    assert!(
+        page.contains("kept was stopped at ") && page.contains("on request"),
+        "{page}"
+    );
+    assert_eq!(again.notebook("local", "kept").await["status"], "stopped");
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
