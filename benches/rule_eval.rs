@@ -310,6 +310,17 @@ async fn measure(case: Case, rules: &str, evaluations: usize) {
     drop(prom);
 }
 
+/// Every `[<n>m]` range in `rules` scaled from 1m scrapes to 5 s ones
+/// (`[5m]` → `[25s]`).
+fn scale_windows(rules: &str) -> String {
+    let re = regex::Regex::new(r"\[(\d+)m\]").unwrap();
+    re.replace_all(rules, |c: &regex::Captures<'_>| {
+        let minutes: u64 = c[1].parse().unwrap();
+        format!("[{}s]", minutes * 5)
+    })
+    .into_owned()
+}
+
 #[tokio::main]
 async fn main() {
     let rules = match std::env::var("NBIDLE_BENCH_RULES") {
@@ -318,6 +329,11 @@ async fn main() {
     };
     // Evaluated every 5s instead of the default 1m to collect samples quickly.
     let rules = rules.replace("interval: 1m", &format!("interval: {INTERVAL}"));
+    // A range selector's work is the samples in its window: at 5 s scrapes
+    // a 5m window holds 60 per series, at the default 1m five. Windows are
+    // scaled by the same 5s / 1m so each holds what it holds at the
+    // defaults.
+    let rules = scale_windows(&rules);
     let evaluations = std::env::var("NBIDLE_BENCH_EVALUATIONS")
         .map(|n| n.parse().expect("NBIDLE_BENCH_EVALUATIONS: a number"))
         .unwrap_or(24);
