@@ -148,6 +148,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         )),
         // Synced once the backend knows its notebooks (local: once recovered).
         readiness: Readiness::default(),
+        page: crate::page::Page::from_config(&cfg.auth, tls.is_some()),
     });
     // The listener drains only once readiness is down: whoever polls
     // /readyz sees 503 before connections close.
@@ -359,6 +360,7 @@ mod tests {
             api_tokens: ApiTokens::new(Vec::new(), Vec::new()),
             body_limits: Arc::new(BodyLimits::new(4096, 16384, Duration::from_secs(5))),
             readiness: Readiness::default(),
+            page: crate::page::Page::new(Duration::from_secs(60), 10, None, false),
         })
     }
 

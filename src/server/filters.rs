@@ -78,6 +78,8 @@ pub(crate) fn routes(
         .or(get)
         .or(stop)
         .or(start)
+        // The notebook page (`/`, sign-in): its own replies, never rejections.
+        .or(crate::page::routes(app.clone()))
         .recover(handlers::recover)
         .with(warp::trace::request())
 }

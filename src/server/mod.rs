@@ -42,6 +42,8 @@ pub(crate) struct App {
     pub body_limits: Arc<body::BodyLimits>,
     /// Synced, then draining (`run` owns both changes).
     pub readiness: Readiness,
+    /// The notebook page's sessions and settings.
+    pub page: crate::page::Page,
 }
 
 /// Two facts, kept apart because they answer different callers: the API

@@ -78,6 +78,7 @@ fn app_with(backend: Arc<MemoryBackend>, limits: BodyLimits, readiness: Readines
         .with_scrape_token(Some(SCRAPE_TOKEN.into())),
         body_limits: Arc::new(limits),
         readiness,
+        page: crate::page::Page::new(Duration::from_secs(60), 10, None, false),
     })
 }
 
