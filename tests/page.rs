@@ -1,0 +1,165 @@
+//! The notebook page in a real browser: headless Chromium (Debian's)
+//! driven by Playwright (`tests/browser/page.mjs`) against the nbidle
+//! binary, whose local backend runs a real JupyterLab and a real Jupyter
+//! server, plus two stand-in processes so the list is not trivially short.
+//! The driver signs in (a wrong token refused), reads the list, is refused
+//! a POST without the CSRF token, stops JupyterLab with the keyboard only,
+//! starts it, opens it and finds the workspace's file, checks a
+//! phone-width screen, and uses namespace-scoped tokens. This test checks
+//! the same through the REST API and saves the docs' screenshots into
+//! docs/img/.
+//!
+//! Components: `bash scripts/browser-deps.sh` (`make test-deps` runs it).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const LAB: &str = "lab";
+const SECOND: &str = "analysis";
+const OTHER_TOKEN: &str = "token-for-namespace-other";
+const LOCAL_TOKEN: &str = "token-for-namespace-local";
+const UI_TIMEOUT: Duration = Duration::from_secs(120);
+/// The whole scenario, JupyterLab's restart included.
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(400);
+
+fn unix(v: &Value) -> f64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
+    let _ = (browser_modules(), chromium(), tool(&["node"]));
+    let dir = tempfile::Builder::new()
+        .prefix("nbidle-page-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    let notebooks = vec![
+        jupyterlab_notebook(d, LAB, None),
+        jupyter_notebook(SECOND, JupyterVersion::Current),
+        sleeper("batch-report"),
+        sleeper("scratch"),
+    ];
+    let workspace = d.join("workspaces").join(LAB);
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::write(workspace.join("kept.txt"), "kept across stop and start\n").unwrap();
+    let port = free_port();
+    let opts = NbidleOptions {
+        // Nothing stops for being idle while the test runs.
+        idle_after: "30m",
+        extra_auth: json!({
+            "namespaced_api_tokens": [
+                {"token": OTHER_TOKEN, "namespaces": ["other"]},
+                {"token": LOCAL_TOKEN, "namespaces": ["local"]},
+            ],
+        }),
+        ..Default::default()
+    };
+    let mut cfg = nbidle_config(port, d, &notebooks, &opts);
+    for (i, owner) in [
+        "ada@example.org",
+        "bob@example.org",
+        "ada@example.org",
+        "eve@example.org",
+    ]
+    .iter()
+    .enumerate()
+    {
+        cfg["backend"]["local"]["notebooks"][i]["owner"] = json!(owner);
+    }
+    let yaml = serde_yaml::to_string(&cfg).unwrap();
+    let nbidle = Nbidle::start_yaml(d, "nbidle", port, &yaml, &[]).await;
+    let lab_url = notebooks[0].url.clone();
+    wait_ready("JupyterLab answering", &format!("{lab_url}api"), UI_TIMEOUT).await;
+    // A stopped row in the list and its screenshot.
+    let r = nbidle.post("notebooks/local/scratch/stop").await;
+    assert!(r.status().is_success(), "{}", r.status());
+    // The exporter has probed JupyterLab: the page shows its time left.
+    eventually("JupyterLab probed", UI_TIMEOUT, || async {
+        let m = nbidle.exporter_metrics().await;
+        m.contains(&format!(
+            "nbidle_notebook_probe_success{{namespace=\"local\",notebook=\"{LAB}\"}} 1"
+        ))
+        .then_some(())
+    })
+    .await;
+    let before = nbidle.notebook("local", LAB).await;
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    std::fs::create_dir_all(&shots).unwrap();
+    let settings = json!({
+        "admin": API_TOKEN,
+        "other": OTHER_TOKEN,
+        "local": LOCAL_TOKEN,
+        "jupyterToken": JUPYTER_TOKEN,
+        "lab": LAB,
+        "second": SECOND,
+        "shots": shots,
+    });
+    let mut driver = LabDriver::spawn_script(
+        d,
+        "page.mjs",
+        "page",
+        &[nbidle.url.clone(), settings.to_string()],
+    );
+    let list = driver.wait_for("list", UI_TIMEOUT).await;
+    let rows: Vec<&str> = list.line["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "local/analysis",
+            "local/batch-report",
+            "local/lab",
+            "local/scratch"
+        ]
+    );
+    let left = list.line["left"].as_str().unwrap();
+    assert!(left.ends_with(" left") && left.contains("min"), "{left}");
+
+    driver.wait_for("stopped-by-keyboard", DRIVER_TIMEOUT).await;
+    let stopped = nbidle.notebook("local", LAB).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["stopped_by"]["trigger"], "user", "{stopped}");
+    driver.wait_for("lab-open", DRIVER_TIMEOUT).await;
+    let after = nbidle.notebook("local", LAB).await;
+    assert_eq!(after["status"], "running", "{after}");
+    assert!(
+        unix(&after["started_at"]) > unix(&before["started_at"]),
+        "started again: {before} → {after}"
+    );
+    let phone = driver.wait_for("phone", DRIVER_TIMEOUT).await;
+    assert!(phone.line["scroll"].as_f64() <= phone.line["view"].as_f64());
+    driver.wait_for("done", DRIVER_TIMEOUT).await;
+    // The token for namespace local stopped the second notebook; the one
+    // for namespace other stopped nothing (JupyterLab still runs).
+    let second = nbidle
+        .wait_status("local", SECOND, "stopped", Duration::from_secs(30))
+        .await;
+    assert_eq!(second["stopped_by"]["trigger"], "user", "{second}");
+    assert_eq!(nbidle.notebook("local", LAB).await["status"], "running");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("kept.txt")).unwrap(),
+        "kept across stop and start\n"
+    );
+    for shot in ["page-list.png", "page-signin.png", "page-phone.png"] {
+        let len = std::fs::metadata(shots.join(shot)).unwrap().len();
+        assert!(len > 5_000, "{shot}: {len} bytes");
+    }
+    drop(driver);
+    drop(nbidle);
+}
