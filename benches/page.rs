@@ -9,7 +9,8 @@
 //! filtered page (one owner of 50, 20 rows), and the script's state
 //! refresh. Reported: request time p50 / p99 / max (nbidle's rendering
 //! plus loopback transfer), bytes of each answer, and nbidle's resident
-//! memory after a warm-up and after 2,000 more page requests.
+//! memory after a warm-up and after each of four batches of 1,000 more
+//! page requests.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -24,7 +25,8 @@ use warp::Filter;
 
 const SIZES: [usize; 2] = [1000, 10_000];
 const REQUESTS: usize = 200;
-const LEAK_REQUESTS: usize = 2000;
+const LEAK_REQUESTS: usize = 1000;
+const LEAK_BATCHES: usize = 4;
 const API_TOKEN: &str = "bench-api";
 const OWNERS: usize = 50;
 
@@ -83,12 +85,18 @@ fn serve(cfg: &Path) -> Child {
         .unwrap()
 }
 
-fn terminate(mut child: Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+/// nbidle, stopped (and its notebooks with it) when dropped, also when
+/// the benchmark fails.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
     }
-    let _ = child.wait();
 }
 
 async fn until<F, Fut>(what: &str, mut f: F)
@@ -113,9 +121,9 @@ async fn running(http: &reqwest::Client, base: &str) -> usize {
         return 0;
     };
     let v: Value = r.json().await.unwrap_or_default();
-    v["notebooks"].as_array().map_or(0, |a| {
-        a.iter().filter(|n| n["status"] == "running").count()
-    })
+    v["notebooks"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|n| n["status"] == "running").count())
 }
 
 /// Signs in as a browser does; the session cookie.
@@ -176,10 +184,13 @@ async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = write_config(dir.path(), n, port, probe_port);
-    let child = serve(&cfg);
+    let child = Served(serve(&cfg));
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
-    until("every notebook running", || running(http, &base).await == n).await;
+    until("every notebook running", || async {
+        running(http, &base).await == n
+    })
+    .await;
     // One exporter round over all of them: the page shows time left.
     until("probed", || async {
         let m = http
@@ -190,12 +201,18 @@ async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
             .text()
             .await
             .unwrap();
-        m.matches("nbidle_notebook_probe_success{").count() == n
+        m.lines()
+            .filter(|l| l.starts_with("nbidle_notebook_probe_success{") && l.ends_with("} 1"))
+            .count()
+            == n
     })
     .await;
-    eprintln!("{n} notebooks running and probed in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "{n} notebooks running and probed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let cookie = sign_in(http, &base).await;
-    let pid = child.id();
+    let pid = child.0.id();
     let last_page = n.div_ceil(100);
     let pages = [
         ("first page", format!("{base}/")),
@@ -220,15 +237,19 @@ async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
             t.bytes
         );
     }
-    let rss_before = proc_kib(pid, "VmRSS:");
-    timed(http, &pages[0].1, &cookie, LEAK_REQUESTS).await;
-    let rss_after = proc_kib(pid, "VmRSS:");
+    // Growth that stops is the allocator settling; a leak grows per batch.
+    let mut rss = vec![rss_warm, proc_kib(pid, "VmRSS:")];
+    for _ in 0..LEAK_BATCHES {
+        timed(http, &pages[0].1, &cookie, LEAK_REQUESTS).await;
+        rss.push(proc_kib(pid, "VmRSS:"));
+    }
+    let rss: Vec<String> = rss.iter().map(u64::to_string).collect();
     println!(
-        "| {n} notebooks: nbidle RSS after warm-up / before / after {LEAK_REQUESTS} more first pages | {rss_warm} / {rss_before} / {rss_after} KiB ({:+} KiB); peak {} KiB |",
-        rss_after as i64 - rss_before as i64,
+        "| {n} notebooks: nbidle RSS after warm-up, after the timings, then after each {LEAK_REQUESTS} more first pages | {} KiB; peak {} KiB |",
+        rss.join(" / "),
         proc_kib(pid, "VmHWM:")
     );
-    terminate(child);
+    drop(child);
 }
 
 #[tokio::main]
@@ -245,7 +266,11 @@ async fn main() {
         }))
         .run(([127, 0, 0, 1], probe_port)),
     );
-    let http = reqwest::Client::new();
+    // A browser's POST /sign-in answer is the redirect itself.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     println!("| measurement | p50 / p99 / max | answer |");
     println!("|---|---|---|");
     for n in SIZES {

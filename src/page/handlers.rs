@@ -22,10 +22,11 @@ use crate::server::App;
 
 type Answer = Result<Reply, Infallible>;
 
-/// The request's session: its cookie's, or, behind a trusted proxy, one
-/// made for the person its header names. The bool: made now (its cookie
-/// must be set).
-fn session(app: &App, req: &Req) -> Option<(Current, bool)> {
+/// The request's session: its cookie's, or, behind a trusted proxy and
+/// when `make`, one made for the person its header names. The bool: made
+/// now (its cookie must be set). Only a page view makes one: a script's
+/// refresh or a form without the cookie must not fill the store.
+fn session(app: &App, req: &Req, make: bool) -> Option<(Current, bool)> {
     let page = &app.page;
     let proxied = page
         .trusted_user_header
@@ -43,7 +44,7 @@ fn session(app: &App, req: &Req) -> Option<(Current, bool)> {
     if let Some(c) = current {
         return Some((c, false));
     }
-    let user = proxied?;
+    let user = proxied.filter(|_| make)?;
     page.sessions
         .create(Viewer::Owner(user), None)
         .ok()
@@ -92,7 +93,7 @@ fn backend_failed(req: &Req, e: crate::Error) -> Reply {
 
 /// `GET /`: the list, or the way to sign in.
 pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
-    let Some((cur, new)) = session(&app, &req) else {
+    let Some((cur, new)) = session(&app, &req, true) else {
         return Ok(redirect("/sign-in"));
     };
     if !app.readiness.is_synced() {
@@ -127,7 +128,7 @@ struct States {
 /// `GET /page/states`: the live state of the rows a page shows, for its
 /// script.
 pub(crate) async fn states(app: Arc<App>, req: Req, raw: String) -> Answer {
-    let Some((cur, _)) = session(&app, &req).filter(|(_, new)| !new) else {
+    let Some((cur, _)) = session(&app, &req, false) else {
         return Ok(refuse(
             &req,
             StatusCode::UNAUTHORIZED,
@@ -158,7 +159,7 @@ pub(crate) async fn states(app: Arc<App>, req: Req, raw: String) -> Answer {
 
 /// `GET /sign-in`.
 pub(crate) async fn sign_in_form(app: Arc<App>, req: Req) -> Answer {
-    if session(&app, &req).is_some_and(|(_, new)| !new) {
+    if session(&app, &req, false).is_some() {
         return Ok(redirect("/"));
     }
     let trusted = app.page.trusted_user_header.is_some();
@@ -219,17 +220,21 @@ pub(crate) async fn sign_in(
 
 /// The session of a state-changing form, once its CSRF token matches;
 /// a 403 otherwise.
-fn checked(app: &App, req: &Req, form: &Option<Vec<(String, String)>>) -> Result<Current, Reply> {
+fn checked(
+    app: &App,
+    req: &Req,
+    form: &Option<Vec<(String, String)>>,
+) -> Result<Current, Box<Reply>> {
     let sent = form.as_deref().and_then(|f| field(f, "csrf"));
-    match (session(app, req), sent) {
-        (Some((cur, false)), Some(sent)) if same_token(&cur.csrf, sent) => Ok(cur),
-        _ => Err(refuse(
+    match (session(app, req, false), sent) {
+        (Some((cur, _)), Some(sent)) if same_token(&cur.csrf, sent) => Ok(cur),
+        _ => Err(Box::new(refuse(
             req,
             StatusCode::FORBIDDEN,
             "forbidden",
             "Refused",
             "This form is out of date or did not come from this page (missing or wrong CSRF token). Reload the page and try again.",
-        )),
+        ))),
     }
 }
 
@@ -241,7 +246,7 @@ pub(crate) async fn sign_out(
 ) -> Answer {
     let cur = match checked(&app, &req, &form) {
         Ok(c) => c,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     app.page.sessions.remove(&cur.id);
     Ok(set_cookie(redirect("/sign-in"), None, secure(&app, &req)))
@@ -264,7 +269,7 @@ pub(crate) async fn act(
 ) -> Answer {
     let cur = match checked(&app, &req, &form) {
         Ok(c) => c,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let form = form.unwrap_or_default();
     let back = Query::parse(field(&form, "back").unwrap_or("")).encode();
@@ -287,7 +292,7 @@ pub(crate) async fn act(
         return Ok(not_ready(&req));
     }
     if let Err(r) = allowed(&app, &req, &cur.viewer, &id).await {
-        return Ok(r);
+        return Ok(*r);
     }
     let flash = match act {
         Act::Stop => stop(&app, &id).await,
@@ -300,7 +305,7 @@ pub(crate) async fn act(
 /// 403 unless the viewer may act on `id`: a token's namespaces are
 /// checked before anything is read, as the API does; an owner's
 /// notebook must be read to know its owner.
-async fn allowed(app: &App, req: &Req, viewer: &Viewer, id: &NotebookId) -> Result<(), Reply> {
+async fn allowed(app: &App, req: &Req, viewer: &Viewer, id: &NotebookId) -> Result<(), Box<Reply>> {
     let ok = match viewer {
         Viewer::Token(Scope::All) => true,
         Viewer::Token(scope) => scope.allows(&id.namespace),
@@ -310,13 +315,13 @@ async fn allowed(app: &App, req: &Req, viewer: &Viewer, id: &NotebookId) -> Resu
         return Ok(());
     }
     app.metrics.error(crate::metrics::ErrorKind::ApiForbidden);
-    Err(refuse(
+    Err(Box::new(refuse(
         req,
         StatusCode::FORBIDDEN,
         "forbidden",
         "Not yours",
         &format!("This sign-in may not use the notebook {id}."),
-    ))
+    )))
 }
 
 async fn stop(app: &App, id: &NotebookId) -> Flash {

@@ -497,6 +497,18 @@ async fn behind_a_trusted_proxy_a_person_acts_on_their_own_notebooks() {
         b.state(&NotebookId::new("team-a", "lab")).unwrap().status,
         Status::Stopped
     );
+    // Only a page view makes a session: a refresh or a form without the
+    // cookie does not fill the store.
+    let before = app.page.sessions.len();
+    let r = send(&app, as_ada(warp::test::request().path("/page/states"))).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = send(
+        &app,
+        as_ada(form_post("/notebooks/stop", None, &[("csrf", &token)])),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.page.sessions.len(), before);
     // Without the header, the page asks for a token as usual.
     let r = send(&app, warp::test::request().path("/")).await;
     assert_eq!(header(&r, "location"), "/sign-in");
