@@ -97,9 +97,14 @@ fn exposition(case: Case, at: f64) -> String {
     let labels = |i: usize| format!("namespace=\"team-{}\",notebook=\"nb-{i}\"", i % NAMESPACES);
     let mut out = String::with_capacity(NOTEBOOKS * 900);
     let mut family = |name: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         let _ = writeln!(
             out,
-            "# HELP {name} nbidle exporter series.\n# TYPE {name} gauge"
+            "# HELP {name} nbidle exporter series.\n# TYPE {name} {kind}"
         );
         for (l, v) in rows {
             let _ = writeln!(out, "{name}{{{l}}} {v}");
@@ -141,6 +146,26 @@ fn exposition(case: Case, at: f64) -> String {
     family(
         "nbidle_notebook_last_activity_timestamp_seconds",
         &mut all().map(|i| (labels(i), last(i))),
+    );
+    // The local backend's process accounting, which the default cpu guard
+    // reads: an idle server's trickle (0.005 cores), under the guard's
+    // 0.05, so the guard's rate() is computed for every notebook and
+    // vetoes none.
+    family(
+        "nbidle_notebook_cpu_seconds_total",
+        &mut all().map(|i| (labels(i), (at - started) * 0.005)),
+    );
+    family(
+        "nbidle_notebook_resident_memory_bytes",
+        &mut all().map(|i| (labels(i), 180e6)),
+    );
+    family(
+        "nbidle_notebook_processes",
+        &mut all().map(|i| (labels(i), 5.0)),
+    );
+    family(
+        "nbidle_notebook_file_writes_total",
+        &mut all().map(|i| (labels(i), 12.0)),
     );
     out
 }

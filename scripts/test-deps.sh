@@ -41,5 +41,13 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# A real SMTP receiver for the warning email example (tests/warnings.rs).
+smtp_stamp="$venv/.nbidle-smtp-v1"
+if [ ! -f "$smtp_stamp" ]; then
+  echo "test-deps: installing aiosmtpd into $venv" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check 'aiosmtpd>=1.4,<2' >&2
+  touch "$smtp_stamp"
+fi
+
 echo "NBIDLE_JUPYTER=$venv/bin/jupyter"
 echo "NBIDLE_JUPYTER_OLD=/usr/bin/jupyter-server"

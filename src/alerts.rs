@@ -75,9 +75,19 @@ pub struct Alert {
     #[expect(dead_code, reason = "validated, not used")]
     annotations: BTreeMap<String, String>,
     pub(crate) starts_at: Timestamp,
+    /// When Alertmanager considers the alert over, if it says (firing
+    /// alerts often carry the zero time). Read leniently: it was never
+    /// validated, and a payload is not refused for it.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub(crate) ends_at: Option<Timestamp>,
     #[serde(default)]
     #[expect(dead_code, reason = "validated, not used")]
     fingerprint: String,
+}
+
+fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(v.as_str().and_then(|s| s.parse().ok()))
 }
 
 impl Alert {

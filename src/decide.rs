@@ -17,7 +17,7 @@ use crate::exporter::{Exporter, NotebookFacts};
 use crate::logsafe::{Escaped, BACKEND_UNAVAILABLE, UNKNOWN_NOTEBOOK};
 use crate::metrics::{ErrorKind, Metrics, Outcome, Trigger};
 use crate::notebook::{NotebookId, StopCause, Timestamp};
-use crate::rules::{ACTION_LABEL, ACTION_STOP};
+use crate::rules::{ACTION_LABEL, ACTION_STOP, ACTION_WARN};
 
 /// Stops in flight at once for one payload.
 const CONCURRENCY: usize = 64;
@@ -68,6 +68,9 @@ pub enum Decision {
     UnknownNotebook,
     /// No `nbidle_action="stop"` label, or no notebook labels.
     NotForNbidle,
+    /// A warning (`nbidle_action="warn"`): recorded for people by the
+    /// webhook, never a stop.
+    Warning,
     /// The alert is resolved: nothing to stop.
     Resolved,
     /// `autostop.dry_run`: it would have been stopped, and was not.
@@ -99,6 +102,7 @@ impl Decision {
             Decision::OptedOut => "opted_out",
             Decision::UnknownNotebook => "unknown_notebook",
             Decision::NotForNbidle => "not_for_nbidle",
+            Decision::Warning => "warning",
             Decision::Resolved => "resolved",
             Decision::DryRun => "dry_run",
             Decision::Disabled => "disabled",
@@ -191,8 +195,10 @@ async fn decide_one(
     if alert.status == AlertStatus::Resolved {
         return Decision::Resolved;
     }
-    if alert.labels.get(ACTION_LABEL).map(String::as_str) != Some(ACTION_STOP) {
-        return Decision::NotForNbidle;
+    match alert.labels.get(ACTION_LABEL).map(String::as_str) {
+        Some(ACTION_STOP) => {}
+        Some(ACTION_WARN) => return Decision::Warning,
+        _ => return Decision::NotForNbidle,
     }
     let Some(id) = alert.notebook() else {
         return Decision::NotForNbidle;

@@ -37,6 +37,9 @@
 //!   needs (`listen` a `SocketAddr`, the backend an enum with its section).
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
+//! - `silences`: Keep running as Alertmanager silences (API v2), and which
+//!   silences cover a notebook's stop alert; `warnings`: the warning
+//!   alerts the webhook records for people.
 //! - [`logging`]: the log's filter (`NBIDLE_LOG`, the HTTP stack kept at
 //!   warn), format (`NBIDLE_LOG_FORMAT`, `--log-format`: text or JSON) and
 //!   colours (a terminal, `NO_COLOR`).
@@ -69,5 +72,7 @@ mod page;
 pub mod rules;
 pub mod run;
 mod server;
+mod silences;
+mod warnings;
 
 pub use error::{Error, Result};

@@ -79,6 +79,16 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// The `op` label of `nbidle_silences_total`.
+    SilenceOp {
+        /// Keep running: a silence created.
+        Create => "create",
+        /// Keep running cancelled: a silence expired.
+        Expire => "expire",
+    }
+}
+
 /// nbidle's own metrics, registered in a registry of their own and
 /// rendered on `/metrics`.
 pub struct Metrics {
@@ -110,6 +120,12 @@ pub struct Metrics {
     log_synced: Vec<AtomicU64>,
     /// The Kubernetes backends' watches.
     pub(crate) watch: WatchMetrics,
+    /// Alertmanager silences made and expired for Keep running, by
+    /// [`SilenceOp`] and [`Outcome`].
+    pub(crate) silences: IntCounterVec,
+    /// Warning alerts recorded from the webhook, and those refused because
+    /// the store was full.
+    pub(crate) warnings: IntCounterVec,
 }
 
 /// Per watch (labels `resource`, `watch_namespace`: one series per watched
@@ -307,9 +323,29 @@ impl Metrics {
         for l in crate::logsafe::LIMITS {
             log_lines_suppressed.with_label_values(&[l.kind()]);
         }
+        let silences = counter(
+            "nbidle_silences_total",
+            "Alertmanager silences created and expired for Keep running, by result.",
+            &["op", "result"],
+        );
+        for o in SilenceOp::ALL {
+            for r in Outcome::ALL {
+                silences.with_label_values(&[o.as_str(), r.as_str()]);
+            }
+        }
+        let warnings = counter(
+            "nbidle_warnings_total",
+            "Warning alerts from the webhook: recorded, or dropped because the store was full.",
+            &["result"],
+        );
+        for r in ["recorded", "dropped"] {
+            warnings.with_label_values(&[r]);
+        }
         let watch = WatchMetrics::new(&registry);
         Metrics {
             watch,
+            silences,
+            warnings,
             registry,
             alerts_received,
             alert_decisions,
@@ -352,6 +388,20 @@ impl Metrics {
         self.starts
             .with_label_values(&[trigger.as_str(), outcome.as_str()])
             .inc();
+    }
+
+    /// A silence call to Alertmanager, and whether it worked.
+    pub(crate) fn silence(&self, op: SilenceOp, ok: bool) {
+        let r = if ok { Outcome::Success } else { Outcome::Error };
+        self.silences
+            .with_label_values(&[op.as_str(), r.as_str()])
+            .inc();
+    }
+
+    /// A warning alert recorded (`true`) or dropped at the store's bound.
+    pub(crate) fn warning(&self, recorded: bool) {
+        let r = if recorded { "recorded" } else { "dropped" };
+        self.warnings.with_label_values(&[r]).inc();
     }
 
     pub(crate) fn alert_received(&self, status: AlertStatus) {
@@ -452,6 +502,10 @@ mod tests {
             documented("nbidle_stops_total", "result"),
             values(Outcome::ALL, Outcome::as_str)
         );
+        assert_eq!(
+            documented("nbidle_silences_total", "op"),
+            values(SilenceOp::ALL, SilenceOp::as_str)
+        );
     }
 
     #[test]
@@ -462,6 +516,9 @@ mod tests {
         m.start(Trigger::User, Outcome::Success);
         m.alert_received(AlertStatus::Resolved);
         m.webhook_handled(503, 0.01);
+        m.silence(SilenceOp::Create, true);
+        m.silence(SilenceOp::Expire, false);
+        m.warning(false);
         let text = m.render();
         for series in [
             r#"nbidle_errors_total{kind="tls_handshake"} 1"#,
@@ -472,6 +529,11 @@ mod tests {
             r#"nbidle_alerts_received_total{status="resolved"} 1"#,
             r#"nbidle_alerts_received_total{status="firing"} 0"#,
             r#"nbidle_webhook_duration_seconds_count{code="5xx"} 1"#,
+            r#"nbidle_silences_total{op="create",result="success"} 1"#,
+            r#"nbidle_silences_total{op="expire",result="error"} 1"#,
+            r#"nbidle_silences_total{op="create",result="error"} 0"#,
+            r#"nbidle_warnings_total{result="dropped"} 1"#,
+            r#"nbidle_warnings_total{result="recorded"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
         }

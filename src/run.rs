@@ -129,7 +129,13 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     if let Some(e) = exporter.clone() {
         spawn_exporter(e, shutdown.clone().cancelled_owned(), &tasks)?;
     }
+    let silences = crate::silences::Silences::from_config(&cfg.alertmanager, metrics.clone())?;
     let app = Arc::new(App {
+        silences: silences.map(Arc::new),
+        warnings: Arc::new(crate::warnings::Warnings::new(
+            cfg.autostop.warn_before.0,
+            cfg.alertmanager.group_interval.0,
+        )),
         exporter: exporter.clone(),
         backend: backend.clone(),
         metrics,
@@ -360,6 +366,11 @@ mod tests {
             api_tokens: ApiTokens::new(Vec::new(), Vec::new()),
             body_limits: Arc::new(BodyLimits::new(4096, 16384, Duration::from_secs(5))),
             readiness: Readiness::default(),
+            silences: None,
+            warnings: Arc::new(crate::warnings::Warnings::new(
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+            )),
             page: crate::page::Page::new(Duration::from_secs(60), 10, None, false),
         })
     }

@@ -273,12 +273,11 @@ async fn a_silent_computation_is_kept_on_both_jupyter_versions_and_an_idle_noteb
             .wait_status("local", name, "running", Duration::from_secs(120))
             .await;
     }
-    let am = Alertmanager::start(dir.path(), &nbidle.config).await;
-    let prom = Prometheus::start(dir.path(), &nbidle, &am).await;
-
     // One idle kernel and one computing silently, then a kernel_info on
     // the busy kernel's control channel (what a reconnecting JupyterLab
-    // sends): 1.23 then reports the computing kernel idle.
+    // sends): 1.23 then reports the computing kernel idle. Prometheus
+    // starts once both compute: before, nobody uses them and a slow first
+    // driver would rightly see the second stopped as idle.
     let mut reported = Vec::new();
     for url in &urls[..2] {
         let out = jupyter_procs(url, &["two-kernels"]);
@@ -286,6 +285,8 @@ async fn a_silent_computation_is_kept_on_both_jupyter_versions_and_an_idle_noteb
         reported.push(states);
     }
     eprintln!("kernel states reported (2.x, 1.23): {reported:?}");
+    let am = Alertmanager::start(dir.path(), &nbidle.config).await;
+    let prom = Prometheus::start(dir.path(), &nbidle, &am).await;
     assert_eq!(reported[0]["busy_after_control_kernel_info"], "busy");
 
     // Past the idle time: the idle notebook is stopped, both computing

@@ -267,6 +267,23 @@ async fn an_unknown_notebook_is_dropped() {
     );
 }
 
+/// The warning goes to nbidle's webhook too (for people), and must stop
+/// nothing, whatever else it carries: an idle notebook, a stop's own name,
+/// dry run off.
+#[tokio::test]
+async fn warnings_never_stop_anything() {
+    let b = MemoryBackend::new([running("lab")]);
+    let mut warn = firing("lab");
+    warn["labels"]["nbidle_action"] = json!("warn");
+    warn["labels"]["alertname"] = json!("NotebookIdleSoon");
+    let mut named_like_a_stop = warn.clone();
+    named_like_a_stop["labels"]["alertname"] = json!("NotebookIdle");
+    let (d, _) = handle_with(&b, None, POLICY, vec![warn, named_like_a_stop]).await;
+    assert_eq!(d, vec![Decision::Warning; 2]);
+    assert!(b.calls().is_empty(), "{:?}", b.calls());
+    assert_eq!(b.get(&id("lab")).await.unwrap().status, Status::Running);
+}
+
 #[tokio::test]
 async fn alerts_without_the_stop_action_or_a_notebook_are_not_for_nbidle() {
     let b = MemoryBackend::new([running("lab")]);
@@ -276,7 +293,7 @@ async fn alerts_without_the_stop_action_or_a_notebook_are_not_for_nbidle() {
         .unwrap()
         .remove("nbidle_action");
     let mut other_action = firing("lab");
-    other_action["labels"]["nbidle_action"] = json!("warn");
+    other_action["labels"]["nbidle_action"] = json!("restart");
     let mut no_notebook = firing("lab");
     no_notebook["labels"]
         .as_object_mut()

@@ -10,7 +10,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::config::{Config, TlsClientConfig};
 use crate::error::Result;
-use crate::rules::{ACTION_LABEL, ACTION_STOP};
+use crate::rules::{ACTION_LABEL, ACTION_STOP, ACTION_WARN};
 
 mod operator;
 
@@ -168,6 +168,37 @@ fn http_config(cfg: &Config) -> Value {
     map(pairs)
 }
 
+/// The route of nbidle's alerts with action `action` to `receiver`, one
+/// group per notebook.
+fn nbidle_route(receiver: &str, action: &str, am: &crate::config::AlertmanagerConfig) -> Value {
+    map(vec![
+        ("receiver", s(receiver)),
+        (
+            "matchers",
+            list(vec![s(&format!("{ACTION_LABEL}=\"{action}\""))]),
+        ),
+        ("group_by", list(vec![s("namespace"), s("notebook")])),
+        ("group_wait", s(&am.group_wait.prometheus())),
+        ("group_interval", s(&am.group_interval.prometheus())),
+        ("repeat_interval", s(&am.repeat_interval.prometheus())),
+    ])
+}
+
+/// A receiver posting to nbidle's webhook at `url`.
+fn webhook_receiver(name: &str, url: &str, send_resolved: bool, cfg: &Config) -> Value {
+    map(vec![
+        ("name", s(name)),
+        (
+            "webhook_configs",
+            list(vec![map(vec![
+                ("url", s(url)),
+                ("send_resolved", Value::Bool(send_resolved)),
+                ("http_config", http_config(cfg)),
+            ])]),
+        ),
+    ])
+}
+
 fn alertmanager_config(cfg: &Config) -> Value {
     let am = &cfg.alertmanager;
     let url = am
@@ -183,19 +214,15 @@ fn alertmanager_config(cfg: &Config) -> Value {
                 ("receiver", s("default")),
                 (
                     "routes",
-                    list(vec![map(vec![
-                        ("receiver", s("nbidle")),
-                        (
-                            "matchers",
-                            list(vec![s(&format!("{ACTION_LABEL}=\"{ACTION_STOP}\""))]),
-                        ),
+                    list(vec![
                         // One notification per notebook: a failed stop is
                         // retried alone, without re-sending its neighbours.
-                        ("group_by", list(vec![s("namespace"), s("notebook")])),
-                        ("group_wait", s(&am.group_wait.prometheus())),
-                        ("group_interval", s(&am.group_interval.prometheus())),
-                        ("repeat_interval", s(&am.repeat_interval.prometheus())),
-                    ])]),
+                        nbidle_route("nbidle", ACTION_STOP, am),
+                        // Warnings, for the notebook's banner; people's own
+                        // receivers (email, chat) go before this route with
+                        // `continue: true` (alertmanager/warnings-example.yml).
+                        nbidle_route("nbidle-warnings", ACTION_WARN, am),
+                    ]),
                 ),
             ]),
         ),
@@ -203,18 +230,10 @@ fn alertmanager_config(cfg: &Config) -> Value {
             "receivers",
             list(vec![
                 map(vec![("name", s("default"))]),
-                map(vec![
-                    ("name", s("nbidle")),
-                    (
-                        "webhook_configs",
-                        list(vec![map(vec![
-                            ("url", s(&url)),
-                            // Resolved alerts stop nothing; don't send them.
-                            ("send_resolved", Value::Bool(false)),
-                            ("http_config", http_config(cfg)),
-                        ])]),
-                    ),
-                ]),
+                // Resolved stop alerts stop nothing: not sent. A resolved
+                // warning ends the notebook's banner: sent.
+                webhook_receiver("nbidle", &url, false, cfg),
+                webhook_receiver("nbidle-warnings", &url, true, cfg),
             ]),
         ),
     ])
@@ -257,6 +276,44 @@ mod tests {
         assert_eq!(route["group_wait"], "1s");
         let objs = render(&cfg, Manifest::AlertmanagerConfig).unwrap();
         assert!(objs.contains("groupWait: 1s"), "{objs}");
+    }
+
+    /// Warnings reach nbidle too, resolved ones included (they end the
+    /// banner); stop alerts' resolves are still not sent.
+    #[test]
+    fn warnings_are_routed_to_nbidle_with_their_resolves() {
+        let yaml = "auth: {webhook_token: w, api_tokens: [a]}\nbackend: {kind: kubeflow}\n";
+        let cfg = Config::from_yaml(yaml, std::path::Path::new(".")).unwrap();
+        let am: Value =
+            serde_yaml::from_str(&render(&cfg, Manifest::Alertmanager).unwrap()).unwrap();
+        let routes = am["route"]["routes"].as_sequence().unwrap();
+        let by_receiver = |name: &str| {
+            let r = routes.iter().find(|r| r["receiver"] == name).unwrap();
+            let recv = am["receivers"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .unwrap();
+            (r["matchers"][0].clone(), recv["webhook_configs"][0].clone())
+        };
+        let (m, w) = by_receiver("nbidle-warnings");
+        assert_eq!(m, "nbidle_action=\"warn\"");
+        assert_eq!(w["send_resolved"], true);
+        assert_eq!(w["http_config"]["authorization"]["credentials"], "w");
+        let (m, w) = by_receiver("nbidle");
+        assert_eq!(m, "nbidle_action=\"stop\"");
+        assert_eq!(w["send_resolved"], false);
+        assert_eq!(w["url"], by_receiver("nbidle-warnings").1["url"]);
+        let objs: serde_json::Value =
+            serde_yaml::from_str(&render(&cfg, Manifest::AlertmanagerConfig).unwrap()).unwrap();
+        let child = &objs["spec"]["route"]["routes"][0];
+        assert_eq!(child["receiver"], "nbidle-warnings");
+        assert_eq!(child["matchers"][0]["value"], "warn");
+        assert_eq!(
+            objs["spec"]["receivers"][1]["webhookConfigs"][0]["sendResolved"],
+            true
+        );
     }
 
     /// Prometheus and Alertmanager reach an nbidle listening on every

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::scheme;
 use crate::config::{BackendConfig, Config, StatefulSetConfig};
-use crate::rules::{ACTION_LABEL, ACTION_STOP};
+use crate::rules::{ACTION_LABEL, ACTION_STOP, ACTION_WARN};
 
 /// The operator's `tlsConfig` for reaching nbidle's Service: the CA from
 /// `ca.crt` of `kubernetes.tls_secret` (cert-manager's layout), the
@@ -258,22 +258,38 @@ pub(super) fn alertmanager_configs(cfg: &Config) -> Vec<serde_json::Value> {
                 "kind": "AlertmanagerConfig",
                 "metadata": object_meta(cfg, "nbidle", ns),
                 "spec": {
+                    // Stop alerts to "nbidle"; warnings, a child route, to
+                    // "nbidle-warnings", which also sends their resolves.
                     "route": {
                         "receiver": "nbidle",
-                        "matchers": [{"name": ACTION_LABEL, "value": ACTION_STOP, "matchType": "="}],
+                        "matchers": [{"name": ACTION_LABEL, "value": format!("{ACTION_STOP}|{ACTION_WARN}"), "matchType": "=~"}],
                         "groupBy": ["namespace", "notebook"],
                         "groupWait": am.group_wait.prometheus(),
                         "groupInterval": am.group_interval.prometheus(),
                         "repeatInterval": am.repeat_interval.prometheus(),
-                    },
-                    "receivers": [{
-                        "name": "nbidle",
-                        "webhookConfigs": [{
-                            "url": url,
-                            "sendResolved": false,
-                            "httpConfig": http_config,
+                        "routes": [{
+                            "receiver": "nbidle-warnings",
+                            "matchers": [{"name": ACTION_LABEL, "value": ACTION_WARN, "matchType": "="}],
                         }],
-                    }],
+                    },
+                    "receivers": [
+                        {
+                            "name": "nbidle",
+                            "webhookConfigs": [{
+                                "url": url,
+                                "sendResolved": false,
+                                "httpConfig": http_config,
+                            }],
+                        },
+                        {
+                            "name": "nbidle-warnings",
+                            "webhookConfigs": [{
+                                "url": url,
+                                "sendResolved": true,
+                                "httpConfig": http_config,
+                            }],
+                        },
+                    ],
                 },
             })
         })

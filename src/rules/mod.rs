@@ -554,6 +554,13 @@ mod tests {
             !stop.contains("container_cpu_usage_seconds_total"),
             "{stop}"
         );
+        // Too few samples for a rate (a restart) is kept, not idle.
+        assert!(
+            stop.contains(
+                "(max by (namespace, notebook) (count_over_time(nbidle_notebook_cpu_seconds_total{job=\"nbidle-exporter\"}[5m])) < 2)"
+            ),
+            "{stop}"
+        );
     }
 
     #[test]

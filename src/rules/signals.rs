@@ -118,8 +118,13 @@ impl Signal {
                 thr = c.threshold_cores
             ),
             // The local backend accounts every process of a notebook itself.
+            // A counter with fewer than two samples in the window has no
+            // rate yet (Prometheus or nbidle just started): unknown CPU is
+            // kept, not taken for none, so a restart of either never stops
+            // a notebook whose job is running.
             Signal::ProcessCpu(c) => format!(
-                "max by ({NOTEBOOK_LABELS}) (rate(nbidle_notebook_cpu_seconds_total{{job=\"{ex}\"}}[{w}])) > {thr}",
+                "(max by ({NOTEBOOK_LABELS}) (rate({cpu}[{w}])) > {thr})\nor\n(max by ({NOTEBOOK_LABELS}) (count_over_time({cpu}[{w}])) < 2)",
+                cpu = format_args!("nbidle_notebook_cpu_seconds_total{{job=\"{ex}\"}}"),
                 w = c.window,
                 thr = c.threshold_cores
             ),

@@ -68,6 +68,17 @@ pub(crate) fn routes(
         .and(api_auth())
         .and_then(handlers::start_notebook);
 
+    let keep = || warp::path!("api" / "v1" / "notebooks" / String / String / "keep-running");
+    let keep_running = keep()
+        .and(warp::post())
+        .and(api_auth())
+        .and(body::bounded(app.body_limits.clone()))
+        .and_then(handlers::keep_running);
+    let cancel_keep_running = keep()
+        .and(warp::delete())
+        .and(api_auth())
+        .and_then(handlers::cancel_keep_running);
+
     livez
         .or(readyz)
         .or(metrics)
@@ -78,6 +89,8 @@ pub(crate) fn routes(
         .or(get)
         .or(stop)
         .or(start)
+        .or(keep_running)
+        .or(cancel_keep_running)
         // The notebook page (`/`, sign-in): its own replies, never rejections.
         .or(crate::page::routes(app.clone()))
         .recover(handlers::recover)

@@ -115,6 +115,7 @@ pub(crate) async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rej
             )));
         }
     };
+    app.warnings.record(&payload, &app.metrics);
     let results = decide::handle(
         &payload,
         app.backend.as_ref(),
@@ -123,6 +124,11 @@ pub(crate) async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rej
         &app.metrics,
     )
     .await;
+    for r in results.iter().filter(|r| r.decision == Decision::Stopped) {
+        if let Some(id) = &r.notebook {
+            app.warnings.clear(id);
+        }
+    }
     let stopped = results
         .iter()
         .filter(|r| r.decision == Decision::Stopped)
@@ -168,7 +174,162 @@ pub(crate) async fn list_notebooks(app: Arc<App>, scope: Scope) -> Result<impl R
         .await
         .map_err(|e| reject(&app, ErrorKind::Backend, e.into()))?;
     notebooks.retain(|n| scope.allows(&n.id.namespace));
-    Ok(json(&NotebookList { notebooks }))
+    let (mut kept, keep_running_error) = match &app.silences {
+        None => (Default::default(), None),
+        Some(s) => match s.for_notebooks(&notebooks).await {
+            Ok(k) => (k, None),
+            Err(e) => (Default::default(), Some(without_paths(&e.to_string()))),
+        },
+    };
+    let mut warned = app.warnings.for_notebooks(&notebooks);
+    let notebooks = notebooks
+        .into_iter()
+        .map(|state| NotebookView {
+            kept_running: kept.remove(&state.id),
+            warning: warned.remove(&state.id),
+            keep_running_error: None,
+            state,
+        })
+        .collect();
+    Ok(json(&NotebookList {
+        notebooks,
+        keep_running_error,
+    }))
+}
+
+/// `state` with its silence and warning.
+async fn view(app: &App, state: NotebookState) -> NotebookView {
+    let (kept_running, keep_running_error) = match &app.silences {
+        None => (None, None),
+        Some(s) => match s.for_notebook(&state).await {
+            Ok(k) => (k, None),
+            Err(e) => (None, Some(without_paths(&e.to_string()))),
+        },
+    };
+    NotebookView {
+        kept_running,
+        warning: app.warnings.get(&state),
+        keep_running_error,
+        state,
+    }
+}
+
+/// The silences, or 409 when `alertmanager.url` is not set.
+fn silences(app: &App) -> Result<&crate::silences::Silences, Rejection> {
+    app.silences.as_deref().ok_or_else(|| {
+        warp::reject::custom(ApiError::new(
+            StatusCode::CONFLICT,
+            "keep_running_unavailable",
+            "Keep running needs Alertmanager's API: alertmanager.url is not set",
+        ))
+    })
+}
+
+/// Who made a silence through the API: the name the caller gives, else
+/// the kind of token (tokens carry no person's name).
+fn created_by(scope: &Scope, by: Option<&str>) -> String {
+    let token = match scope {
+        Scope::All => "nbidle API".to_string(),
+        Scope::Namespaces(ns) => format!("nbidle API ({})", ns.join(", ")),
+    };
+    match by.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(b) => format!("{b} via {token}"),
+        None => token,
+    }
+}
+
+fn parse_keep_running(bytes: &[u8]) -> crate::Result<KeepRunningRequest> {
+    // serde's derived structs also read an array of their fields in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(crate::Error::invalid("body", "must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let req: KeepRunningRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        crate::Error::invalid(
+            if path == "." { "body".into() } else { path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    for (field, v, max) in [
+        ("comment", &req.comment, MAX_COMMENT_CHARS),
+        ("by", &req.by, MAX_BY_CHARS),
+    ] {
+        if v.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(crate::Error::invalid(
+                field,
+                format!("at most {max} characters"),
+            ));
+        }
+    }
+    Ok(req)
+}
+
+pub(crate) async fn keep_running(
+    namespace: String,
+    name: String,
+    app: Arc<App>,
+    scope: Scope,
+    body: Body,
+) -> Result<impl Reply, Rejection> {
+    let id = addressed(&app, &scope, namespace, name)?;
+    let silences = silences(&app)?;
+    let req = parse_keep_running(&body.bytes)
+        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
+    let until = crate::silences::keep_until(
+        req.for_.as_deref(),
+        req.until.as_deref(),
+        crate::notebook::Timestamp::now(),
+        silences.max(),
+    )
+    .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
+    let state = get(&app, &id).await?;
+    let by = created_by(&scope, req.by.as_deref());
+    let kept = silences
+        .keep_running(&state, until, &by, req.comment.as_deref().unwrap_or(""))
+        .await
+        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
+    let mut v = view(&app, state).await;
+    // The answer shows the silence just made, whatever the list says.
+    v.kept_running = Some(kept);
+    Ok(with_status(json(&v), StatusCode::CREATED))
+}
+
+pub(crate) async fn cancel_keep_running(
+    namespace: String,
+    name: String,
+    app: Arc<App>,
+    scope: Scope,
+) -> Result<impl Reply, Rejection> {
+    let id = addressed(&app, &scope, namespace, name)?;
+    let silences = silences(&app)?;
+    let state = get(&app, &id).await?;
+    let done = silences
+        .cancel(&state)
+        .await
+        .map_err(|e| reject(&app, ErrorKind::ApiRequest, e.into()))?;
+    if done.expired.is_empty() {
+        let (status, code, message) = if done.left.is_empty() {
+            (
+                StatusCode::NOT_FOUND,
+                "not_kept_running",
+                format!("no silence keeps {id} running"),
+            )
+        } else {
+            let ids: Vec<&str> = done.left.iter().map(|k| k.id.as_str()).collect();
+            (
+                StatusCode::CONFLICT,
+                "silence_covers_others",
+                format!("{id} is kept running by silences that cover other notebooks too ({}); expire them in Alertmanager", ids.join(", ")),
+            )
+        };
+        return Err(reject(
+            &app,
+            ErrorKind::ApiRequest,
+            ApiError::new(status, code, message),
+        ));
+    }
+    Ok(json(&done))
 }
 
 /// How much of a refusal's message goes back to the client: the message
@@ -241,7 +402,7 @@ pub(crate) async fn get_notebook(
 ) -> Result<impl Reply, Rejection> {
     let id = addressed(&app, &scope, namespace, name)?;
     let state = get(&app, &id).await?;
-    Ok(json(&state))
+    Ok(json(&view(&app, state).await))
 }
 
 pub(crate) async fn stop_notebook(
@@ -257,6 +418,7 @@ pub(crate) async fn stop_notebook(
     };
     match app.backend.stop(&id, req).await {
         Ok(outcome) => {
+            app.warnings.clear(&id);
             if matches!(outcome, StopOutcome::Stopped(_)) {
                 app.metrics.stop(Trigger::User, Outcome::Success);
             }
@@ -281,6 +443,7 @@ pub(crate) async fn start_notebook(
     let before = get(&app, &id).await?;
     match app.backend.start(&id).await {
         Ok(state) => {
+            app.warnings.clear(&id);
             if state.started_at != before.started_at {
                 app.metrics.start(Trigger::User, Outcome::Success);
             }
@@ -373,5 +536,53 @@ mod tests {
         let c = capped(long.clone(), 1024);
         assert!(c.starts_with(&"é".repeat(1024)));
         assert!(c.ends_with(&format!("…({} bytes)", long.len())));
+    }
+}
+
+#[cfg(test)]
+mod keep_running_tests {
+    use super::{created_by, parse_keep_running, Scope};
+
+    fn field(body: &str) -> String {
+        match parse_keep_running(body.as_bytes()) {
+            Err(crate::Error::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keep_running_bodies_are_checked_naming_the_field() {
+        let r = parse_keep_running(br#"{"for": "4h", "comment": "training"}"#).unwrap();
+        assert_eq!(
+            (r.for_.as_deref(), r.comment.as_deref()),
+            (Some("4h"), Some("training"))
+        );
+        assert_eq!(field(r#"{"for": 4}"#), "for");
+        assert_eq!(field(r#"{"until": true}"#), "until");
+        assert_eq!(field(r#"{"for": "1h", "colour": "red"}"#), "colour");
+        assert_eq!(
+            field(&format!(
+                r#"{{"for": "1h", "comment": "{}"}}"#,
+                "x".repeat(1001)
+            )),
+            "comment"
+        );
+        assert_eq!(
+            field(&format!(r#"{{"for": "1h", "by": "{}"}}"#, "x".repeat(201))),
+            "by"
+        );
+        assert_eq!(field("[1]"), "body");
+        assert_eq!(field("not json"), "body");
+    }
+
+    #[test]
+    fn silences_name_who_asked_and_which_token() {
+        assert_eq!(created_by(&Scope::All, None), "nbidle API");
+        assert_eq!(created_by(&Scope::All, Some("  ")), "nbidle API");
+        let team = Scope::Namespaces(vec!["team-a".into(), "team-b".into()]);
+        assert_eq!(
+            created_by(&team, Some("ada")),
+            "ada via nbidle API (team-a, team-b)"
+        );
     }
 }

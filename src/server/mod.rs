@@ -42,6 +42,10 @@ pub(crate) struct App {
     pub body_limits: Arc<body::BodyLimits>,
     /// Synced, then draining (`run` owns both changes).
     pub readiness: Readiness,
+    /// Keep running (Alertmanager silences); `None` without `alertmanager.url`.
+    pub silences: Option<Arc<crate::silences::Silences>>,
+    /// Firing warnings per notebook, from the webhook.
+    pub warnings: Arc<crate::warnings::Warnings>,
     /// The notebook page's sessions and settings.
     pub page: crate::page::Page,
 }

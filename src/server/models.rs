@@ -1,6 +1,6 @@
 //! JSON shapes of the HTTP API and the one error type every route rejects with.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 
 use crate::decide::AlertResult;
@@ -108,8 +108,45 @@ pub(crate) struct ErrorDetail<'a> {
 
 #[derive(Serialize)]
 pub(crate) struct NotebookList {
-    pub notebooks: Vec<NotebookState>,
+    pub notebooks: Vec<NotebookView>,
+    /// Why `kept_running` is missing from every notebook: Alertmanager
+    /// did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_running_error: Option<String>,
 }
+
+/// A notebook as the API shows it: its state, the silence keeping it
+/// running and its warning, when there are.
+#[derive(Serialize)]
+pub(crate) struct NotebookView {
+    #[serde(flatten)]
+    pub state: NotebookState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_running: Option<crate::silences::KeptRunning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<crate::warnings::Warning>,
+    /// Alertmanager did not answer, so whether it is kept running is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_running_error: Option<String>,
+}
+
+/// The body of `POST …/keep-running`: `for` or `until`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeepRunningRequest {
+    /// A duration (`"4h"`, `"90m"`).
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// An RFC 3339 time.
+    pub until: Option<String>,
+    pub comment: Option<String>,
+    /// Who the caller acts for (`createdBy`), on the token's word.
+    pub by: Option<String>,
+}
+
+/// The longest `comment` and `by` taken.
+pub(crate) const MAX_COMMENT_CHARS: usize = 1000;
+pub(crate) const MAX_BY_CHARS: usize = 200;
 
 /// The webhook's answer: what happened to each alert.
 #[derive(Serialize)]

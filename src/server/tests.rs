@@ -78,6 +78,11 @@ fn app_with(backend: Arc<MemoryBackend>, limits: BodyLimits, readiness: Readines
         .with_scrape_token(Some(SCRAPE_TOKEN.into())),
         body_limits: Arc::new(limits),
         readiness,
+        silences: None,
+        warnings: Arc::new(crate::warnings::Warnings::new(
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        )),
         page: crate::page::Page::new(Duration::from_secs(60), 10, None, false),
     })
 }

@@ -51,3 +51,57 @@ impl Alertmanager {
         Alertmanager { proc, url }
     }
 }
+
+impl Alertmanager {
+    /// As [`Alertmanager::start`], on `port` (chosen beforehand, so that
+    /// nbidle's config can name it as `alertmanager.url`).
+    pub async fn start_at(dir: &Path, nbidle_config: &Path, port: u16) -> Alertmanager {
+        let yaml = nbidle_cli(&[
+            "manifests",
+            "alertmanager",
+            "--config",
+            nbidle_config.to_str().unwrap(),
+        ]);
+        Self::start_yaml(dir, &yaml, port).await
+    }
+
+    /// A real Alertmanager on `port` with the config `yaml`.
+    pub async fn start_yaml(dir: &Path, yaml: &str, port: u16) -> Alertmanager {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let bin = tool(&["prometheus-alertmanager", "alertmanager"]);
+        let proc = Proc::spawn(
+            "alertmanager",
+            Command::new(bin)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address="),
+            &dir.join("alertmanager.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            "alertmanager ready",
+            &format!("{url}/-/ready"),
+            Duration::from_secs(30),
+        )
+        .await;
+        Alertmanager { proc, url }
+    }
+
+    /// `amtool <args> --alertmanager.url=<this>`; its stdout, which must
+    /// succeed.
+    pub fn amtool(&self, args: &[&str]) -> String {
+        let out = Command::new(tool(&["amtool"]))
+            .args(args)
+            .arg(format!("--alertmanager.url={}", self.url))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "amtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}

@@ -13,6 +13,7 @@ mod jupyter;
 mod payload;
 mod proc;
 mod prometheus;
+mod receivers;
 mod serve;
 
 #[allow(
@@ -30,4 +31,7 @@ pub mod kubectl;
     unused_imports,
     reason = "each binary uses some of these; a glob none of whose items it uses is reported"
 )]
-pub use {alertmanager::*, browser::*, jupyter::*, payload::*, proc::*, prometheus::*, serve::*};
+pub use {
+    alertmanager::*, browser::*, jupyter::*, payload::*, proc::*, prometheus::*, receivers::*,
+    serve::*,
+};
