@@ -5,7 +5,8 @@
 //! The driver signs in (a wrong token refused), reads the list, is refused
 //! a POST without the CSRF token, stops JupyterLab with the keyboard only,
 //! starts it, opens it and finds the workspace's file, checks a
-//! phone-width screen, and uses namespace-scoped tokens. This test checks
+//! phone-width screen, uses namespace-scoped tokens, and keeps JupyterLab
+//! running (a real Alertmanager's silence) then cancels that. This test checks
 //! the same through the REST API and saves the docs' screenshots into
 //! docs/img/.
 //!
@@ -77,8 +78,12 @@ async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
     {
         cfg["backend"]["local"]["notebooks"][i]["owner"] = json!(owner);
     }
+    let am_port = free_port();
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    cfg["alertmanager"]["url"] = json!(am_url);
     let yaml = serde_yaml::to_string(&cfg).unwrap();
     let nbidle = Nbidle::start_yaml(d, "nbidle", port, &yaml, &[]).await;
+    let _am = Alertmanager::start_at(d, &nbidle.config, am_port).await;
     let lab_url = notebooks[0].url.clone();
     wait_ready("JupyterLab answering", &format!("{lab_url}api"), UI_TIMEOUT).await;
     // A stopped row in the list and its screenshot.
@@ -130,6 +135,8 @@ async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
     );
     let left = list.line["left"].as_str().unwrap();
     assert!(left.ends_with(" left") && left.contains("min"), "{left}");
+    // Keep running made a real silence in Alertmanager.
+    driver.wait_for("kept-running", UI_TIMEOUT).await;
 
     driver.wait_for("stopped-by-keyboard", DRIVER_TIMEOUT).await;
     let stopped = nbidle.notebook("local", LAB).await;
@@ -151,10 +158,39 @@ async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
         .wait_status("local", SECOND, "stopped", Duration::from_secs(30))
         .await;
     assert_eq!(second["stopped_by"]["trigger"], "user", "{second}");
+    // Stops by a person: scratch through the API, then lab and the second
+    // notebook on the page; lab's start on the page.
+    let stops = r#"nbidle_stops_total{result="success",trigger="user"}"#;
+    let starts = r#"nbidle_starts_total{result="success",trigger="user"}"#;
+    assert_eq!(nbidle.metric(stops).await, 3.0);
+    assert_eq!(nbidle.metric(starts).await, 1.0);
     assert_eq!(nbidle.notebook("local", LAB).await["status"], "running");
     assert_eq!(
         std::fs::read_to_string(workspace.join("kept.txt")).unwrap(),
         "kept across stop and start\n"
+    );
+    // The silence Keep running made, expired by Cancel.
+    let silences: Value = nbidle
+        .http
+        .get(format!("{am_url}/api/v2/silences"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ours: Vec<&Value> = silences
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["createdBy"] == "nbidle page")
+        .collect();
+    assert_eq!(ours.len(), 1, "{silences}");
+    assert_eq!(ours[0]["status"]["state"], "expired", "{silences}");
+    let matchers = ours[0]["matchers"].to_string();
+    assert!(
+        matchers.contains("\"NotebookIdle\"") && matchers.contains(&format!("\"{LAB}\"")),
+        "{matchers}"
     );
     for shot in ["page-list.png", "page-signin.png", "page-phone.png"] {
         let len = std::fs::metadata(shots.join(shot)).unwrap().len();

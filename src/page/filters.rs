@@ -12,7 +12,8 @@ use super::handlers::{self, Act};
 use super::request::{form, raw_query, request};
 use crate::server::App;
 
-/// `/`, `/sign-in`, `/sign-out`, `/notebooks/{stop,start}`,
+/// `/`, `/sign-in`, `/sign-out`, `/notebooks/{stop,start,keep-running}`,
+/// `/notebooks/keep-running/cancel`,
 /// `/page/states` and the assets.
 pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = move || {
@@ -60,6 +61,18 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(request())
         .and(form())
         .and_then(|app, req, form| handlers::act(Act::Start, app, req, form));
+    let keep = warp::path!("notebooks" / "keep-running")
+        .and(warp::post())
+        .and(with_app())
+        .and(request())
+        .and(form())
+        .and_then(|app, req, form| handlers::act(Act::KeepRunning, app, req, form));
+    let cancel = warp::path!("notebooks" / "keep-running" / "cancel")
+        .and(warp::post())
+        .and(with_app())
+        .and(request())
+        .and(form())
+        .and_then(|app, req, form| handlers::act(Act::Cancel, app, req, form));
     let css = warp::path!("assets" / "page.css")
         .and(warp::get())
         .map(|| handlers::asset(assets::CSS, "text/css; charset=utf-8"));
@@ -78,6 +91,10 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(stop)
         .unify()
         .or(start)
+        .unify()
+        .or(keep)
+        .unify()
+        .or(cancel)
         .unify()
         .or(css)
         .unify()

@@ -1,6 +1,7 @@
 //! The page's handlers. Each answers with a reply, never a rejection: the
 //! API's `recover` stays the API's, and a browser gets pages.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,9 +10,10 @@ use serde::Serialize;
 use warp::http::{HeaderValue, Response, StatusCode};
 use warp::reply::Response as Reply;
 
+use super::render::Capabilities;
 use super::request::{field, html, json, redirect, refuse, set_cookie, Req};
 use super::session::{same_token, Current, Flash, Viewer};
-use super::view::{self, Query, RowState};
+use super::view::{self, Extras, ListView, Query, RowState};
 use super::{assets, render};
 use crate::backend::{StopOutcome, StopRequest};
 use crate::metrics::{Outcome, Trigger};
@@ -91,6 +93,39 @@ fn backend_failed(req: &Req, e: crate::Error) -> Reply {
     )
 }
 
+/// The page `raw` asks for, with each row's exporter facts, Keep running
+/// silence and warning.
+async fn list_view(app: &App, viewer: &Viewer, raw: &str) -> crate::Result<ListView> {
+    let all = app.backend.list().await?;
+    let sel = view::select(all, viewer, Query::parse(raw));
+    let facts = app
+        .exporter
+        .as_ref()
+        .map(|e| e.last_round())
+        .unwrap_or_default();
+    // Alertmanager down: the list shows, without Keep running, saying why.
+    let (kept, keep_running_error) = match &app.silences {
+        None => (HashMap::new(), None),
+        Some(s) => match s.for_notebooks(&sel.page).await {
+            Ok(k) => (k, None),
+            Err(e) => (HashMap::new(), Some(without_paths(&e.to_string()))),
+        },
+    };
+    let warnings = app.warnings.for_notebooks(&sel.page);
+    Ok(sel.rows(Extras {
+        facts: &facts,
+        kept,
+        warnings,
+        keep_running_error,
+    }))
+}
+
+fn capabilities(app: &App) -> Capabilities {
+    Capabilities {
+        keep_running: app.silences.is_some(),
+    }
+}
+
 /// `GET /`: the list, or the way to sign in.
 pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
     let Some((cur, new)) = session(&app, &req, true) else {
@@ -99,17 +134,11 @@ pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
     if !app.readiness.is_synced() {
         return Ok(not_ready(&req));
     }
-    let all = match app.backend.list().await {
-        Ok(all) => all,
+    let v = match list_view(&app, &cur.viewer, &raw).await {
+        Ok(v) => v,
         Err(e) => return Ok(backend_failed(&req, e)),
     };
-    let facts = app
-        .exporter
-        .as_ref()
-        .map(|e| e.last_round())
-        .unwrap_or_default();
-    let v = view::list(all, &facts, &cur.viewer, Query::parse(&raw));
-    let body = render::list(&v, &cur, app.page.caps, now());
+    let body = render::list(&v, &cur, capabilities(&app), now());
     Ok(with_session_cookie(
         &app,
         &req,
@@ -140,16 +169,10 @@ pub(crate) async fn states(app: Arc<App>, req: Req, raw: String) -> Answer {
     if !app.readiness.is_synced() {
         return Ok(not_ready(&req));
     }
-    let all = match app.backend.list().await {
-        Ok(all) => all,
+    let v = match list_view(&app, &cur.viewer, &raw).await {
+        Ok(v) => v,
         Err(e) => return Ok(backend_failed(&req, e)),
     };
-    let facts = app
-        .exporter
-        .as_ref()
-        .map(|e| e.last_round())
-        .unwrap_or_default();
-    let v = view::list(all, &facts, &cur.viewer, Query::parse(&raw));
     let body = States {
         now: now(),
         notebooks: v.rows.iter().map(RowState::from).collect(),
@@ -252,11 +275,15 @@ pub(crate) async fn sign_out(
     Ok(set_cookie(redirect("/sign-in"), None, secure(&app, &req)))
 }
 
-/// Stop or start.
+/// What a notebook's form asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Act {
     Stop,
     Start,
+    /// An Alertmanager silence on its stop alert.
+    KeepRunning,
+    /// Its Keep running silences expired.
+    Cancel,
 }
 
 /// `POST /notebooks/stop`, `POST /notebooks/start`: the action, then back
@@ -297,6 +324,8 @@ pub(crate) async fn act(
     let flash = match act {
         Act::Stop => stop(&app, &id).await,
         Act::Start => start(&app, &id).await,
+        Act::KeepRunning => keep_running(&app, &cur.viewer, &id, &form).await,
+        Act::Cancel => cancel(&app, &id).await,
     };
     app.page.sessions.set_flash(&cur.id, flash);
     Ok(redirect(&location))
@@ -331,6 +360,7 @@ async fn stop(app: &App, id: &NotebookId) -> Flash {
     };
     match app.backend.stop(id, req).await {
         Ok(StopOutcome::Stopped(_)) => {
+            app.warnings.clear(id);
             app.metrics.stop(Trigger::User, Outcome::Success);
             ok(format!(
                 "Stopped {id}. Its files are kept; Start brings it back."
@@ -353,6 +383,7 @@ async fn start(app: &App, id: &NotebookId) -> Flash {
     let before = app.backend.get(id).await.ok().and_then(|s| s.started_at);
     match app.backend.start(id).await {
         Ok(state) => {
+            app.warnings.clear(id);
             if state.started_at != before {
                 app.metrics.start(Trigger::User, Outcome::Success);
             }
@@ -367,6 +398,103 @@ async fn start(app: &App, id: &NotebookId) -> Flash {
                 without_paths(&e.to_string())
             ))
         }
+    }
+}
+
+/// Who a silence says made it: the person behind a trusted proxy; for a
+/// token, which kind (tokens carry no person's name).
+fn created_by(viewer: &Viewer) -> String {
+    match viewer {
+        Viewer::Owner(u) => u.clone(),
+        Viewer::Token(Scope::All) => "nbidle page".into(),
+        Viewer::Token(Scope::Namespaces(ns)) => format!("nbidle page ({})", ns.join(", ")),
+    }
+}
+
+/// A `datetime-local` value (`2026-06-01T18:00`, seconds optional) as
+/// RFC 3339 in UTC, which the form says it is; anything else as given.
+fn utc(value: &str) -> String {
+    let v = value.trim();
+    match v.len() {
+        16 => format!("{v}:00Z"),
+        19 if !v.ends_with('Z') => format!("{v}Z"),
+        _ => v.to_string(),
+    }
+}
+
+async fn keep_running(
+    app: &App,
+    viewer: &Viewer,
+    id: &NotebookId,
+    form: &[(String, String)],
+) -> Flash {
+    let Some(silences) = &app.silences else {
+        return failed("Keep running needs alertmanager.url in nbidle's config.".into());
+    };
+    let choice = field(form, "for").unwrap_or("");
+    let until_field = utc(field(form, "until").unwrap_or(""));
+    let (for_, until) = if choice == "until" {
+        (None, Some(until_field.as_str()))
+    } else {
+        (Some(choice), None)
+    };
+    let until = match crate::silences::keep_until(for_, until, Timestamp::now(), silences.max()) {
+        Ok(t) => t,
+        Err(e) => return failed(format!("Could not keep {id} running: {e}")),
+    };
+    let state = match app.backend.get(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            return failed(format!(
+                "Could not keep {id} running: {}",
+                without_paths(&e.to_string())
+            ))
+        }
+    };
+    match silences
+        .keep_running(&state, until, &created_by(viewer), "")
+        .await
+    {
+        Ok(k) => ok(format!(
+            "{id} is kept running until {} (a silence in Alertmanager).",
+            k.until
+        )),
+        Err(e) => failed(format!(
+            "Could not keep {id} running: {}",
+            without_paths(&e.to_string())
+        )),
+    }
+}
+
+async fn cancel(app: &App, id: &NotebookId) -> Flash {
+    let Some(silences) = &app.silences else {
+        return failed("Keep running needs alertmanager.url in nbidle's config.".into());
+    };
+    let state = match app.backend.get(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            return failed(format!(
+                "Could not cancel keep running of {id}: {}",
+                without_paths(&e.to_string())
+            ))
+        }
+    };
+    match silences.cancel(&state).await {
+        Ok(done) if !done.expired.is_empty() => ok(format!(
+            "{id} is no longer kept running; it stops when idle again."
+        )),
+        Ok(done) if !done.left.is_empty() => {
+            let ids: Vec<&str> = done.left.iter().map(|k| k.id.as_str()).collect();
+            failed(format!(
+                "{id} is kept running by silences that cover other notebooks too ({}); expire them in Alertmanager.",
+                ids.join(", ")
+            ))
+        }
+        Ok(_) => failed(format!("No silence keeps {id} running.")),
+        Err(e) => failed(format!(
+            "Could not cancel keep running of {id}: {}",
+            without_paths(&e.to_string())
+        )),
     }
 }
 

@@ -3,6 +3,9 @@
 //! proxy's user header). Server-rendered HTML that works without
 //! JavaScript; a little script refreshes states and counts down.
 //!
+//! Keep running (an Alertmanager silence, `crate::silences`) and the
+//! warning banner (`crate::warnings`) show when `alertmanager.url` is set.
+//!
 //! - [`filters`]: the page's routes, mounted beside the API's
 //! - [`handlers`]: one function per route
 //! - [`request`]: what a page request carries (cookie, proxy headers,
@@ -16,6 +19,8 @@
 pub(crate) mod assets;
 pub(crate) mod filters;
 pub(crate) mod handlers;
+#[cfg(test)]
+mod keep_tests;
 pub(crate) mod limit;
 pub(crate) mod render;
 pub(crate) mod request;
@@ -28,7 +33,6 @@ use std::time::Duration;
 
 pub(crate) use filters::routes;
 use limit::SignInLimiter;
-use render::Capabilities;
 use session::Sessions;
 
 /// The page's state, shared by its requests: sessions, the sign-in
@@ -40,7 +44,6 @@ pub(crate) struct Page {
     pub(crate) trusted_user_header: Option<String>,
     /// Served over TLS: cookies are always `Secure`.
     pub(crate) tls: bool,
-    pub(crate) caps: Capabilities,
 }
 
 impl Page {
@@ -55,7 +58,6 @@ impl Page {
             limiter: SignInLimiter::default(),
             trusted_user_header,
             tls,
-            caps: Capabilities::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use super::view::{minutes, ListView, Row};
 use crate::notebook::{Status, Timestamp};
 
 /// What the page may offer besides Stop and Start.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Capabilities {
     /// Keep running (Alertmanager silences) is configured.
     pub(crate) keep_running: bool,
@@ -137,7 +137,7 @@ fn keep_running(row: &Row, cur: &Current, back: &str) -> Markup {
                     option value="until" { "until…" }
                 }
             }
-            label { "until " input type="datetime-local" name="until"; }
+            label { "until (UTC) " input type="datetime-local" name="until"; }
             button type="submit" { "Keep running" }
         }
         @if row.kept_running.is_some() {
@@ -174,7 +174,8 @@ fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Mark
                     small.why { "Stopped by " (s.by) @if let Some(t) = s.at { " at " (time(t)) } ": " (s.why) ". Files are kept." }
                 }
                 @if let Some(w) = &r.warning {
-                    br; small.warning role="status" { "Stops at " (time(w.stops_at)) }
+                    br; strong.warning { "Stops at " (time(w.stops_at)) " unless used"
+                        @if caps.keep_running { " — Keep running below" } }
                 }
                 @if let Some(k) = &r.kept_running {
                     br; small.kept { "Kept running until " (time(k.until)) " by " (k.by) }
@@ -272,6 +273,9 @@ pub(crate) fn list(v: &ListView, cur: &Current, caps: Capabilities, now: f64) ->
             }
             main data-query=(back) data-now=(format!("{now:.0}")) {
                 (flash(&cur.flash))
+                @if let Some(e) = &v.keep_running_error {
+                    p.flash.err role="alert" { "Keep running is unavailable now (Alertmanager did not answer): " (e) ". Nothing else changes: Stop and Start work." }
+                }
                 (filters(v))
                 p.summary aria-live="polite" {
                     (v.matching) " of " (v.visible) " notebooks · "

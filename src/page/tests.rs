@@ -19,10 +19,10 @@ use crate::server::auth::{ApiTokens, Credentials};
 use crate::server::body::BodyLimits;
 use crate::server::{filters, App, Readiness};
 
-const ADMIN: &str = "admin-secret";
-const TEAM_A: &str = "team-a-secret";
+pub(super) const ADMIN: &str = "admin-secret";
+pub(super) const TEAM_A: &str = "team-a-secret";
 
-fn notebooks() -> Vec<NotebookState> {
+pub(super) fn notebooks() -> Vec<NotebookState> {
     let owned = |ns: &str, name: &str, owner: &str| NotebookState {
         owner: Some(owner.into()),
         ..MemoryBackend::running(ns, name)
@@ -44,7 +44,16 @@ fn notebooks() -> Vec<NotebookState> {
     ]
 }
 
-fn app(backend: Arc<MemoryBackend>, page: Page) -> Arc<App> {
+pub(super) fn app(backend: Arc<MemoryBackend>, page: Page) -> Arc<App> {
+    app_with(backend, page, None)
+}
+
+/// With Keep running through `silences`.
+pub(super) fn app_with(
+    backend: Arc<MemoryBackend>,
+    page: Page,
+    silences: Option<Arc<crate::silences::Silences>>,
+) -> Arc<App> {
     let readiness = Readiness::default();
     readiness.set_synced();
     Arc::new(App {
@@ -63,11 +72,16 @@ fn app(backend: Arc<MemoryBackend>, page: Page) -> Arc<App> {
         ),
         body_limits: Arc::new(BodyLimits::new(4096, 16384, Duration::from_secs(5))),
         readiness,
+        silences,
+        warnings: Arc::new(crate::warnings::Warnings::new(
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        )),
         page,
     })
 }
 
-fn page() -> Page {
+pub(super) fn page() -> Page {
     Page::new(Duration::from_secs(3600), 100, None, false)
 }
 
@@ -76,23 +90,27 @@ fn setup() -> (Arc<MemoryBackend>, Arc<App>) {
     (b.clone(), app(b, page()))
 }
 
-async fn send(app: &Arc<App>, req: RequestBuilder) -> Response<Bytes> {
+pub(super) async fn send(app: &Arc<App>, req: RequestBuilder) -> Response<Bytes> {
     req.reply(&filters::routes(app.clone())).await
 }
 
-fn text(r: &Response<Bytes>) -> String {
+pub(super) fn text(r: &Response<Bytes>) -> String {
     String::from_utf8_lossy(r.body()).into_owned()
 }
 
-fn header<'a>(r: &'a Response<Bytes>, name: &str) -> &'a str {
+pub(super) fn header<'a>(r: &'a Response<Bytes>, name: &str) -> &'a str {
     r.headers().get(name).map_or("", |v| v.to_str().unwrap())
 }
 
-fn enc(v: &str) -> String {
+pub(super) fn enc(v: &str) -> String {
     form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
-fn form_post(path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> RequestBuilder {
+pub(super) fn form_post(
+    path: &str,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+) -> RequestBuilder {
     let body: Vec<String> = fields
         .iter()
         .map(|(k, v)| format!("{k}={}", enc(v)))
@@ -108,7 +126,7 @@ fn form_post(path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Reque
     r
 }
 
-fn page_get(path: &str, cookie: &str) -> RequestBuilder {
+pub(super) fn page_get(path: &str, cookie: &str) -> RequestBuilder {
     warp::test::request()
         .path(path)
         .header("accept", "text/html")
@@ -116,7 +134,7 @@ fn page_get(path: &str, cookie: &str) -> RequestBuilder {
 }
 
 /// The session id the reply's cookie sets.
-fn session_cookie(r: &Response<Bytes>) -> String {
+pub(super) fn session_cookie(r: &Response<Bytes>) -> String {
     let c = header(r, "set-cookie");
     let v = c
         .strip_prefix("nbidle_session=")
@@ -124,7 +142,7 @@ fn session_cookie(r: &Response<Bytes>) -> String {
     v.split(';').next().unwrap().to_string()
 }
 
-async fn sign_in(app: &Arc<App>, token: &str) -> String {
+pub(super) async fn sign_in(app: &Arc<App>, token: &str) -> String {
     let r = send(app, form_post("/sign-in", None, &[("token", token)])).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", text(&r));
     assert_eq!(header(&r, "location"), "/");
@@ -132,18 +150,18 @@ async fn sign_in(app: &Arc<App>, token: &str) -> String {
 }
 
 /// The page's CSRF token, from its sign-out form.
-fn csrf(html: &str) -> String {
+pub(super) fn csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..at + 64].to_string()
 }
 
-async fn list(app: &Arc<App>, cookie: &str, query: &str) -> String {
+pub(super) async fn list(app: &Arc<App>, cookie: &str, query: &str) -> String {
     let r = send(app, page_get(&format!("/{query}"), cookie)).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", text(&r));
     text(&r)
 }
 
-fn rows(html: &str) -> Vec<String> {
+pub(super) fn rows(html: &str) -> Vec<String> {
     html.match_indices("<tr data-id=\"")
         .map(|(i, m)| {
             let rest = &html[i + m.len()..];
@@ -200,6 +218,10 @@ async fn a_wrong_token_is_refused_and_a_right_one_signs_in() {
     );
     assert!(html.contains("Stopped by nbidle (NotebookIdle)"), "{html}");
     assert!(html.contains("no activity for 30 min"));
+    assert!(
+        !html.contains("keep-running"),
+        "no Keep running without alertmanager.url"
+    );
 }
 
 #[tokio::test]

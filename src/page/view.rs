@@ -2,13 +2,15 @@
 //! exporter's last round: the rows of one page of the filtered list, and
 //! the counts and choices of its filters.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use super::session::Viewer;
 use crate::exporter::NotebookFacts;
 use crate::notebook::{NotebookId, NotebookState, Status, StopCause, Timestamp};
+use crate::silences::KeptRunning;
+use crate::warnings::Warning;
 
 /// Rows per page.
 pub(crate) const PER_PAGE: usize = 100;
@@ -82,19 +84,6 @@ impl Query {
     }
 }
 
-/// A silence that keeps a notebook running (Keep running).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct KeptRunning {
-    pub(crate) until: Timestamp,
-    pub(crate) by: String,
-}
-
-/// The warning alert fired for a notebook: it stops soon.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct Warning {
-    pub(crate) stops_at: Timestamp,
-}
-
 /// Who stopped a notebook, why and when.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Stopped {
@@ -136,7 +125,12 @@ impl Row {
         )
     }
 
-    fn new(state: NotebookState, facts: Option<&NotebookFacts>) -> Row {
+    fn new(
+        state: NotebookState,
+        facts: Option<&NotebookFacts>,
+        kept_running: Option<KeptRunning>,
+        warning: Option<Warning>,
+    ) -> Row {
         let up = matches!(state.status, Status::Running | Status::Starting);
         let since = if state.status.is_down() {
             state.stopped_at
@@ -158,8 +152,8 @@ impl Row {
             autostop: state.autostop,
             idle_after_seconds: state.idle_after_seconds,
             id: state.id,
-            kept_running: None,
-            warning: None,
+            kept_running,
+            warning,
         }
     }
 }
@@ -218,16 +212,19 @@ pub(crate) struct ListView {
     pub(crate) stopped: usize,
     pub(crate) pages: usize,
     pub(crate) namespaces: Vec<String>,
+    /// Why Keep running cannot be shown now (Alertmanager down).
+    pub(crate) keep_running_error: Option<String>,
+}
+
+/// The notebooks of the page `query` asks for, before their rows are made.
+#[derive(Debug, Clone)]
+pub(crate) struct Selection {
+    pub(crate) page: Vec<NotebookState>,
+    view: ListView,
 }
 
 /// The page `query` asks for, of the notebooks `viewer` may see.
-/// `facts`: the exporter's last round, sorted by notebook.
-pub(crate) fn list(
-    all: Vec<NotebookState>,
-    facts: &[NotebookFacts],
-    viewer: &Viewer,
-    mut query: Query,
-) -> ListView {
+pub(crate) fn select(all: Vec<NotebookState>, viewer: &Viewer, mut query: Query) -> Selection {
     let mut namespaces = BTreeSet::new();
     let (mut visible, mut running, mut stopped) = (0, 0, 0);
     let mut matching = Vec::new();
@@ -246,27 +243,59 @@ pub(crate) fn list(
     let count = matching.len();
     let pages = count.div_ceil(PER_PAGE).max(1);
     query.page = query.page.min(pages);
-    let rows = matching
+    let page = matching
         .into_iter()
         .skip((query.page - 1) * PER_PAGE)
         .take(PER_PAGE)
-        .map(|n| {
-            let f = facts
-                .binary_search_by(|f| f.state.id.cmp(&n.id))
-                .ok()
-                .map(|i| &facts[i]);
-            Row::new(n, f)
-        })
         .collect();
-    ListView {
-        query,
-        rows,
-        matching: count,
-        visible,
-        running,
-        stopped,
-        pages,
-        namespaces: namespaces.into_iter().collect(),
+    Selection {
+        page,
+        view: ListView {
+            query,
+            rows: Vec::new(),
+            matching: count,
+            visible,
+            running,
+            stopped,
+            pages,
+            namespaces: namespaces.into_iter().collect(),
+            keep_running_error: None,
+        },
+    }
+}
+
+/// What the page shows of each notebook besides its state.
+#[derive(Debug, Default)]
+pub(crate) struct Extras<'a> {
+    /// The exporter's last round, sorted by notebook.
+    pub(crate) facts: &'a [NotebookFacts],
+    pub(crate) kept: HashMap<NotebookId, KeptRunning>,
+    pub(crate) warnings: HashMap<NotebookId, Warning>,
+    pub(crate) keep_running_error: Option<String>,
+}
+
+impl Selection {
+    /// The page's rows.
+    pub(crate) fn rows(self, mut x: Extras<'_>) -> ListView {
+        let facts = x.facts;
+        let rows = self
+            .page
+            .into_iter()
+            .map(|n| {
+                let f = facts
+                    .binary_search_by(|f| f.state.id.cmp(&n.id))
+                    .ok()
+                    .map(|i| &facts[i]);
+                let kept = x.kept.remove(&n.id);
+                let warning = x.warnings.remove(&n.id);
+                Row::new(n, f, kept, warning)
+            })
+            .collect();
+        ListView {
+            rows,
+            keep_running_error: x.keep_running_error,
+            ..self.view
+        }
     }
 }
 
@@ -279,6 +308,8 @@ pub(crate) struct RowState {
     pub(crate) since: Option<Timestamp>,
     pub(crate) can_stop: bool,
     pub(crate) can_start: bool,
+    pub(crate) kept_until: Option<Timestamp>,
+    pub(crate) stops_at: Option<Timestamp>,
 }
 
 impl From<&Row> for RowState {
@@ -290,6 +321,8 @@ impl From<&Row> for RowState {
             since: r.since,
             can_stop: r.can_stop(),
             can_start: r.can_start(),
+            kept_until: r.kept_running.as_ref().map(|k| k.until),
+            stops_at: r.warning.map(|w| w.stops_at),
         }
     }
 }
@@ -328,7 +361,7 @@ mod tests {
             page: 9,
             ..Query::parse("")
         };
-        let v = list(all, &[], &Viewer::Token(Scope::All), q);
+        let v = select(all, &Viewer::Token(Scope::All), q).rows(Extras::default());
         assert_eq!((v.pages, v.query.page, v.rows.len()), (3, 3, 50));
         assert_eq!((v.matching, v.visible, v.running), (250, 250, 250));
         assert_eq!(v.rows[0].id.name, "nb200");

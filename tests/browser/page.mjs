@@ -8,7 +8,7 @@
 // "lab", "second": the notebooks' names, "shots": where the docs'
 // screenshots go}. Steps, each reported as a JSON line {"t", "event", ...}:
 // sign-in refused with a wrong token, the list, a POST without the CSRF
-// token refused, Stop with the keyboard only, Start, Open loads JupyterLab
+// token refused, Keep running and its cancel, Stop with the keyboard only, Start, Open loads JupyterLab
 // with the workspace's files, a phone-width viewport without horizontal
 // scroll, and namespace-scoped tokens. Any failure is an "error" line.
 // Environment: NBIDLE_BROWSER_MODULES, NBIDLE_CHROMIUM, NBIDLE_BROWSER_SHOTS
@@ -104,6 +104,21 @@ try {
   const left = await page.textContent(`${row(lab)} .left`);
   report("list", { rows: listed, left });
   await page.screenshot({ path: path.join(s.shots, "page-list.png"), fullPage: true });
+
+  // Keep running for 4 h: a silence in Alertmanager, shown on the row;
+  // Cancel expires it.
+  await page.selectOption(`${row(lab)} select[name=for]`, "4h");
+  await Promise.all([page.waitForNavigation(), page.click(`${row(lab)} form.keep button`)]);
+  const kept = await page.textContent(".flash");
+  check(kept.includes(`${lab} is kept running until`), `Keep running: ${kept}`);
+  const shown = await page.textContent(`${row(lab)} .kept`);
+  check(shown.includes("Kept running until") && shown.includes("by nbidle page"), `row: ${shown}`);
+  report("kept-running", { flash: kept, row: shown });
+  await Promise.all([page.waitForNavigation(), page.click(`${row(lab)} button[aria-label="Cancel keep running ${lab}"]`)]);
+  const cancelled = await page.textContent(".flash");
+  check(cancelled.includes("no longer kept running"), `Cancel: ${cancelled}`);
+  check((await page.$(`${row(lab)} .kept`)) === null, "still shown as kept running");
+  report("keep-running-cancelled", { flash: cancelled });
 
   // A POST without the CSRF token, or with a wrong one, is refused.
   const without = await postFrom(page, "/notebooks/stop", { namespace: "local", name: s.lab });
