@@ -13,7 +13,7 @@
 //! - `server`: warp HTTP server: webhook, REST API, `/metrics`,
 //!   `/sd/notebooks` (Prometheus HTTP service discovery), `/livez`, `/readyz`.
 //! - `page`: the notebook page at `/` for people: the list with Open,
-//!   Stop and Start, sign-in with an API token (or a trusted proxy's
+//!   Stop, Start and Keep running, sign-in with an API token (or a trusted proxy's
 //!   header), server-side sessions, CSRF tokens; maud HTML.
 //! - [`decide`]: firing alert → stop or not (routing label, opt-out, stale
 //!   alert guard, re-check, dry run); duplicates are harmless because stops
