@@ -21,7 +21,7 @@ use crate::apply;
 use crate::backend::k8s;
 use crate::backend::k8s::kubeflow::KubeflowBackend;
 use crate::backend::k8s::statefulset::StatefulSetBackend;
-use crate::backend::local::LocalBackend;
+use crate::backend::local::{LocalBackend, NbidlePage};
 use crate::backend::Backend;
 use crate::config::{BackendConfig, Config, SecretFiles};
 use crate::decide::Policy;
@@ -162,11 +162,13 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let drain = async move {
         let _ = not_ready.await;
     };
+    let https = tls.is_some();
     let (bound, server) = server::bind(app, cfg.listen, limits, tls, drain).await?;
     tracing::info!(%bound, backend = ?cfg.backend.kind(), dry_run = cfg.autostop.dry_run, "nbidle listening");
     // Only now, with the port ours: an nbidle that cannot listen has spawned
     // and adopted nothing. /livez answers meanwhile; /readyz once done.
     if let Some(local) = local_recovery {
+        local.serve_stopped_pages(NbidlePage { addr: bound, https });
         tasks.spawn(local.recover());
     }
     let bounds = Bounds::new(limits.shutdown_timeout, stop_grace);

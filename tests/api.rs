@@ -45,12 +45,13 @@ async fn stop_start_keeps_workspace(version: JupyterVersion) {
         .await;
     assert_eq!(stopped["stopped_by"]["trigger"], "user");
     assert!(stopped["stopped_at"].is_string());
-    assert!(
-        jupyter_api(&nb.http, &base, Method::GET, "api", None)
-            .await
-            .is_err(),
-        "the server is down"
-    );
+    // Jupyter is down: nbidle's stopped-notebook page answers its API.
+    let down = eventually("the server down", Duration::from_secs(15), || async {
+        let r = jupyter_api(&nb.http, &base, Method::GET, "api", None).await;
+        r.ok()
+            .filter(|r| r.headers().contains_key("x-nbidle-stopped") && r.status() == 503)
+    });
+    down.await;
     assert_eq!(
         std::fs::read_to_string(dir.path().join("workspaces/lab/notes.txt")).unwrap(),
         "keep me"

@@ -112,6 +112,12 @@ pub(crate) struct LocalConfig {
     /// Time between scans of `/proc` that account each notebook's
     /// processes (CPU, memory, count); a stop scans on its own.
     pub(crate) process_scan_interval: HumanDuration,
+    /// While a notebook is stopped, nbidle answers on its address: a page
+    /// for browsers (why it stopped, a Start button), 503 for its API.
+    pub(crate) stopped_page: bool,
+    /// A browser's visit to a stopped notebook starts it (its API polling
+    /// never does); each notebook may say otherwise.
+    pub(crate) wake_on_visit: bool,
     pub(crate) notebooks: Vec<LocalNotebook>,
 }
 
@@ -121,6 +127,8 @@ impl Default for LocalConfig {
             stop_grace_period: HumanDuration::secs(10),
             stop_on_exit: false,
             process_scan_interval: HumanDuration::secs(15),
+            stopped_page: true,
+            wake_on_visit: false,
             notebooks: Vec::new(),
         }
     }
@@ -147,6 +155,8 @@ pub(crate) struct LocalNotebook {
     pub(crate) idle_after: Option<HumanDuration>,
     /// Who to warn before the stop (carried on `NotebookIdleSoon`).
     pub(crate) owner: Option<String>,
+    /// `backend.local.wake_on_visit` for this notebook alone.
+    pub(crate) wake_on_visit: Option<bool>,
 }
 
 impl BackendSection {
@@ -242,6 +252,12 @@ impl LocalConfig {
                 "must be between 1s and 1h",
             ));
         }
+        if self.wake_on_visit && !self.stopped_page {
+            return Err(Error::config(
+                "backend.local.wake_on_visit",
+                "needs backend.local.stopped_page: the visit is seen by the stopped-notebook page",
+            ));
+        }
         let mut seen = HashSet::new();
         let mut urls = HashSet::new();
         for (i, nb) in self.notebooks.iter().enumerate() {
@@ -262,6 +278,12 @@ impl LocalConfig {
                 return Err(Error::config(
                     f("url"),
                     "local notebooks are served over http://",
+                ));
+            }
+            if nb.wake_on_visit == Some(true) && !self.stopped_page {
+                return Err(Error::config(
+                    f("wake_on_visit"),
+                    "needs backend.local.stopped_page: the visit is seen by the stopped-notebook page",
                 ));
             }
             if !urls.insert(nb.url.trim_end_matches('/')) {
@@ -292,6 +314,11 @@ impl LocalConfig {
             .iter()
             .enumerate()
             .map(|(i, nb)| (format!("backend.local.notebooks[{i}].workdir"), &nb.workdir))
+    }
+
+    /// Whether a browser's visit starts this notebook.
+    pub(crate) fn wakes_on_visit(&self, nb: &LocalNotebook) -> bool {
+        self.stopped_page && nb.wake_on_visit.unwrap_or(self.wake_on_visit)
     }
 
     pub(super) fn workdirs_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
@@ -344,6 +371,43 @@ mod tests {
         assert_eq!(err_field(&y), "prometheus.notebook_job");
         assert!(HumanDuration::parse("99999999999999999999").is_err());
         assert!(HumanDuration::parse("999999999999999999").is_err());
+    }
+
+    #[test]
+    fn wake_on_visit_is_off_by_default_and_per_notebook_wins() {
+        let local = |y: &str| match parse(y).unwrap().backend {
+            BackendConfig::Local(l) => l,
+            other => panic!("{other:?}"),
+        };
+        let l = local(MINIMAL);
+        assert!(l.stopped_page && !l.wake_on_visit);
+        assert!(!l.wakes_on_visit(&l.notebooks[0]));
+        let l = local(&MINIMAL.replace("  local:\n", "  local:\n    wake_on_visit: true\n"));
+        assert!(l.wakes_on_visit(&l.notebooks[0]));
+        let y = MINIMAL
+            .replace("  local:\n", "  local:\n    wake_on_visit: true\n")
+            .replace(
+                "      - name: demo\n",
+                "      - name: demo\n        wake_on_visit: false\n",
+            );
+        let l = local(&y);
+        assert!(!l.wakes_on_visit(&l.notebooks[0]));
+    }
+
+    #[test]
+    fn wake_on_visit_without_the_stopped_page_names_its_key() {
+        let y = MINIMAL.replace(
+            "  local:\n",
+            "  local:\n    stopped_page: false\n    wake_on_visit: true\n",
+        );
+        assert_eq!(err_field(&y), "backend.local.wake_on_visit");
+        let y = MINIMAL
+            .replace("  local:\n", "  local:\n    stopped_page: false\n")
+            .replace(
+                "      - name: demo\n",
+                "      - name: demo\n        wake_on_visit: true\n",
+            );
+        assert_eq!(err_field(&y), "backend.local.notebooks[0].wake_on_visit");
     }
 
     #[test]

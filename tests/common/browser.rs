@@ -134,8 +134,21 @@ pub struct LabDriver {
 impl LabDriver {
     /// Starts the driver; `seconds` is the scenario's argument (0: none).
     pub fn spawn(dir: &Path, base_url: &str, scenario: &str, seconds: u64) -> LabDriver {
+        Self::spawn_script(dir, "lab.mjs", base_url, scenario, seconds)
+    }
+
+    /// Starts `tests/browser/<script>` with the arguments of `lab.mjs`.
+    pub fn spawn_script(
+        dir: &Path,
+        script: &str,
+        base_url: &str,
+        scenario: &str,
+        seconds: u64,
+    ) -> LabDriver {
         let node = tool(&["node"]);
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/lab.mjs");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script);
         let log = dir.join(format!("browser-{scenario}.log"));
         let child = Command::new(node)
             .arg(script)

@@ -47,6 +47,9 @@
 //! - `recover.rs`: start-up recovery, from the records and `/proc`.
 //! - `procfs.rs`: what is read in `/proc`, waiting on a pidfd, signals.
 //! - [`account`]: which processes are each notebook's, and what they use.
+//! - `standin.rs`: the stopped-notebook page on a stopped notebook's port
+//!   (taken when it goes down, given back before each spawn);
+//!   `standin_http.rs` what it answers, `standin_page.rs` its HTML.
 //! - [`record`]: the record's atomic, durable writes; [`lock`]: one nbidle
 //!   per data dir; [`reaper`]: one SIGCHLD listener for every child.
 
@@ -59,6 +62,9 @@ mod reaper;
 mod record;
 mod recover;
 mod slot;
+mod standin;
+mod standin_http;
+mod standin_page;
 mod supervise;
 #[cfg(test)]
 mod tests;
@@ -91,6 +97,7 @@ use procfs::{process_alive, signal_group};
 use reaper::Reaper;
 use record::RecordDir;
 use slot::{live_pid, marker, parse_record, Desired, Persisted, Slot, SlotState, StopHandle};
+pub(crate) use standin::NbidlePage;
 use supervise::find_program;
 
 /// Readiness probes in flight at once: 10,000 notebooks starting together
@@ -116,6 +123,10 @@ pub(crate) struct LocalBackend {
     /// Held by recovery while it runs, so shutdown can wait for it.
     recovery: Mutex<()>,
     tasks: Tasks,
+    /// `stopped_page` of the config, and whether a visit wakes each
+    /// notebook (by index).
+    stopped_page: bool,
+    wakes: Vec<bool>,
     _lock: DataDirLock,
 }
 
@@ -276,6 +287,12 @@ impl LocalBackend {
             recovered: watch::channel(false).0,
             recovery: Mutex::new(()),
             tasks,
+            stopped_page: cfg.stopped_page,
+            wakes: cfg
+                .notebooks
+                .iter()
+                .map(|nb| cfg.wakes_on_visit(nb))
+                .collect(),
             _lock: lock,
         }))
     }
@@ -295,7 +312,10 @@ impl LocalBackend {
             owner: slot.spec.owner.clone(),
             id: slot.id.clone(),
             status: st.status,
-            message: st.message.clone(),
+            message: match (st.message.clone(), slot.standin.note()) {
+                (Some(m), Some(n)) => Some(format!("{m}; {n}")),
+                (m, n) => m.or(n),
+            },
             autostop: slot.spec.autostop,
             started_at: st.p.started_at,
             stopped_at: st.p.stopped_at,
@@ -358,7 +378,10 @@ impl LocalBackend {
                     st.status = Status::Stopping;
                     st.stopping = Some(self.terminate(slot.clone(), None, st.generation));
                 }
-                None => st.status = Status::Stopped,
+                None => {
+                    st.status = Status::Stopped;
+                    slot.standin.hold();
+                }
             }
             tracing::info!(notebook = %slot.id, trigger = st.p.stopped_by.as_ref().map(StopCause::trigger), "notebook stopping");
             self.snapshot(slot, st)
@@ -508,6 +531,7 @@ impl Backend for LocalBackend {
                 st.status = Status::Failed;
                 st.message = Some(e.to_string());
             });
+            slot.standin.hold();
             return Err(e);
         }
         Ok(self.state_of(slot))

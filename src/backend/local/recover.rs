@@ -143,6 +143,7 @@ impl LocalBackend {
                 st.status = Status::Failed;
                 st.message = Some(e.to_string());
             });
+            slot.standin.hold();
         }
     }
 
@@ -170,7 +171,10 @@ impl LocalBackend {
                 st.stopping =
                     Some(self.terminate(slot.clone(), Some((pid, exited)), st.generation));
             }
-            Plan::Stopped => st.status = Status::Stopped,
+            Plan::Stopped => {
+                st.status = Status::Stopped;
+                slot.standin.hold();
+            }
             Plan::Spawn | Plan::Corrupt => {}
         }
     }

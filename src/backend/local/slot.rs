@@ -23,6 +23,7 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::procfs::{boot_id, process_alive};
+use super::standin::StandIn;
 use crate::config::LocalNotebook;
 use crate::notebook::{NotebookId, Status, StopCause, Timestamp};
 
@@ -118,6 +119,8 @@ pub(super) struct Slot {
     /// clients (which are not told the server's paths).
     pub(super) record: String,
     pub(super) log_file: PathBuf,
+    /// Its stopped-notebook page's claim on its port.
+    pub(super) standin: StandIn,
     op: Mutex<()>,
     state: std::sync::Mutex<SlotState>,
 }
@@ -142,6 +145,7 @@ impl Slot {
             state_file,
             record,
             log_file,
+            standin: StandIn::new(),
             op: Mutex::new(()),
             state: std::sync::Mutex::new(state),
         }

@@ -35,6 +35,8 @@ impl LocalBackend {
         let (log, log2) = tokio::task::spawn_blocking(move || prepare(&workdir, &log_file))
             .await
             .map_err(|e| Error::task(format!("preparing {}", slot.id), e))??;
+        // The stopped-notebook page gives the port back before Jupyter binds it.
+        slot.standin.release().await?;
         let mut cmd = std::process::Command::new(&slot.program);
         cmd.arg0(&spec.command[0])
             .args(&spec.command[1..])
@@ -134,11 +136,13 @@ impl LocalBackend {
                 Desired::Stopped => {
                     st.status = Status::Stopped;
                     st.message = None;
+                    slot.standin.hold();
                     false
                 }
                 Desired::Running => {
                     st.status = Status::Failed;
                     st.message = Some(format!("process {how}"));
+                    slot.standin.hold();
                     true
                 }
             }

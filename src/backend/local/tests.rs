@@ -32,8 +32,10 @@ pub(super) fn cfg(dir: &Path, names: &[&str]) -> LocalConfig {
                 autostop: true,
                 idle_after: None,
                 owner: None,
+                wake_on_visit: None,
             })
             .collect(),
+        ..LocalConfig::default()
     }
 }
 

@@ -1,0 +1,421 @@
+//! What the stopped-notebook page answers, request by request.
+//!
+//! A request is one of ([`classify`]):
+//! - a browser's visit: `GET`/`HEAD`, `Accept: text/html`, not an API path,
+//!   not a script's `fetch` (`Sec-Fetch-Mode` other than `navigate`,
+//!   `X-Requested-With`), not a websocket upgrade. It gets the page (503
+//!   with `Retry-After`), or, with `wake_on_visit`, a `GET` that is not a
+//!   prefetch starts the notebook.
+//! - the page's Start form (`POST <base>_nbidle/start`);
+//! - anything else: JupyterLab's polling, its kernels' websockets, scripts.
+//!   It gets JSON 503 `{"error", "reason", "notebook"}` with `Retry-After`,
+//!   so an open JupyterLab backs off. It never starts the notebook.
+//!
+//! Start is allowed to whoever presents the notebook's own Jupyter token
+//! (`token` in the config): as the form's `token` field (filled in from
+//! `?token=` of the URL the page was opened with), as `?token=` of the POST,
+//! or as `Authorization: token …` (or `Bearer …`). Jupyter's login cookie is
+//! signed with Jupyter's own secret, which nbidle does not have, so it is
+//! not accepted. A form POST must carry the page's CSRF token (random per
+//! notebook and nbidle run) and must not come from another site; a POST
+//! with the token in `Authorization` (a script) needs neither, as a browser
+//! never sends that header across sites. Tokens are compared as SHA-256
+//! digests in constant time. A notebook without a configured token is
+//! started from nbidle's own page or API only.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use ring::digest::{digest, SHA256, SHA256_OUTPUT_LEN};
+
+use super::standin::Page;
+use super::standin_page::{self as render, Form, Refusal};
+use crate::backend::Backend;
+use crate::notebook::{NotebookState, Status};
+
+/// What a client is told to wait before asking again.
+pub(super) const RETRY_AFTER_SECONDS: u64 = 30;
+/// A Start form's body is two short fields.
+pub(super) const MAX_FORM_BYTES: usize = 8 * 1024;
+/// The Start form's body must arrive within this.
+pub(super) const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The path of the Start form, under the notebook's base URL.
+pub(super) const START_PATH: &str = "_nbidle/start";
+/// Marks every answer of the page, so its script tells it from Jupyter's.
+pub(super) const MARK_HEADER: &str = "x-nbidle-stopped";
+
+type Digest = [u8; SHA256_OUTPUT_LEN];
+
+fn sha256(value: &[u8]) -> Digest {
+    let mut out = [0u8; SHA256_OUTPUT_LEN];
+    out.copy_from_slice(digest(&SHA256, value).as_ref());
+    out
+}
+
+/// Every byte is compared, whatever differs first.
+fn digests_equal(a: &Digest, b: &Digest) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// The notebook's token and the page's CSRF token, as digests.
+#[derive(Debug)]
+pub(super) struct Secret {
+    token: Option<Digest>,
+    csrf: Option<String>,
+}
+
+impl Secret {
+    pub(super) fn new(token: Option<&str>) -> Self {
+        Secret {
+            token: token.map(|t| sha256(t.as_bytes())),
+            csrf: random_hex(),
+        }
+    }
+
+    /// Whether `presented` is the notebook's token.
+    pub(super) fn is_token(&self, presented: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|t| digests_equal(t, &sha256(presented.as_bytes())))
+    }
+
+    pub(super) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    pub(super) fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+
+    pub(super) fn is_csrf(&self, presented: &str) -> bool {
+        self.csrf
+            .as_ref()
+            .is_some_and(|c| digests_equal(&sha256(c.as_bytes()), &sha256(presented.as_bytes())))
+    }
+}
+
+/// 128 random bits as hex; `None` if the system has no randomness to give
+/// (the form is then refused).
+fn random_hex() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A browser's visit: the page.
+    Visit,
+    /// The Start form or a script's start.
+    Start,
+    /// Jupyter's API, websockets, scripts, assets: JSON 503.
+    Api,
+    /// Outside the notebook's base URL.
+    Elsewhere,
+}
+
+fn header(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Classifies a request to a stopped notebook's address (module doc).
+pub(super) fn classify(method: &Method, path: &str, headers: &HeaderMap, base: &str) -> Kind {
+    let Some(rest) = path
+        .strip_prefix(base)
+        .or_else(|| (path == base.trim_end_matches('/')).then_some(""))
+    else {
+        return Kind::Elsewhere;
+    };
+    if rest == START_PATH {
+        return match *method {
+            Method::POST => Kind::Start,
+            _ => Kind::Api,
+        };
+    }
+    let upgrade = headers.contains_key(header::UPGRADE)
+        || header(headers, header::CONNECTION)
+            .is_some_and(|c| c.to_ascii_lowercase().contains("upgrade"));
+    let api_path = rest == "api" || rest.starts_with("api/") || rest.contains("/api/");
+    let script = headers.contains_key("x-requested-with")
+        || header(headers, "sec-fetch-mode").is_some_and(|m| m != "navigate");
+    let html = header(headers, header::ACCEPT).is_some_and(|a| a.contains("text/html"));
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    if read && html && !api_path && !script && !upgrade {
+        Kind::Visit
+    } else {
+        Kind::Api
+    }
+}
+
+/// Whether a visit may wake the notebook: a `GET`, not a `HEAD` (link
+/// checkers) nor a browser's prefetch.
+pub(super) fn wakes(method: &Method, headers: &HeaderMap) -> bool {
+    let prefetch = ["sec-purpose", "purpose", "x-moz"]
+        .iter()
+        .any(|h| header(headers, *h).is_some_and(|v| v.contains("prefetch")));
+    *method == Method::GET && !prefetch
+}
+
+/// `name=value&…` of a query or a form, decoded.
+pub(super) fn form_value(encoded: &str, name: &str) -> Option<String> {
+    encoded.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k) == name).then(|| decode(v))
+    })
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The token of `Authorization: token …` or `Bearer …`.
+pub(super) fn authorization_token(headers: &HeaderMap) -> Option<&str> {
+    let (scheme, value) = header(headers, header::AUTHORIZATION)?
+        .trim()
+        .split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| value.trim())
+}
+
+/// Where to go once Jupyter answers: a path under the base URL (never
+/// another site), by default the base URL itself.
+pub(super) fn safe_next(next: Option<&str>, base: &str) -> String {
+    match next {
+        Some(n)
+            if n.starts_with(base)
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_string()
+        }
+        _ => base.to_string(),
+    }
+}
+
+/// `next` with `token=` added when it has none, so Jupyter signs the
+/// person in who presented it.
+fn with_token(next: &str, token: &str) -> String {
+    let (_, query) = next.split_once('?').unwrap_or((next, ""));
+    if form_value(query, "token").is_some() {
+        return next.to_string();
+    }
+    let sep = if next.contains('?') { '&' } else { '?' };
+    let encoded: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{next}{sep}token={encoded}")
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(MARK_HEADER, HeaderValue::from_static("1"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    r
+}
+
+fn html(status: StatusCode, body: String) -> Reply {
+    reply(status, "text/html; charset=utf-8", body)
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Reply {
+    reply(status, "application/json", body.to_string())
+}
+
+/// The `reason` of the JSON answer.
+pub(super) fn reason_code(state: &NotebookState) -> &'static str {
+    match state.status {
+        Status::Failed => "failed",
+        Status::Starting => "starting",
+        _ => "stopped",
+    }
+}
+
+fn api_answer(state: &NotebookState) -> Reply {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({
+            "error": render::sentence(state),
+            "reason": reason_code(state),
+            "notebook": state.id.name,
+        }),
+    )
+}
+
+/// Answers one request (module doc).
+pub(super) async fn handle(page: Arc<Page>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let state = page.backend.state_of(&page.slot);
+    let base = page.site.base.as_str();
+    let kind = classify(req.method(), req.uri().path(), req.headers(), base);
+    Ok(match kind {
+        Kind::Elsewhere => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("not found; the notebook is at {base}"), "reason": reason_code(&state)}),
+        ),
+        Kind::Api => api_answer(&state),
+        Kind::Visit => visit(&page, &req, &state),
+        Kind::Start => start(&page, req, &state).await,
+    })
+}
+
+fn host_of(headers: &HeaderMap) -> Option<&str> {
+    header(headers, header::HOST)
+}
+
+fn form_for<'a>(page: &'a Page, headers: &'a HeaderMap, next: String) -> Form<'a> {
+    Form {
+        action: format!("{}{START_PATH}", page.site.base),
+        csrf: page.secret.csrf(),
+        next,
+        token: None,
+        token_needed: page.secret.has_token(),
+        nbidle_url: render::nbidle_url(&page.nbidle, host_of(headers)),
+        refusal: None,
+    }
+}
+
+fn visit(page: &Arc<Page>, req: &Request<Incoming>, state: &NotebookState) -> Reply {
+    let query = req.uri().query().unwrap_or("");
+    let next = safe_next(
+        req.uri().path_and_query().map(|p| p.as_str()),
+        &page.site.base,
+    );
+    if page.wake && wakes(req.method(), req.headers()) {
+        return begin_start(page, state, &next, "a visit (wake_on_visit)");
+    }
+    let mut form = form_for(page, req.headers(), next);
+    if let Some(t) = form_value(query, "token") {
+        if page.secret.is_token(&t) {
+            form.token = Some(t);
+        } else {
+            form.refusal = Some(Refusal::WrongToken);
+        }
+    }
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        render::stopped(state, &form),
+    )
+}
+
+/// Starts the notebook in the background (one start at a time from this
+/// page) and answers with the page that waits for Jupyter.
+fn begin_start(page: &Arc<Page>, state: &NotebookState, next: &str, by: &'static str) -> Reply {
+    if !page.starting.swap(true, Ordering::AcqRel) {
+        tracing::info!(notebook = %page.slot.id, by, "starting a stopped notebook from its page");
+        let p = page.clone();
+        page.backend.tasks.supervise(async move {
+            if let Err(e) = Backend::start(p.backend.as_ref(), &p.slot.id).await {
+                tracing::warn!(notebook = %p.slot.id, error = %e, "start from the stopped-notebook page failed");
+            }
+            p.starting.store(false, Ordering::Release);
+        });
+    }
+    html(
+        StatusCode::OK,
+        render::starting(state, &format!("{}api", page.site.base), next),
+    )
+}
+
+async fn read_form(body: Incoming) -> Option<String> {
+    let limited = Limited::new(body, MAX_FORM_BYTES);
+    let bytes = tokio::time::timeout(FORM_READ_TIMEOUT, limited.collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+async fn start(page: &Arc<Page>, req: Request<Incoming>, state: &NotebookState) -> Reply {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    if let Some(t) = authorization_token(headers) {
+        let ok = page.secret.is_token(t);
+        return match ok {
+            true => {
+                begin_start(page, state, &page.site.base, "its token (Authorization)");
+                json(
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({"status": "starting", "notebook": state.id.name}),
+                )
+            }
+            false => json(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "not this notebook's token", "reason": reason_code(state)}),
+            ),
+        };
+    }
+    let cross_site = header(headers, "sec-fetch-site").is_some_and(|s| s == "cross-site");
+    let form = match cross_site {
+        true => None,
+        false => read_form(body).await,
+    };
+    let field = |name| form.as_deref().and_then(|f| form_value(f, name));
+    let next = safe_next(field("next").as_deref(), &page.site.base);
+    let presented = field("token")
+        .filter(|t| !t.is_empty())
+        .or_else(|| parts.uri.query().and_then(|q| form_value(q, "token")));
+    let csrf_ok = field("csrf").is_some_and(|c| page.secret.is_csrf(&c));
+    let token_ok = presented
+        .as_deref()
+        .is_some_and(|t| page.secret.is_token(t));
+    if csrf_ok && token_ok {
+        let token = presented.unwrap_or_default();
+        return begin_start(page, state, &with_token(&next, &token), "its token");
+    }
+    let mut f = form_for(page, headers, next);
+    f.refusal = Some(match (csrf_ok, presented.is_some()) {
+        (false, _) => Refusal::Expired,
+        (true, false) => Refusal::NoToken,
+        (true, true) => Refusal::WrongToken,
+    });
+    html(StatusCode::FORBIDDEN, render::stopped(state, &f))
+}
+
+#[cfg(test)]
+#[path = "standin_http_tests.rs"]
+mod tests;
