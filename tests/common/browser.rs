@@ -195,7 +195,7 @@ impl LabDriver {
 
     /// Starts another driver script of `tests/browser/` with `args`, read
     /// the same way (JSON lines); `tag` names its log.
-    pub fn spawn_script(dir: &Path, script: &str, tag: &str, args: &[String]) -> LabDriver {
+    pub fn spawn_with_args(dir: &Path, script: &str, tag: &str, args: &[String]) -> LabDriver {
         let node = tool(&["node"]);
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/browser")
