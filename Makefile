@@ -61,5 +61,6 @@ bench:
 	$(CARGO) bench --bench rule_eval
 	$(CARGO) bench --bench stop_lag
 	$(CARGO) bench --bench procscan
+	$(CARGO) bench --bench page
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

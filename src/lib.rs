@@ -12,6 +12,9 @@
 //! - [`run`]: `nbidle serve` wiring: backend, metrics, server, shutdown.
 //! - `server`: warp HTTP server: webhook, REST API, `/metrics`,
 //!   `/sd/notebooks` (Prometheus HTTP service discovery), `/livez`, `/readyz`.
+//! - `page`: the notebook page at `/` for people: the list with Open,
+//!   Stop, Start and Keep running, sign-in with an API token (or a trusted proxy's
+//!   header), server-side sessions, CSRF tokens; maud HTML.
 //! - [`decide`]: firing alert → stop or not (routing label, opt-out, stale
 //!   alert guard, re-check, dry run); duplicates are harmless because stops
 //!   are idempotent.
@@ -65,6 +68,7 @@ pub mod logsafe;
 pub mod manifests;
 pub mod metrics;
 pub mod notebook;
+mod page;
 pub mod rules;
 pub mod run;
 mod server;

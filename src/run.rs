@@ -154,6 +154,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         )),
         // Synced once the backend knows its notebooks (local: once recovered).
         readiness: Readiness::default(),
+        page: crate::page::Page::from_config(&cfg.auth, tls.is_some()),
     });
     // The listener drains only once readiness is down: whoever polls
     // /readyz sees 503 before connections close.
@@ -372,6 +373,7 @@ mod tests {
                 Duration::from_secs(60),
                 Duration::from_secs(60),
             )),
+            page: crate::page::Page::new(Duration::from_secs(60), 10, None, false),
         })
     }
 

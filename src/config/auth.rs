@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::values::check_notebook_name;
+use std::time::Duration;
+
+use super::values::{check_notebook_name, HumanDuration};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -28,7 +30,20 @@ pub(crate) struct AuthConfig {
     /// reach the listener.
     pub(crate) metrics_token: Option<String>,
     pub(crate) metrics_token_file: Option<PathBuf>,
+    /// How long a sign-in on the notebook page lasts (default 8h).
+    pub(crate) session_ttl: Option<HumanDuration>,
+    /// At most this many page sessions at once (default 10000); the one
+    /// closest to expiry goes first.
+    pub(crate) max_sessions: Option<usize>,
+    /// A header set by an authenticating proxy naming the person; they act
+    /// on the notebooks whose owner they are. Off by default.
+    pub(crate) trusted_user_header: Option<String>,
 }
+
+/// `auth.session_ttl` unset.
+const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// `auth.max_sessions` unset.
+const DEFAULT_MAX_SESSIONS: usize = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +62,54 @@ pub(crate) struct BasicAuth {
 }
 
 impl AuthConfig {
+    /// How long a page session lasts.
+    pub(crate) fn session_ttl(&self) -> Duration {
+        self.session_ttl.map_or(DEFAULT_SESSION_TTL, |d| d.0)
+    }
+
+    /// How many page sessions are kept at most.
+    pub(crate) fn max_sessions(&self) -> usize {
+        self.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS)
+    }
+
+    /// The trusted user header, lower-cased, when set.
+    pub(crate) fn trusted_user_header(&self) -> Option<String> {
+        self.trusted_user_header
+            .as_ref()
+            .map(|h| h.trim().to_ascii_lowercase())
+    }
+
+    fn validate_page(&self) -> Result<()> {
+        if let Some(d) = self.session_ttl {
+            if d.0 < Duration::from_secs(60) || d.0 > Duration::from_secs(31 * 24 * 3600) {
+                return Err(Error::config(
+                    "auth.session_ttl",
+                    "must be between 1m and 31d",
+                ));
+            }
+        }
+        if self.max_sessions == Some(0) {
+            return Err(Error::config("auth.max_sessions", "must be at least 1"));
+        }
+        if let Some(h) = &self.trusted_user_header {
+            let h = h.trim();
+            let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if h.is_empty() || !h.chars().all(token_char) {
+                return Err(Error::config(
+                    "auth.trusted_user_header",
+                    "must be an HTTP header name such as kubeflow-userid",
+                ));
+            }
+            if h.eq_ignore_ascii_case("authorization") || h.eq_ignore_ascii_case("cookie") {
+                return Err(Error::config(
+                    "auth.trusted_user_header",
+                    "must be a header the proxy sets, not Authorization or Cookie",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The secret files, each with its key.
     pub(super) fn files(&self) -> Vec<(String, &Path)> {
         let mut files: Vec<(String, Option<&PathBuf>)> = vec![
@@ -138,7 +201,7 @@ impl AuthConfig {
         for (i, t) in self.namespaced_api_tokens.iter().enumerate() {
             t.validate(&format!("auth.namespaced_api_tokens[{i}]"))?;
         }
-        Ok(())
+        self.validate_page()
     }
 }
 
@@ -249,5 +312,44 @@ mod tests {
             .map(|(k, p)| (k.to_string(), p.to_string()))
             .collect();
         assert_eq!(files, want);
+    }
+
+    #[test]
+    fn page_sign_in_keys_have_defaults_and_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.auth.session_ttl(),
+            std::time::Duration::from_secs(8 * 3600)
+        );
+        assert_eq!(c.auth.max_sessions(), 10_000);
+        assert_eq!(c.auth.trusted_user_header(), None);
+        let with = |extra: &str| MINIMAL.replace("auth:\n", &format!("auth:\n{extra}"));
+        let c = parse(&with(
+            "  session_ttl: 30m\n  max_sessions: 5\n  trusted_user_header: Kubeflow-Userid\n",
+        ))
+        .unwrap();
+        assert_eq!(c.auth.session_ttl(), std::time::Duration::from_secs(1800));
+        assert_eq!(c.auth.max_sessions(), 5);
+        assert_eq!(
+            c.auth.trusted_user_header().as_deref(),
+            Some("kubeflow-userid")
+        );
+        for (extra, key) in [
+            ("  session_ttl: 5s\n", "auth.session_ttl"),
+            ("  max_sessions: 0\n", "auth.max_sessions"),
+            (
+                "  trusted_user_header: \"x y\"\n",
+                "auth.trusted_user_header",
+            ),
+            (
+                "  trusted_user_header: Authorization\n",
+                "auth.trusted_user_header",
+            ),
+        ] {
+            match parse(&with(extra)) {
+                Err(Error::Config { field, .. }) => assert_eq!(field, key, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
     }
 }

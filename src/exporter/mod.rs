@@ -77,6 +77,19 @@ pub(crate) struct NotebookFacts {
     pub(crate) pods: Vec<String>,
 }
 
+impl NotebookFacts {
+    /// When the idle stop is due if nothing happens (Unix seconds), as
+    /// `nbidle_notebook_idle_deadline_timestamp_seconds` has it: last
+    /// activity + idle time, only from a probe that answered and for a
+    /// notebook that did not opt out.
+    pub(crate) fn idle_deadline(&self) -> Option<f64> {
+        let answered = self.probe.as_ref().is_some_and(|p| p.ok);
+        (answered && self.state.autostop)
+            .then_some(self.last_activity?)
+            .map(|last| last + self.state.idle_after_seconds as f64)
+    }
+}
+
 /// One probe's result, when it answered, and the notebook's pods.
 type Probed = (ProbeResult, Timestamp, Vec<String>);
 
@@ -281,8 +294,9 @@ impl Exporter {
         self.publish(facts);
     }
 
-    /// The last round's facts, sorted by notebook.
-    fn last_round(&self) -> Arc<Vec<NotebookFacts>> {
+    /// The last round's facts, sorted by notebook (the notebook page reads
+    /// them too).
+    pub(crate) fn last_round(&self) -> Arc<Vec<NotebookFacts>> {
         self.snapshot
             .read()
             .expect("snapshot lock is never poisoned: no panics under it")

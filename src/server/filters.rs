@@ -91,6 +91,8 @@ pub(crate) fn routes(
         .or(start)
         .or(keep_running)
         .or(cancel_keep_running)
+        // The notebook page (`/`, sign-in): its own replies, never rejections.
+        .or(crate::page::routes(app.clone()))
         .recover(handlers::recover)
         .with(warp::trace::request())
 }

@@ -236,8 +236,8 @@ pub(crate) async fn serve<S>(
             a = listener.accept() => a,
             _ = &mut drain => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok((tcp, peer)) => (tcp, peer),
             Err(e) => {
                 // Out of file descriptors (EMFILE/ENFILE) or a transient
                 // error: free one if we can, and do not spin.
@@ -257,6 +257,7 @@ pub(crate) async fn serve<S>(
         let task = ConnTask {
             conn,
             service: service.clone(),
+            peer: Some(peer),
             http: http.clone(),
             draining: draining.clone(),
         };
@@ -292,6 +293,7 @@ pub(crate) async fn serve<S>(
 struct ConnTask<S> {
     conn: Arc<Conn>,
     service: S,
+    peer: Option<std::net::SocketAddr>,
     http: Arc<hyper::server::conn::http1::Builder>,
     draining: CancellationToken,
 }
@@ -330,6 +332,7 @@ where
         let svc = Counted {
             conn: self.conn.clone(),
             inner: self.service,
+            peer: self.peer,
         };
         let served = self.http.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(served);
@@ -347,10 +350,16 @@ where
     }
 }
 
+/// The client's address, in each request's extensions (the page slows
+/// wrong sign-in tokens per client).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
 /// The warp service, counting the requests in flight on its connection.
 struct Counted<S> {
     conn: Arc<Conn>,
     inner: S,
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// Decrements the in-flight count when the request's future is done or
@@ -372,7 +381,10 @@ where
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(Peer(peer));
+        }
         self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.conn.clone());
         // warp's service is always ready (its poll_ready returns Ready).

@@ -46,6 +46,8 @@ pub(crate) struct App {
     pub silences: Option<Arc<crate::silences::Silences>>,
     /// Firing warnings per notebook, from the webhook.
     pub warnings: Arc<crate::warnings::Warnings>,
+    /// The notebook page's sessions and settings.
+    pub page: crate::page::Page,
 }
 
 /// Two facts, kept apart because they answer different callers: the API

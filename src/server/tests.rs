@@ -83,6 +83,7 @@ fn app_with(backend: Arc<MemoryBackend>, limits: BodyLimits, readiness: Readines
             Duration::from_secs(300),
             Duration::from_secs(60),
         )),
+        page: crate::page::Page::new(Duration::from_secs(60), 10, None, false),
     })
 }
 

@@ -193,6 +193,53 @@ impl LabDriver {
         }
     }
 
+    /// Starts another driver script of `tests/browser/` with `args`, read
+    /// the same way (JSON lines); `tag` names its log.
+    pub fn spawn_with_args(dir: &Path, script: &str, tag: &str, args: &[String]) -> LabDriver {
+        let node = tool(&["node"]);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script);
+        let log = dir.join(format!("browser-{tag}.log"));
+        let mut child = Command::new(node)
+            .arg(path)
+            .args(args)
+            .env("NBIDLE_BROWSER_MODULES", browser_modules())
+            .env("NBIDLE_CHROMIUM", chromium())
+            .env("NBIDLE_BROWSER_SHOTS", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning node for {script}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let name = tag.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("browser {name}: {line}");
+                let line = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| json!({"event": "text", "text": line}));
+                let event = LabEvent {
+                    at: Instant::now(),
+                    unix: unix_now(),
+                    line,
+                };
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        LabDriver {
+            proc: Proc::adopt(tag, child),
+            scenario: tag.into(),
+            lines: rx,
+            events: Vec::new(),
+            log,
+        }
+    }
+
     /// Takes in what the driver printed so far; fails the test on an
     /// `error` line or when the driver has exited.
     pub fn poll(&mut self) {

@@ -1,0 +1,279 @@
+//! `make bench`: the notebook page for 1,000 and 10,000 notebooks, against
+//! the release binary supervising real (stand-in) notebook processes.
+//!
+//! For each size: nbidle starts with that many `sleep` notebooks (a tiny
+//! HTTP server in this process answers their readiness and the exporter's
+//! probes, as a Jupyter server with no kernels would), every one running
+//! and probed; a person signs in; then, one request after another on
+//! loopback: the first page of the list (100 rows), the last page, a
+//! filtered page (one owner of 50, 20 rows), and the script's state
+//! refresh. Reported: request time p50 / p99 / max (nbidle's rendering
+//! plus loopback transfer), bytes of each answer, and nbidle's resident
+//! memory after a warm-up and after each of four batches of 1,000 more
+//! page requests.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+use serde_json::Value;
+use warp::Filter;
+
+const SIZES: [usize; 2] = [1000, 10_000];
+const REQUESTS: usize = 200;
+const LEAK_REQUESTS: usize = 1000;
+const LEAK_BATCHES: usize = 4;
+const API_TOKEN: &str = "bench-api";
+const OWNERS: usize = 50;
+
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+}
+
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn write_config(dir: &Path, n: usize, port: u16, probe_port: u16) -> PathBuf {
+    let mut nbs = String::new();
+    for i in 0..n {
+        nbs.push_str(&format!(
+            "      - {{name: nb-{i:05}, owner: user-{}@example.org, command: [sleep, \"1800\"], workdir: ws/nb-{i}, url: \"http://127.0.0.1:{probe_port}/nb-{i}/\"}}\n",
+            i % OWNERS
+        ));
+    }
+    let config = format!(
+        "listen: \"127.0.0.1:{port}\"\ndata_dir: data\nauth: {{webhook_token: bench-webhook, api_tokens: [{API_TOKEN}]}}\n\
+         exporter: {{interval: 5s}}\n\
+         backend:\n  kind: local\n  local:\n    stop_grace_period: 30s\n    stop_on_exit: true\n    notebooks:\n{nbs}"
+    );
+    let cfg = dir.join("nbidle.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    cfg
+}
+
+/// As a service runs it: a small environment (see benches/webhook.rs).
+fn serve(cfg: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nbidle"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .current_dir(cfg.parent().unwrap())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("NBIDLE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// nbidle, stopped (and its notebooks with it) when dropped, also when
+/// the benchmark fails.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < Duration::from_secs(600), "{what}: timed out");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn running(http: &reqwest::Client, base: &str) -> usize {
+    let Ok(r) = http
+        .get(format!("{base}/api/v1/notebooks"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["notebooks"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|n| n["status"] == "running").count())
+}
+
+/// Signs in as a browser does; the session cookie.
+async fn sign_in(http: &reqwest::Client, base: &str) -> String {
+    let r = http
+        .post(format!("{base}/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={API_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let c = r.headers()["set-cookie"].to_str().unwrap();
+    c.split(';').next().unwrap().to_string()
+}
+
+struct Timed {
+    times: Vec<Duration>,
+    bytes: usize,
+    rows: usize,
+}
+
+async fn timed(http: &reqwest::Client, url: &str, cookie: &str, n: usize) -> Timed {
+    let mut times = Vec::with_capacity(n);
+    let mut bytes = 0;
+    let mut rows = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = http
+            .get(url)
+            .header("cookie", cookie)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let body = r.bytes().await.unwrap();
+        times.push(t.elapsed());
+        bytes = body.len();
+        let text = String::from_utf8_lossy(&body);
+        rows = text.matches("<tr data-id=").count() + text.matches("\"can_stop\"").count();
+    }
+    times.sort();
+    Timed { times, bytes, rows }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len() - 1)]
+}
+
+async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(dir.path(), n, port, probe_port);
+    let child = Served(serve(&cfg));
+    let base = format!("http://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    until("every notebook running", || async {
+        running(http, &base).await == n
+    })
+    .await;
+    // One exporter round over all of them: the page shows time left.
+    until("probed", || async {
+        let m = http
+            .get(format!("{base}/metrics/notebooks"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .filter(|l| l.starts_with("nbidle_notebook_probe_success{") && l.ends_with("} 1"))
+            .count()
+            == n
+    })
+    .await;
+    eprintln!(
+        "{n} notebooks running and probed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let cookie = sign_in(http, &base).await;
+    let pid = child.0.id();
+    let last_page = n.div_ceil(100);
+    let pages = [
+        ("first page", format!("{base}/")),
+        ("last page", format!("{base}/?page={last_page}")),
+        (
+            "one owner's, filtered",
+            format!("{base}/?owner=user-7%40example.org&status=running&page=1"),
+        ),
+        ("state refresh (JSON)", format!("{base}/page/states")),
+    ];
+    // Warm-up: allocator pools, connections.
+    timed(http, &pages[0].1, &cookie, 50).await;
+    let rss_warm = proc_kib(pid, "VmRSS:");
+    for (what, url) in &pages {
+        let t = timed(http, url, &cookie, REQUESTS).await;
+        println!(
+            "| {n} notebooks: {what} ({} rows) | {:.2} / {:.2} / {:.2} ms | {} bytes |",
+            t.rows,
+            ms(pct(&t.times, 0.5)),
+            ms(pct(&t.times, 0.99)),
+            ms(*t.times.last().unwrap()),
+            t.bytes
+        );
+    }
+    // Growth that stops is the allocator settling; a leak grows per batch.
+    let mut rss = vec![rss_warm, proc_kib(pid, "VmRSS:")];
+    for _ in 0..LEAK_BATCHES {
+        timed(http, &pages[0].1, &cookie, LEAK_REQUESTS).await;
+        rss.push(proc_kib(pid, "VmRSS:"));
+    }
+    let rss: Vec<String> = rss.iter().map(u64::to_string).collect();
+    println!(
+        "| {n} notebooks: nbidle RSS after warm-up, after the timings, then after each {LEAK_REQUESTS} more first pages | {} KiB; peak {} KiB |",
+        rss.join(" / "),
+        proc_kib(pid, "VmHWM:")
+    );
+    drop(child);
+}
+
+#[tokio::main]
+async fn main() {
+    raise_fd_limit();
+    let probe_port = free_port();
+    tokio::spawn(
+        warp::serve(warp::path::full().map(|p: warp::path::FullPath| {
+            if p.as_str().ends_with("/api/status") {
+                r#"{"started":"2026-01-01T08:00:00Z"}"#
+            } else {
+                "[]"
+            }
+        }))
+        .run(([127, 0, 0, 1], probe_port)),
+    );
+    // A browser's POST /sign-in answer is the redirect itself.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    println!("| measurement | p50 / p99 / max | answer |");
+    println!("|---|---|---|");
+    for n in SIZES {
+        one_size(&http, n, probe_port).await;
+    }
+}
