@@ -184,13 +184,13 @@ impl FromStr for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Formatting a UTC OffsetDateTime as RFC 3339 cannot fail for years 0..=9999.
-        let s = self
-            .0
-            .to_offset(time::UtcOffset::UTC)
-            .format(&Rfc3339)
-            .map_err(|_| fmt::Error)?;
-        f.write_str(&s)
+        // RFC 3339 has years 0..=9999 only; a time parsed from outside
+        // (0000-01-01T00:00:00+01:00 is year -1 in UTC) is shown in Unix
+        // seconds instead: Display must not fail, or format! panics.
+        match self.0.to_offset(time::UtcOffset::UTC).format(&Rfc3339) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => write!(f, "@{}", self.0.unix_timestamp()),
+        }
     }
 }
 
@@ -211,6 +211,12 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_before_year_0_in_utc_is_shown_not_a_panic() {
+        let t = "0000-01-01T00:00:00+01:00".parse::<Timestamp>().unwrap();
+        assert_eq!(t.to_string(), format!("@{}", t.0.unix_timestamp()));
+    }
 
     #[test]
     fn timestamps_with_offsets_compare_by_instant() {

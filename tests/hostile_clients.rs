@@ -143,6 +143,21 @@ async fn a_half_sent_body_times_out_with_408() {
 }
 
 #[tokio::test]
+async fn a_half_sent_page_form_is_ended_by_the_body_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = start(dir.path(), SHORT, &[]).await;
+    let mut s = TcpStream::connect(addr(&nb)).await.unwrap();
+    // Anyone can post the sign-in form: no session, no token needed.
+    let head = "POST /sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 16000\r\n\r\ntoken=";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("half form ended by the body read timeout");
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    api_answers(&nb).await;
+}
+
+#[tokio::test]
 async fn bodies_beyond_the_in_flight_budget_get_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let extra = "webhook:\n  max_body_bytes: 1048576\n  max_bytes_in_flight: 2097152\n";

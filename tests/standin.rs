@@ -549,7 +549,10 @@ async fn in_a_browser_the_stopped_page_says_why_and_start_loads_jupyterlab() {
     tab.wait_for("waiting", UP).await;
     let again = tab.wait_for("lab-again", Duration::from_secs(120)).await;
     eprintln!("JupyterLab loaded again at {}", again.line["url"]);
-    assert_eq!(nb.notebook("local", "ada").await["status"], "running");
+    // JupyterLab answered the browser; nbidle's own readiness probe may
+    // see it a moment later.
+    nb.wait_status("local", "ada", "running", Duration::from_secs(30))
+        .await;
     let shot = dir.path().join("stopped-notebook.png");
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
     std::fs::create_dir_all(&docs).unwrap();

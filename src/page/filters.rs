@@ -16,6 +16,10 @@ use crate::server::App;
 /// `/notebooks/keep-running/cancel`,
 /// `/page/states` and the assets.
 pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let form = {
+        let read_timeout = app.body_limits.read_timeout;
+        move || form(read_timeout)
+    };
     let with_app = move || {
         let app = app.clone();
         warp::any().map(move || app.clone())

@@ -1,6 +1,10 @@
 //! What a page request carries, and the replies every page route shares.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use futures_util::StreamExt;
 
 use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
@@ -73,22 +77,47 @@ pub(crate) fn raw_query(
 /// The largest form the page accepts.
 pub(crate) const MAX_FORM_BYTES: u64 = 16 * 1024;
 
-/// A form body within [`MAX_FORM_BYTES`]; `None` for anything else, which
-/// the handler refuses in the page's own words.
+/// A form body within [`MAX_FORM_BYTES`] that arrives within
+/// `server.body_read_timeout`; `None` for anything else, which the handler
+/// refuses in the page's own words. The time limit matters as much as the
+/// size: a body sent a byte a minute would hold its connection in flight,
+/// and enough of them would keep the webhook and the API out.
 pub(crate) fn form(
+    read_timeout: Duration,
 ) -> impl Filter<Extract = (Option<Vec<(String, String)>>,), Error = std::convert::Infallible> + Clone
 {
     warp::body::content_length_limit(MAX_FORM_BYTES)
-        .and(warp::body::bytes())
-        .map(|b: bytes::Bytes| {
-            Some(
-                form_urlencoded::parse(&b)
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect(),
-            )
-        })
+        .and(warp::body::stream())
+        .then(move |body| read_form(body, read_timeout))
         .or(warp::any().map(|| None))
         .unify()
+}
+
+async fn read_form<S, B>(body: S, read_timeout: Duration) -> Option<Vec<(String, String)>>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let collect = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.ok()?;
+            // hyper ends the body at Content-Length; this is a second
+            // guard, not the first.
+            if buf.len() + chunk.remaining() > MAX_FORM_BYTES as usize {
+                return None;
+            }
+            buf.put(chunk);
+        }
+        Some(buf)
+    };
+    let buf = tokio::time::timeout(read_timeout, collect).await.ok()??;
+    Some(
+        form_urlencoded::parse(&buf)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    )
 }
 
 /// A form field's value.

@@ -337,7 +337,7 @@ pub(crate) fn keep_until(
                 Error::invalid("until", format!("{u:?} is not an RFC 3339 time: {e}"))
             })?;
             if t <= now {
-                return Err(Error::invalid("until", format!("{t} is in the past")));
+                return Err(Error::invalid("until", format!("{u:?} is in the past")));
             }
             if t.0 - now.0 > max_t {
                 return Err(bound("until"));

@@ -127,6 +127,9 @@ pub(crate) struct LocalBackend {
     /// notebook (by index).
     stopped_page: bool,
     wakes: Vec<bool>,
+    /// Connections all stopped pages serve at once, so 1,000 stopped
+    /// notebooks cannot hold 1,000 × a page's own cap of descriptors.
+    page_connections: Arc<Semaphore>,
     _lock: DataDirLock,
 }
 
@@ -293,6 +296,7 @@ impl LocalBackend {
                 .iter()
                 .map(|nb| cfg.wakes_on_visit(nb))
                 .collect(),
+            page_connections: Arc::new(Semaphore::new(standin::MAX_CONNECTIONS_ALL)),
             _lock: lock,
         }))
     }

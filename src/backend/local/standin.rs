@@ -37,6 +37,10 @@ use crate::error::{Error, Result};
 
 /// Connections one page serves at once.
 pub(super) const MAX_CONNECTIONS: usize = 32;
+/// Connections all pages serve at once: nbidle's own listener keeps half
+/// the open-files limit; 256 more stay well within the rest at the usual
+/// limit of 1,024 or more.
+pub(super) const MAX_CONNECTIONS_ALL: usize = 256;
 /// The request head must arrive within this; also ends idle keep-alives.
 pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a request head may occupy (hyper's read buffer; 8 KiB at least).
@@ -273,16 +277,19 @@ impl Page {
                 a = listener.accept() => a,
             };
             match accepted {
-                Ok((tcp, _)) => match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                Ok((tcp, _)) => match (
+                    slots.clone().try_acquire_owned(),
+                    self.backend.page_connections.clone().try_acquire_owned(),
+                ) {
+                    (Ok(permit), Ok(shared)) => {
                         let (page, finish) = (self.clone(), finish.clone());
                         self.backend.tasks.supervise(async move {
                             page.connection(tcp, finish).await;
-                            drop(permit);
+                            drop((permit, shared));
                         });
                     }
-                    // At the cap: closed at once, costing nothing.
-                    Err(_) => drop(tcp),
+                    // At a cap: closed at once, costing nothing.
+                    _ => drop(tcp),
                 },
                 // Out of file descriptors, or transient: do not spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

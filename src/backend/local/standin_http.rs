@@ -157,13 +157,16 @@ pub(super) fn classify(method: &Method, path: &str, headers: &HeaderMap, base: &
     }
 }
 
-/// Whether a visit may wake the notebook: a `GET`, not a `HEAD` (link
-/// checkers) nor a browser's prefetch.
+/// Whether a visit may wake the notebook: a `GET` of the page itself, not a
+/// `HEAD` (link checkers), a browser's prefetch, nor an `<iframe>`,
+/// `<object>` or `<embed>` (also navigations, which any site the person
+/// opens could put in its page).
 pub(super) fn wakes(method: &Method, headers: &HeaderMap) -> bool {
     let prefetch = ["sec-purpose", "purpose", "x-moz"]
         .iter()
         .any(|h| header(headers, *h).is_some_and(|v| v.contains("prefetch")));
-    *method == Method::GET && !prefetch
+    let document = header(headers, "sec-fetch-dest").is_none_or(|d| d == "document");
+    *method == Method::GET && !prefetch && document
 }
 
 /// `name=value&…` of a query or a form, decoded.

@@ -101,6 +101,12 @@ fn only_a_real_get_wakes() {
     ];
     assert!(!wakes(&Method::GET, &headers(&prefetch)));
     assert!(!wakes(&Method::GET, &headers(&[("purpose", "prefetch")])));
+    // Another site's hidden frame navigates too; it never wakes.
+    let framed: Vec<(&str, &str)> = NAVIGATION
+        .iter()
+        .map(|&(k, v)| (k, if k == "sec-fetch-dest" { "iframe" } else { v }))
+        .collect();
+    assert!(!wakes(&Method::GET, &headers(&framed)));
 }
 
 #[test]
