@@ -125,7 +125,7 @@ async fn keep_running_makes_a_silence_shows_it_and_cancel_expires_it() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let html = list(&app, &cookie, "").await;
     assert!(
-        html.contains("2001-01-01T10:00:00Z is in the past"),
+        html.contains("&quot;2001-01-01T10:00:00Z&quot; is in the past"),
         "{html}"
     );
     assert_eq!(active(&store).len(), 1);
