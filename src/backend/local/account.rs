@@ -646,6 +646,18 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
+        // Right after its exec a process has no page resident yet: wait
+        // for its first (statm's second field), so the memory is there to see.
+        let resident = || {
+            std::fs::read_to_string(format!("/proc/{pid}/statm"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while resident() == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let accounting = Accounting::new([marker, "other".to_string()]);
         assert!(!accounting.last().scanned(), "nothing before a scan");
         let scan = accounting.scan();
