@@ -20,6 +20,8 @@ pub(crate) mod assets;
 pub(crate) mod filters;
 pub(crate) mod handlers;
 #[cfg(test)]
+mod harden_tests;
+#[cfg(test)]
 mod keep_tests;
 pub(crate) mod limit;
 pub(crate) mod render;

@@ -3,7 +3,14 @@
 //!
 //! A session id and a CSRF token are 32 bytes from the OS RNG, sent as
 //! hex. The map is keyed by the SHA-256 of the id, so neither lookups nor
-//! anything kept in memory reveal a usable id.
+//! anything kept in memory reveal a usable id, save a trusted proxy's
+//! sessions: their id is kept so that a person's cookie-less views share
+//! one, and such an id is of no use without the proxy's header.
+//!
+//! Each viewer (a token, a proxy's user) holds at most
+//! [`MAX_PER_VIEWER`] sessions: a new one ends that viewer's oldest, never
+//! another viewer's, so no one can sign others out by signing in again and
+//! again. A store full of other viewers' live sessions refuses.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,8 +58,15 @@ pub(crate) struct Flash {
     pub(crate) text: String,
 }
 
+/// Sessions one viewer holds at once: a few browsers and devices.
+pub(crate) const MAX_PER_VIEWER: usize = 8;
+
 struct Entry {
     viewer: Viewer,
+    /// The SHA-256 of who holds it: the token, or the proxy's user.
+    holder: [u8; 32],
+    /// A proxy's session only: its id, to hand out again.
+    reusable_id: Option<String>,
     csrf: String,
     expires: Instant,
     flash: Option<Flash>,
@@ -96,6 +110,15 @@ fn key(id: &str) -> [u8; 32] {
     out
 }
 
+/// Whose a session is: a token and a user of the same name differ.
+fn holder_key(viewer: &Viewer, holder: &str) -> [u8; 32] {
+    let kind = match viewer {
+        Viewer::Token(_) => "token",
+        Viewer::Owner(_) => "user",
+    };
+    key(&format!("{kind}\0{holder}"))
+}
+
 /// Every byte compared, whatever differs first; lengths are not secret
 /// (every token is 64 hex digits).
 pub(crate) fn same_token(a: &str, b: &str) -> bool {
@@ -122,40 +145,60 @@ impl Sessions {
             .expect("no panics while the session map is held")
     }
 
-    /// A new session for `viewer`; when the store is full, expired
-    /// sessions go first, then the one closest to expiry.
-    pub(crate) fn create(&self, viewer: Viewer, flash: Option<Flash>) -> Result<Current> {
-        let id = random_token()?;
-        let csrf = random_token()?;
+    /// A session for `viewer`, who is `holder` (the token it signed in
+    /// with, or the proxy's user): a proxy's user gets their live one
+    /// again. A viewer at [`MAX_PER_VIEWER`], or a full store, gives up
+    /// that viewer's oldest; `None` when the store is full of other
+    /// viewers' live sessions.
+    pub(crate) fn create(&self, viewer: Viewer, holder: &str) -> Result<Option<Current>> {
+        let (id, csrf) = (random_token()?, random_token()?);
         let now = Instant::now();
+        let holder = holder_key(&viewer, holder);
         let mut map = self.lock();
-        if map.len() >= self.max {
-            map.retain(|_, e| e.expires > now);
+        map.retain(|_, e| e.expires > now);
+        let own = map.values().filter(|e| e.holder == holder);
+        if let Some(e) = own.clone().find(|e| e.reusable_id.is_some()) {
+            return Ok(Some(Current {
+                id: e.reusable_id.clone().unwrap_or_default(),
+                viewer: e.viewer.clone(),
+                csrf: e.csrf.clone(),
+                flash: None,
+                ttl_secs: (e.expires - now).as_secs(),
+            }));
         }
-        while map.len() >= self.max {
+        let count = own.count();
+        if count >= MAX_PER_VIEWER || (count > 0 && map.len() >= self.max) {
             let oldest = map
                 .iter()
+                .filter(|(_, e)| e.holder == holder)
                 .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| *k)
-                .expect("a full map has an entry");
-            map.remove(&oldest);
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
         }
+        if map.len() >= self.max {
+            return Ok(None);
+        }
+        let reusable_id = matches!(viewer, Viewer::Owner(_)).then(|| id.clone());
         map.insert(
             key(&id),
             Entry {
                 viewer: viewer.clone(),
+                holder,
+                reusable_id,
                 csrf: csrf.clone(),
                 expires: now + self.ttl,
                 flash: None,
             },
         );
-        Ok(Current {
+        Ok(Some(Current {
             id,
             viewer,
             csrf,
-            flash,
+            flash: None,
             ttl_secs: self.ttl.as_secs(),
-        })
+        }))
     }
 
     /// The live session `id` names, its flash message taken; an expired
@@ -212,10 +255,15 @@ mod tests {
     }
 
     #[test]
-    fn the_store_is_bounded_and_drops_the_oldest() {
+    fn the_store_is_bounded_and_drops_the_viewers_oldest() {
         let s = Sessions::new(Duration::from_secs(60), 3);
         let ids: Vec<String> = (0..5)
-            .map(|_| s.create(Viewer::Token(Scope::All), None).unwrap().id)
+            .map(|_| {
+                s.create(Viewer::Token(Scope::All), "t")
+                    .unwrap()
+                    .unwrap()
+                    .id
+            })
             .collect();
         assert_eq!(s.len(), 3);
         assert!(s.get(&ids[0]).is_none() && s.get(&ids[1]).is_none());
@@ -225,7 +273,10 @@ mod tests {
     #[test]
     fn a_session_expires_and_a_flash_is_shown_once() {
         let s = Sessions::new(Duration::from_millis(50), 10);
-        let c = s.create(Viewer::Owner("ada".into()), None).unwrap();
+        let c = s
+            .create(Viewer::Owner("ada".into()), "ada")
+            .unwrap()
+            .unwrap();
         s.set_flash(
             &c.id,
             Flash {
