@@ -217,6 +217,16 @@ pub(crate) async fn sign_in(
 ) -> Answer {
     let page = &app.page;
     let trusted = page.trusted_user_header.is_some();
+    // A sign-in only this page may make: another site's form would sign
+    // the browser in with the other site's token.
+    if req.cross_site() {
+        let msg =
+            "This sign-in came from another site and was refused. Sign in from nbidle's own page.";
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            render::sign_in(Some(msg), trusted),
+        ));
+    }
     if let Err(wait) = page.limiter.check(req.client, Instant::now()) {
         let secs = wait.as_secs().max(1);
         let msg = format!("Too many wrong tokens from this address. Try again in {secs} s.");

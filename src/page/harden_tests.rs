@@ -98,3 +98,38 @@ async fn a_store_full_of_other_viewers_refuses_rather_than_evicts() {
     assert!(signed_in(&app, &team).await, "never another viewer's");
     assert_eq!(header(&r, "location"), "/");
 }
+
+#[tokio::test]
+async fn a_sign_in_posted_from_another_site_is_refused() {
+    let app = proxied_app(20);
+    let post =
+        || form_post("/sign-in", None, &[("token", ADMIN)]).header("host", "nbidle.test:8080");
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "http://nbidle.test:9999"),
+        ("origin", "null"),
+    ] {
+        let r = send(
+            &app,
+            post().header("accept", "text/html").header(name, value),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(text(&r).contains("another site"), "{}", text(&r));
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    for (name, value) in [
+        ("sec-fetch-site", "same-origin"),
+        ("origin", "http://nbidle.test:8080"),
+    ] {
+        let r = send(&app, post().header(name, value)).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{name}: {value}");
+    }
+    let r = send(&app, post()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "no Origin: a script or an old browser"
+    );
+}
