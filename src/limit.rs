@@ -1,6 +1,7 @@
-//! Wrong sign-in tokens, counted per client: after a few, each further
-//! attempt must wait twice as long as the last, up to a cap. A correct
-//! token clears the count. The map is bounded: when full, quiet clients
+//! Wrong tokens, counted per client, for nbidle's sign-in and for each
+//! stopped notebook's Start: after a few, each further attempt must wait
+//! twice as long as the last, up to a cap. A correct token clears the
+//! count. The map is bounded: when full, quiet clients
 //! are forgotten, and newcomers share one slot until there is room, so a
 //! flood of addresses cannot take memory or free an attacker of its wait.
 
@@ -38,11 +39,11 @@ impl Failures {
 }
 
 #[derive(Default)]
-pub(crate) struct SignInLimiter {
+pub(crate) struct TokenLimiter {
     map: Mutex<HashMap<IpAddr, Failures>>,
 }
 
-impl SignInLimiter {
+impl TokenLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
         self.map
             .lock()
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn repeated_failures_wait_longer_each_time_and_success_clears() {
-        let l = SignInLimiter::default();
+        let l = TokenLimiter::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
