@@ -146,7 +146,7 @@ fn capabilities(app: &App) -> Capabilities {
 
 /// `GET /`: the list, or the way to sign in.
 pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
-    let (cur, new) = match session(&app, &req, true) {
+    let (mut cur, new) = match session(&app, &req, true) {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(redirect("/sign-in")),
         Err(r) => return Ok(*r),
@@ -158,6 +158,8 @@ pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
         Ok(v) => v,
         Err(e) => return Ok(backend_failed(&req, e)),
     };
+    // Taken only here, by the view that shows it.
+    cur.flash = app.page.sessions.take_flash(&cur.id);
     let body = render::list(&v, &cur, capabilities(&app), now());
     Ok(with_session_cookie(
         &app,

@@ -133,3 +133,36 @@ async fn a_sign_in_posted_from_another_site_is_refused() {
         "no Origin: a script or an old browser"
     );
 }
+
+#[tokio::test]
+async fn the_flash_waits_for_the_next_page_view_whatever_else_is_asked_first() {
+    let app = proxied_app(20);
+    let cookie = sign_in(&app, ADMIN).await;
+    let page = text(&send(&app, page_get("/", &cookie)).await);
+    let token = super::tests::csrf(&page);
+    let stop = |ns: &str, name: &str| {
+        form_post(
+            "/notebooks/stop",
+            Some(&cookie),
+            &[("namespace", ns), ("name", name), ("csrf", &token)],
+        )
+    };
+    let r = send(&app, stop("team-a", "lab")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // Another tab, between the POST and its redirect.
+    let r = send(&app, page_get("/page/states", &cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = send(&app, page_get("/sign-in", &cookie)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // A form refused for its CSRF token does not take it either.
+    let r = send(
+        &app,
+        form_post("/notebooks/stop", Some(&cookie), &[("csrf", "x")]),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let shown = text(&send(&app, page_get("/", &cookie)).await);
+    assert!(shown.contains("Stopped team-a/lab"), "{shown}");
+    let again = text(&send(&app, page_get("/", &cookie)).await);
+    assert!(!again.contains("Stopped team-a/lab"), "shown once");
+}

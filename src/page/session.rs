@@ -79,7 +79,7 @@ pub(crate) struct Current {
     pub(crate) id: String,
     pub(crate) viewer: Viewer,
     pub(crate) csrf: String,
-    /// Taken: shown once.
+    /// Filled in by the page view that shows it ([`Sessions::take_flash`]).
     pub(crate) flash: Option<Flash>,
     /// Whole seconds left, for the cookie's `Max-Age`.
     pub(crate) ttl_secs: u64,
@@ -201,8 +201,9 @@ impl Sessions {
         }))
     }
 
-    /// The live session `id` names, its flash message taken; an expired
-    /// one is forgotten.
+    /// The live session `id` names; an expired one is forgotten. Its
+    /// flash message is left for the page view: a script's refresh or
+    /// another tab between a form and its redirect must not take it.
     pub(crate) fn get(&self, id: &str) -> Option<Current> {
         let k = key(id);
         let now = Instant::now();
@@ -216,7 +217,7 @@ impl Sessions {
             id: id.to_string(),
             viewer: entry.viewer.clone(),
             csrf: entry.csrf.clone(),
-            flash: entry.flash.take(),
+            flash: None,
             ttl_secs: (entry.expires - now).as_secs(),
         })
     }
@@ -226,6 +227,11 @@ impl Sessions {
         if let Some(e) = self.lock().get_mut(&key(id)) {
             e.flash = Some(flash);
         }
+    }
+
+    /// The session's flash message, taken: shown once.
+    pub(crate) fn take_flash(&self, id: &str) -> Option<Flash> {
+        self.lock().get_mut(&key(id))?.flash.take()
     }
 
     pub(crate) fn remove(&self, id: &str) {
@@ -284,8 +290,9 @@ mod tests {
                 text: "hi".into(),
             },
         );
-        assert_eq!(s.get(&c.id).unwrap().flash.unwrap().text, "hi");
-        assert!(s.get(&c.id).unwrap().flash.is_none());
+        assert!(s.get(&c.id).unwrap().flash.is_none(), "get leaves it");
+        assert_eq!(s.take_flash(&c.id).unwrap().text, "hi");
+        assert!(s.take_flash(&c.id).is_none());
         std::thread::sleep(Duration::from_millis(80));
         assert!(s.get(&c.id).is_none());
         assert_eq!(s.len(), 0, "an expired session is forgotten when seen");
