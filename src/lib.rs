@@ -63,6 +63,7 @@ pub mod config;
 pub mod decide;
 mod error;
 pub mod exporter;
+mod limit;
 pub mod logging;
 pub mod logsafe;
 pub mod manifests;

@@ -25,10 +25,11 @@ use crate::server::App;
 type Answer = Result<Reply, Infallible>;
 
 /// The request's session: its cookie's, or, behind a trusted proxy and
-/// when `make`, one made for the person its header names. The bool: made
-/// now (its cookie must be set). Only a page view makes one: a script's
-/// refresh or a form without the cookie must not fill the store.
-fn session(app: &App, req: &Req, make: bool) -> Option<(Current, bool)> {
+/// when `make`, the one of the person its header names. The bool: handed
+/// out now (its cookie must be set). Only a page view makes one: a
+/// script's refresh or a form without the cookie must not fill the store.
+/// `Err`: the store is full of other people's sessions (429).
+fn session(app: &App, req: &Req, make: bool) -> Result<Option<(Current, bool)>, Box<Reply>> {
     let page = &app.page;
     let proxied = page
         .trusted_user_header
@@ -44,13 +45,30 @@ fn session(app: &App, req: &Req, make: bool) -> Option<(Current, bool)> {
             Viewer::Token(_) => true,
         });
     if let Some(c) = current {
-        return Some((c, false));
+        return Ok(Some((c, false)));
     }
-    let user = proxied.filter(|_| make)?;
-    page.sessions
-        .create(Viewer::Owner(user), None)
-        .ok()
-        .map(|c| (c, true))
+    let Some(user) = proxied.filter(|_| make) else {
+        return Ok(None);
+    };
+    match page.sessions.create(Viewer::Owner(user.clone()), &user) {
+        Ok(Some(c)) => Ok(Some((c, true))),
+        Ok(None) => Err(Box::new(store_full(req))),
+        Err(e) => Err(Box::new(backend_failed(req, e))),
+    }
+}
+
+/// The session store holds `auth.max_sessions` live sessions of others.
+fn store_full(req: &Req) -> Reply {
+    let mut r = refuse(
+        req,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_sessions",
+        "Too many sign-ins",
+        "Too many people are signed in to nbidle right now (auth.max_sessions). Try again in a few minutes, or ask its admin to raise auth.max_sessions.",
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("60"));
+    r
 }
 
 fn secure(app: &App, req: &Req) -> bool {
@@ -128,8 +146,10 @@ fn capabilities(app: &App) -> Capabilities {
 
 /// `GET /`: the list, or the way to sign in.
 pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
-    let Some((cur, new)) = session(&app, &req, true) else {
-        return Ok(redirect("/sign-in"));
+    let (mut cur, new) = match session(&app, &req, true) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(redirect("/sign-in")),
+        Err(r) => return Ok(*r),
     };
     if !app.readiness.is_synced() {
         return Ok(not_ready(&req));
@@ -138,6 +158,8 @@ pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
         Ok(v) => v,
         Err(e) => return Ok(backend_failed(&req, e)),
     };
+    // Taken only here, by the view that shows it.
+    cur.flash = app.page.sessions.take_flash(&cur.id);
     let body = render::list(&v, &cur, capabilities(&app), now());
     Ok(with_session_cookie(
         &app,
@@ -157,7 +179,7 @@ struct States {
 /// `GET /page/states`: the live state of the rows a page shows, for its
 /// script.
 pub(crate) async fn states(app: Arc<App>, req: Req, raw: String) -> Answer {
-    let Some((cur, _)) = session(&app, &req, false) else {
+    let Ok(Some((cur, _))) = session(&app, &req, false) else {
         return Ok(refuse(
             &req,
             StatusCode::UNAUTHORIZED,
@@ -182,7 +204,7 @@ pub(crate) async fn states(app: Arc<App>, req: Req, raw: String) -> Answer {
 
 /// `GET /sign-in`.
 pub(crate) async fn sign_in_form(app: Arc<App>, req: Req) -> Answer {
-    if session(&app, &req, false).is_some() {
+    if matches!(session(&app, &req, false), Ok(Some(_))) {
         return Ok(redirect("/"));
     }
     let trusted = app.page.trusted_user_header.is_some();
@@ -197,6 +219,16 @@ pub(crate) async fn sign_in(
 ) -> Answer {
     let page = &app.page;
     let trusted = page.trusted_user_header.is_some();
+    // A sign-in only this page may make: another site's form would sign
+    // the browser in with the other site's token.
+    if req.cross_site() {
+        let msg =
+            "This sign-in came from another site and was refused. Sign in from nbidle's own page.";
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            render::sign_in(Some(msg), trusted),
+        ));
+    }
     if let Err(wait) = page.limiter.check(req.client, Instant::now()) {
         let secs = wait.as_secs().max(1);
         let msg = format!("Too many wrong tokens from this address. Try again in {secs} s.");
@@ -231,8 +263,9 @@ pub(crate) async fn sign_in(
     if let Some(old) = req.cookie.as_deref() {
         page.sessions.remove(old);
     }
-    match page.sessions.create(Viewer::Token(scope), None) {
-        Ok(cur) => Ok(set_cookie(
+    match page.sessions.create(Viewer::Token(scope), token) {
+        Ok(None) => Ok(store_full(&req)),
+        Ok(Some(cur)) => Ok(set_cookie(
             redirect("/"),
             Some((&cur.id, cur.ttl_secs)),
             secure(&app, &req),
@@ -250,7 +283,7 @@ fn checked(
 ) -> Result<Current, Box<Reply>> {
     let sent = form.as_deref().and_then(|f| field(f, "csrf"));
     match (session(app, req, false), sent) {
-        (Some((cur, _)), Some(sent)) if same_token(&cur.csrf, sent) => Ok(cur),
+        (Ok(Some((cur, _))), Some(sent)) if same_token(&cur.csrf, sent) => Ok(cur),
         _ => Err(Box::new(refuse(
             req,
             StatusCode::FORBIDDEN,

@@ -11,7 +11,6 @@
 //! - [`request`]: what a page request carries (cookie, proxy headers,
 //!   client) and the replies (security headers, cookies, redirects)
 //! - [`session`]: the server-side session store, CSRF tokens
-//! - [`limit`]: wrong sign-in tokens slowed per client
 //! - [`view`]: the list's rows, filters and pages
 //! - [`render`]: the HTML
 //! - [`assets`]: the stylesheet and script in the binary
@@ -20,8 +19,9 @@ pub(crate) mod assets;
 pub(crate) mod filters;
 pub(crate) mod handlers;
 #[cfg(test)]
+mod harden_tests;
+#[cfg(test)]
 mod keep_tests;
-pub(crate) mod limit;
 pub(crate) mod render;
 pub(crate) mod request;
 pub(crate) mod session;
@@ -31,15 +31,15 @@ pub(crate) mod view;
 
 use std::time::Duration;
 
+use crate::limit::TokenLimiter;
 pub(crate) use filters::routes;
-use limit::SignInLimiter;
 use session::Sessions;
 
 /// The page's state, shared by its requests: sessions, the sign-in
 /// limiter and its settings.
 pub(crate) struct Page {
     pub(crate) sessions: Sessions,
-    pub(crate) limiter: SignInLimiter,
+    pub(crate) limiter: TokenLimiter,
     /// Lower-cased; `None`: off.
     pub(crate) trusted_user_header: Option<String>,
     /// Served over TLS: cookies are always `Secure`.
@@ -55,7 +55,7 @@ impl Page {
     ) -> Self {
         Page {
             sessions: Sessions::new(session_ttl, max_sessions),
-            limiter: SignInLimiter::default(),
+            limiter: TokenLimiter::default(),
             trusted_user_header,
             tls,
         }

@@ -45,6 +45,29 @@ impl Req {
             .is_some_and(|a| a.contains("text/html"))
     }
 
+    /// Sent by another site's page: `Sec-Fetch-Site: cross-site`, or an
+    /// `Origin` whose host is not the one asked (`Host`, or a proxy's
+    /// `X-Forwarded-Host`; a cross-site form cannot set either). No
+    /// `Origin` at all is a script or an old browser, not a cross-site form.
+    pub(crate) fn cross_site(&self) -> bool {
+        let value = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        if value("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
+            return true;
+        }
+        let Some(origin) = value("origin") else {
+            return false;
+        };
+        let Some((_, origin_host)) = origin.trim().split_once("://") else {
+            return true;
+        };
+        let same = |name: &str| {
+            value(name)
+                .and_then(|h| h.split(',').next())
+                .is_some_and(|h| h.trim().eq_ignore_ascii_case(origin_host))
+        };
+        !(same("host") || same("x-forwarded-host"))
+    }
+
     /// The trusted header's value, when set and non-empty.
     pub(crate) fn header(&self, name: &str) -> Option<String> {
         let v = self.headers.get(name)?.to_str().ok()?.trim();

@@ -3,7 +3,14 @@
 //!
 //! A session id and a CSRF token are 32 bytes from the OS RNG, sent as
 //! hex. The map is keyed by the SHA-256 of the id, so neither lookups nor
-//! anything kept in memory reveal a usable id.
+//! anything kept in memory reveal a usable id, save a trusted proxy's
+//! sessions: their id is kept so that a person's cookie-less views share
+//! one, and such an id is of no use without the proxy's header.
+//!
+//! Each viewer (a token, a proxy's user) holds at most
+//! [`MAX_PER_VIEWER`] sessions: a new one ends that viewer's oldest, never
+//! another viewer's, so no one can sign others out by signing in again and
+//! again. A store full of other viewers' live sessions refuses.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,8 +58,15 @@ pub(crate) struct Flash {
     pub(crate) text: String,
 }
 
+/// Sessions one viewer holds at once: a few browsers and devices.
+pub(crate) const MAX_PER_VIEWER: usize = 8;
+
 struct Entry {
     viewer: Viewer,
+    /// The SHA-256 of who holds it: the token, or the proxy's user.
+    holder: [u8; 32],
+    /// A proxy's session only: its id, to hand out again.
+    reusable_id: Option<String>,
     csrf: String,
     expires: Instant,
     flash: Option<Flash>,
@@ -65,7 +79,7 @@ pub(crate) struct Current {
     pub(crate) id: String,
     pub(crate) viewer: Viewer,
     pub(crate) csrf: String,
-    /// Taken: shown once.
+    /// Filled in by the page view that shows it ([`Sessions::take_flash`]).
     pub(crate) flash: Option<Flash>,
     /// Whole seconds left, for the cookie's `Max-Age`.
     pub(crate) ttl_secs: u64,
@@ -96,6 +110,15 @@ fn key(id: &str) -> [u8; 32] {
     out
 }
 
+/// Whose a session is: a token and a user of the same name differ.
+fn holder_key(viewer: &Viewer, holder: &str) -> [u8; 32] {
+    let kind = match viewer {
+        Viewer::Token(_) => "token",
+        Viewer::Owner(_) => "user",
+    };
+    key(&format!("{kind}\0{holder}"))
+}
+
 /// Every byte compared, whatever differs first; lengths are not secret
 /// (every token is 64 hex digits).
 pub(crate) fn same_token(a: &str, b: &str) -> bool {
@@ -122,44 +145,65 @@ impl Sessions {
             .expect("no panics while the session map is held")
     }
 
-    /// A new session for `viewer`; when the store is full, expired
-    /// sessions go first, then the one closest to expiry.
-    pub(crate) fn create(&self, viewer: Viewer, flash: Option<Flash>) -> Result<Current> {
-        let id = random_token()?;
-        let csrf = random_token()?;
+    /// A session for `viewer`, who is `holder` (the token it signed in
+    /// with, or the proxy's user): a proxy's user gets their live one
+    /// again. A viewer at [`MAX_PER_VIEWER`], or a full store, gives up
+    /// that viewer's oldest; `None` when the store is full of other
+    /// viewers' live sessions.
+    pub(crate) fn create(&self, viewer: Viewer, holder: &str) -> Result<Option<Current>> {
+        let (id, csrf) = (random_token()?, random_token()?);
         let now = Instant::now();
+        let holder = holder_key(&viewer, holder);
         let mut map = self.lock();
-        if map.len() >= self.max {
-            map.retain(|_, e| e.expires > now);
+        map.retain(|_, e| e.expires > now);
+        let own = map.values().filter(|e| e.holder == holder);
+        if let Some(e) = own.clone().find(|e| e.reusable_id.is_some()) {
+            return Ok(Some(Current {
+                id: e.reusable_id.clone().unwrap_or_default(),
+                viewer: e.viewer.clone(),
+                csrf: e.csrf.clone(),
+                flash: None,
+                ttl_secs: (e.expires - now).as_secs(),
+            }));
         }
-        while map.len() >= self.max {
+        let count = own.count();
+        if count >= MAX_PER_VIEWER || (count > 0 && map.len() >= self.max) {
             let oldest = map
                 .iter()
+                .filter(|(_, e)| e.holder == holder)
                 .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| *k)
-                .expect("a full map has an entry");
-            map.remove(&oldest);
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
         }
+        if map.len() >= self.max {
+            return Ok(None);
+        }
+        let reusable_id = matches!(viewer, Viewer::Owner(_)).then(|| id.clone());
         map.insert(
             key(&id),
             Entry {
                 viewer: viewer.clone(),
+                holder,
+                reusable_id,
                 csrf: csrf.clone(),
                 expires: now + self.ttl,
                 flash: None,
             },
         );
-        Ok(Current {
+        Ok(Some(Current {
             id,
             viewer,
             csrf,
-            flash,
+            flash: None,
             ttl_secs: self.ttl.as_secs(),
-        })
+        }))
     }
 
-    /// The live session `id` names, its flash message taken; an expired
-    /// one is forgotten.
+    /// The live session `id` names; an expired one is forgotten. Its
+    /// flash message is left for the page view: a script's refresh or
+    /// another tab between a form and its redirect must not take it.
     pub(crate) fn get(&self, id: &str) -> Option<Current> {
         let k = key(id);
         let now = Instant::now();
@@ -173,7 +217,7 @@ impl Sessions {
             id: id.to_string(),
             viewer: entry.viewer.clone(),
             csrf: entry.csrf.clone(),
-            flash: entry.flash.take(),
+            flash: None,
             ttl_secs: (entry.expires - now).as_secs(),
         })
     }
@@ -183,6 +227,11 @@ impl Sessions {
         if let Some(e) = self.lock().get_mut(&key(id)) {
             e.flash = Some(flash);
         }
+    }
+
+    /// The session's flash message, taken: shown once.
+    pub(crate) fn take_flash(&self, id: &str) -> Option<Flash> {
+        self.lock().get_mut(&key(id))?.flash.take()
     }
 
     pub(crate) fn remove(&self, id: &str) {
@@ -212,10 +261,15 @@ mod tests {
     }
 
     #[test]
-    fn the_store_is_bounded_and_drops_the_oldest() {
+    fn the_store_is_bounded_and_drops_the_viewers_oldest() {
         let s = Sessions::new(Duration::from_secs(60), 3);
         let ids: Vec<String> = (0..5)
-            .map(|_| s.create(Viewer::Token(Scope::All), None).unwrap().id)
+            .map(|_| {
+                s.create(Viewer::Token(Scope::All), "t")
+                    .unwrap()
+                    .unwrap()
+                    .id
+            })
             .collect();
         assert_eq!(s.len(), 3);
         assert!(s.get(&ids[0]).is_none() && s.get(&ids[1]).is_none());
@@ -225,7 +279,10 @@ mod tests {
     #[test]
     fn a_session_expires_and_a_flash_is_shown_once() {
         let s = Sessions::new(Duration::from_millis(50), 10);
-        let c = s.create(Viewer::Owner("ada".into()), None).unwrap();
+        let c = s
+            .create(Viewer::Owner("ada".into()), "ada")
+            .unwrap()
+            .unwrap();
         s.set_flash(
             &c.id,
             Flash {
@@ -233,8 +290,9 @@ mod tests {
                 text: "hi".into(),
             },
         );
-        assert_eq!(s.get(&c.id).unwrap().flash.unwrap().text, "hi");
-        assert!(s.get(&c.id).unwrap().flash.is_none());
+        assert!(s.get(&c.id).unwrap().flash.is_none(), "get leaves it");
+        assert_eq!(s.take_flash(&c.id).unwrap().text, "hi");
+        assert!(s.take_flash(&c.id).is_none());
         std::thread::sleep(Duration::from_millis(80));
         assert!(s.get(&c.id).is_none());
         assert_eq!(s.len(), 0, "an expired session is forgotten when seen");

@@ -20,7 +20,7 @@
 //! hostile client can keep one stopped notebook's page busy, not exhaust
 //! nbidle's memory or file descriptors.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,6 +34,7 @@ use super::slot::Slot;
 use super::standin_http::{handle, Secret};
 use super::LocalBackend;
 use crate::error::{Error, Result};
+use crate::limit::TokenLimiter;
 
 /// Connections one page serves at once.
 pub(super) const MAX_CONNECTIONS: usize = 32;
@@ -153,6 +154,8 @@ pub(super) struct Page {
     pub(super) slot: Arc<Slot>,
     pub(super) site: Site,
     pub(super) secret: Secret,
+    /// Wrong tokens per client, one count for all stopped pages.
+    pub(super) guesses: Arc<TokenLimiter>,
     pub(super) wake: bool,
     pub(super) nbidle: NbidlePage,
     /// A start from this page is under way; further requests do not queue
@@ -168,6 +171,7 @@ impl LocalBackend {
         if !self.stopped_page {
             return;
         }
+        let guesses = Arc::new(TokenLimiter::default());
         for slot in self.slots.values() {
             let Some(site) = Site::of(&slot.spec.url) else {
                 continue;
@@ -177,6 +181,7 @@ impl LocalBackend {
                 slot: slot.clone(),
                 site,
                 secret: Secret::new(slot.spec.token.as_deref()),
+                guesses: guesses.clone(),
                 wake: self.wakes.get(slot.index).copied().unwrap_or(false),
                 nbidle,
                 starting: AtomicBool::new(false),
@@ -277,14 +282,14 @@ impl Page {
                 a = listener.accept() => a,
             };
             match accepted {
-                Ok((tcp, _)) => match (
+                Ok((tcp, peer)) => match (
                     slots.clone().try_acquire_owned(),
                     self.backend.page_connections.clone().try_acquire_owned(),
                 ) {
                     (Ok(permit), Ok(shared)) => {
                         let (page, finish) = (self.clone(), finish.clone());
                         self.backend.tasks.supervise(async move {
-                            page.connection(tcp, finish).await;
+                            page.connection(tcp, peer.ip(), finish).await;
                             drop((permit, shared));
                         });
                     }
@@ -299,13 +304,18 @@ impl Page {
         finish.cancel();
     }
 
-    async fn connection(self: Arc<Self>, tcp: TcpStream, finish: CancellationToken) {
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        client: IpAddr,
+        finish: CancellationToken,
+    ) {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES);
         let page = self.clone();
-        let service = hyper::service::service_fn(move |req| handle(page.clone(), req));
+        let service = hyper::service::service_fn(move |req| handle(page.clone(), client, req));
         let conn = http.serve_connection(TokioIo::new(tcp), service);
         tokio::pin!(conn);
         tokio::select! {

@@ -24,9 +24,10 @@
 //! started from nbidle's own page or API only.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -290,7 +291,11 @@ fn api_answer(state: &NotebookState) -> Reply {
 }
 
 /// Answers one request (module doc).
-pub(super) async fn handle(page: Arc<Page>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+pub(super) async fn handle(
+    page: Arc<Page>,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Reply, Infallible> {
     let state = page.backend.state_of(&page.slot);
     let base = page.site.base.as_str();
     let kind = classify(req.method(), req.uri().path(), req.headers(), base);
@@ -300,8 +305,8 @@ pub(super) async fn handle(page: Arc<Page>, req: Request<Incoming>) -> Result<Re
             serde_json::json!({"error": format!("not found; the notebook is at {base}"), "reason": reason_code(&state)}),
         ),
         Kind::Api => api_answer(&state),
-        Kind::Visit => visit(&page, &req, &state),
-        Kind::Start => start(&page, req, &state).await,
+        Kind::Visit => visit(&page, client, &req, &state),
+        Kind::Start => start(&page, client, req, &state).await,
     })
 }
 
@@ -321,7 +326,37 @@ fn form_for<'a>(page: &'a Page, headers: &'a HeaderMap, next: String) -> Form<'a
     }
 }
 
-fn visit(page: &Arc<Page>, req: &Request<Incoming>, state: &NotebookState) -> Reply {
+/// Whether `presented` is the notebook's token, counting a wrong one
+/// against `client`; `Err(wait)` while the client must wait, before any
+/// comparison, so guessing costs time.
+fn try_token(page: &Page, client: IpAddr, presented: &str) -> Result<bool, Duration> {
+    let now = Instant::now();
+    page.guesses.check(client, now)?;
+    let ok = page.secret.is_token(presented);
+    match ok {
+        true => page.guesses.succeeded(client),
+        false => page.guesses.failed(client, now),
+    }
+    Ok(ok)
+}
+
+/// 429 with `Retry-After`, over the page's (or a script's JSON) answer.
+fn slowed(mut r: Reply, wait: Duration) -> Reply {
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        // Rounded up: a client that waits as told is not refused again.
+        HeaderValue::from(wait.as_millis().div_ceil(1000).max(1) as u64),
+    );
+    r
+}
+
+fn visit(
+    page: &Arc<Page>,
+    client: IpAddr,
+    req: &Request<Incoming>,
+    state: &NotebookState,
+) -> Reply {
     let query = req.uri().query().unwrap_or("");
     let next = safe_next(
         req.uri().path_and_query().map(|p| p.as_str()),
@@ -332,10 +367,14 @@ fn visit(page: &Arc<Page>, req: &Request<Incoming>, state: &NotebookState) -> Re
     }
     let mut form = form_for(page, req.headers(), next);
     if let Some(t) = form_value(query, "token") {
-        if page.secret.is_token(&t) {
-            form.token = Some(t);
-        } else {
-            form.refusal = Some(Refusal::WrongToken);
+        match try_token(page, client, &t) {
+            Ok(true) => form.token = Some(t),
+            Ok(false) => form.refusal = Some(Refusal::WrongToken),
+            Err(wait) => {
+                form.refusal = Some(Refusal::TooManyWrong);
+                let body = render::stopped(state, &form);
+                return slowed(html(StatusCode::SERVICE_UNAVAILABLE, body), wait);
+            }
         }
     }
     html(
@@ -373,20 +412,31 @@ async fn read_form(body: Incoming) -> Option<String> {
     String::from_utf8(bytes.to_vec()).ok()
 }
 
-async fn start(page: &Arc<Page>, req: Request<Incoming>, state: &NotebookState) -> Reply {
+async fn start(
+    page: &Arc<Page>,
+    client: IpAddr,
+    req: Request<Incoming>,
+    state: &NotebookState,
+) -> Reply {
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     if let Some(t) = authorization_token(headers) {
-        let ok = page.secret.is_token(t);
-        return match ok {
-            true => {
+        return match try_token(page, client, t) {
+            Err(wait) => slowed(
+                json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    serde_json::json!({"error": "too many wrong tokens from this address", "reason": reason_code(state)}),
+                ),
+                wait,
+            ),
+            Ok(true) => {
                 begin_start(page, state, &page.site.base, "its token (Authorization)");
                 json(
                     StatusCode::ACCEPTED,
                     serde_json::json!({"status": "starting", "notebook": state.id.name}),
                 )
             }
-            false => json(
+            Ok(false) => json(
                 StatusCode::FORBIDDEN,
                 serde_json::json!({"error": "not this notebook's token", "reason": reason_code(state)}),
             ),
@@ -403,9 +453,21 @@ async fn start(page: &Arc<Page>, req: Request<Incoming>, state: &NotebookState) 
         .filter(|t| !t.is_empty())
         .or_else(|| parts.uri.query().and_then(|q| form_value(q, "token")));
     let csrf_ok = field("csrf").is_some_and(|c| page.secret.is_csrf(&c));
-    let token_ok = presented
-        .as_deref()
-        .is_some_and(|t| page.secret.is_token(t));
+    // Only a token that came with the form's CSRF token is tried (and
+    // counted): an out-of-date form says so instead.
+    let tried = match (csrf_ok, presented.as_deref()) {
+        (true, Some(t)) => Some(try_token(page, client, t)),
+        _ => None,
+    };
+    if let Some(Err(wait)) = tried {
+        let mut f = form_for(page, headers, next);
+        f.refusal = Some(Refusal::TooManyWrong);
+        return slowed(
+            html(StatusCode::FORBIDDEN, render::stopped(state, &f)),
+            wait,
+        );
+    }
+    let token_ok = tried == Some(Ok(true));
     if csrf_ok && token_ok {
         let token = presented.unwrap_or_default();
         return begin_start(page, state, &with_token(&next, &token), "its token");

@@ -23,6 +23,8 @@ pub(super) enum Refusal {
     NoToken,
     /// The form's CSRF token is missing or not this page's.
     Expired,
+    /// This client gave too many wrong tokens and must wait.
+    TooManyWrong,
 }
 
 /// The Start form, as the page shows it.
@@ -146,6 +148,10 @@ fn refusal_text(r: Refusal) -> &'static str {
         Refusal::NoToken => {
             "Starting it here needs this notebook's Jupyter token: the one in the link you \
              opened it with (…?token=…)."
+        }
+        Refusal::TooManyWrong => {
+            "Too many wrong tokens from this address. Wait a little (Retry-After says how \
+             long) and try again."
         }
         Refusal::Expired => {
             "The form was out of date (nbidle restarted since it was shown, or it came from \
