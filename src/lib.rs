@@ -45,6 +45,8 @@
 //!   colours (a terminal, `NO_COLOR`).
 //! - [`logsafe`]: values from outside escaped and capped for the log;
 //!   repeated rejection lines rate-limited.
+//! - `limit`: wrong tokens slowed per client (IPv6 per /64), for the page's
+//!   sign-in and a stopped notebook's Start; below both.
 //! - `error`: the crate's error type, [`Error`], and [`Result`].
 
 // Unsafe code only where a syscall has no safe wrapper, each allowed
