@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const LAB: &str = "lab";
 /// Long enough for the browser to sign in before the warning fires.
@@ -34,15 +34,6 @@ const DRIVER_TIMEOUT: Duration = Duration::from_secs(300);
 /// evaluation (1 s), Alertmanager's `group_wait` (1 s), the webhook, the
 /// process's end, and the page's whole seconds.
 const STOP_TOLERANCE_SECS: f64 = 8.0;
-
-fn unix(v: &Value) -> f64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().unwrap_or_else(|| panic!("not a time: {v}")),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    t.unix_timestamp_nanos() as f64 / 1e9
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_sees_the_warning_banner_before_the_idle_stop_and_not_after() {
@@ -130,7 +121,7 @@ async fn a_person_sees_the_warning_banner_before_the_idle_stop_and_not_after() {
     assert!(s.get("warning").is_none(), "{s}");
     // The countdown was right: the stop came when the banner said it would.
     let due = b["at"].as_f64().unwrap() + seconds;
-    let off = unix(&s["stopped_at"]) - due;
+    let off = unix_time(&s["stopped_at"]) - due;
     eprintln!("the banner said {seconds} s; the stop came {off:+.1} s from then");
     assert!(
         off.abs() <= STOP_TOLERANCE_SECS,

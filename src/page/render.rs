@@ -95,24 +95,20 @@ fn unix_time(secs: f64) -> Option<Markup> {
     Some(time(Timestamp(t)))
 }
 
-/// The banner's "Stops in 4 min" / "Stops now".
-pub(crate) fn stops_in(due: f64, now: f64) -> String {
+/// The whole time from `now` to `due`, `None` once it is due.
+fn until(due: f64, now: f64) -> Option<String> {
     let secs = due - now;
-    if secs <= 0.0 {
-        "Stops now".into()
-    } else {
-        format!("Stops in {}", minutes(secs.ceil() as u64))
-    }
+    (secs > 0.0).then(|| minutes(secs.ceil() as u64))
 }
 
-/// "in 4 min" / "due now".
+/// The banner's "Stops in 4 min" / "Stops now".
+pub(crate) fn stops_in(due: f64, now: f64) -> String {
+    until(due, now).map_or_else(|| "Stops now".into(), |t| format!("Stops in {t}"))
+}
+
+/// "4 min left" / "due now".
 pub(crate) fn left(deadline: f64, now: f64) -> String {
-    let secs = deadline - now;
-    if secs <= 0.0 {
-        "due now".into()
-    } else {
-        format!("{} left", minutes(secs.ceil() as u64))
-    }
+    until(deadline, now).map_or_else(|| "due now".into(), |t| format!("{t} left"))
 }
 
 fn safe_url(url: &str) -> Option<&str> {

@@ -14,31 +14,12 @@
 // is an "error" line.
 // Environment: NBIDLE_BROWSER_MODULES, NBIDLE_CHROMIUM, NBIDLE_BROWSER_SHOTS
 // (a directory for a screenshot of a failure).
-import { createRequire } from "node:module";
 import path from "node:path";
 
+import { args, check, failed, launch, report, sleep } from "./driver.mjs";
+
 const STEP_TIMEOUT_MS = 150 * 1000;
-const T0 = Date.now();
-
-function report(event, fields = {}) {
-  const line = { t: +((Date.now() - T0) / 1000).toFixed(2), event, ...fields };
-  process.stdout.write(JSON.stringify(line) + "\n");
-}
-
-const [base, settingsArg] = process.argv.slice(2);
-if (!base || !settingsArg) {
-  report("error", { message: "usage: banner.mjs BASE_URL SETTINGS_JSON" });
-  process.exit(2);
-}
-const s = JSON.parse(settingsArg);
-const modules = process.env.NBIDLE_BROWSER_MODULES;
-const executablePath = process.env.NBIDLE_CHROMIUM ?? "/usr/bin/chromium";
-const { chromium } = createRequire(path.join(modules, "noop.js"))("playwright-core");
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function check(ok, message) {
-  if (!ok) throw new Error(message);
-}
+const [base, s] = args("banner.mjs");
 
 const id = `local/${s.lab}`;
 const row = `tr[data-id="${id}"]`;
@@ -78,7 +59,7 @@ async function readBanner(page) {
   );
 }
 
-const browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
+const browser = await launch();
 let current = null;
 try {
   const desk = await browser.newContext({ viewport: { width: 1280, height: 720 } });
@@ -155,10 +136,7 @@ try {
   check(after.status === "stopped" && after.text === null, `after the stop: ${JSON.stringify(after)}`);
   report("done");
 } catch (e) {
-  if (current && process.env.NBIDLE_BROWSER_SHOTS) {
-    await current.screenshot({ path: path.join(process.env.NBIDLE_BROWSER_SHOTS, "banner-failure.png") }).catch(() => {});
-  }
-  report("error", { message: String(e && e.stack ? e.stack : e) });
+  await failed(current, "banner-failure.png", e);
 } finally {
   await browser.close();
 }

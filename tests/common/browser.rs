@@ -255,3 +255,14 @@ pub fn unix_now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+/// An RFC 3339 time of nbidle's JSON (`started_at`, `stopped_at`) as Unix
+/// seconds.
+pub fn unix_time(v: &Value) -> f64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().unwrap_or_else(|| panic!("not a time: {v}")),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
