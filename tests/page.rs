@@ -28,15 +28,6 @@ const UI_TIMEOUT: Duration = Duration::from_secs(120);
 /// The whole scenario, JupyterLab's restart included.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(400);
 
-fn unix(v: &Value) -> f64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    t.unix_timestamp_nanos() as f64 / 1e9
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
     let _ = (browser_modules(), chromium(), tool(&["node"]));
@@ -145,7 +136,7 @@ async fn a_person_signs_in_stops_starts_and_opens_a_notebook_in_a_browser() {
     let after = nbidle.notebook("local", LAB).await;
     assert_eq!(after["status"], "running", "{after}");
     assert!(
-        unix(&after["started_at"]) > unix(&before["started_at"]),
+        unix_time(&after["started_at"]) > unix_time(&before["started_at"]),
         "started again: {before} → {after}"
     );
     let phone = driver.wait_for("phone", DRIVER_TIMEOUT).await;

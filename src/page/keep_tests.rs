@@ -233,10 +233,14 @@ async fn a_firing_warning_shows_on_its_notebook() {
         let at = html.find(&format!("<tr data-id=\"{id}\"")).unwrap();
         html[at..at + html[at..].find("</tr>").unwrap()].to_string()
     };
+    // No probe yet: the banner counts to the warning's start plus
+    // warn_before, and says so in words.
+    let idle = row("team-a/idle");
+    assert!(idle.contains("class=\"warning\""), "{idle}");
     assert!(
-        row("team-a/idle").contains("unless used"),
-        "{}",
-        row("team-a/idle")
+        idle.contains("Stops in ") && idle.contains("unless used"),
+        "{idle}"
     );
+    assert!(!idle.contains("Stops at"), "{idle}");
     assert!(!row("team-a/lab").contains("unless used"));
 }

@@ -95,14 +95,20 @@ fn unix_time(secs: f64) -> Option<Markup> {
     Some(time(Timestamp(t)))
 }
 
-/// "in 4 min" / "due now".
+/// The whole time from `now` to `due`, `None` once it is due.
+fn until(due: f64, now: f64) -> Option<String> {
+    let secs = due - now;
+    (secs > 0.0).then(|| minutes(secs.ceil() as u64))
+}
+
+/// The banner's "Stops in 4 min" / "Stops now".
+pub(crate) fn stops_in(due: f64, now: f64) -> String {
+    until(due, now).map_or_else(|| "Stops now".into(), |t| format!("Stops in {t}"))
+}
+
+/// "4 min left" / "due now".
 pub(crate) fn left(deadline: f64, now: f64) -> String {
-    let secs = deadline - now;
-    if secs <= 0.0 {
-        "due now".into()
-    } else {
-        format!("{} left", minutes(secs.ceil() as u64))
-    }
+    until(deadline, now).map_or_else(|| "due now".into(), |t| format!("{t} left"))
 }
 
 fn safe_url(url: &str) -> Option<&str> {
@@ -152,6 +158,28 @@ fn keep_running(row: &Row, cur: &Current, back: &str) -> Markup {
     }
 }
 
+/// The warning's banner: when the notebook stops, counted down by the
+/// script, and Keep running for an hour in one click. `page.js` builds the
+/// same for a warning that begins after the page loaded.
+fn warning(r: &Row, due: f64, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Markup {
+    html! {
+        div.warning role="status" data-stops-at=(format!("{due:.0}")) {
+            strong { span.countdown { (stops_in(due, now)) } " unless used" }
+            @if caps.keep_running {
+                " — "
+                form.action method="post" action="/notebooks/keep-running" {
+                    input type="hidden" name="csrf" value=(cur.csrf);
+                    input type="hidden" name="namespace" value=(r.id.namespace);
+                    input type="hidden" name="name" value=(r.id.name);
+                    input type="hidden" name="back" value=(back);
+                    input type="hidden" name="for" value="1h";
+                    button type="submit" aria-label={ "Keep running " (r.id) " for 1 h" } { "Keep running" }
+                }
+            }
+        }
+    }
+}
+
 fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Markup {
     let open = r
         .url
@@ -173,10 +201,7 @@ fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Mark
                     br;
                     small.why { "Stopped by " (s.by) @if let Some(t) = s.at { " at " (time(t)) } ": " (s.why) ". Files are kept." }
                 }
-                @if let Some(w) = &r.warning {
-                    br; strong.warning { "Stops at " (time(w.stops_at)) " unless used"
-                        @if caps.keep_running { " — Keep running below" } }
-                }
+                @if let Some(due) = r.warning_due() { (warning(r, due, cur, caps, back, now)) }
                 @if let Some(k) = &r.kept_running {
                     br; small.kept { "Kept running until " (time(k.until)) " by " (k.by) }
                 }

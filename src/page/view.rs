@@ -118,6 +118,17 @@ impl Row {
         !self.status.is_down()
     }
 
+    /// When a warned notebook stops unless it is used (Unix seconds): the
+    /// exporter's deadline, which the stop rule compares with, else the
+    /// warning's own estimate (its start plus `warn_before`).
+    pub(crate) fn warning_due(&self) -> Option<f64> {
+        let w = self.warning?;
+        Some(
+            self.deadline
+                .unwrap_or_else(|| w.stops_at.0.unix_timestamp_nanos() as f64 / 1e9),
+        )
+    }
+
     pub(crate) fn can_start(&self) -> bool {
         matches!(
             self.status,
@@ -310,6 +321,8 @@ pub(crate) struct RowState {
     pub(crate) can_start: bool,
     pub(crate) kept_until: Option<Timestamp>,
     pub(crate) stops_at: Option<Timestamp>,
+    /// What the banner counts down to, while a warning fires.
+    pub(crate) warning_due: Option<f64>,
 }
 
 impl From<&Row> for RowState {
@@ -323,6 +336,7 @@ impl From<&Row> for RowState {
             can_start: r.can_start(),
             kept_until: r.kept_running.as_ref().map(|k| k.until),
             stops_at: r.warning.map(|w| w.stops_at),
+            warning_due: r.warning_due(),
         }
     }
 }

@@ -13,31 +13,12 @@
 // scroll, and namespace-scoped tokens. Any failure is an "error" line.
 // Environment: NBIDLE_BROWSER_MODULES, NBIDLE_CHROMIUM, NBIDLE_BROWSER_SHOTS
 // (a directory for a screenshot of a failure).
-import { createRequire } from "node:module";
 import path from "node:path";
 
+import { args, check, failed, launch, report, sleep } from "./driver.mjs";
+
 const STEP_TIMEOUT_MS = 90 * 1000;
-const T0 = Date.now();
-
-function report(event, fields = {}) {
-  const line = { t: +((Date.now() - T0) / 1000).toFixed(2), event, ...fields };
-  process.stdout.write(JSON.stringify(line) + "\n");
-}
-
-const [base, settingsArg] = process.argv.slice(2);
-if (!base || !settingsArg) {
-  report("error", { message: "usage: page.mjs BASE_URL SETTINGS_JSON" });
-  process.exit(2);
-}
-const s = JSON.parse(settingsArg);
-const modules = process.env.NBIDLE_BROWSER_MODULES;
-const executablePath = process.env.NBIDLE_CHROMIUM ?? "/usr/bin/chromium";
-const { chromium } = createRequire(path.join(modules, "noop.js"))("playwright-core");
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function check(ok, message) {
-  if (!ok) throw new Error(message);
-}
+const [base, s] = args("page.mjs");
 
 const row = (id) => `tr[data-id="${id}"]`;
 
@@ -80,7 +61,7 @@ async function postFrom(page, action, fields) {
   );
 }
 
-const browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
+const browser = await launch();
 let current = null;
 try {
   const desk = await browser.newContext({ viewport: { width: 1280, height: 720 } });
@@ -209,10 +190,7 @@ try {
   await team.close();
   report("done");
 } catch (e) {
-  if (current && process.env.NBIDLE_BROWSER_SHOTS) {
-    await current.screenshot({ path: path.join(process.env.NBIDLE_BROWSER_SHOTS, "page-failure.png") }).catch(() => {});
-  }
-  report("error", { message: String(e && e.stack ? e.stack : e) });
+  await failed(current, "page-failure.png", e);
 } finally {
   await browser.close();
 }

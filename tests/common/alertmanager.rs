@@ -17,42 +17,12 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
+    /// A real Alertmanager on a free port with the config nbidle generates
+    /// from `nbidle_config`.
     pub async fn start(dir: &Path, nbidle_config: &Path) -> Alertmanager {
-        let cfg = dir.join("alertmanager.yml");
-        std::fs::write(
-            &cfg,
-            nbidle_cli(&[
-                "manifests",
-                "alertmanager",
-                "--config",
-                nbidle_config.to_str().unwrap(),
-            ]),
-        )
-        .unwrap();
-        let port = free_port();
-        let bin = tool(&["prometheus-alertmanager", "alertmanager"]);
-        let proc = Proc::spawn(
-            "alertmanager",
-            Command::new(bin)
-                .arg(format!("--config.file={}", cfg.display()))
-                .arg(format!("--storage.path={}", dir.join("am-data").display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                // No cluster: a single instance on loopback.
-                .arg("--cluster.listen-address="),
-            &dir.join("alertmanager.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(
-            "alertmanager ready",
-            &format!("{url}/-/ready"),
-            Duration::from_secs(30),
-        )
-        .await;
-        Alertmanager { proc, url }
+        Self::start_at(dir, nbidle_config, free_port()).await
     }
-}
 
-impl Alertmanager {
     /// As [`Alertmanager::start`], on `port` (chosen beforehand, so that
     /// nbidle's config can name it as `alertmanager.url`).
     pub async fn start_at(dir: &Path, nbidle_config: &Path, port: u16) -> Alertmanager {
@@ -76,6 +46,7 @@ impl Alertmanager {
                 .arg(format!("--config.file={}", cfg.display()))
                 .arg(format!("--storage.path={}", dir.join("am-data").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // No cluster: a single instance on loopback.
                 .arg("--cluster.listen-address="),
             &dir.join("alertmanager.log"),
         );

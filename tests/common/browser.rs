@@ -145,52 +145,13 @@ impl LabDriver {
         scenario: &str,
         seconds: u64,
     ) -> LabDriver {
-        let node = tool(&["node"]);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/browser")
-            .join(script);
-        let log = dir.join(format!("browser-{scenario}.log"));
-        let child = Command::new(node)
-            .arg(script)
-            .arg(base_url)
-            .arg(JUPYTER_TOKEN)
-            .arg(scenario)
-            .arg(seconds.to_string())
-            .env("NBIDLE_BROWSER_MODULES", browser_modules())
-            .env("NBIDLE_CHROMIUM", chromium())
-            .env("NBIDLE_BROWSER_SHOTS", dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning node for {scenario}: {e}"));
-        let mut child = child;
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let tag = scenario.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("browser {tag}: {line}");
-                let line = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| json!({"event": "text", "text": line}));
-                let event = LabEvent {
-                    at: Instant::now(),
-                    unix: unix_now(),
-                    line,
-                };
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-        LabDriver {
-            proc: Proc::adopt(scenario, child),
-            scenario: scenario.into(),
-            lines: rx,
-            events: Vec::new(),
-            log,
-        }
+        let args = [
+            base_url.to_string(),
+            JUPYTER_TOKEN.to_string(),
+            scenario.to_string(),
+            seconds.to_string(),
+        ];
+        Self::spawn_with_args(dir, script, scenario, &args)
     }
 
     /// Starts another driver script of `tests/browser/` with `args`, read
@@ -211,7 +172,7 @@ impl LabDriver {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning node for {script}: {e}"));
+            .unwrap_or_else(|e| panic!("spawning node for {script} ({tag}): {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let name = tag.to_string();
@@ -293,4 +254,15 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
+}
+
+/// An RFC 3339 time of nbidle's JSON (`started_at`, `stopped_at`) as Unix
+/// seconds.
+pub fn unix_time(v: &Value) -> f64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().unwrap_or_else(|| panic!("not a time: {v}")),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    t.unix_timestamp_nanos() as f64 / 1e9
 }
