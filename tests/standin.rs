@@ -54,6 +54,11 @@ fn hidden(page: &str, name: &str) -> Option<String> {
 }
 
 async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    post_form_as(url, form, None).await
+}
+
+/// The Start form, sent with nbidle's session cookie when `cookie`.
+async fn post_form_as(url: &str, form: &[(&str, &str)], cookie: Option<&str>) -> reqwest::Response {
     let body: String = form
         .iter()
         .map(|(k, v)| {
@@ -68,15 +73,42 @@ async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
         })
         .collect::<Vec<_>>()
         .join("&");
-    client()
+    let mut req = client()
         .post(format!("{url}_nbidle/start"))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "text/html")
-        .header("sec-fetch-site", "same-origin")
-        .body(body)
+        .header("sec-fetch-site", "same-origin");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.body(body).send().await.unwrap()
+}
+
+/// Signs in to nbidle's page with `token`: the session cookie
+/// (`nbidle_session=…`), which a browser sends to every port of the host.
+async fn signed_in(nb: &Nbidle, token: &str) -> String {
+    let r = client()
+        .post(format!("{}/sign-in", nb.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(format!("token={token}"))
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed in with {token}");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// nbidle's own page's CSRF token for the session `cookie`.
+async fn page_csrf(nb: &Nbidle, cookie: &str) -> String {
+    let r = get(
+        &format!("{}/", nb.url),
+        &[("accept", "text/html"), ("cookie", cookie)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    hidden(&r.text().await.unwrap(), "csrf").expect("the page's CSRF token")
 }
 
 async fn start_nbidle(
@@ -280,6 +312,70 @@ async fn a_stopped_notebook_explains_itself_and_its_token_starts_it() {
     assert_eq!(r.status(), 202);
     nb.wait_status("local", "ada", "running", UP).await;
     wait_ready("jupyter again", &format!("{url}api"), UP).await;
+}
+
+const OTHER_TOKEN: &str = "token-for-the-other-namespace";
+
+#[tokio::test]
+async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let ada = jupyter_notebook("ada", JupyterVersion::Current);
+    let url = ada.url.clone();
+    let nb = start_nbidle(dir.path(), &[ada], |cfg| {
+        cfg["auth"]["namespaced_api_tokens"] =
+            json!([{"token": OTHER_TOKEN, "namespaces": ["other"]}]);
+    })
+    .await;
+    wait_ready("jupyter", &format!("{url}api"), UP).await;
+    idle_stop(&nb, "ada").await;
+    page_served(&url).await;
+    let visit = |cookie: String| {
+        let url = url.clone();
+        async move {
+            let mut h = NAVIGATION.to_vec();
+            h.push(("cookie", &cookie));
+            get(&format!("{url}lab"), &h).await.text().await.unwrap()
+        }
+    };
+
+    // A token for another namespace: today's page, and its session starts
+    // nothing, with its own CSRF token or the stopped page's.
+    let other = signed_in(&nb, OTHER_TOKEN).await;
+    let page = visit(other.clone()).await;
+    assert!(!page.contains("Start as"), "{page}");
+    assert!(page.contains("name=\"token\""), "the token asked: {page}");
+    let standin_csrf = hidden(&page, "csrf").unwrap();
+    let other_csrf = page_csrf(&nb, &other).await;
+    for csrf in [&other_csrf, &standin_csrf] {
+        let r = post_form_as(&url, &[("csrf", csrf), ("next", "/lab")], Some(&other)).await;
+        assert_eq!(r.status(), 403);
+    }
+    // An unknown session cookie: today's page.
+    let page = visit("nbidle_session=0123".into()).await;
+    assert!(!page.contains("Start as"), "{page}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(nb.notebook("local", "ada").await["status"], "stopped");
+
+    // Signed in with a token for every namespace: Start without a token,
+    // carrying the page's own CSRF token.
+    let admin = signed_in(&nb, API_TOKEN).await;
+    let page = visit(admin.clone()).await;
+    assert!(page.contains("Start as "), "{page}");
+    assert!(!page.contains("name=\"token\""), "no token field: {page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    assert_eq!(csrf, page_csrf(&nb, &admin).await, "the page's CSRF token");
+    // Without the cookie, that CSRF token starts nothing.
+    let r = post_form(&url, &[("csrf", &csrf), ("next", "/lab")]).await;
+    assert_eq!(r.status(), 403);
+    let r = post_form_as(&url, &[("csrf", &csrf), ("next", "/lab")], Some(&admin)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Starting ada"));
+    nb.wait_status("local", "ada", "running", UP).await;
+    let log = nb.log();
+    assert!(
+        log.contains("signed in to nbidle") && log.contains("every namespace"),
+        "who started it is logged: {log}"
+    );
 }
 
 #[tokio::test]

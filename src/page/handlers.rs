@@ -31,23 +31,11 @@ type Answer = Result<Reply, Infallible>;
 /// `Err`: the store is full of other people's sessions (429).
 fn session(app: &App, req: &Req, make: bool) -> Result<Option<(Current, bool)>, Box<Reply>> {
     let page = &app.page;
-    let proxied = page
-        .trusted_user_header
-        .as_deref()
-        .and_then(|h| req.header(h));
-    let current = req
-        .cookie
-        .as_deref()
-        .and_then(|id| page.sessions.get(id))
-        // A proxy's session holds only while the proxy names that person.
-        .filter(|c| match &c.viewer {
-            Viewer::Owner(u) => proxied.as_deref() == Some(u.as_str()),
-            Viewer::Token(_) => true,
-        });
-    if let Some(c) = current {
+    let trusted = page.trusted_user_header.as_deref();
+    if let Some(c) = super::gate::current(&page.sessions, trusted, req) {
         return Ok(Some((c, false)));
     }
-    let Some(user) = proxied.filter(|_| make) else {
+    let Some(user) = trusted.and_then(|h| req.header(h)).filter(|_| make) else {
         return Ok(None);
     };
     match page.sessions.create(Viewer::Owner(user.clone()), &user) {
