@@ -378,6 +378,48 @@ async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page(
     );
 }
 
+/// What the waiting page's script does with one answer of `<base>api`.
+fn waiting_page_after(status: u16, marked: bool, body: &str) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(tool(&["node"]))
+        .arg(root.join("tests/browser/standin_wait.mjs"))
+        .arg(root.join("src/backend/local/assets/standin.js"))
+        .arg(status.to_string())
+        .arg(if marked { "1" } else { "0" })
+        .arg(body)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_waiting_page_opens_jupyterlab_only_once_jupyter_itself_answers() {
+    // Jupyter's GET <base>api.
+    let jupyter = waiting_page_after(200, false, r#"{"version": "2.14.2"}"#);
+    assert_eq!(jupyter["redirected"], true, "{jupyter}");
+    // Another program that took the port, a proxy's error page, any
+    // answer that is not Jupyter's: waited out, no redirect loop.
+    for (status, body) in [
+        (200, "<html>another program</html>"),
+        (200, r#"{"status": "ok"}"#),
+        (502, "Bad Gateway"),
+        (404, r#"{"version": "2.14.2"}"#),
+    ] {
+        let v = waiting_page_after(status, false, body);
+        assert_eq!(v["redirected"], false, "{status} {body}: {v}");
+        assert_eq!(v["polls"], 1);
+    }
+    // nbidle's stopped page still answering.
+    let body = r#"{"error": "ada is starting.", "reason": "starting", "notebook": "ada"}"#;
+    let v = waiting_page_after(503, true, body);
+    assert_eq!(v["redirected"], false, "{v}");
+}
+
 #[tokio::test]
 async fn a_port_taken_while_stopped_is_reported_not_fought_over() {
     let dir = tempfile::tempdir().unwrap();

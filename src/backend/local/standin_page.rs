@@ -1,7 +1,10 @@
 //! The stopped-notebook page's HTML (maud: compile-time, every value
 //! escaped). It works without JavaScript: Start is a plain form; the page
 //! that waits for Jupyter refreshes itself, and with JavaScript polls the
-//! notebook's origin and loads JupyterLab as soon as Jupyter answers.
+//! notebook's `<base>api` and loads JupyterLab once Jupyter itself answers
+//! (200 with Jupyter's `{"version": …}`): not on nbidle's own page, nor
+//! on another program that took the port, which would send the person
+//! round in a loop.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use time::OffsetDateTime;
