@@ -637,6 +637,109 @@ async fn a_stopped_page_bounds_connections_heads_and_bodies() {
     assert_eq!(r.status(), 503);
 }
 
+/// Whether nbidle keeps `c` open (`false`: it closed it).
+fn held(c: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    c.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1];
+    let read = (&*c).read(&mut buf);
+    matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// `n` silent connections to `addr`.
+fn connect(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn all_stopped_pages_together_hold_at_most_256_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs: Vec<NotebookSpec> = (0..9).map(|i| sleeper(&format!("cap{i}"))).collect();
+    let addrs: Vec<String> = specs
+        .iter()
+        .map(|s| {
+            s.url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    let urls: Vec<String> = specs.iter().map(|s| s.url.clone()).collect();
+    let nb = start_nbidle(dir.path(), &specs, |_| {}).await;
+    for (i, url) in urls.iter().enumerate() {
+        let name = format!("cap{i}");
+        nb.wait_status("local", &name, "starting", UP).await;
+        let path = format!("notebooks/local/{name}/stop");
+        assert_eq!(nb.post(&path).await.status(), 200);
+        nb.wait_status("local", &name, "stopped", UP).await;
+        // Asked without keep-alive: no connection of the client's is left
+        // holding a place.
+        eventually("the stopped-notebook page", UP, || async {
+            let once = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let r = once.get(format!("{url}api")).send().await.ok()?;
+            let served = marked(&r);
+            r.bytes().await.ok()?;
+            served.then_some(())
+        })
+        .await;
+    }
+    // A starting notebook's readiness probe wakes once more after the stop
+    // (within 5 s) and asks the page, which closes that keep-alive
+    // connection after the head's timeout (10 s): none is left after 16 s.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    // Silent connections are closed after 10 s: what follows takes well
+    // under that.
+    // One page: 32 held, the 33rd closed at once.
+    let mut open = connect(&addrs[0], 33);
+    // Seven more pages, 32 each: 256 in all.
+    for addr in &addrs[1..8] {
+        open.extend(connect(addr, 32));
+    }
+    // Accepted before a ninth page, under its own cap, is asked: it is at
+    // the shared one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let beyond = connect(&addrs[8], 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first: Vec<bool> = open[..33].iter().map(held).collect();
+    assert!(
+        first[..32].iter().all(|h| *h),
+        "32 held on one page: {first:?}"
+    );
+    assert!(!first[32], "the 33rd on one page is closed at once");
+    let held_all = open.iter().filter(|c| held(c)).count();
+    let per: Vec<usize> = open[33..]
+        .chunks(32)
+        .map(|c| c.iter().filter(|c| held(c)).count())
+        .collect();
+    assert_eq!(held_all, 256, "held across eight pages: {per:?}");
+    assert!(
+        beyond.iter().all(|c| !held(c)),
+        "beyond 256, a ninth page's connections are closed at once"
+    );
+    // nbidle's own API answers meanwhile.
+    assert_eq!(nb.notebook("local", "cap8").await["status"], "stopped");
+    // Once they are closed, every page answers again.
+    drop((open, beyond));
+    for url in &urls {
+        let r = eventually("the page answering again", UP, || async {
+            let r = client()
+                .get(url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503 && marked(&r)).then_some(r)
+        })
+        .await;
+        assert!(r.text().await.unwrap().contains("was stopped at "));
+    }
+}
+
 /// A real JupyterLab in headless Chromium: stopped under it, the tab
 /// reloaded shows why, Start brings JupyterLab back. The screenshot is
 /// docs/img/stopped-notebook.png.
