@@ -381,20 +381,15 @@ async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page(
 /// What the waiting page's script does with one answer of `<base>api`.
 fn waiting_page_after(status: u16, marked: bool, body: &str) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(tool(&["node"]))
-        .arg(root.join("tests/browser/standin_wait.mjs"))
-        .arg(root.join("src/backend/local/assets/standin.js"))
-        .arg(status.to_string())
-        .arg(if marked { "1" } else { "0" })
-        .arg(body)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        std::process::Command::new(tool(&["node"]))
+            .arg(root.join("tests/browser/standin_wait.mjs"))
+            .arg(root.join("src/backend/local/assets/standin.js"))
+            .arg(status.to_string())
+            .arg(if marked { "1" } else { "0" })
+            .arg(body),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out).unwrap()
 }
 
 #[test]
