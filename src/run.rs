@@ -163,12 +163,13 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         let _ = not_ready.await;
     };
     let https = tls.is_some();
+    let people = app.page.gate();
     let (bound, server) = server::bind(app, cfg.listen, limits, tls, drain).await?;
     tracing::info!(%bound, backend = ?cfg.backend.kind(), dry_run = cfg.autostop.dry_run, "nbidle listening");
     // Only now, with the port ours: an nbidle that cannot listen has spawned
     // and adopted nothing. /livez answers meanwhile; /readyz once done.
     if let Some(local) = local_recovery {
-        local.serve_stopped_pages(NbidlePage { addr: bound, https });
+        local.serve_stopped_pages(NbidlePage { addr: bound, https }, people);
         tasks.spawn(local.recover());
     }
     let bounds = Bounds::new(limits.shutdown_timeout, stop_grace);

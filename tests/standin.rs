@@ -54,6 +54,11 @@ fn hidden(page: &str, name: &str) -> Option<String> {
 }
 
 async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    post_form_as(url, form, None).await
+}
+
+/// The Start form, sent with nbidle's session cookie when `cookie`.
+async fn post_form_as(url: &str, form: &[(&str, &str)], cookie: Option<&str>) -> reqwest::Response {
     let body: String = form
         .iter()
         .map(|(k, v)| {
@@ -68,15 +73,42 @@ async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
         })
         .collect::<Vec<_>>()
         .join("&");
-    client()
+    let mut req = client()
         .post(format!("{url}_nbidle/start"))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "text/html")
-        .header("sec-fetch-site", "same-origin")
-        .body(body)
+        .header("sec-fetch-site", "same-origin");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.body(body).send().await.unwrap()
+}
+
+/// Signs in to nbidle's page with `token`: the session cookie
+/// (`nbidle_session=…`), which a browser sends to every port of the host.
+async fn signed_in(nb: &Nbidle, token: &str) -> String {
+    let r = client()
+        .post(format!("{}/sign-in", nb.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(format!("token={token}"))
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed in with {token}");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// nbidle's own page's CSRF token for the session `cookie`.
+async fn page_csrf(nb: &Nbidle, cookie: &str) -> String {
+    let r = get(
+        &format!("{}/", nb.url),
+        &[("accept", "text/html"), ("cookie", cookie)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    hidden(&r.text().await.unwrap(), "csrf").expect("the page's CSRF token")
 }
 
 async fn start_nbidle(
@@ -280,6 +312,107 @@ async fn a_stopped_notebook_explains_itself_and_its_token_starts_it() {
     assert_eq!(r.status(), 202);
     nb.wait_status("local", "ada", "running", UP).await;
     wait_ready("jupyter again", &format!("{url}api"), UP).await;
+}
+
+const OTHER_TOKEN: &str = "token-for-the-other-namespace";
+
+#[tokio::test]
+async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let ada = jupyter_notebook("ada", JupyterVersion::Current);
+    let url = ada.url.clone();
+    let nb = start_nbidle(dir.path(), &[ada], |cfg| {
+        cfg["auth"]["namespaced_api_tokens"] =
+            json!([{"token": OTHER_TOKEN, "namespaces": ["other"]}]);
+    })
+    .await;
+    wait_ready("jupyter", &format!("{url}api"), UP).await;
+    idle_stop(&nb, "ada").await;
+    page_served(&url).await;
+    let visit = |cookie: String| {
+        let url = url.clone();
+        async move {
+            let mut h = NAVIGATION.to_vec();
+            h.push(("cookie", &cookie));
+            get(&format!("{url}lab"), &h).await.text().await.unwrap()
+        }
+    };
+
+    // A token for another namespace: today's page, and its session starts
+    // nothing, with its own CSRF token or the stopped page's.
+    let other = signed_in(&nb, OTHER_TOKEN).await;
+    let page = visit(other.clone()).await;
+    assert!(!page.contains("Start as"), "{page}");
+    assert!(page.contains("name=\"token\""), "the token asked: {page}");
+    let standin_csrf = hidden(&page, "csrf").unwrap();
+    let other_csrf = page_csrf(&nb, &other).await;
+    for csrf in [&other_csrf, &standin_csrf] {
+        let r = post_form_as(&url, &[("csrf", csrf), ("next", "/lab")], Some(&other)).await;
+        assert_eq!(r.status(), 403);
+    }
+    // An unknown session cookie: today's page.
+    let page = visit("nbidle_session=0123".into()).await;
+    assert!(!page.contains("Start as"), "{page}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(nb.notebook("local", "ada").await["status"], "stopped");
+
+    // Signed in with a token for every namespace: Start without a token,
+    // carrying the page's own CSRF token.
+    let admin = signed_in(&nb, API_TOKEN).await;
+    let page = visit(admin.clone()).await;
+    assert!(page.contains("Start as "), "{page}");
+    assert!(!page.contains("name=\"token\""), "no token field: {page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    assert_eq!(csrf, page_csrf(&nb, &admin).await, "the page's CSRF token");
+    // Without the cookie, that CSRF token starts nothing.
+    let r = post_form(&url, &[("csrf", &csrf), ("next", "/lab")]).await;
+    assert_eq!(r.status(), 403);
+    let r = post_form_as(&url, &[("csrf", &csrf), ("next", "/lab")], Some(&admin)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Starting ada"));
+    nb.wait_status("local", "ada", "running", UP).await;
+    let log = nb.log();
+    assert!(
+        log.contains("signed in to nbidle") && log.contains("every namespace"),
+        "who started it is logged: {log}"
+    );
+}
+
+/// What the waiting page's script does with one answer of `<base>api`.
+fn waiting_page_after(status: u16, marked: bool, body: &str) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = stdout_of(
+        std::process::Command::new(tool(&["node"]))
+            .arg(root.join("tests/browser/standin_wait.mjs"))
+            .arg(root.join("src/backend/local/assets/standin.js"))
+            .arg(status.to_string())
+            .arg(if marked { "1" } else { "0" })
+            .arg(body),
+    );
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn the_waiting_page_opens_jupyterlab_only_once_jupyter_itself_answers() {
+    // Jupyter's GET <base>api.
+    let jupyter = waiting_page_after(200, false, r#"{"version": "2.14.2"}"#);
+    assert_eq!(jupyter["redirected"], true, "{jupyter}");
+    // Another program that took the port, a proxy's error page, any
+    // answer that is not Jupyter's: waited out, no redirect loop.
+    for (status, body) in [
+        (200, "<html>another program</html>"),
+        (200, r#"{"status": "ok"}"#),
+        (502, "Bad Gateway"),
+        (404, r#"{"version": "2.14.2"}"#),
+    ] {
+        let v = waiting_page_after(status, false, body);
+        assert_eq!(v["redirected"], false, "{status} {body}: {v}");
+        assert_eq!(v["polls"], 1);
+    }
+    // nbidle's stopped page still answering.
+    let body = r#"{"error": "ada is starting.", "reason": "starting", "notebook": "ada"}"#;
+    let v = waiting_page_after(503, true, body);
+    assert_eq!(v["redirected"], false, "{v}");
 }
 
 #[tokio::test]
@@ -497,6 +630,109 @@ async fn a_stopped_page_bounds_connections_heads_and_bodies() {
     // And the page still answers.
     let r = get(&url, &NAVIGATION).await;
     assert_eq!(r.status(), 503);
+}
+
+/// Whether nbidle keeps `c` open (`false`: it closed it).
+fn held(c: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    c.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1];
+    let read = (&*c).read(&mut buf);
+    matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// `n` silent connections to `addr`.
+fn connect(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn all_stopped_pages_together_hold_at_most_256_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs: Vec<NotebookSpec> = (0..9).map(|i| sleeper(&format!("cap{i}"))).collect();
+    let addrs: Vec<String> = specs
+        .iter()
+        .map(|s| {
+            s.url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    let urls: Vec<String> = specs.iter().map(|s| s.url.clone()).collect();
+    let nb = start_nbidle(dir.path(), &specs, |_| {}).await;
+    for (i, url) in urls.iter().enumerate() {
+        let name = format!("cap{i}");
+        nb.wait_status("local", &name, "starting", UP).await;
+        let path = format!("notebooks/local/{name}/stop");
+        assert_eq!(nb.post(&path).await.status(), 200);
+        nb.wait_status("local", &name, "stopped", UP).await;
+        // Asked without keep-alive: no connection of the client's is left
+        // holding a place.
+        eventually("the stopped-notebook page", UP, || async {
+            let once = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let r = once.get(format!("{url}api")).send().await.ok()?;
+            let served = marked(&r);
+            r.bytes().await.ok()?;
+            served.then_some(())
+        })
+        .await;
+    }
+    // A starting notebook's readiness probe wakes once more after the stop
+    // (within 5 s) and asks the page, which closes that keep-alive
+    // connection after the head's timeout (10 s): none is left after 16 s.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    // Silent connections are closed after 10 s: what follows takes well
+    // under that.
+    // One page: 32 held, the 33rd closed at once.
+    let mut open = connect(&addrs[0], 33);
+    // Seven more pages, 32 each: 256 in all.
+    for addr in &addrs[1..8] {
+        open.extend(connect(addr, 32));
+    }
+    // Accepted before a ninth page, under its own cap, is asked: it is at
+    // the shared one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let beyond = connect(&addrs[8], 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first: Vec<bool> = open[..33].iter().map(held).collect();
+    assert!(
+        first[..32].iter().all(|h| *h),
+        "32 held on one page: {first:?}"
+    );
+    assert!(!first[32], "the 33rd on one page is closed at once");
+    let held_all = open.iter().filter(|c| held(c)).count();
+    let per: Vec<usize> = open[33..]
+        .chunks(32)
+        .map(|c| c.iter().filter(|c| held(c)).count())
+        .collect();
+    assert_eq!(held_all, 256, "held across eight pages: {per:?}");
+    assert!(
+        beyond.iter().all(|c| !held(c)),
+        "beyond 256, a ninth page's connections are closed at once"
+    );
+    // nbidle's own API answers meanwhile.
+    assert_eq!(nb.notebook("local", "cap8").await["status"], "stopped");
+    // Once they are closed, every page answers again.
+    drop((open, beyond));
+    for url in &urls {
+        let r = eventually("the page answering again", UP, || async {
+            let r = client()
+                .get(url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503 && marked(&r)).then_some(r)
+        })
+        .await;
+        assert!(r.text().await.unwrap().contains("was stopped at "));
+    }
 }
 
 /// A real JupyterLab in headless Chromium: stopped under it, the tab

@@ -8,13 +8,18 @@
 //! - `k8s`: notebooks as Kubernetes objects: Kubeflow `Notebook`
 //!   resources (`k8s::kubeflow`) and StatefulSets selected by label
 //!   (`k8s::statefulset`), through the API server.
+//! - `person`: who is signed in to nbidle's page, for a stopped local
+//!   notebook's page (a trait the page implements).
 
 pub(crate) mod k8s;
 pub mod local;
 #[cfg(test)]
 pub(crate) mod memory;
+pub(crate) mod person;
 
 use async_trait::async_trait;
+
+pub(crate) use person::{Person, PersonGate};
 
 use crate::error::Result;
 use crate::notebook::{NotebookId, NotebookState, StopCause, Timestamp};

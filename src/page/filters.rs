@@ -8,7 +8,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::assets;
-use super::handlers::{self, Act};
+use super::handlers::{self, Act, Post};
 use super::request::{form, raw_query, request};
 use crate::server::App;
 
@@ -52,7 +52,7 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_app())
         .and(request())
         .and(form())
-        .and_then(handlers::sign_out);
+        .and_then(|app, req, form| handlers::act(Post::SignOut, app, req, form));
     let stop = warp::path!("notebooks" / "stop")
         .and(warp::post())
         .and(with_app())

@@ -31,23 +31,11 @@ type Answer = Result<Reply, Infallible>;
 /// `Err`: the store is full of other people's sessions (429).
 fn session(app: &App, req: &Req, make: bool) -> Result<Option<(Current, bool)>, Box<Reply>> {
     let page = &app.page;
-    let proxied = page
-        .trusted_user_header
-        .as_deref()
-        .and_then(|h| req.header(h));
-    let current = req
-        .cookie
-        .as_deref()
-        .and_then(|id| page.sessions.get(id))
-        // A proxy's session holds only while the proxy names that person.
-        .filter(|c| match &c.viewer {
-            Viewer::Owner(u) => proxied.as_deref() == Some(u.as_str()),
-            Viewer::Token(_) => true,
-        });
-    if let Some(c) = current {
+    let trusted = page.trusted_user_header.as_deref();
+    if let Some(c) = super::gate::current(&page.sessions, trusted, req) {
         return Ok(Some((c, false)));
     }
-    let Some(user) = proxied.filter(|_| make) else {
+    let Some(user) = trusted.and_then(|h| req.header(h)).filter(|_| make) else {
         return Ok(None);
     };
     match page.sessions.create(Viewer::Owner(user.clone()), &user) {
@@ -295,17 +283,23 @@ fn checked(
 }
 
 /// `POST /sign-out`.
-pub(crate) async fn sign_out(
-    app: Arc<App>,
-    req: Req,
-    form: Option<Vec<(String, String)>>,
-) -> Answer {
-    let cur = match checked(&app, &req, &form) {
-        Ok(c) => c,
-        Err(r) => return Ok(*r),
-    };
+fn sign_out(app: &App, req: &Req, cur: &Current) -> Reply {
     app.page.sessions.remove(&cur.id);
-    Ok(set_cookie(redirect("/sign-in"), None, secure(&app, &req)))
+    set_cookie(redirect("/sign-in"), None, secure(app, req))
+}
+
+/// What a state-changing form asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Post {
+    SignOut,
+    /// An action on the notebook the form names.
+    On(Act),
+}
+
+impl From<Act> for Post {
+    fn from(act: Act) -> Self {
+        Post::On(act)
+    }
 }
 
 /// What a notebook's form asks for.
@@ -319,10 +313,9 @@ pub(crate) enum Act {
     Cancel,
 }
 
-/// `POST /notebooks/stop`, `POST /notebooks/start`: the action, then back
-/// to the list the form was on, with what happened.
+/// Every state-changing form: its CSRF token checked, then the action.
 pub(crate) async fn act(
-    act: Act,
+    post: impl Into<Post>,
     app: Arc<App>,
     req: Req,
     form: Option<Vec<(String, String)>>,
@@ -331,7 +324,21 @@ pub(crate) async fn act(
         Ok(c) => c,
         Err(r) => return Ok(*r),
     };
-    let form = form.unwrap_or_default();
+    Ok(match post.into() {
+        Post::SignOut => sign_out(&app, &req, &cur),
+        Post::On(act) => on_notebook(act, &app, &req, &cur, form.unwrap_or_default()).await,
+    })
+}
+
+/// `POST /notebooks/stop`, `POST /notebooks/start`, …: the action, then
+/// back to the list the form was on, with what happened.
+async fn on_notebook(
+    act: Act,
+    app: &App,
+    req: &Req,
+    cur: &Current,
+    form: Vec<(String, String)>,
+) -> Reply {
     let back = Query::parse(field(&form, "back").unwrap_or("")).encode();
     let location = if back.is_empty() {
         "/".to_string()
@@ -339,29 +346,29 @@ pub(crate) async fn act(
         format!("/?{back}")
     };
     let (Some(ns), Some(name)) = (field(&form, "namespace"), field(&form, "name")) else {
-        return Ok(refuse(
-            &req,
+        return refuse(
+            req,
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "Refused",
             "the form names no notebook",
-        ));
+        );
     };
     let id = NotebookId::new(ns, name);
     if !app.readiness.is_synced() {
-        return Ok(not_ready(&req));
+        return not_ready(req);
     }
-    if let Err(r) = allowed(&app, &req, &cur.viewer, &id).await {
-        return Ok(*r);
+    if let Err(r) = allowed(app, req, &cur.viewer, &id).await {
+        return *r;
     }
     let flash = match act {
-        Act::Stop => stop(&app, &id).await,
-        Act::Start => start(&app, &id).await,
-        Act::KeepRunning => keep_running(&app, &cur.viewer, &id, &form).await,
-        Act::Cancel => cancel(&app, &id).await,
+        Act::Stop => stop(app, &id).await,
+        Act::Start => start(app, &id).await,
+        Act::KeepRunning => keep_running(app, &cur.viewer, &id, &form).await,
+        Act::Cancel => cancel(app, &id).await,
     };
     app.page.sessions.set_flash(&cur.id, flash);
-    Ok(redirect(&location))
+    redirect(&location)
 }
 
 /// 403 unless the viewer may act on `id`: a token's namespaces are

@@ -11,12 +11,14 @@
 //! - [`request`]: what a page request carries (cookie, proxy headers,
 //!   client) and the replies (security headers, cookies, redirects)
 //! - [`session`]: the server-side session store, CSRF tokens
+//! - [`gate`]: the sessions as a stopped local notebook's page sees them
 //! - [`view`]: the list's rows, filters and pages
 //! - [`render`]: the HTML
 //! - [`assets`]: the stylesheet and script in the binary
 
 pub(crate) mod assets;
 pub(crate) mod filters;
+pub(crate) mod gate;
 pub(crate) mod handlers;
 #[cfg(test)]
 mod harden_tests;
@@ -29,6 +31,7 @@ pub(crate) mod session;
 mod tests;
 pub(crate) mod view;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limit::TokenLimiter;
@@ -38,7 +41,7 @@ use session::Sessions;
 /// The page's state, shared by its requests: sessions, the sign-in
 /// limiter and its settings.
 pub(crate) struct Page {
-    pub(crate) sessions: Sessions,
+    pub(crate) sessions: Arc<Sessions>,
     pub(crate) limiter: TokenLimiter,
     /// Lower-cased; `None`: off.
     pub(crate) trusted_user_header: Option<String>,
@@ -54,11 +57,19 @@ impl Page {
         tls: bool,
     ) -> Self {
         Page {
-            sessions: Sessions::new(session_ttl, max_sessions),
+            sessions: Arc::new(Sessions::new(session_ttl, max_sessions)),
             limiter: TokenLimiter::default(),
             trusted_user_header,
             tls,
         }
+    }
+
+    /// Who is signed in, for the local backend's stopped pages.
+    pub(crate) fn gate(&self) -> Arc<dyn crate::backend::PersonGate> {
+        Arc::new(gate::SignedIn {
+            sessions: self.sessions.clone(),
+            trusted_user_header: self.trusted_user_header.clone(),
+        })
     }
 
     /// The page `nbidle serve` runs, from the `auth` section.

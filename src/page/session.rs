@@ -39,6 +39,15 @@ impl Viewer {
         }
     }
 
+    /// Who, in a few words: the proxy's user, or which token.
+    pub(crate) fn who(&self) -> String {
+        match self {
+            Viewer::Token(Scope::All) => "a token for every namespace".into(),
+            Viewer::Token(Scope::Namespaces(ns)) => format!("a token for {}", ns.join(", ")),
+            Viewer::Owner(user) => user.clone(),
+        }
+    }
+
     /// What the page's header says about the sign-in.
     pub(crate) fn describe(&self) -> String {
         match self {

@@ -31,6 +31,18 @@ pub fn tool(names: &[&str]) -> PathBuf {
     panic!("missing {names:?}: run `bash scripts/test-deps.sh` (as root) to install the test components");
 }
 
+/// What `cmd` printed on stdout; it must succeed (its stderr otherwise).
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A loopback port that nothing listens on now.
 ///
 /// The kernel may hand the same ephemeral port out again once its socket is

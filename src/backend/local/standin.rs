@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::slot::Slot;
 use super::standin_http::{handle, Secret};
 use super::LocalBackend;
+use crate::backend::PersonGate;
 use crate::error::{Error, Result};
 use crate::limit::TokenLimiter;
 
@@ -158,6 +159,9 @@ pub(super) struct Page {
     pub(super) guesses: Arc<TokenLimiter>,
     pub(super) wake: bool,
     pub(super) nbidle: NbidlePage,
+    /// Who is signed in to nbidle's page (its session cookie reaches this
+    /// port when both share a host name), and whether they may start it.
+    pub(super) people: Arc<dyn PersonGate>,
     /// A start from this page is under way; further requests do not queue
     /// more.
     pub(super) starting: AtomicBool,
@@ -166,8 +170,13 @@ pub(super) struct Page {
 impl LocalBackend {
     /// Serves each notebook's stopped page while the notebook is down, from
     /// now until shutdown begins. Called once nbidle's own listener is
-    /// bound (`nbidle` is where the pages link to).
-    pub(crate) fn serve_stopped_pages(self: &Arc<Self>, nbidle: NbidlePage) {
+    /// bound (`nbidle` is where the pages link to; `people`, its page's
+    /// sessions).
+    pub(crate) fn serve_stopped_pages(
+        self: &Arc<Self>,
+        nbidle: NbidlePage,
+        people: Arc<dyn PersonGate>,
+    ) {
         if !self.stopped_page {
             return;
         }
@@ -184,6 +193,7 @@ impl LocalBackend {
                 guesses: guesses.clone(),
                 wake: self.wakes.get(slot.index).copied().unwrap_or(false),
                 nbidle,
+                people: people.clone(),
                 starting: AtomicBool::new(false),
             });
             self.tasks.supervise(page.run(self.tasks.closing.clone()));

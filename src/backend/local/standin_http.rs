@@ -20,8 +20,16 @@
 //! notebook and nbidle run) and must not come from another site; a POST
 //! with the token in `Authorization` (a script) needs neither, as a browser
 //! never sends that header across sites. Tokens are compared as SHA-256
-//! digests in constant time. A notebook without a configured token is
-//! started from nbidle's own page or API only.
+//! digests in constant time.
+//!
+//! Start is also allowed to a person signed in to nbidle's page whose
+//! session may start this notebook (the page's own scope rules, through
+//! [`PersonGate`](crate::backend::PersonGate)): browsers send a host's
+//! cookies to every port, so the page's session cookie arrives here when
+//! nbidle's page and the notebook share a host name. The form then has no
+//! token field and carries the session's CSRF token, which the POST must
+//! return with the cookie. A notebook without a configured token is
+//! started from here by such a person only, or from nbidle's page or API.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -98,9 +106,14 @@ impl Secret {
 
     pub(super) fn is_csrf(&self, presented: &str) -> bool {
         self.csrf
-            .as_ref()
-            .is_some_and(|c| digests_equal(&sha256(c.as_bytes()), &sha256(presented.as_bytes())))
+            .as_deref()
+            .is_some_and(|c| same_secret(c, presented))
     }
+}
+
+/// Compared as digests, in constant time.
+fn same_secret(a: &str, b: &str) -> bool {
+    digests_equal(&sha256(a.as_bytes()), &sha256(b.as_bytes()))
 }
 
 /// 128 random bits as hex; `None` if the system has no randomness to give
@@ -314,8 +327,14 @@ fn host_of(headers: &HeaderMap) -> Option<&str> {
     header(headers, header::HOST)
 }
 
-fn form_for<'a>(page: &'a Page, headers: &'a HeaderMap, next: String) -> Form<'a> {
+fn form_for<'a>(
+    page: &'a Page,
+    headers: &'a HeaderMap,
+    state: &NotebookState,
+    next: String,
+) -> Form<'a> {
     Form {
+        person: page.people.may_start(headers, state),
         action: format!("{}{START_PATH}", page.site.base),
         csrf: page.secret.csrf(),
         next,
@@ -365,7 +384,7 @@ fn visit(
     if page.wake && wakes(req.method(), req.headers()) {
         return begin_start(page, state, &next, "a visit (wake_on_visit)");
     }
-    let mut form = form_for(page, req.headers(), next);
+    let mut form = form_for(page, req.headers(), state, next);
     if let Some(t) = form_value(query, "token") {
         match try_token(page, client, &t) {
             Ok(true) => form.token = Some(t),
@@ -385,7 +404,7 @@ fn visit(
 
 /// Starts the notebook in the background (one start at a time from this
 /// page) and answers with the page that waits for Jupyter.
-fn begin_start(page: &Arc<Page>, state: &NotebookState, next: &str, by: &'static str) -> Reply {
+fn begin_start(page: &Arc<Page>, state: &NotebookState, next: &str, by: &str) -> Reply {
     if !page.starting.swap(true, Ordering::AcqRel) {
         tracing::info!(notebook = %page.slot.id, by, "starting a stopped notebook from its page");
         let p = page.clone();
@@ -449,6 +468,13 @@ async fn start(
     };
     let field = |name| form.as_deref().and_then(|f| form_value(f, name));
     let next = safe_next(field("next").as_deref(), &page.site.base);
+    // A person signed in to nbidle's page, with their session's CSRF token.
+    if let Some(person) = page.people.may_start(headers, state) {
+        if field("csrf").is_some_and(|c| same_secret(&person.csrf, &c)) {
+            let by = format!("{} (signed in to nbidle's page)", person.who);
+            return begin_start(page, state, &next, &by);
+        }
+    }
     let presented = field("token")
         .filter(|t| !t.is_empty())
         .or_else(|| parts.uri.query().and_then(|q| form_value(q, "token")));
@@ -460,7 +486,7 @@ async fn start(
         _ => None,
     };
     if let Some(Err(wait)) = tried {
-        let mut f = form_for(page, headers, next);
+        let mut f = form_for(page, headers, state, next);
         f.refusal = Some(Refusal::TooManyWrong);
         return slowed(
             html(StatusCode::FORBIDDEN, render::stopped(state, &f)),
@@ -472,7 +498,7 @@ async fn start(
         let token = presented.unwrap_or_default();
         return begin_start(page, state, &with_token(&next, &token), "its token");
     }
-    let mut f = form_for(page, headers, next);
+    let mut f = form_for(page, headers, state, next);
     f.refusal = Some(match (csrf_ok, presented.is_some()) {
         (false, _) => Refusal::Expired,
         (true, false) => Refusal::NoToken,

@@ -248,6 +248,7 @@ fn the_page_escapes_what_it_shows() {
         token_needed: true,
         nbidle_url: "http://127.0.0.1:8080/".into(),
         refusal: Some(Refusal::WrongToken),
+        person: None,
     };
     let page = super::render::stopped(&s, &form);
     assert!(!page.contains("<b>x</b>") && page.contains("&lt;b&gt;x&lt;/b&gt;"));
@@ -265,6 +266,29 @@ fn the_page_escapes_what_it_shows() {
         },
     );
     assert!(!page.contains("<form") && page.contains("http://127.0.0.1:8080/"));
+}
+
+#[test]
+fn a_signed_in_person_gets_a_start_of_their_own_without_a_token_field() {
+    let s = stopped(Some(StopCause::User), "2026-12-01T14:02:09Z");
+    let form = Form {
+        action: "/_nbidle/start".into(),
+        csrf: Some("standin-csrf"),
+        next: "/lab".into(),
+        token: None,
+        // Even with no token in the config.
+        token_needed: false,
+        nbidle_url: "http://127.0.0.1:8080/".into(),
+        refusal: None,
+        person: Some(crate::backend::Person {
+            who: "<ada>".into(),
+            csrf: "page-csrf".into(),
+        }),
+    };
+    let page = super::render::stopped(&s, &form);
+    assert!(page.contains("Start as &lt;ada&gt;"), "{page}");
+    assert!(page.contains(r#"name="csrf" value="page-csrf""#), "{page}");
+    assert!(!page.contains("standin-csrf") && !page.contains(r#"name="token""#));
 }
 
 #[test]

@@ -1,12 +1,16 @@
 //! The stopped-notebook page's HTML (maud: compile-time, every value
 //! escaped). It works without JavaScript: Start is a plain form; the page
 //! that waits for Jupyter refreshes itself, and with JavaScript polls the
-//! notebook's origin and loads JupyterLab as soon as Jupyter answers.
+//! notebook's `<base>api` and loads JupyterLab once Jupyter itself answers
+//! (200 with Jupyter's `{"version": …}`): not on nbidle's own page, nor
+//! on another program that took the port, which would send the person
+//! round in a loop.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use time::OffsetDateTime;
 
 use super::standin::NbidlePage;
+use crate::backend::Person;
 use crate::notebook::{NotebookState, Status, StopCause, Timestamp};
 
 const CSS: &str = include_str!("assets/standin.css");
@@ -41,6 +45,9 @@ pub(super) struct Form<'a> {
     pub(super) token_needed: bool,
     pub(super) nbidle_url: String,
     pub(super) refusal: Option<Refusal>,
+    /// Signed in to nbidle's page and allowed to start it: the form is
+    /// theirs (no token field, their session's CSRF token).
+    pub(super) person: Option<Person>,
 }
 
 /// `30 min`, `1 h`, `1 h 30 min`, `45 s`.
@@ -178,8 +185,15 @@ pub(super) fn stopped(state: &NotebookState, form: &Form<'_>) -> String {
                     @if let Some(r) = form.refusal {
                         p.refusal role="alert" { (refusal_text(r)) }
                     }
-                    @match (form.token_needed, form.csrf) {
-                        (true, Some(csrf)) => {
+                    @match (&form.person, form.token_needed, form.csrf) {
+                        (Some(person), _, _) => {
+                            form method="post" action=(form.action) {
+                                input type="hidden" name="csrf" value=(person.csrf);
+                                input type="hidden" name="next" value=(form.next);
+                                button type="submit" { "Start as " (person.who) }
+                            }
+                        }
+                        (None, true, Some(csrf)) => {
                             form method="post" action=(form.action) {
                                 input type="hidden" name="csrf" value=(csrf);
                                 input type="hidden" name="next" value=(form.next);

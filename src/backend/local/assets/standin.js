@@ -1,6 +1,19 @@
 // Waits until the notebook's own Jupyter answers its origin, then loads it.
 // Answers of nbidle's stopped-notebook page carry x-nbidle-stopped.
+
+// Whether an answer of <base>api is Jupyter's: 200, not nbidle's page,
+// and Jupyter's JSON ({"version": "2.14.2"}). Anything else (another
+// program that took the port, a proxy's error page) is waited out, so it
+// never sends the person round in a loop.
+function jupyterAnswered(status, stoppedMark, body) {
+  return status === 200 && !stoppedMark && body !== null &&
+    typeof body === "object" && typeof body.version === "string";
+}
+
 (function () {
+  if (typeof document === "undefined") {
+    return;
+  }
   var el = document.getElementById("waiting");
   var api = el.dataset.api, next = el.dataset.next;
   var status = document.getElementById("status");
@@ -19,14 +32,18 @@
   function poll() {
     fetch(api, { cache: "no-store", credentials: "same-origin" })
       .then(function (r) {
-        if (!r.headers.get("x-nbidle-stopped")) {
-          location.replace(next);
-          return;
-        }
-        return r.json().then(function (j) {
-          if (j.reason === "failed" && gone) {
+        var stopped = !!r.headers.get("x-nbidle-stopped");
+        return r.json().catch(function () { return null; }).then(function (j) {
+          if (jupyterAnswered(r.status, stopped, j)) {
+            location.replace(next);
+          } else if (stopped && j && j.reason === "failed" && gone) {
             status.textContent = j.error;
           } else {
+            if (!stopped) {
+              gone = true;
+              status.textContent = "Something other than Jupyter answers at this address (HTTP " +
+                r.status + "); waiting for Jupyter.";
+            }
             again();
           }
         });
