@@ -684,8 +684,9 @@ async fn all_stopped_pages_together_hold_at_most_256_connections() {
         .await;
     }
     // A starting notebook's readiness probe wakes once more after the stop
-    // (within 5 s) and asks the page, which closes that keep-alive
-    // connection after the head's timeout (10 s): none is left after 16 s.
+    // (within 5 s) and asks the page. nbidle keeps no idle probe
+    // connection, and any other closes after the head's timeout (10 s):
+    // none is left after 16 s.
     tokio::time::sleep(Duration::from_secs(16)).await;
     // Silent connections are closed after 10 s: what follows takes well
     // under that.

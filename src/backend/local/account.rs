@@ -662,7 +662,9 @@ mod tests {
         assert!(!accounting.last().scanned(), "nothing before a scan");
         let scan = accounting.scan();
         assert_eq!(pids(&scan, 0), vec![pid]);
-        assert!(scan.processes_read() > 1 && scan.processes_read() == scan.processes_listed());
+        // Processes of other programs may end between the listing and the
+        // read, so a full scan reads at most what it listed.
+        assert!(scan.processes_read() > 1 && scan.processes_read() <= scan.processes_listed());
         assert!(pids(&scan, 1).is_empty());
         let (_, rss, n) = scan.usage(0);
         assert!(rss > 0 && n == 1, "{rss} {n}");

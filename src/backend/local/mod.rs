@@ -225,8 +225,11 @@ impl LocalBackend {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
+        // Readiness probes only. No idle connection is kept: after a stop,
+        // a pooled one would hold a slot of the notebook's stopped page.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(Error::HttpClient)?;
         let mut slots = BTreeMap::new();
