@@ -4,11 +4,12 @@
 //! nbidle starts with 1,000 `sleep` notebooks, each on a port of its own
 //! (nothing answers there, so they stay "starting", as a Jupyter server
 //! still booting); all are stopped through the API, 50 requests at a time.
-//! Measured: nbidle's resident memory and open descriptors 5 s after the
-//! last page listens; then rounds of one browser-like `GET` to every page
+//! Measured: nbidle's resident memory and open descriptors 5 s and 15 s
+//! after the last page listens; then rounds of one browser-like `GET` to every page
 //! (each answer checked: 503 and the stopped page of that notebook), each
 //! round measured 12 s after it (the page's 10 s head timeout has closed
-//! the idle connections by then), with the time of each visit. The same
+//! the idle connections by then), with the time of each visit; each visit
+//! on a connection of its own, closed after the answer. The same
 //! with `stopped_page: false` for comparison, where nothing listens.
 //!
 //! `NBIDLE_BENCH_ROUNDS` changes the number of rounds (default 6).
@@ -27,8 +28,10 @@ use support::{ms, open_fds, percentile, proc_kib, raise_fd_limit, serve, Served}
 
 const NOTEBOOKS: usize = 1000;
 const API_TOKEN: &str = "bench-api";
-/// After the last page listens, before the first measurement.
-const SETTLE: Duration = Duration::from_secs(5);
+/// After the last page listens, before the first measurement, and before
+/// the second: past the page's head timeout (10 s), which closes the
+/// connections of the readiness probes' last requests (below).
+const SETTLE: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(15)];
 /// After a round, before its measurement: past the page's head timeout
 /// (10 s), which ends idle keep-alive connections.
 const AFTER_ROUND: Duration = Duration::from_secs(12);
@@ -89,8 +92,12 @@ fn row(what: &str, s: &Sample, extra: &str) {
 /// One visit to every page, as a browser navigates; each answer must be
 /// that notebook's stopped page. Sorted visit times.
 async fn round(ports: &[u16]) -> Vec<Duration> {
-    // A fresh client per round, dropped at its end: its connections close.
-    let http = reqwest::Client::new();
+    // Each connection closed after its answer: all pages share a cap of 256
+    // connections, which a client keeping 1,000 idle ones would fill.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let mut times = Vec::with_capacity(ports.len());
     for (i, p) in ports.iter().enumerate() {
         let t = Instant::now();
@@ -164,18 +171,27 @@ async fn one_run(http: &reqwest::Client, stopped_page: bool, rounds: usize) {
         })
         .await;
     }
-    let listening = t0.elapsed();
-    tokio::time::sleep(SETTLE).await;
+    let listening = Instant::now();
+    let listened = t0.elapsed();
     let what = format!("stopped_page: {stopped_page}");
-    row(
-        &format!("{what}: {NOTEBOOKS} stopped, {} s after the last page listens", SETTLE.as_secs()),
-        &sample(pid),
-        &format!(
-            "stopped in {:.1} s, all listening at {:.1} s",
-            stopped.as_secs_f64(),
-            listening.as_secs_f64()
-        ),
-    );
+    // A starting notebook's readiness probe sends one more request after
+    // its stop, which reaches the page once it listens: an idle keep-alive
+    // connection on each side until the head timeout.
+    for settle in SETTLE {
+        tokio::time::sleep_until((listening + settle).into()).await;
+        row(
+            &format!(
+                "{what}: {NOTEBOOKS} stopped, {} s after the last page listens",
+                settle.as_secs()
+            ),
+            &sample(pid),
+            &format!(
+                "stopped in {:.1} s, all listening at {:.1} s",
+                stopped.as_secs_f64(),
+                listened.as_secs_f64()
+            ),
+        );
+    }
     for r in 1..=rounds {
         let times = round(&ports).await;
         tokio::time::sleep(AFTER_ROUND).await;
