@@ -96,7 +96,13 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    support::until(what, Duration::from_millis(500), Duration::from_secs(600), f).await;
+    support::until(
+        what,
+        Duration::from_millis(500),
+        Duration::from_secs(600),
+        f,
+    )
+    .await;
 }
 
 async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {

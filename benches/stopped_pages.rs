@@ -132,7 +132,13 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    support::until(what, Duration::from_millis(200), Duration::from_secs(300), f).await;
+    support::until(
+        what,
+        Duration::from_millis(200),
+        Duration::from_secs(300),
+        f,
+    )
+    .await;
 }
 
 async fn one_run(http: &reqwest::Client, stopped_page: bool, rounds: usize) {

@@ -45,7 +45,10 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
 /// The process's open descriptors, and how many of them are sockets.
 pub fn open_fds(pid: u32) -> (usize, usize) {
     let (mut all, mut sockets) = (0, 0);
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         all += 1;
         if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
             sockets += 1;
