@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::free_port;
-use support::{ms, percentile as pct, proc_kib, raise_fd_limit, serve, serve_probes, Served};
+use support::{
+    ms, percentile as pct, proc_kib, raise_fd_limit, serve, serve_probes, until, Served,
+};
 
 const SIZES: [usize; 2] = [1000, 10_000];
 const REQUESTS: usize = 200;
@@ -28,6 +30,8 @@ const LEAK_REQUESTS: usize = 1000;
 const LEAK_BATCHES: usize = 4;
 const API_TOKEN: &str = "bench-api";
 const OWNERS: usize = 50;
+/// How often a wait polls, and when it gives up.
+const POLL: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(600));
 
 fn write_config(dir: &Path, n: usize, port: u16, probe_port: u16) -> PathBuf {
     let mut nbs = String::new();
@@ -91,20 +95,6 @@ async fn timed(http: &reqwest::Client, url: &str, cookie: &str, n: usize) -> Tim
     Timed { times, bytes, rows }
 }
 
-async fn until<F, Fut>(what: &str, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    support::until(
-        what,
-        Duration::from_millis(500),
-        Duration::from_secs(600),
-        f,
-    )
-    .await;
-}
-
 async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -112,12 +102,12 @@ async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
     let child = Served(serve(&cfg));
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
-    until("every notebook running", || async {
+    until("every notebook running", POLL, || async {
         support::count_status(http, &base, API_TOKEN, "running").await == Some(n)
     })
     .await;
     // One exporter round over all of them: the page shows time left.
-    until("probed", || async {
+    until("probed", POLL, || async {
         let m = http
             .get(format!("{base}/metrics/notebooks"))
             .send()

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 use futures_util::{stream, StreamExt};
-use support::{ms, open_fds, percentile, proc_kib, raise_fd_limit, serve, Served};
+use support::{ms, open_fds, percentile, proc_kib, raise_fd_limit, serve, until, Served};
 
 const NOTEBOOKS: usize = 1000;
 const API_TOKEN: &str = "bench-api";
@@ -35,6 +35,8 @@ const SETTLE: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(15)];
 /// After a round, before its measurement: past the page's head timeout
 /// (10 s), which ends idle keep-alive connections.
 const AFTER_ROUND: Duration = Duration::from_secs(12);
+/// How often a wait polls, and when it gives up.
+const POLL: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(300));
 
 fn write_config(dir: &Path, port: u16, ports: &[u16], stopped_page: bool) -> PathBuf {
     let mut nbs = String::new();
@@ -127,20 +129,6 @@ async fn count(http: &reqwest::Client, base: &str, status: &str) -> Option<usize
     support::count_status(http, base, API_TOKEN, status).await
 }
 
-async fn until<F, Fut>(what: &str, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    support::until(
-        what,
-        Duration::from_millis(200),
-        Duration::from_secs(300),
-        f,
-    )
-    .await;
-}
-
 async fn one_run(http: &reqwest::Client, stopped_page: bool, rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -149,7 +137,7 @@ async fn one_run(http: &reqwest::Client, stopped_page: bool, rounds: usize) {
     let child = Served(serve(&cfg));
     let pid = child.0.id();
     let base = format!("http://127.0.0.1:{port}");
-    until("every notebook started", || async {
+    until("every notebook started", POLL, || async {
         count(http, &base, "starting").await == Some(NOTEBOOKS)
     })
     .await;
@@ -165,13 +153,13 @@ async fn one_run(http: &reqwest::Client, stopped_page: bool, rounds: usize) {
         .buffer_unordered(50)
         .collect::<Vec<()>>()
         .await;
-    until("every notebook stopped", || async {
+    until("every notebook stopped", POLL, || async {
         count(http, &base, "stopped").await == Some(NOTEBOOKS)
     })
     .await;
     let stopped = t0.elapsed();
     if stopped_page {
-        until("every page listening", || async {
+        until("every page listening", POLL, || async {
             let listening = listening_ports();
             ports.iter().all(|p| listening.contains(p))
         })

@@ -25,13 +25,15 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, idle_alert, payload};
 use serde_json::Value;
-use support::{percentile, proc_kib, raise_fd_limit, serve, serve_probes, terminate};
+use support::{percentile, proc_kib, raise_fd_limit, serve, serve_probes, terminate, until};
 
 const STARTUP_NOTEBOOKS: usize = 10_000;
 const BATCH: usize = 1000;
 const SINGLES: usize = 1000;
 const WEBHOOK_TOKEN: &str = "bench-webhook";
 const API_TOKEN: &str = "bench-api";
+/// When a wait fails the benchmark.
+const GIVE_UP: Duration = Duration::from_secs(300);
 
 /// The idle alert for notebook `nb-{i}`.
 fn alert(i: usize, starts_at: &str) -> Value {
@@ -74,15 +76,6 @@ fn write_config(
     cfg
 }
 
-/// Polls until `f` answers, every `every`; fails the benchmark after 300 s.
-async fn until<F, Fut>(what: &str, every: Duration, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    support::until(what, every, Duration::from_secs(300), f).await;
-}
-
 /// How many notebooks the API reports running (None before it answers 200).
 async fn running(http: &reqwest::Client, base: &str) -> Option<usize> {
     support::count_status(http, base, API_TOKEN, "running").await
@@ -117,23 +110,25 @@ async fn time_startup(http: &reqwest::Client, cfg: &Path, port: u16, n: usize) -
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     let child = serve(cfg);
-    until("listener", Duration::from_millis(5), || {
+    until("listener", (Duration::from_millis(5), GIVE_UP), || {
         let url = format!("{base}/livez");
         async move { status_of(http, url).await == Some(200) }
     })
     .await;
     let listening = t0.elapsed();
     let first_readyz = status_of(http, format!("{base}/readyz")).await.unwrap();
-    until("ready", Duration::from_millis(20), || {
+    until("ready", (Duration::from_millis(20), GIVE_UP), || {
         let url = format!("{base}/readyz");
         async move { status_of(http, url).await == Some(200) }
     })
     .await;
     let ready = t0.elapsed();
     let cpu_at_ready = cpu_seconds(child.id());
-    until("all running", Duration::from_millis(500), || async {
-        running(http, &base).await == Some(n)
-    })
+    until(
+        "all running",
+        (Duration::from_millis(500), GIVE_UP),
+        || async { running(http, &base).await == Some(n) },
+    )
     .await;
     let startup = Startup {
         listening,
@@ -220,9 +215,11 @@ async fn main() {
 
     // Wait until every notebook is up and running.
     let t0 = Instant::now();
-    until("notebooks up", Duration::from_millis(200), || async {
-        running(&http, &base).await == Some(total)
-    })
+    until(
+        "notebooks up",
+        (Duration::from_millis(200), GIVE_UP),
+        || async { running(&http, &base).await == Some(total) },
+    )
     .await;
     let startup = t0.elapsed();
     let starts_at = {

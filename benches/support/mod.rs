@@ -115,7 +115,7 @@ impl Drop for Served {
 
 /// Polls until `f` answers, every `every`; fails the benchmark after
 /// `limit`.
-pub async fn until<F, Fut>(what: &str, every: Duration, limit: Duration, mut f: F)
+pub async fn until<F, Fut>(what: &str, (every, limit): (Duration, Duration), mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
