@@ -51,7 +51,7 @@ rules:
 	done
 
 ## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers,
-## the local backend's process scans, the rules' cost in Prometheus and the stop lag through Prometheus and Alertmanager (see docs/benchmarks.md)
+## the local backend's process scans, the stopped notebooks' pages' memory, the rules' cost in Prometheus and the stop lag through Prometheus and Alertmanager (see docs/benchmarks.md)
 bench:
 	bash scripts/test-deps.sh >/dev/null
 	$(CARGO) build --release --bin nbidle --benches
@@ -62,5 +62,6 @@ bench:
 	$(CARGO) bench --bench stop_lag
 	$(CARGO) bench --bench procscan
 	$(CARGO) bench --bench page
+	$(CARGO) bench --bench stopped_pages
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

@@ -13,6 +13,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +22,6 @@ use futures_util::{stream, StreamExt};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
-use warp::Filter;
 
 const NOTEBOOKS: usize = 10_000;
 const NAMESPACES: usize = 10;
@@ -56,15 +56,6 @@ fn notebook(ns: &str, name: &str) -> Value {
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         }}},
     })
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::main]
@@ -113,17 +104,7 @@ async fn main() {
     let created = t.elapsed();
 
     // Jupyter stand-in for the exporter's probes.
-    let probe_port = common::free_port();
-    tokio::spawn(
-        warp::serve(warp::path::full().map(|p: warp::path::FullPath| {
-            if p.as_str().ends_with("/api/status") {
-                r#"{"started":"2026-01-01T08:00:00Z"}"#
-            } else {
-                "[]"
-            }
-        }))
-        .run(([127, 0, 0, 1], probe_port)),
-    );
+    let probe_port = support::serve_probes();
 
     let port = common::free_port();
     let config = format!(
@@ -177,7 +158,7 @@ async fn main() {
     assert!(notebooks.iter().all(|n| n["status"] == "running"));
     // Two exporter rounds over every notebook (15 s interval).
     tokio::time::sleep(Duration::from_secs(32)).await;
-    let rss_synced = proc_status_kib(pid, "VmRSS:");
+    let rss_synced = support::proc_kib(pid, "VmRSS:");
 
     // 1,000 alerts in one payload.
     let starts_at = (time::OffsetDateTime::now_utc() + time::Duration::seconds(5))
@@ -224,7 +205,7 @@ async fn main() {
         stopped, ALERTS,
         "exactly the alerted Notebooks are annotated"
     );
-    let hwm = proc_status_kib(pid, "VmHWM:");
+    let hwm = support::proc_kib(pid, "VmHWM:");
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);
     }

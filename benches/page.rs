@@ -14,14 +14,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::free_port;
-use serde_json::Value;
-use warp::Filter;
+use support::{
+    ms, percentile as pct, proc_kib, raise_fd_limit, serve, serve_probes, until, Served,
+};
 
 const SIZES: [usize; 2] = [1000, 10_000];
 const REQUESTS: usize = 200;
@@ -29,28 +30,8 @@ const LEAK_REQUESTS: usize = 1000;
 const LEAK_BATCHES: usize = 4;
 const API_TOKEN: &str = "bench-api";
 const OWNERS: usize = 50;
-
-fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-    }
-}
-
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+/// How often a wait polls, and when it gives up.
+const POLL: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(600));
 
 fn write_config(dir: &Path, n: usize, port: u16, probe_port: u16) -> PathBuf {
     let mut nbs = String::new();
@@ -68,62 +49,6 @@ fn write_config(dir: &Path, n: usize, port: u16, probe_port: u16) -> PathBuf {
     let cfg = dir.join("nbidle.yaml");
     std::fs::write(&cfg, config).unwrap();
     cfg
-}
-
-/// As a service runs it: a small environment (see benches/webhook.rs).
-fn serve(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nbidle"))
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .current_dir(cfg.parent().unwrap())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("NBIDLE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-/// nbidle, stopped (and its notebooks with it) when dropped, also when
-/// the benchmark fails.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < Duration::from_secs(600), "{what}: timed out");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn running(http: &reqwest::Client, base: &str) -> usize {
-    let Ok(r) = http
-        .get(format!("{base}/api/v1/notebooks"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-    else {
-        return 0;
-    };
-    let v: Value = r.json().await.unwrap_or_default();
-    v["notebooks"]
-        .as_array()
-        .map_or(0, |a| a.iter().filter(|n| n["status"] == "running").count())
 }
 
 /// Signs in as a browser does; the session cookie.
@@ -170,16 +95,6 @@ async fn timed(http: &reqwest::Client, url: &str, cookie: &str, n: usize) -> Tim
     Timed { times, bytes, rows }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize)
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
-}
-
 async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -187,12 +102,12 @@ async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
     let child = Served(serve(&cfg));
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
-    until("every notebook running", || async {
-        running(http, &base).await == n
+    until("every notebook running", POLL, || async {
+        support::count_status(http, &base, API_TOKEN, "running").await == Some(n)
     })
     .await;
     // One exporter round over all of them: the page shows time left.
-    until("probed", || async {
+    until("probed", POLL, || async {
         let m = http
             .get(format!("{base}/metrics/notebooks"))
             .send()
@@ -255,17 +170,7 @@ async fn one_size(http: &reqwest::Client, n: usize, probe_port: u16) {
 #[tokio::main]
 async fn main() {
     raise_fd_limit();
-    let probe_port = free_port();
-    tokio::spawn(
-        warp::serve(warp::path::full().map(|p: warp::path::FullPath| {
-            if p.as_str().ends_with("/api/status") {
-                r#"{"started":"2026-01-01T08:00:00Z"}"#
-            } else {
-                "[]"
-            }
-        }))
-        .run(([127, 0, 0, 1], probe_port)),
-    );
+    let probe_port = serve_probes();
     // A browser's POST /sign-in answer is the redirect itself.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

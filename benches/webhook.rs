@@ -17,20 +17,23 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{free_port, idle_alert, payload};
 use serde_json::Value;
-use warp::Filter;
+use support::{percentile, proc_kib, raise_fd_limit, serve, serve_probes, terminate, until};
 
 const STARTUP_NOTEBOOKS: usize = 10_000;
 const BATCH: usize = 1000;
 const SINGLES: usize = 1000;
 const WEBHOOK_TOKEN: &str = "bench-webhook";
 const API_TOKEN: &str = "bench-api";
+/// When a wait fails the benchmark.
+const GIVE_UP: Duration = Duration::from_secs(300);
 
 /// The idle alert for notebook `nb-{i}`.
 fn alert(i: usize, starts_at: &str) -> Value {
@@ -46,21 +49,6 @@ async fn deliver(http: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::R
         .send()
         .await
         .unwrap()
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize)
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
 }
 
 /// Writes a config for `n` `sleep` notebooks probed at `probe_port`. The
@@ -88,67 +76,14 @@ fn write_config(
     cfg
 }
 
-/// Runs nbidle with the small environment a service has: cargo's (with its
-/// LD_LIBRARY_PATH) would be inherited by every notebook, and each stand-in's
-/// dynamic loader would search cargo's library dirs, costing more CPU than
-/// nbidle itself spends on start-up.
-fn serve(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nbidle"))
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("NBIDLE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-/// SIGTERM, and the time until nbidle has exited.
-fn terminate(mut child: Child) -> Duration {
-    let t = Instant::now();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
-    t.elapsed()
-}
-
-/// Polls until `f` answers, every `every`; fails the benchmark after 300 s.
-async fn until<F, Fut>(what: &str, every: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < Duration::from_secs(300), "{what}: timed out");
-        tokio::time::sleep(every).await;
-    }
+/// How many notebooks the API reports running (None before it answers 200).
+async fn running(http: &reqwest::Client, base: &str) -> Option<usize> {
+    support::count_status(http, base, API_TOKEN, "running").await
 }
 
 async fn status_of(http: &reqwest::Client, url: String) -> Option<u16> {
     let r = http.get(url).send().await.ok()?;
     Some(r.status().as_u16())
-}
-
-/// How many notebooks the API reports running (None before it answers 200).
-async fn running(http: &reqwest::Client, base: &str) -> Option<usize> {
-    let r = http
-        .get(format!("{base}/api/v1/notebooks"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
-    Some(
-        v["notebooks"]
-            .as_array()?
-            .iter()
-            .filter(|n| n["status"] == "running")
-            .count(),
-    )
 }
 
 /// nbidle's CPU time so far (user + system), from /proc/<pid>/stat.
@@ -175,23 +110,25 @@ async fn time_startup(http: &reqwest::Client, cfg: &Path, port: u16, n: usize) -
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     let child = serve(cfg);
-    until("listener", Duration::from_millis(5), || {
+    until("listener", (Duration::from_millis(5), GIVE_UP), || {
         let url = format!("{base}/livez");
         async move { status_of(http, url).await == Some(200) }
     })
     .await;
     let listening = t0.elapsed();
     let first_readyz = status_of(http, format!("{base}/readyz")).await.unwrap();
-    until("ready", Duration::from_millis(20), || {
+    until("ready", (Duration::from_millis(20), GIVE_UP), || {
         let url = format!("{base}/readyz");
         async move { status_of(http, url).await == Some(200) }
     })
     .await;
     let ready = t0.elapsed();
     let cpu_at_ready = cpu_seconds(child.id());
-    until("all running", Duration::from_millis(500), || async {
-        running(http, &base).await == Some(n)
-    })
+    until(
+        "all running",
+        (Duration::from_millis(500), GIVE_UP),
+        || async { running(http, &base).await == Some(n) },
+    )
     .await;
     let startup = Startup {
         listening,
@@ -201,21 +138,6 @@ async fn time_startup(http: &reqwest::Client, cfg: &Path, port: u16, n: usize) -
         all_running: t0.elapsed(),
     };
     (child, startup)
-}
-
-/// 10,000 notebooks need 10,000 processes and their log files; the fd limit
-/// is raised to the hard limit for this process and so for nbidle.
-fn raise_fd_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-    }
-    r.rlim_cur
 }
 
 fn print_startup(what: &str, s: &Startup) {
@@ -260,17 +182,7 @@ async fn main() {
     let fd_limit = raise_fd_limit();
     // Answers readiness probes and the exporter's probes like a booted
     // Jupyter server with no kernels and no terminals.
-    let probe_port = free_port();
-    tokio::spawn(
-        warp::serve(warp::path::full().map(|p: warp::path::FullPath| {
-            if p.as_str().ends_with("/api/status") {
-                r#"{"started":"2026-01-01T08:00:00Z"}"#
-            } else {
-                "[]"
-            }
-        }))
-        .run(([127, 0, 0, 1], probe_port)),
-    );
+    let probe_port = serve_probes();
 
     let http = reqwest::Client::new();
 
@@ -297,15 +209,17 @@ async fn main() {
     let total = BATCH + SINGLES;
     let port = free_port();
     let cfg = write_config(dir.path(), total, (port, probe_port), 3600, true);
-    let mut child = serve(&cfg);
+    let child = serve(&cfg);
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
 
     // Wait until every notebook is up and running.
     let t0 = Instant::now();
-    until("notebooks up", Duration::from_millis(200), || async {
-        running(&http, &base).await == Some(total)
-    })
+    until(
+        "notebooks up",
+        (Duration::from_millis(200), GIVE_UP),
+        || async { running(&http, &base).await == Some(total) },
+    )
     .await;
     let startup = t0.elapsed();
     let starts_at = {
@@ -343,11 +257,8 @@ async fn main() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["stopped"], 0, "a repeated delivery stops nothing");
 
-    let hwm = vm_hwm_kib(pid);
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    let hwm = proc_kib(pid, "VmHWM:");
+    terminate(child);
     // Deleted only now: on ext4 without a journal, inodes freed in the last
     // minutes are skipped when new files are made, and deleting the 30,000
     // files of the start-up run made the next run's file creation slow.
