@@ -67,8 +67,13 @@ fn write_config(
             "      - {{name: nb-{i}, command: [sleep, \"{life}\"], workdir: ws/nb-{i}, url: \"http://127.0.0.1:{probe_port}/nb-{i}/\"}}\n"
         ));
     }
+    // The shortest idle time the config allows: the notebooks have been
+    // running longer than that when their alerts come, so the recheck
+    // (nbidle's own latest probe shows work within the idle time) lets
+    // every alert stop its notebook, and the figures time stops.
     let config = format!(
         "listen: \"127.0.0.1:{port}\"\ndata_dir: data\nauth: {{webhook_token: {WEBHOOK_TOKEN}, api_tokens: [{API_TOKEN}]}}\n\
+         autostop: {{idle_after: 3s, warn_before: 2s, evaluation_interval: 1s}}\n\
          backend:\n  kind: local\n  local:\n    stop_grace_period: 30s\n    stop_on_exit: {stop_on_exit}\n    notebooks:\n{nbs}"
     );
     let cfg = dir.join("nbidle.yaml");
