@@ -219,6 +219,7 @@ fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Mark
             }
             td data-label="Actions" {
                 div.actions {
+                    span.pending { (r.pending().unwrap_or("")) }
                     @if let Some(u) = open {
                         a.button href=(u) target="_blank" rel="noopener noreferrer" aria-label={ "Open " (r.id) } { "Open" }
                     }
@@ -302,10 +303,7 @@ pub(crate) fn list(v: &ListView, cur: &Current, caps: Capabilities, now: f64) ->
                     p.flash.err role="alert" { "Keep running is unavailable now (Alertmanager did not answer): " (e) ". Nothing else changes: Stop and Start work." }
                 }
                 (filters(v))
-                p.summary aria-live="polite" {
-                    (v.matching) " of " (v.visible) " notebooks · "
-                    (v.running) " running · " (v.stopped) " stopped"
-                }
+                p.summary aria-live="polite" { (v.summary()) }
                 @if v.rows.is_empty() {
                     p { "No notebooks match." }
                 } @else {

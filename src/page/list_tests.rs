@@ -1,0 +1,69 @@
+//! What the list says about notebooks on their way up or down: the counts
+//! line (also in `/page/states`, for the script), a stopping row's Actions
+//! cell and the message after Stop.
+
+use std::sync::Arc;
+
+use warp::http::StatusCode;
+
+use super::handlers::stop_message;
+use super::tests::{app, list, page, page_get, send, sign_in, text, ADMIN};
+use crate::backend::memory::MemoryBackend;
+use crate::notebook::{NotebookState, Status};
+
+fn with(status: Status, name: &str) -> NotebookState {
+    NotebookState {
+        status,
+        ..MemoryBackend::running("local", name)
+    }
+}
+
+#[tokio::test]
+async fn the_counts_line_counts_starting_and_stopping_and_the_script_gets_it() {
+    let b = Arc::new(MemoryBackend::new([
+        with(Status::Running, "alpha"),
+        with(Status::Stopping, "beta"),
+        with(Status::Starting, "gamma"),
+        with(Status::Stopped, "delta"),
+    ]));
+    let app = app(b, page());
+    let cookie = sign_in(&app, ADMIN).await;
+    let line = "4 of 4 notebooks · 1 running · 1 starting · 1 stopping · 1 stopped";
+    let html = list(&app, &cookie, "").await;
+    assert!(html.contains(line), "{html}");
+    let r = send(&app, page_get("/page/states", &cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body["summary"], line, "{}", text(&r));
+    let beta = body["notebooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "local/beta")
+        .unwrap();
+    assert_eq!(beta["pending"], "Stopping…");
+}
+
+#[tokio::test]
+async fn a_stopping_row_says_so_in_its_actions_cell() {
+    let b = Arc::new(MemoryBackend::new([with(Status::Stopping, "beta")]));
+    let app = app(b, page());
+    let cookie = sign_in(&app, ADMIN).await;
+    let html = list(&app, &cookie, "").await;
+    let actions = &html[html.find("data-label=\"Actions\"").unwrap()..];
+    assert!(
+        actions.contains("<span class=\"pending\">Stopping…</span>"),
+        "{actions}"
+    );
+}
+
+#[test]
+fn after_stop_the_message_says_what_the_backend_reported() {
+    let stopping = with(Status::Stopping, "alpha");
+    assert_eq!(
+        stop_message(&stopping),
+        "Stopping local/alpha… Its files are kept; the list shows when it is stopped."
+    );
+    let stopped = with(Status::Stopped, "alpha");
+    assert!(stop_message(&stopped).starts_with("Stopped local/alpha."));
+}
