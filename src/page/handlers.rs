@@ -17,7 +17,7 @@ use super::view::{self, Extras, ListView, Query, RowState};
 use super::{assets, render};
 use crate::backend::{StopOutcome, StopRequest};
 use crate::metrics::{Outcome, Trigger};
-use crate::notebook::{NotebookId, NotebookState, Status, StopCause, Timestamp};
+use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy, Timestamp};
 use crate::server::auth::Scope;
 use crate::server::models::without_paths;
 use crate::server::App;
@@ -365,7 +365,7 @@ async fn on_notebook(
         return *r;
     }
     let flash = match act {
-        Act::Stop => stop(app, &id).await,
+        Act::Stop => stop(app, &cur.viewer, &id).await,
         Act::Start => start(app, &id).await,
         Act::KeepRunning => keep_running(app, &cur.viewer, &id, &form).await,
         Act::Cancel => cancel(app, &id).await,
@@ -409,9 +409,9 @@ pub(crate) fn stop_message(state: &NotebookState) -> String {
     }
 }
 
-async fn stop(app: &App, id: &NotebookId) -> Flash {
+async fn stop(app: &App, viewer: &Viewer, id: &NotebookId) -> Flash {
     let req = StopRequest {
-        cause: StopCause::User,
+        cause: StopCause::user(Some(StoppedBy::Page { who: viewer.who() })),
         unless_started_after: None,
     };
     match app.backend.stop(id, req).await {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use warp::http::StatusCode;
 
 use super::handlers::stop_message;
-use super::tests::{app, list, page, page_get, send, sign_in, text, ADMIN};
+use super::tests::{app, csrf, form_post, list, page, page_get, send, sign_in, text, ADMIN};
 use crate::backend::memory::MemoryBackend;
-use crate::notebook::{NotebookState, Status};
+use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy};
 
 fn with(status: Status, name: &str) -> NotebookState {
     NotebookState {
@@ -66,4 +66,33 @@ fn after_stop_the_message_says_what_the_backend_reported() {
     );
     let stopped = with(Status::Stopped, "alpha");
     assert!(stop_message(&stopped).starts_with("Stopped local/alpha."));
+}
+
+#[tokio::test]
+async fn a_stop_on_the_page_records_who_asked_and_the_row_says_so() {
+    let b = Arc::new(MemoryBackend::new([with(Status::Running, "alpha")]));
+    let app = app(b.clone(), page());
+    let cookie = sign_in(&app, ADMIN).await;
+    let token = csrf(&list(&app, &cookie, "").await);
+    let fields = [
+        ("namespace", "local"),
+        ("name", "alpha"),
+        ("csrf", token.as_str()),
+    ];
+    let r = send(&app, form_post("/notebooks/stop", Some(&cookie), &fields)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let state = b.state(&NotebookId::new("local", "alpha")).unwrap();
+    assert_eq!(
+        state.stopped_by,
+        Some(StopCause::user(Some(StoppedBy::Page {
+            who: "a token for every namespace".into()
+        })))
+    );
+    let html = list(&app, &cookie, "").await;
+    assert!(
+        html.contains("Stopped by a token for every namespace on nbidle&#x27;s page at ")
+            || html.contains("Stopped by a token for every namespace on nbidle's page at "),
+        "{html}"
+    );
+    assert!(!html.contains("Stop on this page"), "{html}");
 }

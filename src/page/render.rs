@@ -199,7 +199,7 @@ fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Mark
                 @if let Some(m) = &r.message { br; small.msg { (m) } }
                 @if let Some(s) = &r.stopped {
                     br;
-                    small.why { "Stopped by " (s.by) @if let Some(t) = s.at { " at " (time(t)) } ": " (s.why) ". Files are kept." }
+                    small.why { "Stopped " (s.by) @if let Some(t) = s.at { " at " (time(t)) } @if let Some(w) = &s.why { ": " (w) } ". Files are kept." }
                 }
                 @if let Some(due) = r.warning_due() { (warning(r, due, cur, caps, back, now)) }
                 @if let Some(k) = &r.kept_running {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::session::Viewer;
 use crate::exporter::NotebookFacts;
-use crate::notebook::{NotebookId, NotebookState, Status, StopCause, Timestamp};
+use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy, Timestamp};
 use crate::silences::KeptRunning;
 use crate::warnings::Warning;
 
@@ -87,8 +87,9 @@ impl Query {
 /// Who stopped a notebook, why and when.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Stopped {
+    /// "by ada on nbidle's page", "by nbidle (NotebookIdle)".
     pub(crate) by: String,
-    pub(crate) why: String,
+    pub(crate) why: Option<String>,
     pub(crate) at: Option<Timestamp>,
 }
 
@@ -182,19 +183,20 @@ impl Row {
 fn stopped(state: &NotebookState) -> Option<Stopped> {
     let cause = state.stopped_by.as_ref()?;
     let (by, why) = match cause {
-        StopCause::User => (
-            "a person".to_string(),
-            "Stop on this page or the REST API".to_string(),
+        StopCause::User { by } => (
+            by.as_ref()
+                .map_or_else(|| "by a person".into(), StoppedBy::phrase),
+            None,
         ),
         StopCause::IdleAlert {
             alertname,
             alert_starts_at,
         } => (
-            format!("nbidle ({alertname})"),
-            format!(
+            format!("by nbidle ({alertname})"),
+            Some(format!(
                 "idle: no activity for {}; the alert fired at {alert_starts_at}",
                 minutes(state.idle_after_seconds)
-            ),
+            )),
         ),
     };
     Some(Stopped {

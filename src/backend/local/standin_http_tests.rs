@@ -218,7 +218,7 @@ fn the_page_says_who_stopped_it_when_and_after_how_long() {
         sentence_at(&s, now.0),
         "ada was stopped at 14:02 UTC by NotebookIdle after 30 min without activity; your files are kept."
     );
-    let s = stopped(Some(StopCause::User), "2026-11-30T09:05:00Z");
+    let s = stopped(Some(StopCause::User { by: None }), "2026-11-30T09:05:00Z");
     assert_eq!(
         sentence_at(&s, now.0),
         "ada was stopped at 09:05 UTC on 2026-11-30 on request (nbidle's page or API); your files are kept."
@@ -238,7 +238,7 @@ fn the_page_says_who_stopped_it_when_and_after_how_long() {
 
 #[test]
 fn the_page_escapes_what_it_shows() {
-    let mut s = stopped(Some(StopCause::User), "2026-12-01T14:02:09Z");
+    let mut s = stopped(Some(StopCause::User { by: None }), "2026-12-01T14:02:09Z");
     s.id.name = "<b>x</b>".into();
     let form = Form {
         action: "/_nbidle/start".into(),
@@ -270,7 +270,7 @@ fn the_page_escapes_what_it_shows() {
 
 #[test]
 fn a_signed_in_person_gets_a_start_of_their_own_without_a_token_field() {
-    let s = stopped(Some(StopCause::User), "2026-12-01T14:02:09Z");
+    let s = stopped(Some(StopCause::User { by: None }), "2026-12-01T14:02:09Z");
     let form = Form {
         action: "/_nbidle/start".into(),
         csrf: Some("standin-csrf"),

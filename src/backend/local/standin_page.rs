@@ -94,7 +94,7 @@ pub(super) fn sentence_at(state: &NotebookState, now: OffsetDateTime) -> String 
             "{name} was stopped{at} by {alertname} after {} without activity; your files are kept.",
             span(state.idle_after_seconds)
         ),
-        (_, Some(StopCause::User)) => {
+        (_, Some(StopCause::User { .. })) => {
             format!(
                 "{name} was stopped{at} on request (nbidle's page or API); your files are kept."
             )
