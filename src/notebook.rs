@@ -193,6 +193,16 @@ pub struct NotebookState {
     pub url: Option<String>,
 }
 
+/// "30 Nov", with the year when it is not `this_year`.
+pub(crate) fn day_month(d: time::Date, this_year: i32) -> String {
+    let month = &format!("{}", d.month())[..3];
+    if d.year() == this_year {
+        format!("{} {month}", d.day())
+    } else {
+        format!("{} {month} {}", d.day(), d.year())
+    }
+}
+
 /// A point in time, serialized as RFC 3339 (the format Alertmanager uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub OffsetDateTime);

@@ -96,3 +96,15 @@ async fn a_stop_on_the_page_records_who_asked_and_the_row_says_so() {
     );
     assert!(!html.contains("Stop on this page"), "{html}");
 }
+
+#[tokio::test]
+async fn pages_name_an_empty_icon_so_browsers_ask_for_no_favicon() {
+    let b = Arc::new(MemoryBackend::new([with(Status::Running, "alpha")]));
+    let app = app(b, page());
+    let sign_in_page = send(&app, warp::test::request().path("/sign-in")).await;
+    assert!(text(&sign_in_page).contains(r#"<link rel="icon" href="data:,">"#));
+    let cookie = sign_in(&app, ADMIN).await;
+    assert!(list(&app, &cookie, "")
+        .await
+        .contains(r#"<link rel="icon" href="data:,">"#));
+}

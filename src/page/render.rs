@@ -24,6 +24,8 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · nbidle" }
+                // No icon: without it every load asks for /favicon.ico, a 404.
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href=(assets::CSS_URL);
                 script defer src=(assets::JS_URL) {}
             }
