@@ -9,7 +9,7 @@ use warp::http::StatusCode;
 use super::handlers::stop_message;
 use super::tests::{app, csrf, form_post, list, page, page_get, send, sign_in, text, ADMIN};
 use crate::backend::memory::MemoryBackend;
-use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy};
+use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy, Timestamp};
 
 fn with(status: Status, name: &str) -> NotebookState {
     NotebookState {
@@ -107,4 +107,28 @@ async fn pages_name_an_empty_icon_so_browsers_ask_for_no_favicon() {
     assert!(list(&app, &cookie, "")
         .await
         .contains(r#"<link rel="icon" href="data:,">"#));
+}
+
+#[tokio::test]
+async fn times_give_the_date_only_when_it_is_not_today() {
+    let now = Timestamp::now();
+    let today = NotebookState {
+        started_at: Some(now),
+        ..with(Status::Running, "alpha")
+    };
+    let old = NotebookState {
+        stopped_at: Some("2025-01-01T09:00:00Z".parse().unwrap()),
+        ..with(Status::Stopped, "beta")
+    };
+    let b = Arc::new(MemoryBackend::new([today, old]));
+    let app = app(b, page());
+    let cookie = sign_in(&app, ADMIN).await;
+    let html = list(&app, &cookie, "").await;
+    let u = now.0;
+    let hm = format!("{:02}:{:02} UTC", u.hour(), u.minute());
+    assert!(html.contains(&format!(">{hm}</time>")), "{html}");
+    assert!(
+        html.contains(r#"title="2025-01-01T09:00:00Z">1 Jan 2025 09:00 UTC</time>"#),
+        "{html}"
+    );
 }

@@ -81,15 +81,19 @@ pub(crate) fn error(title: &str, message: &str) -> Markup {
     )
 }
 
+/// "08:00 UTC" today, "1 Jan 08:00 UTC" otherwise; the whole time in
+/// `datetime` and `title`.
 fn time(t: Timestamp) -> Markup {
     let s = t.to_string();
-    // "2026-01-01T08:00:00Z" → "2026-01-01 08:00 UTC"
-    let short = format!(
-        "{} {} UTC",
-        &s[..10.min(s.len())],
-        s.get(11..16).unwrap_or("")
-    );
-    html! { time datetime=(s) { (short) } }
+    let now = time::OffsetDateTime::now_utc();
+    let u = t.0.to_offset(time::UtcOffset::UTC);
+    let hm = format!("{:02}:{:02} UTC", u.hour(), u.minute());
+    let short = if u.date() == now.date() {
+        hm
+    } else {
+        format!("{} {hm}", crate::notebook::day_month(u.date(), now.year()))
+    };
+    html! { time datetime=(s) title=(s) { (short) } }
 }
 
 fn unix_time(secs: f64) -> Option<Markup> {
