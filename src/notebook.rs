@@ -85,8 +85,12 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "kebab-case")]
 pub enum StopCause {
-    /// Someone called the REST API.
-    User,
+    /// Someone asked: on nbidle's page or through its REST API.
+    User {
+        /// How and by whom; `None` in records written before nbidle kept it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<StoppedBy>,
+    },
     /// An Alertmanager notification for `alertname`, active since `alert_starts_at`.
     IdleAlert {
         /// The alert's name (`NotebookIdle`).
@@ -96,11 +100,42 @@ pub enum StopCause {
     },
 }
 
+/// How a person's stop was asked for, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "kebab-case")]
+pub enum StoppedBy {
+    /// Stop on nbidle's page.
+    Page {
+        /// The signed-in person or token, as the page names them.
+        who: String,
+    },
+    /// `POST …/stop` on nbidle's REST API.
+    Api {
+        /// Which kind of token: "a token for every namespace".
+        token: String,
+    },
+}
+
+impl StoppedBy {
+    /// "by ada on nbidle's page", "through nbidle's API".
+    pub(crate) fn phrase(&self) -> String {
+        match self {
+            StoppedBy::Page { who } => format!("by {who} on nbidle's page"),
+            StoppedBy::Api { .. } => "through nbidle's API".into(),
+        }
+    }
+}
+
 impl StopCause {
+    /// A person's stop, with who asked when known.
+    pub(crate) fn user(by: Option<StoppedBy>) -> Self {
+        StopCause::User { by }
+    }
+
     /// The bounded label value used in metrics.
     pub(crate) fn trigger(&self) -> &'static str {
         match self {
-            StopCause::User => "user",
+            StopCause::User { .. } => "user",
             StopCause::IdleAlert { .. } => "idle-alert",
         }
     }
@@ -156,6 +191,16 @@ pub struct NotebookState {
     /// Where the notebook is served, for users and for Prometheus discovery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+/// "30 Nov", with the year when it is not `this_year`.
+pub(crate) fn day_month(d: time::Date, this_year: i32) -> String {
+    let month = &format!("{}", d.month())[..3];
+    if d.year() == this_year {
+        format!("{} {month}", d.day())
+    } else {
+        format!("{} {month} {}", d.day(), d.year())
+    }
 }
 
 /// A point in time, serialized as RFC 3339 (the format Alertmanager uses).
@@ -258,6 +303,16 @@ mod tests {
 
     #[test]
     fn stop_cause_serializes_with_trigger_tag() {
+        let old: StopCause = serde_json::from_str(r#"{"trigger":"user"}"#).unwrap();
+        assert_eq!(
+            old,
+            StopCause::User { by: None },
+            "a record written before `by`"
+        );
+        let page = StopCause::user(Some(StoppedBy::Page { who: "ada".into() }));
+        let v = serde_json::to_value(&page).unwrap();
+        assert_eq!(v["by"]["via"], "page");
+        assert_eq!(serde_json::from_value::<StopCause>(v).unwrap(), page);
         let c = StopCause::IdleAlert {
             alertname: "NotebookIdle".into(),
             alert_starts_at: "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),

@@ -298,11 +298,7 @@ async fn a_stopped_notebook_explains_itself_and_its_token_starts_it() {
     nb.wait_status("local", "ada", "stopped", UP).await;
     page_served(&url).await;
     let r = get(&format!("{url}lab"), &NAVIGATION).await;
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("on request (nbidle's page or API)"));
+    assert!(r.text().await.unwrap().contains("through nbidle's API"));
     let r = client()
         .post(format!("{url}_nbidle/start"))
         .header("authorization", format!("token {JUPYTER_TOKEN}"))
@@ -342,7 +338,7 @@ async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page(
     // nothing, with its own CSRF token or the stopped page's.
     let other = signed_in(&nb, OTHER_TOKEN).await;
     let page = visit(other.clone()).await;
-    assert!(!page.contains("Start as"), "{page}");
+    assert!(!page.contains("You are signed in"), "{page}");
     assert!(page.contains("name=\"token\""), "the token asked: {page}");
     let standin_csrf = hidden(&page, "csrf").unwrap();
     let other_csrf = page_csrf(&nb, &other).await;
@@ -352,7 +348,7 @@ async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page(
     }
     // An unknown session cookie: today's page.
     let page = visit("nbidle_session=0123".into()).await;
-    assert!(!page.contains("Start as"), "{page}");
+    assert!(!page.contains("You are signed in"), "{page}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(nb.notebook("local", "ada").await["status"], "stopped");
 
@@ -360,7 +356,10 @@ async fn a_person_signed_in_to_nbidle_starts_the_stopped_notebook_from_its_page(
     // carrying the page's own CSRF token.
     let admin = signed_in(&nb, API_TOKEN).await;
     let page = visit(admin.clone()).await;
-    assert!(page.contains("Start as "), "{page}");
+    assert!(
+        page.contains("You are signed in to nbidle (a token for every namespace)."),
+        "{page}"
+    );
     assert!(!page.contains("name=\"token\""), "no token field: {page}");
     let csrf = hidden(&page, "csrf").unwrap();
     assert_eq!(csrf, page_csrf(&nb, &admin).await, "the page's CSRF token");
@@ -561,7 +560,7 @@ async fn a_notebook_found_stopped_at_start_up_gets_its_page_and_shutdown_frees_t
     page_served(&url).await;
     let page = get(&url, &NAVIGATION).await.text().await.unwrap();
     assert!(
-        page.contains("kept was stopped at ") && page.contains("on request"),
+        page.contains("kept was stopped at ") && page.contains("through nbidle's API"),
         "{page}"
     );
     assert_eq!(again.notebook("local", "kept").await["status"], "stopped");

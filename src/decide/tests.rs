@@ -209,7 +209,7 @@ async fn a_start_the_backend_sees_at_the_stop_is_stale_too() {
     // limit it is handed.
     let b = MemoryBackend::new([running("lab")]);
     let req = StopRequest {
-        cause: StopCause::User,
+        cause: StopCause::User { by: None },
         unless_started_after: Some(ago(90)),
     };
     assert!(matches!(

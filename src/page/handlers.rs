@@ -17,7 +17,7 @@ use super::view::{self, Extras, ListView, Query, RowState};
 use super::{assets, render};
 use crate::backend::{StopOutcome, StopRequest};
 use crate::metrics::{Outcome, Trigger};
-use crate::notebook::{NotebookId, StopCause, Timestamp};
+use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy, Timestamp};
 use crate::server::auth::Scope;
 use crate::server::models::without_paths;
 use crate::server::App;
@@ -161,6 +161,8 @@ pub(crate) async fn index(app: Arc<App>, req: Req, raw: String) -> Answer {
 #[derive(Serialize)]
 struct States {
     now: f64,
+    /// The counts line above the list.
+    summary: String,
     notebooks: Vec<RowState>,
 }
 
@@ -185,6 +187,7 @@ pub(crate) async fn states(app: Arc<App>, req: Req, raw: String) -> Answer {
     };
     let body = States {
         now: now(),
+        summary: v.summary(),
         notebooks: v.rows.iter().map(RowState::from).collect(),
     };
     Ok(json(StatusCode::OK, &body))
@@ -362,7 +365,7 @@ async fn on_notebook(
         return *r;
     }
     let flash = match act {
-        Act::Stop => stop(app, &id).await,
+        Act::Stop => stop(app, &cur.viewer, &id).await,
         Act::Start => start(app, &id).await,
         Act::KeepRunning => keep_running(app, &cur.viewer, &id, &form).await,
         Act::Cancel => cancel(app, &id).await,
@@ -393,18 +396,29 @@ async fn allowed(app: &App, req: &Req, viewer: &Viewer, id: &NotebookId) -> Resu
     )))
 }
 
-async fn stop(app: &App, id: &NotebookId) -> Flash {
+/// What a stop did, as the backend reported it: a notebook may still be
+/// shutting down when the stop returns.
+pub(crate) fn stop_message(state: &NotebookState) -> String {
+    let id = &state.id;
+    match state.status {
+        Status::Stopped => format!("Stopped {id}. Its files are kept; Start brings it back."),
+        Status::Stopping => {
+            format!("Stopping {id}… Its files are kept; the list shows when it is stopped.")
+        }
+        other => format!("Asked {id} to stop; it is {} now.", other.as_str()),
+    }
+}
+
+async fn stop(app: &App, viewer: &Viewer, id: &NotebookId) -> Flash {
     let req = StopRequest {
-        cause: StopCause::User,
+        cause: StopCause::user(Some(StoppedBy::Page { who: viewer.who() })),
         unless_started_after: None,
     };
     match app.backend.stop(id, req).await {
-        Ok(StopOutcome::Stopped(_)) => {
+        Ok(StopOutcome::Stopped(state)) => {
             app.warnings.clear(id);
             app.metrics.stop(Trigger::User, Outcome::Success);
-            ok(format!(
-                "Stopped {id}. Its files are kept; Start brings it back."
-            ))
+            ok(stop_message(&state))
         }
         Ok(_) => ok(format!("{id} was already stopped.")),
         Err(e) => {

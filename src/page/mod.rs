@@ -24,6 +24,8 @@ pub(crate) mod handlers;
 mod harden_tests;
 #[cfg(test)]
 mod keep_tests;
+#[cfg(test)]
+mod list_tests;
 pub(crate) mod render;
 pub(crate) mod request;
 pub(crate) mod session;

@@ -24,6 +24,8 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · nbidle" }
+                // No icon: without it every load asks for /favicon.ico, a 404.
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href=(assets::CSS_URL);
                 script defer src=(assets::JS_URL) {}
             }
@@ -79,15 +81,19 @@ pub(crate) fn error(title: &str, message: &str) -> Markup {
     )
 }
 
+/// "08:00 UTC" today, "1 Jan 08:00 UTC" otherwise; the whole time in
+/// `datetime` and `title`.
 fn time(t: Timestamp) -> Markup {
     let s = t.to_string();
-    // "2026-01-01T08:00:00Z" → "2026-01-01 08:00 UTC"
-    let short = format!(
-        "{} {} UTC",
-        &s[..10.min(s.len())],
-        s.get(11..16).unwrap_or("")
-    );
-    html! { time datetime=(s) { (short) } }
+    let now = time::OffsetDateTime::now_utc();
+    let u = t.0.to_offset(time::UtcOffset::UTC);
+    let hm = format!("{:02}:{:02} UTC", u.hour(), u.minute());
+    let short = if u.date() == now.date() {
+        hm
+    } else {
+        format!("{} {hm}", crate::notebook::day_month(u.date(), now.year()))
+    };
+    html! { time datetime=(s) title=(s) { (short) } }
 }
 
 fn unix_time(secs: f64) -> Option<Markup> {
@@ -199,7 +205,7 @@ fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Mark
                 @if let Some(m) = &r.message { br; small.msg { (m) } }
                 @if let Some(s) = &r.stopped {
                     br;
-                    small.why { "Stopped by " (s.by) @if let Some(t) = s.at { " at " (time(t)) } ": " (s.why) ". Files are kept." }
+                    small.why { "Stopped " (s.by) @if let Some(t) = s.at { " at " (time(t)) } @if let Some(w) = &s.why { ": " (w) } ". Files are kept." }
                 }
                 @if let Some(due) = r.warning_due() { (warning(r, due, cur, caps, back, now)) }
                 @if let Some(k) = &r.kept_running {
@@ -219,6 +225,7 @@ fn row(r: &Row, cur: &Current, caps: Capabilities, back: &str, now: f64) -> Mark
             }
             td data-label="Actions" {
                 div.actions {
+                    span.pending { (r.pending().unwrap_or("")) }
                     @if let Some(u) = open {
                         a.button href=(u) target="_blank" rel="noopener noreferrer" aria-label={ "Open " (r.id) } { "Open" }
                     }
@@ -302,10 +309,7 @@ pub(crate) fn list(v: &ListView, cur: &Current, caps: Capabilities, now: f64) ->
                     p.flash.err role="alert" { "Keep running is unavailable now (Alertmanager did not answer): " (e) ". Nothing else changes: Stop and Start work." }
                 }
                 (filters(v))
-                p.summary aria-live="polite" {
-                    (v.matching) " of " (v.visible) " notebooks · "
-                    (v.running) " running · " (v.stopped) " stopped"
-                }
+                p.summary aria-live="polite" { (v.summary()) }
                 @if v.rows.is_empty() {
                     p { "No notebooks match." }
                 } @else {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::session::Viewer;
 use crate::exporter::NotebookFacts;
-use crate::notebook::{NotebookId, NotebookState, Status, StopCause, Timestamp};
+use crate::notebook::{NotebookId, NotebookState, Status, StopCause, StoppedBy, Timestamp};
 use crate::silences::KeptRunning;
 use crate::warnings::Warning;
 
@@ -87,8 +87,9 @@ impl Query {
 /// Who stopped a notebook, why and when.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Stopped {
+    /// "by ada on nbidle's page", "by nbidle (NotebookIdle)".
     pub(crate) by: String,
-    pub(crate) why: String,
+    pub(crate) why: Option<String>,
     pub(crate) at: Option<Timestamp>,
 }
 
@@ -127,6 +128,16 @@ impl Row {
             self.deadline
                 .unwrap_or_else(|| w.stops_at.0.unix_timestamp_nanos() as f64 / 1e9),
         )
+    }
+
+    /// What the Actions cell says while the notebook is on its way up or
+    /// down, when it offers neither Stop nor Start.
+    pub(crate) fn pending(&self) -> Option<&'static str> {
+        match self.status {
+            Status::Stopping => Some("Stopping…"),
+            Status::Starting => Some("Starting…"),
+            _ => None,
+        }
     }
 
     pub(crate) fn can_start(&self) -> bool {
@@ -172,19 +183,20 @@ impl Row {
 fn stopped(state: &NotebookState) -> Option<Stopped> {
     let cause = state.stopped_by.as_ref()?;
     let (by, why) = match cause {
-        StopCause::User => (
-            "a person".to_string(),
-            "Stop on this page or the REST API".to_string(),
+        StopCause::User { by } => (
+            by.as_ref()
+                .map_or_else(|| "by a person".into(), StoppedBy::phrase),
+            None,
         ),
         StopCause::IdleAlert {
             alertname,
             alert_starts_at,
         } => (
-            format!("nbidle ({alertname})"),
-            format!(
+            format!("by nbidle ({alertname})"),
+            Some(format!(
                 "idle: no activity for {}; the alert fired at {alert_starts_at}",
                 minutes(state.idle_after_seconds)
-            ),
+            )),
         ),
     };
     Some(Stopped {
@@ -219,8 +231,8 @@ pub(crate) struct ListView {
     pub(crate) matching: usize,
     /// The viewer's notebooks, whatever the filters.
     pub(crate) visible: usize,
-    pub(crate) running: usize,
-    pub(crate) stopped: usize,
+    /// Matching the filters, by status: `Status::ALL`'s order.
+    pub(crate) counts: [usize; Status::ALL.len()],
     pub(crate) pages: usize,
     pub(crate) namespaces: Vec<String>,
     /// Why Keep running cannot be shown now (Alertmanager down).
@@ -237,17 +249,14 @@ pub(crate) struct Selection {
 /// The page `query` asks for, of the notebooks `viewer` may see.
 pub(crate) fn select(all: Vec<NotebookState>, viewer: &Viewer, mut query: Query) -> Selection {
     let mut namespaces = BTreeSet::new();
-    let (mut visible, mut running, mut stopped) = (0, 0, 0);
+    let mut visible = 0;
+    let mut counts = [0; Status::ALL.len()];
     let mut matching = Vec::new();
     for n in all.into_iter().filter(|n| viewer.may_use(n)) {
         visible += 1;
         namespaces.insert(n.id.namespace.clone());
         if query.matches(&n) {
-            match n.status {
-                Status::Running => running += 1,
-                Status::Stopped => stopped += 1,
-                _ => {}
-            }
+            counts[status_index(n.status)] += 1;
             matching.push(n);
         }
     }
@@ -266,12 +275,29 @@ pub(crate) fn select(all: Vec<NotebookState>, viewer: &Viewer, mut query: Query)
             rows: Vec::new(),
             matching: count,
             visible,
-            running,
-            stopped,
+            counts,
             pages,
             namespaces: namespaces.into_iter().collect(),
             keep_running_error: None,
         },
+    }
+}
+
+fn status_index(s: Status) -> usize {
+    Status::ALL.iter().position(|&a| a == s).unwrap_or(0)
+}
+
+impl ListView {
+    /// "3 of 4 notebooks · 1 running · 1 stopping · 1 stopped": every
+    /// status some matching notebook has, running and stopped always.
+    pub(crate) fn summary(&self) -> String {
+        let mut s = format!("{} of {} notebooks", self.matching, self.visible);
+        for (status, &n) in Status::ALL.iter().zip(&self.counts) {
+            if n > 0 || matches!(status, Status::Running | Status::Stopped) {
+                s.push_str(&format!(" · {n} {}", status.as_str()));
+            }
+        }
+        s
     }
 }
 
@@ -319,6 +345,7 @@ pub(crate) struct RowState {
     pub(crate) since: Option<Timestamp>,
     pub(crate) can_stop: bool,
     pub(crate) can_start: bool,
+    pub(crate) pending: Option<&'static str>,
     pub(crate) kept_until: Option<Timestamp>,
     pub(crate) stops_at: Option<Timestamp>,
     /// What the banner counts down to, while a warning fires.
@@ -334,6 +361,7 @@ impl From<&Row> for RowState {
             since: r.since,
             can_stop: r.can_stop(),
             can_start: r.can_start(),
+            pending: r.pending(),
             kept_until: r.kept_running.as_ref().map(|k| k.until),
             stops_at: r.warning.map(|w| w.stops_at),
             warning_due: r.warning_due(),
@@ -359,6 +387,35 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_counts_every_status_shown() {
+        let all: Vec<NotebookState> = Status::ALL
+            .into_iter()
+            .chain([Status::Running])
+            .enumerate()
+            .map(|(i, status)| NotebookState {
+                status,
+                ..crate::backend::memory::MemoryBackend::running("ns", &format!("nb{i}"))
+            })
+            .collect();
+        let v = select(all, &Viewer::Token(Scope::All), Query::parse("")).rows(Extras::default());
+        assert_eq!(
+            v.summary(),
+            "7 of 7 notebooks · 2 running · 1 starting · 1 stopping · 1 stopped · 1 failed · 1 unknown"
+        );
+        let q = Query::parse("status=stopping");
+        let all = vec![NotebookState {
+            status: Status::Stopping,
+            ..crate::backend::memory::MemoryBackend::running("ns", "a")
+        }];
+        let v = select(all, &Viewer::Token(Scope::All), q).rows(Extras::default());
+        assert_eq!(
+            v.summary(),
+            "1 of 1 notebooks · 0 running · 1 stopping · 0 stopped"
+        );
+        assert_eq!(RowState::from(&v.rows[0]).pending, Some("Stopping…"));
+    }
+
+    #[test]
     fn minutes_read_naturally() {
         assert_eq!(minutes(0), "0 s");
         assert_eq!(minutes(90), "1 min 30 s");
@@ -377,7 +434,7 @@ mod tests {
         };
         let v = select(all, &Viewer::Token(Scope::All), q).rows(Extras::default());
         assert_eq!((v.pages, v.query.page, v.rows.len()), (3, 3, 50));
-        assert_eq!((v.matching, v.visible, v.running), (250, 250, 250));
+        assert_eq!((v.matching, v.visible, v.counts[0]), (250, 250, 250));
         assert_eq!(v.rows[0].id.name, "nb200");
     }
 }

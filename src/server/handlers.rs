@@ -18,7 +18,7 @@ use crate::backend::{StopOutcome, StopRequest};
 use crate::decide::{self, Decision};
 use crate::logsafe::{Escaped, REJECTED_PAYLOAD, UNHANDLED_REJECTION};
 use crate::metrics::{ErrorKind, Outcome, Trigger};
-use crate::notebook::{NotebookId, NotebookState, StopCause};
+use crate::notebook::{NotebookId, NotebookState, StopCause, StoppedBy};
 
 pub(crate) async fn livez() -> Result<impl Reply, Infallible> {
     Ok("ok")
@@ -412,8 +412,9 @@ pub(crate) async fn stop_notebook(
     scope: Scope,
 ) -> Result<impl Reply, Rejection> {
     let id = addressed(&app, &scope, namespace, name)?;
+    let token = crate::page::session::Viewer::Token(scope).who();
     let req = StopRequest {
-        cause: StopCause::User,
+        cause: StopCause::user(Some(StoppedBy::Api { token })),
         unless_started_after: None,
     };
     match app.backend.stop(&id, req).await {

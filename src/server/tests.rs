@@ -51,7 +51,7 @@ fn notebooks() -> Vec<NotebookState> {
         NotebookState {
             status: Status::Stopped,
             stopped_at: at("2025-01-01T09:00:00Z"),
-            stopped_by: Some(StopCause::User),
+            stopped_by: Some(StopCause::User { by: None }),
             ..running("team-b", "off")
         },
     ]
@@ -266,7 +266,10 @@ async fn list_and_get_answer_what_the_backend_holds() {
     let v = json_of(&r);
     assert_eq!(v, expected[3], "team-b/off");
     assert_eq!(v["status"], "stopped");
-    assert_eq!(v["stopped_by"], json!({"trigger": "user"}));
+    assert_eq!(
+        v["stopped_by"],
+        json!({"trigger": "user", "by": {"via": "api", "token": "a token for every namespace"}})
+    );
 }
 
 #[tokio::test]
@@ -277,12 +280,17 @@ async fn stop_and_start_change_the_notebook_and_are_idempotent() {
     assert_eq!(r.status(), StatusCode::OK);
     let v = json_of(&r);
     assert_eq!(v["status"], "stopped");
-    assert_eq!(v["stopped_by"], json!({"trigger": "user"}));
+    assert_eq!(
+        v["stopped_by"],
+        json!({"trigger": "user", "by": {"via": "api", "token": "a token for every namespace"}})
+    );
     assert_eq!(
         backend.calls_of(Op::Stop),
         [Call::Stop {
             id: lab.clone(),
-            cause: StopCause::User,
+            cause: StopCause::user(Some(crate::notebook::StoppedBy::Api {
+                token: "a token for every namespace".into()
+            })),
             unless_started_after: None,
         }]
     );

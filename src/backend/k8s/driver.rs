@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn a_users_stop_is_refused_by_nothing_but_its_own_guard() {
         let user = StopRequest {
-            cause: StopCause::User,
+            cause: StopCause::User { by: None },
             unless_started_after: None,
         };
         for st in [

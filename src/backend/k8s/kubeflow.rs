@@ -239,7 +239,10 @@ mod tests {
                 k::STOPPED_AT: "2026-01-02T00:00:00Z", k::STOPPED_BY: "user",
                 k::STOP_REASON: "api"}}});
         let s = state(&nb(v.clone()), bounds(), URL);
-        assert_eq!(s.stopped_by, Some(crate::notebook::StopCause::User));
+        assert_eq!(
+            s.stopped_by,
+            Some(crate::notebook::StopCause::User { by: None })
+        );
         // ...then Kubeflow's UI started it (nbidle's record stays): started
         // since the stop, so alerts from before it are stale.
         v["metadata"]["annotations"]
@@ -282,7 +285,7 @@ mod tests {
             "status": {"readyReplicas": 1}}));
         assert!(!n.stop_requested());
         let at = "2026-01-02T00:00:00Z".parse::<Timestamp>().unwrap();
-        let mut record = k::stop_annotations(&crate::notebook::StopCause::User, at);
+        let mut record = k::stop_annotations(&crate::notebook::StopCause::User { by: None }, at);
         n.mark_stop(at, &mut record);
         assert_eq!(record[KUBEFLOW_STOPPED], record[k::STOPPED_AT]);
         // As the API server would merge it (a null removes): nbidle's stop,
@@ -293,7 +296,10 @@ mod tests {
         let stopped = nb(v);
         assert!(stopped.stop_requested());
         let s = state(&stopped, bounds(), URL);
-        assert_eq!(s.stopped_by, Some(crate::notebook::StopCause::User));
+        assert_eq!(
+            s.stopped_by,
+            Some(crate::notebook::StopCause::User { by: None })
+        );
         assert_eq!(s.stopped_at, Some(at));
         // A start removes Kubeflow's annotation with nbidle's record.
         let mut record = k::start_annotations(at);

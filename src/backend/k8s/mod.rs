@@ -64,7 +64,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::HumanDuration;
 use crate::error::{Error, Result};
-use crate::notebook::{IdleBounds, NotebookId, StopCause, Timestamp};
+use crate::notebook::{IdleBounds, NotebookId, StopCause, StoppedBy, Timestamp};
 
 /// The user Kubeflow's UI records as the notebook's creator.
 pub(crate) const KUBEFLOW_CREATOR: &str = "notebooks.kubeflow.org/creator";
@@ -297,7 +297,12 @@ pub(crate) fn recorded_stop(
 ) -> (Option<Timestamp>, Option<StopCause>) {
     let at = a.get(STOPPED_AT).and_then(|v| v.parse::<Timestamp>().ok());
     let cause = match a.get(STOPPED_BY).map(String::as_str) {
-        Some("user") => Some(StopCause::User),
+        // Before `by` was kept the reason was "api": no one is named.
+        Some("user") => Some(StopCause::User {
+            by: a
+                .get(STOP_REASON)
+                .and_then(|r| serde_json::from_str(r).ok()),
+        }),
         Some("idle-alert") => Some(StopCause::IdleAlert {
             alertname: a.get(STOP_REASON).cloned().unwrap_or_default(),
             alert_starts_at: a
@@ -317,8 +322,12 @@ pub(crate) fn stop_annotations(cause: &StopCause, at: Timestamp) -> Annotations 
     m.insert(STOPPED_AT.into(), at.to_string().into());
     m.insert(STOPPED_BY.into(), cause.trigger().into());
     match cause {
-        StopCause::User => {
-            m.insert(STOP_REASON.into(), "api".into());
+        StopCause::User { by } => {
+            let reason = by
+                .as_ref()
+                .and_then(|b| serde_json::to_string(b).ok())
+                .unwrap_or_else(|| "api".into());
+            m.insert(STOP_REASON.into(), reason.into());
             m.insert(ALERT_STARTS_AT.into(), serde_json::Value::Null);
         }
         StopCause::IdleAlert {
@@ -421,7 +430,11 @@ impl Events {
 /// Says what stopped a notebook, for Events and logs.
 pub(crate) fn describe_stop(cause: &StopCause) -> String {
     match cause {
-        StopCause::User => "stopped by a user through nbidle's API; its volumes are kept".into(),
+        StopCause::User { by } => format!(
+            "stopped {}; its volumes are kept",
+            by.as_ref()
+                .map_or_else(|| "by a person through nbidle".into(), StoppedBy::phrase)
+        ),
         StopCause::IdleAlert {
             alertname,
             alert_starts_at,
@@ -507,11 +520,20 @@ pub(crate) mod tests {
             .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
             .collect();
         assert_eq!(recorded_stop(&a), (Some(at), Some(cause)));
-        let a: BTreeMap<String, String> = stop_annotations(&StopCause::User, at)
+        let a: BTreeMap<String, String> = stop_annotations(&StopCause::User { by: None }, at)
             .into_iter()
             .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
             .collect();
-        assert_eq!(recorded_stop(&a), (Some(at), Some(StopCause::User)));
+        assert_eq!(
+            recorded_stop(&a),
+            (Some(at), Some(StopCause::User { by: None }))
+        );
+        let page = StopCause::user(Some(StoppedBy::Page { who: "ada".into() }));
+        let a: BTreeMap<String, String> = stop_annotations(&page, at)
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+            .collect();
+        assert_eq!(recorded_stop(&a), (Some(at), Some(page)));
     }
 
     fn api_error(code: u16) -> kube::Error {

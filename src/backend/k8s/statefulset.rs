@@ -226,7 +226,7 @@ mod tests {
         assert!(!s.stop_requested() && s.stop_refused().is_none());
         assert_eq!(s.pods(), ["s-0", "s-1", "s-2"]);
         let at = "2026-01-02T00:00:00Z".parse::<Timestamp>().unwrap();
-        let mut record = k::stop_annotations(&crate::notebook::StopCause::User, at);
+        let mut record = k::stop_annotations(&crate::notebook::StopCause::User { by: None }, at);
         s.mark_stop(at, &mut record);
         assert_eq!(record[REPLICAS], json!("3"));
         let zero = sts(json!({"metadata": {"name": "s", "namespace": "ns"},

@@ -470,10 +470,10 @@ impl Backend for LocalBackend {
             }
             // Someone asked for it: the safe direction, and the way out. No
             // server is known; the stop ends every process of the notebook.
-            (true, StopCause::User) => Persisted::default(),
+            (true, StopCause::User { .. }) => Persisted::default(),
         };
         if current.desired == Desired::Stopped {
-            if req.cause == StopCause::User {
+            if matches!(req.cause, StopCause::User { .. }) {
                 self.end_leftovers(slot).await;
             }
             return Ok(StopOutcome::AlreadyStopped(self.state_of(slot)));

@@ -218,10 +218,16 @@ fn the_page_says_who_stopped_it_when_and_after_how_long() {
         sentence_at(&s, now.0),
         "ada was stopped at 14:02 UTC by NotebookIdle after 30 min without activity; your files are kept."
     );
-    let s = stopped(Some(StopCause::User), "2026-11-30T09:05:00Z");
+    let s = stopped(Some(StopCause::User { by: None }), "2026-11-30T09:05:00Z");
     assert_eq!(
         sentence_at(&s, now.0),
-        "ada was stopped at 09:05 UTC on 2026-11-30 on request (nbidle's page or API); your files are kept."
+        "ada was stopped at 09:05 UTC on 30 Nov from nbidle's page or API; your files are kept."
+    );
+    let by_ada = crate::notebook::StoppedBy::Page { who: "ada".into() };
+    let s = stopped(Some(StopCause::user(Some(by_ada))), "2026-12-01T14:02:09Z");
+    assert_eq!(
+        sentence_at(&s, now.0),
+        "ada was stopped at 14:02 UTC from nbidle's page by ada; your files are kept."
     );
     let mut failed = stopped(None, "2026-12-01T14:02:09Z");
     failed.status = Status::Failed;
@@ -238,7 +244,7 @@ fn the_page_says_who_stopped_it_when_and_after_how_long() {
 
 #[test]
 fn the_page_escapes_what_it_shows() {
-    let mut s = stopped(Some(StopCause::User), "2026-12-01T14:02:09Z");
+    let mut s = stopped(Some(StopCause::User { by: None }), "2026-12-01T14:02:09Z");
     s.id.name = "<b>x</b>".into();
     let form = Form {
         action: "/_nbidle/start".into(),
@@ -270,7 +276,7 @@ fn the_page_escapes_what_it_shows() {
 
 #[test]
 fn a_signed_in_person_gets_a_start_of_their_own_without_a_token_field() {
-    let s = stopped(Some(StopCause::User), "2026-12-01T14:02:09Z");
+    let s = stopped(Some(StopCause::User { by: None }), "2026-12-01T14:02:09Z");
     let form = Form {
         action: "/_nbidle/start".into(),
         csrf: Some("standin-csrf"),
@@ -286,7 +292,16 @@ fn a_signed_in_person_gets_a_start_of_their_own_without_a_token_field() {
         }),
     };
     let page = super::render::stopped(&s, &form);
-    assert!(page.contains("Start as &lt;ada&gt;"), "{page}");
+    assert!(page.contains(">Start ada</button>"), "{page}");
+    assert!(
+        page.contains("You are signed in to nbidle (&lt;ada&gt;)."),
+        "{page}"
+    );
+    assert!(!page.contains("Start as"), "{page}");
+    assert!(
+        page.contains(r#"<link rel="icon" href="data:,">"#),
+        "no /favicon.ico 404"
+    );
     assert!(page.contains(r#"name="csrf" value="page-csrf""#), "{page}");
     assert!(!page.contains("standin-csrf") && !page.contains(r#"name="token""#));
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::standin::NbidlePage;
 use crate::backend::Person;
-use crate::notebook::{NotebookState, Status, StopCause, Timestamp};
+use crate::notebook::{NotebookState, Status, StopCause, StoppedBy, Timestamp};
 
 const CSS: &str = include_str!("assets/standin.css");
 const JS: &str = include_str!("assets/standin.js");
@@ -61,14 +61,17 @@ pub(super) fn span(seconds: u64) -> String {
     }
 }
 
-/// `14:02 UTC`, with the date when it is not today's.
+/// `14:02 UTC`, with the date ("on 30 Nov") when it is not today's.
 pub(super) fn clock(t: Timestamp, now: OffsetDateTime) -> String {
     let t = t.0.to_offset(time::UtcOffset::UTC);
     let hm = format!("{:02}:{:02} UTC", t.hour(), t.minute());
     if t.date() == now.to_offset(time::UtcOffset::UTC).date() {
         hm
     } else {
-        format!("{hm} on {}", t.date())
+        format!(
+            "{hm} on {}",
+            crate::notebook::day_month(t.date(), now.year())
+        )
     }
 }
 
@@ -94,10 +97,13 @@ pub(super) fn sentence_at(state: &NotebookState, now: OffsetDateTime) -> String 
             "{name} was stopped{at} by {alertname} after {} without activity; your files are kept.",
             span(state.idle_after_seconds)
         ),
-        (_, Some(StopCause::User)) => {
-            format!(
-                "{name} was stopped{at} on request (nbidle's page or API); your files are kept."
-            )
+        (_, Some(StopCause::User { by })) => {
+            let how = match by {
+                Some(StoppedBy::Page { who }) => format!("from nbidle's page by {who}"),
+                Some(StoppedBy::Api { .. }) => "through nbidle's API".into(),
+                None => "from nbidle's page or API".into(),
+            };
+            format!("{name} was stopped{at} {how}; your files are kept.")
         }
         (_, None) => format!("{name} is stopped; your files are kept."),
     }
@@ -140,6 +146,7 @@ fn head(title: &str, refresh_to: Option<&str>) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             meta name="robots" content="noindex";
             title { (title) }
+            link rel="icon" href="data:,";
             @if let Some(url) = refresh_to {
                 // Only without JavaScript: the script waits as long as it takes.
                 noscript { meta http-equiv="refresh" content=(format!("{REFRESH_SECONDS};url={url}")); }
@@ -190,8 +197,9 @@ pub(super) fn stopped(state: &NotebookState, form: &Form<'_>) -> String {
                             form method="post" action=(form.action) {
                                 input type="hidden" name="csrf" value=(person.csrf);
                                 input type="hidden" name="next" value=(form.next);
-                                button type="submit" { "Start as " (person.who) }
+                                button type="submit" { "Start " (name) }
                             }
+                            p.small { "You are signed in to nbidle (" (person.who) ")." }
                         }
                         (None, true, Some(csrf)) => {
                             form method="post" action=(form.action) {

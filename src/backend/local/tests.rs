@@ -41,7 +41,7 @@ pub(super) fn cfg(dir: &Path, names: &[&str]) -> LocalConfig {
 
 pub(super) async fn user_stop(b: &LocalBackend, id: &NotebookId) -> StopOutcome {
     let req = StopRequest {
-        cause: StopCause::User,
+        cause: StopCause::User { by: None },
         unless_started_after: None,
     };
     b.stop(id, req).await.unwrap()
@@ -139,7 +139,7 @@ async fn stop_keeps_workdir_and_survives_restart_and_start_adopts_nothing_twice(
     let out = user_stop(&b, &id).await;
     assert!(matches!(out, StopOutcome::Stopped(_)));
     let s = wait_status(&b, &id, Status::Stopped).await;
-    assert_eq!(s.stopped_by, Some(StopCause::User));
+    assert_eq!(s.stopped_by, Some(StopCause::User { by: None }));
     assert!(!process_alive(pid, ticks));
     assert!(dir.path().join("ws/a/keep.txt").exists());
     let again = user_stop(&b, &id).await;
@@ -171,7 +171,7 @@ async fn stop_is_refused_for_a_notebook_started_after_the_alert() {
         .stop(
             &id,
             StopRequest {
-                cause: StopCause::User,
+                cause: StopCause::User { by: None },
                 unless_started_after: Some(before),
             },
         )
@@ -217,7 +217,7 @@ fn a_record_that_cannot_be_used_says_why() {
     assert_eq!(parse_record(Ok(None)).unwrap().desired, Desired::Running);
     let full = serde_json::to_string(&Persisted {
         desired: Desired::Stopped,
-        stopped_by: Some(StopCause::User),
+        stopped_by: Some(StopCause::User { by: None }),
         ..Persisted::default()
     })
     .unwrap();

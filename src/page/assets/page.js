@@ -85,6 +85,8 @@
     var start = tr.querySelector("form[data-kind=start]");
     if (stop) stop.hidden = !s.can_stop;
     if (start) start.hidden = !s.can_start;
+    var pending = tr.querySelector(".pending");
+    if (pending) pending.textContent = s.pending || "";
     var d = tr.querySelector("[data-deadline]");
     if (d) {
       if (s.deadline) d.dataset.deadline = s.deadline;
@@ -99,6 +101,8 @@
       .then(function (body) {
         if (!body) return;
         offset = body.now - Date.now() / 1000;
+        var summary = document.querySelector(".summary");
+        if (summary && body.summary) summary.textContent = body.summary;
         body.notebooks.forEach(apply);
         tick();
       })
