@@ -647,14 +647,15 @@ mod tests {
             .unwrap();
         let pid = child.id() as i32;
         // Right after its exec a process has no page resident yet: wait
-        // for its first (statm's second field), so the memory is there to see.
+        // for its first, read as the scan reads it (stat's rss field: the
+        // kernel's count is approximate just after exec, and statm was
+        // seen to show a page while the scan still read none).
         let resident = || {
-            std::fs::read_to_string(format!("/proc/{pid}/statm"))
-                .ok()
-                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            super::super::procfs::proc_stat(pid)
+                .map(|st| st.rss_pages)
                 .unwrap_or(0)
         };
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + Duration::from_secs(10);
         while resident() == 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
