@@ -23,6 +23,8 @@ done
 
 say "installing what is missing (Prometheus, Alertmanager, JupyterLab)"
 eval "$(bash scripts/test-deps.sh)"
+say "building nbidle's JupyterLab extension into the demo's JupyterLab"
+bash scripts/jupyterlab-ext.sh >/dev/null
 export PATH="$(dirname "$NBIDLE_JUPYTER"):$PATH"
 say "building nbidle"
 cargo build --quiet --bin nbidle
