@@ -18,8 +18,8 @@ demo-check:
 ## proxy (all cached)
 test-deps:
 	bash scripts/test-deps.sh >/dev/null
-	bash scripts/jupyterlab-ext.sh >/dev/null
 	bash scripts/browser-deps.sh >/dev/null
+	bash scripts/jupyterlab-ext.sh >/dev/null
 	bash scripts/envtest/build.sh >/dev/null
 
 ## test: unit tests, promtool/amtool checks, integration and end-to-end tests
