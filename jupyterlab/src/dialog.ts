@@ -25,7 +25,8 @@ interface Frame {
 }
 
 function frame(doc: Document, className: string, title: string): Frame {
-  const root = el(doc, 'div', `jp-Dialog ${className}`);
+  // jp-ThemedContainer: JupyterLab 4's theme and dialog styles apply only inside it.
+  const root = el(doc, 'div', `jp-Dialog jp-ThemedContainer ${className}`);
   root.setAttribute('role', 'dialog');
   root.setAttribute('aria-modal', 'true');
   const content = el(doc, 'div', 'jp-Dialog-content');
