@@ -2,19 +2,11 @@
  * @jest-environment node
  */
 import { currentState, NbidleClient, parseView, STALE_SECONDS } from '../state';
-
-const NOW = 1764650000;
+import { NOW, warningState } from './fixtures';
 
 const VIEW = {
   state: {
-    version: 1,
-    notebook: { namespace: 'local', name: 'alpha' },
-    phase: 'warning',
-    sent_at: NOW,
-    stops_at: NOW + 290,
-    warn_before_seconds: 300,
-    kept_running: { until: NOW + 3600, by: 'ada via JupyterLab' },
-    keep_running_for: '4h',
+    ...warningState({ kept_running: { until: NOW + 3600, by: 'ada via JupyterLab' } }),
     future_field: [1, 2]
   },
   received_at: NOW,
