@@ -143,15 +143,15 @@ class Controller {
       Notification.error(text, { autoClose: 10000 });
     } else if (kind === 'ok') {
       Notification.success(text, { autoClose: 10000 });
+    } else {
+      Notification.info(text, { autoClose: 10000 });
     }
   }
 
+  // The dialog closes at once, as JupyterLab's own do: the person goes
+  // back to work, and the outcome comes as a notification.
   private async saveAndKeepWorking(): Promise<void> {
-    const dialog = this.warning;
-    if (dialog) {
-      dialog.saveButton.disabled = true;
-      dialog.setMessage('Saving…', 'info');
-    }
+    this.closeWarning();
     let failed: string | null = null;
     try {
       await this.saveDirtyDocuments();
@@ -163,9 +163,6 @@ class Controller {
       this.tell(failed ? `${failed} nbidle sees the activity within a minute.` : SAVED, failed ? 'error' : 'ok');
     } catch (e) {
       this.tell(`Could not tell nbidle: ${String((e as Error)?.message ?? e)}`, 'error');
-    }
-    if (dialog) {
-      dialog.saveButton.disabled = false;
     }
   }
 
@@ -187,19 +184,16 @@ class Controller {
 
   private async keepRunning(): Promise<void> {
     const duration = this.monitor.state?.keep_running_for;
-    const dialog = this.warning;
-    if (!duration || !dialog) {
+    if (!duration || !this.warning) {
       return;
     }
-    dialog.keepButton.disabled = true;
-    dialog.setMessage('Asking nbidle to keep it running…', 'info');
+    this.closeWarning();
     try {
       this.monitor.waitingFor = await this.monitor.client.keep(duration);
       this.tell('Asked nbidle to keep it running; the answer comes within a minute.', 'info');
       this.monitor.refresh();
     } catch (e) {
       this.tell(`Could not ask nbidle: ${String((e as Error)?.message ?? e)}`, 'error');
-      dialog.keepButton.disabled = false;
     }
   }
 
