@@ -16,8 +16,8 @@ use crate::error::Error;
 use crate::exporter::{Exporter, NotebookFacts};
 use crate::logsafe::{Escaped, BACKEND_UNAVAILABLE, UNKNOWN_NOTEBOOK};
 use crate::metrics::{ErrorKind, Metrics, Outcome, Trigger};
-use crate::notify::Notifier;
 use crate::notebook::{NotebookId, StopCause, Timestamp};
+use crate::notify::Notifier;
 use crate::rules::{ACTION_LABEL, ACTION_STOP, ACTION_WARN};
 
 /// Stops in flight at once for one payload.

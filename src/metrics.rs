@@ -361,30 +361,32 @@ impl Metrics {
                 silences.with_label_values(&[o.as_str(), r.as_str()]);
             }
         }
-        let warnings = counter(
+        // A counter by `result`, each value's series there from the start.
+        let by_result = |name: &str, help: &str, results: &[&str]| {
+            let c = counter(name, help, &["result"]);
+            for r in results {
+                c.with_label_values(&[r]);
+            }
+            c
+        };
+        let warnings = by_result(
             "nbidle_warnings_total",
             "Warning alerts from the webhook: recorded, or dropped because the store was full.",
-            &["result"],
+            &["recorded", "dropped"],
         );
-        for r in ["recorded", "dropped"] {
-            warnings.with_label_values(&[r]);
-        }
-        let jupyterlab_notifications = counter(
+        let jupyterlab_notifications = by_result(
             "nbidle_jupyterlab_notifications_total",
             "State pushed to notebooks' JupyterLab extension, by result.",
-            &["result"],
+            &Notified::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         );
-        for r in Notified::ALL {
-            jupyterlab_notifications.with_label_values(&[r.as_str()]);
-        }
-        let jupyterlab_keep_requests = counter(
+        let jupyterlab_keep_requests = by_result(
             "nbidle_jupyterlab_keep_requests_total",
             "Keep running requests collected from JupyterLab, by result.",
-            &["result"],
+            &KeepRequest::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
         );
-        for r in KeepRequest::ALL {
-            jupyterlab_keep_requests.with_label_values(&[r.as_str()]);
-        }
         let watch = WatchMetrics::new(&registry);
         Metrics {
             jupyterlab_notifications,

@@ -211,10 +211,7 @@ pub(crate) fn clock(t: Timestamp, now: OffsetDateTime) -> String {
     if t.date() == now.to_offset(time::UtcOffset::UTC).date() {
         hm
     } else {
-        format!(
-            "{hm} on {}",
-            day_month(t.date(), now.year())
-        )
+        format!("{hm} on {}", day_month(t.date(), now.year()))
     }
 }
 

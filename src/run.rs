@@ -130,8 +130,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     if let Some(e) = exporter.clone() {
         spawn_exporter(e, shutdown.clone().cancelled_owned(), &tasks)?;
     }
-    let silences = crate::silences::Silences::from_config(&cfg.alertmanager, metrics.clone())?
-        .map(Arc::new);
+    let silences =
+        crate::silences::Silences::from_config(&cfg.alertmanager, metrics.clone())?.map(Arc::new);
     let warnings = Arc::new(crate::warnings::Warnings::new(
         cfg.autostop.warn_before.0,
         cfg.alertmanager.group_interval.0,

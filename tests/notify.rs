@@ -276,15 +276,6 @@ fn warning_alert(notebook: &str, status: &str) -> Value {
     a
 }
 
-fn silences(am: &Alertmanager) -> Vec<Value> {
-    let out = am.amtool(&["silence", "query", "-o", "json"]);
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_comes_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,10 +291,16 @@ async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_com
     // with the notebook's token, never counted as activity.
     let first = lab.push_where("at all", |_| true).await;
     let b = &first.body;
-    assert_eq!(first.authorization.as_deref(), Some(&*format!("token {JUPYTER_TOKEN}")));
+    assert_eq!(
+        first.authorization.as_deref(),
+        Some(&*format!("token {JUPYTER_TOKEN}"))
+    );
     assert_eq!(first.query, "no_track_activity=1");
     assert_eq!(b["version"], 1, "{b}");
-    assert_eq!(b["notebook"], json!({"namespace": "local", "name": "alpha"}));
+    assert_eq!(
+        b["notebook"],
+        json!({"namespace": "local", "name": "alpha"})
+    );
     assert_eq!(b["phase"], "running", "{b}");
     assert_eq!(b["warn_before_seconds"], 10);
     assert_eq!(b["idle_after_seconds"], 20);
@@ -314,12 +311,18 @@ async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_com
     assert!(ahead <= 16.5, "pushed {ahead} s ahead of the deadline: {b}");
 
     // The warning, as the webhook records it: phase warning.
-    let r = nbidle.webhook(&payload(vec![warning_alert("alpha", "firing")])).await;
+    let r = nbidle
+        .webhook(&payload(vec![warning_alert("alpha", "firing")]))
+        .await;
     assert_eq!(r.status(), 200);
     let warned = lab
         .push_where("with the warning", |p| p.body["phase"] == "warning")
         .await;
-    assert!(warned.body["warning_since"].as_f64().is_some(), "{}", warned.body);
+    assert!(
+        warned.body["warning_since"].as_f64().is_some(),
+        "{}",
+        warned.body
+    );
 
     // Keep running from JupyterLab, and one that is not the offer.
     lab.hand_out(vec![
@@ -333,61 +336,121 @@ async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_com
         .push_where("with the results", |p| p.body["results"] != json!([]))
         .await;
     let results = answered.body["results"].as_array().unwrap().clone();
-    let ok = results.iter().find(|r| r["id"] == "req-ok").expect("req-ok's result");
+    let ok = results
+        .iter()
+        .find(|r| r["id"] == "req-ok")
+        .expect("req-ok's result");
     assert_eq!(ok["ok"], true, "{ok}");
-    assert!(ok["message"].as_str().unwrap().starts_with("Kept running until "), "{ok}");
-    let refused = results.iter().find(|r| r["id"] == "req-8h").expect("req-8h's result");
+    assert!(
+        ok["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Kept running until "),
+        "{ok}"
+    );
+    let refused = results
+        .iter()
+        .find(|r| r["id"] == "req-8h")
+        .expect("req-8h's result");
     assert_eq!(refused["ok"], false, "{refused}");
-    assert!(refused["message"].as_str().unwrap().contains("4h"), "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("4h"),
+        "{refused}"
+    );
     // At once, not an exporter interval (3 s) later.
     let after = answered.at - handed.at;
     eprintln!("result pushed {after:?} after the request was collected");
     assert!(after < Duration::from_secs(2), "{after:?}");
     // The silence is Alertmanager's, by the notebook's owner via JupyterLab.
-    let made = silences(&am);
+    let made = am.silences();
     let s = made
         .iter()
         .find(|s| s["createdBy"] == "ada via JupyterLab")
         .unwrap_or_else(|| panic!("no silence by ada via JupyterLab: {made:?}"));
     assert!(
-        s["matchers"].as_array().unwrap().iter().any(|m| m["name"] == "notebook" && m["value"] == "alpha"),
+        s["matchers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "notebook" && m["value"] == "alpha"),
         "{s}"
     );
     assert_eq!(made.len(), 1, "one silence for one request: {made:?}");
     let kept = lab
-        .push_where("showing the silence", |p| p.body["kept_running"].is_object())
+        .push_where("showing the silence", |p| {
+            p.body["kept_running"].is_object()
+        })
         .await;
     assert_eq!(kept.body["kept_running"]["by"], "ada via JupyterLab");
-    assert_eq!(nbidle.metric("nbidle_jupyterlab_keep_requests_total{result=\"ok\"}").await, 1.0);
-    assert_eq!(nbidle.metric("nbidle_jupyterlab_keep_requests_total{result=\"refused\"}").await, 1.0);
+    assert_eq!(
+        nbidle
+            .metric("nbidle_jupyterlab_keep_requests_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        nbidle
+            .metric("nbidle_jupyterlab_keep_requests_total{result=\"refused\"}")
+            .await,
+        1.0
+    );
 
     // Used again and the warning resolved: one push clears it, then none.
     lab.shared.busy.store(true, Ordering::Relaxed);
-    let r = nbidle.webhook(&payload(vec![warning_alert("alpha", "resolved")])).await;
+    let r = nbidle
+        .webhook(&payload(vec![warning_alert("alpha", "resolved")]))
+        .await;
     assert_eq!(r.status(), 200);
     let cleared = lab
-        .push_where("that clears", |p| p.at > kept.at && p.body["stops_at"].is_null())
+        .push_where("that clears", |p| {
+            p.at > kept.at && p.body["stops_at"].is_null()
+        })
         .await;
     assert_eq!(cleared.body["phase"], "running", "{}", cleared.body);
     assert!(cleared.body["warning_since"].is_null());
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let later: Vec<Value> = lab.puts().into_iter().filter(|p| p.at > cleared.at).map(|p| p.body).collect();
+    let later: Vec<Value> = lab
+        .puts()
+        .into_iter()
+        .filter(|p| p.at > cleared.at)
+        .map(|p| p.body)
+        .collect();
     assert!(later.is_empty(), "pushes after the clear: {later:?}");
 
     // The idle stop: the push before it says why.
     lab.shared.busy.store(false, Ordering::Relaxed);
     let before = Instant::now();
     let r = nbidle
-        .webhook(&payload(vec![idle_alert("local", "alpha", &rfc3339_from_now(60))]))
+        .webhook(&payload(vec![idle_alert(
+            "local",
+            "alpha",
+            &rfc3339_from_now(60),
+        )]))
         .await;
     assert_eq!(r.status(), 200);
     let stopping = lab
-        .push_where("before the stop", |p| p.at > before && p.body["phase"] == "stopping")
+        .push_where("before the stop", |p| {
+            p.at > before && p.body["phase"] == "stopping"
+        })
         .await;
-    assert_eq!(stopping.body["reason"], "after 20 s without activity", "{}", stopping.body);
+    assert_eq!(
+        stopping.body["reason"], "after 20 s without activity",
+        "{}",
+        stopping.body
+    );
     nbidle.wait_status("local", "alpha", "stopped", UP).await;
-    assert!(nbidle.metric("nbidle_jupyterlab_notifications_total{result=\"ok\"}").await >= 4.0);
-    assert_eq!(nbidle.metric("nbidle_jupyterlab_notifications_total{result=\"error\"}").await, 0.0);
+    assert!(
+        nbidle
+            .metric("nbidle_jupyterlab_notifications_total{result=\"ok\"}")
+            .await
+            >= 4.0
+    );
+    assert_eq!(
+        nbidle
+            .metric("nbidle_jupyterlab_notifications_total{result=\"error\"}")
+            .await,
+        0.0
+    );
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -407,7 +470,13 @@ async fn without_the_extension_nbidle_works_as_before_and_hostile_answers_are_bo
     let slow = FakeLab::start(Mode::Slow).await;
     let bad = FakeLab::start(Mode::BadJson).await;
     let fine = FakeLab::start(Mode::Extension).await;
-    let labs = [("absent", &absent), ("huge", &huge), ("slow", &slow), ("bad", &bad), ("fine", &fine)];
+    let labs = [
+        ("absent", &absent),
+        ("huge", &huge),
+        ("slow", &slow),
+        ("bad", &bad),
+        ("fine", &fine),
+    ];
     let specs: Vec<NotebookSpec> = labs.iter().map(|(n, l)| l.spec(n)).collect();
     let port = free_port();
     let mut cfg = nbidle_config_with(port, dir.path(), &specs, None);
@@ -421,8 +490,12 @@ async fn without_the_extension_nbidle_works_as_before_and_hostile_answers_are_bo
     let rss_before = rss_kib(nbidle.proc.pid());
 
     eventually("every kind of answer counted", UP, || async {
-        let absent = nbidle.metric("nbidle_jupyterlab_notifications_total{result=\"absent\"}").await;
-        let errors = nbidle.metric("nbidle_jupyterlab_notifications_total{result=\"error\"}").await;
+        let absent = nbidle
+            .metric("nbidle_jupyterlab_notifications_total{result=\"absent\"}")
+            .await;
+        let errors = nbidle
+            .metric("nbidle_jupyterlab_notifications_total{result=\"error\"}")
+            .await;
         (absent >= 1.0 && errors >= 6.0).then_some(())
     })
     .await;
@@ -444,21 +517,35 @@ async fn without_the_extension_nbidle_works_as_before_and_hostile_answers_are_bo
     assert!(written < 16 * 1024 * 1024, "{written}");
     let rss_after = rss_kib(nbidle.proc.pid());
     eprintln!("nbidle RSS {rss_before} kB -> {rss_after} kB");
-    assert!(rss_after < rss_before + 32 * 1024, "{rss_before} -> {rss_after} kB");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "{rss_before} -> {rss_after} kB"
+    );
     assert!(!nbidle.log().contains("panicked"), "{}", nbidle.log());
 
     // The notebook without the extension is probed and stopped as ever.
     let m = nbidle.exporter_metrics().await;
     assert!(
-        m.lines().any(|l| l.starts_with("nbidle_notebook_idle_deadline_timestamp_seconds{") && l.contains("notebook=\"absent\"")),
+        m.lines().any(
+            |l| l.starts_with("nbidle_notebook_idle_deadline_timestamp_seconds{")
+                && l.contains("notebook=\"absent\"")
+        ),
         "{m}"
     );
     let r = nbidle
-        .webhook(&payload(vec![idle_alert("local", "absent", &rfc3339_from_now(60))]))
+        .webhook(&payload(vec![idle_alert(
+            "local",
+            "absent",
+            &rfc3339_from_now(60),
+        )]))
         .await;
     assert_eq!(r.status(), 200);
     nbidle.wait_status("local", "absent", "stopped", UP).await;
-    assert_eq!(absent.puts().len(), 1, "no push before the stop of a notebook without the extension");
+    assert_eq!(
+        absent.puts().len(),
+        1,
+        "no push before the stop of a notebook without the extension"
+    );
 }
 
 /// The real extension's folder, `<repo>/jupyterlab`, if its Python module
@@ -516,11 +603,20 @@ async fn the_real_extension_takes_the_state_and_its_keep_running_becomes_a_silen
     assert!(state["received_at"].as_f64().is_some(), "{state}");
 
     // Keep running from the frontend: nbidle collects it and makes the silence.
-    let r = jupyter_api(&http, &url, reqwest::Method::POST, "nbidle/keep", Some(json!({"for": "4h"})))
-        .await
-        .unwrap();
+    let r = jupyter_api(
+        &http,
+        &url,
+        reqwest::Method::POST,
+        "nbidle/keep",
+        Some(json!({"for": "4h"})),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let done = eventually("the request done", UP, || async {
         let v = get_state().await;
         v["requests"]
@@ -530,9 +626,18 @@ async fn the_real_extension_takes_the_state_and_its_keep_running_becomes_a_silen
             .cloned()
     })
     .await;
-    assert!(done["message"].as_str().unwrap().starts_with("Kept running until "), "{done}");
-    let made = silences(&am);
-    assert!(made.iter().any(|s| s["createdBy"] == "JupyterLab"), "{made:?}");
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Kept running until "),
+        "{done}"
+    );
+    let made = am.silences();
+    assert!(
+        made.iter().any(|s| s["createdBy"] == "JupyterLab"),
+        "{made:?}"
+    );
 
     // Save and keep working counts as file work.
     let before = nbidle.exporter_metrics().await;

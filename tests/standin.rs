@@ -174,12 +174,17 @@ async fn an_open_jupyterlab_reads_why_its_notebook_was_stopped() {
     let message = s["message"].as_str().unwrap();
     assert!(
         message.starts_with("ada was stopped at ")
-            && message.ends_with(" UTC by NotebookIdle after 30 min without activity; your files are kept."),
+            && message.ends_with(
+                " UTC by NotebookIdle after 30 min without activity; your files are kept."
+            ),
         "the stopped page's sentence: {message}"
     );
     let stopped_at = s["stopped_at"].as_f64().unwrap();
     let received_at = v["received_at"].as_f64().unwrap();
-    assert!(stopped_at <= received_at && received_at - stopped_at < 120.0, "{v}");
+    assert!(
+        stopped_at <= received_at && received_at - stopped_at < 120.0,
+        "{v}"
+    );
     assert_eq!(s["start_url"], json!(url));
     assert_eq!(s["page_url"], json!(format!("{}/", nb.url)));
     assert_eq!(v["requests"], json!([]));

@@ -64,7 +64,10 @@ mod tests {
         for bad in ["    timeout: 50ms\n", "    timeout: 31s\n"] {
             assert_eq!(err_field(&with(bad)), "notify.jupyterlab.timeout");
         }
-        assert_eq!(err_field(&with("    retries: 3\n")), "notify.jupyterlab.retries");
+        assert_eq!(
+            err_field(&with("    retries: 3\n")),
+            "notify.jupyterlab.retries"
+        );
     }
 
     #[test]

@@ -204,7 +204,9 @@ impl Notifier {
                         .binary_search_by(|f| f.state.id.cmp(id))
                         .ok()
                         .map(|i| &facts[i].state)
-                        .is_some_and(|s| s.status == Status::Running && s.started_at == m.started_at)
+                        .is_some_and(|s| {
+                            s.status == Status::Running && s.started_at == m.started_at
+                        })
                 });
             }
             let at = Instant::now();
@@ -391,7 +393,12 @@ impl Notifier {
             Ok(u) => u,
             Err(e) => return refused(e.to_string()),
         };
-        let by = match state.owner.as_deref().map(str::trim).filter(|o| !o.is_empty()) {
+        let by = match state
+            .owner
+            .as_deref()
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
             Some(o) => format!("{o} via JupyterLab"),
             None => "JupyterLab".to_string(),
         };

@@ -14,9 +14,18 @@ fn a_near_deadline_or_a_warning_is_interesting_others_are_not() {
     assert_eq!(interest(None, None, now, WINDOW), None);
     // Within warn_before + 2 intervals: shown as running with the deadline.
     let s = interest(Some(now + 300.0), None, now, WINDOW).unwrap();
-    assert_eq!((s.phase, s.stops_at, s.warning_since), (Phase::Running, Some(now + 300.0), None));
+    assert_eq!(
+        (s.phase, s.stops_at, s.warning_since),
+        (Phase::Running, Some(now + 300.0), None)
+    );
     // A firing warning shows whatever the deadline says, or its own stop time.
-    let w = interest(Some(now + 900.0), Some((now - 5.0, now + 295.0)), now, WINDOW).unwrap();
+    let w = interest(
+        Some(now + 900.0),
+        Some((now - 5.0, now + 295.0)),
+        now,
+        WINDOW,
+    )
+    .unwrap();
     assert_eq!(w.phase, Phase::Warning);
     assert_eq!(w.stops_at, Some(now + 900.0));
     assert_eq!(w.warning_since, Some(now - 5.0));
@@ -40,7 +49,13 @@ fn raw(id: &str, kind: &str, for_: Option<&str>) -> RawRequest {
 #[test]
 fn only_the_offered_keep_running_is_taken() {
     let ok = validate(&raw("a1", "keep_running", Some("4h")), Some("4h")).unwrap();
-    assert_eq!(ok, KeepRequest { id: "a1".into(), for_: "4h".into() });
+    assert_eq!(
+        ok,
+        KeepRequest {
+            id: "a1".into(),
+            for_: "4h".into()
+        }
+    );
     let refused = |r: RawRequest, offered| match validate(&r, offered) {
         Err(Refused(Some(res))) => {
             assert_eq!(res.id, r.id);
@@ -51,13 +66,23 @@ fn only_the_offered_keep_running_is_taken() {
     };
     assert!(refused(raw("a2", "keep_running", Some("8h")), Some("4h")).contains("4h"));
     assert!(refused(raw("a3", "keep_running", None), Some("4h")).contains("4h"));
-    assert_eq!(refused(raw("a4", "stop", Some("4h")), Some("4h")), "unknown request kind");
+    assert_eq!(
+        refused(raw("a4", "stop", Some("4h")), Some("4h")),
+        "unknown request kind"
+    );
     assert!(refused(raw("a5", "keep_running", Some("4h")), None).contains("Alertmanager"));
     // Ids that cannot be echoed get no result at all.
     for id in ["", &"x".repeat(65), "a\nb"] {
-        assert_eq!(validate(&raw(id, "keep_running", Some("4h")), Some("4h")), Err(Refused(None)));
+        assert_eq!(
+            validate(&raw(id, "keep_running", Some("4h")), Some("4h")),
+            Err(Refused(None))
+        );
     }
-    assert!(validate(&raw(&"x".repeat(64), "keep_running", Some("4h")), Some("4h")).is_ok());
+    assert!(validate(
+        &raw(&"x".repeat(64), "keep_running", Some("4h")),
+        Some("4h")
+    )
+    .is_ok());
 }
 
 #[test]
@@ -81,10 +106,19 @@ fn answers_outside_the_contract_are_failures() {
     assert!(matches!(parse_answer(b"{}"), Pushed::Taken(r) if r.is_empty()));
     let five = format!(
         r#"{{"requests": [{}]}}"#,
-        vec![r#"{"id": "a", "kind": "keep_running"}"#; 5].join(",")
+        [r#"{"id": "a", "kind": "keep_running"}"#; 5].join(",")
     );
-    for bad in [&b"not json"[..], br#"{"requests": "x"}"#, br#"{"requests": [{"id": 1, "kind": "k"}]}"#, five.as_bytes()] {
-        assert!(matches!(parse_answer(bad), Pushed::Failed(_)), "{}", String::from_utf8_lossy(bad));
+    for bad in [
+        &b"not json"[..],
+        br#"{"requests": "x"}"#,
+        br#"{"requests": [{"id": 1, "kind": "k"}]}"#,
+        five.as_bytes(),
+    ] {
+        assert!(
+            matches!(parse_answer(bad), Pushed::Failed(_)),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -92,7 +126,10 @@ fn answers_outside_the_contract_are_failures() {
 fn the_body_is_the_contract_s() {
     let body = StateBody {
         version: 1,
-        notebook: NotebookRef { namespace: "local".into(), name: "alpha".into() },
+        notebook: NotebookRef {
+            namespace: "local".into(),
+            name: "alpha".into(),
+        },
         phase: Phase::Warning,
         sent_at: 1.0,
         stops_at: Some(301.0),
@@ -103,7 +140,11 @@ fn the_body_is_the_contract_s() {
         keep_running_for: Some("4h".into()),
         page_url: Some("http://127.0.0.1:9877/".into()),
         reason: None,
-        results: vec![KeepResult { id: "a".into(), ok: true, message: "Kept running until 16:05 UTC".into() }],
+        results: vec![KeepResult {
+            id: "a".into(),
+            ok: true,
+            message: "Kept running until 16:05 UTC".into(),
+        }],
     };
     let v = serde_json::to_value(&body).unwrap();
     assert_eq!(

@@ -33,14 +33,26 @@ fn kind(method: Method, path: &str, pairs: &[(&str, &str)]) -> Kind {
 
 #[test]
 fn jupyterlab_s_state_read_is_answered_by_the_stand_in() {
-    for accept in [&[("accept", "*/*"), ("sec-fetch-mode", "cors")][..], NAVIGATION] {
-        assert_eq!(kind(Method::GET, "/user/ada/nbidle/state", accept), Kind::State);
+    for accept in [
+        &[("accept", "*/*"), ("sec-fetch-mode", "cors")][..],
+        NAVIGATION,
+    ] {
+        assert_eq!(
+            kind(Method::GET, "/user/ada/nbidle/state", accept),
+            Kind::State
+        );
     }
     // Only the read: nbidle's own PUT never reaches a stopped notebook,
     // and anything else there is Jupyter's API.
     assert_eq!(kind(Method::PUT, "/user/ada/nbidle/state", &[]), Kind::Api);
-    assert_eq!(kind(Method::GET, "/user/ada/nbidle/stateful", &[]), Kind::Api);
-    assert_eq!(kind(Method::GET, "/user/bob/nbidle/state", &[]), Kind::Elsewhere);
+    assert_eq!(
+        kind(Method::GET, "/user/ada/nbidle/stateful", &[]),
+        Kind::Api
+    );
+    assert_eq!(
+        kind(Method::GET, "/user/bob/nbidle/state", &[]),
+        Kind::Elsewhere
+    );
 }
 
 #[test]
