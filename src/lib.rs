@@ -37,7 +37,7 @@
 //!   needs (`listen` a `SocketAddr`, the backend an enum with its section).
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
-//! - `notify`: after each exporter round, the state of notebooks near a
+//! - [`notify`]: after each exporter round, the state of notebooks near a
 //!   stop pushed to their JupyterLab extension (`PUT nbidle/state` with
 //!   the notebook's token), Keep running requests collected from its
 //!   answers, and a last push before an idle stop; uses `backend`,
@@ -76,7 +76,7 @@ pub mod logsafe;
 pub mod manifests;
 pub mod metrics;
 pub mod notebook;
-mod notify;
+pub mod notify;
 mod page;
 pub mod rules;
 pub mod run;

@@ -123,7 +123,8 @@ struct Plan {
 
 /// Pushes state to notebooks' JupyterLab extension after each exporter
 /// round ([`Notifier::run`]) and before a stop ([`Notifier::stopping`]).
-pub(crate) struct Notifier {
+/// Public for the benchmark only ([`Notifier::standalone`], [`Notifier::round`]).
+pub struct Notifier {
     http: reqwest::Client,
     exporter: Arc<Exporter>,
     backend: Arc<dyn Backend>,
@@ -155,6 +156,31 @@ impl Notifier {
         })
     }
 
+    /// A notifier over `exporter`'s rounds and `backend`'s endpoints with
+    /// no warnings and no Alertmanager (Keep running not offered):
+    /// `timeout` per push, `concurrency` at once, notebooks interesting
+    /// within `warn_before` + 2 × `interval` of their deadline.
+    pub fn standalone(
+        exporter: Arc<Exporter>,
+        backend: Arc<dyn Backend>,
+        timeout: Duration,
+        concurrency: usize,
+        warn_before: Duration,
+        interval: Duration,
+    ) -> Arc<Self> {
+        let settings = Settings {
+            timeout,
+            concurrency,
+            warn_before,
+            window: warn_before + interval * 2,
+            page_url: None,
+            keep_for: None,
+        };
+        let warnings = Arc::new(Warnings::new(warn_before, Duration::from_secs(60)));
+        let metrics = Arc::new(Metrics::new());
+        Notifier::new(settings, exporter, backend, warnings, None, metrics)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NotebookId, Memo>> {
         // A panic mid-update leaves a map that is still a map.
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
@@ -178,7 +204,7 @@ impl Notifier {
 
     /// Pushes to every interesting notebook of the exporter's last round,
     /// then once more to those whose requests have results.
-    pub(crate) async fn round(&self) {
+    pub async fn round(&self) {
         let fresh = self.pass(None).await;
         if !fresh.is_empty() {
             self.pass(Some(&fresh)).await;
