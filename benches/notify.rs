@@ -15,12 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use nbidle::backend::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use nbidle::config::{ExporterConfig, HumanDuration};
 use nbidle::exporter::Exporter;
-use nbidle::notebook::{NotebookId, NotebookState, Status, Timestamp};
+use nbidle::notebook::Timestamp;
 use nbidle::notify::Notifier;
+use support::fleet::Fleet;
 use warp::Filter;
 
 const NOTEBOOKS: usize = 10_000;
@@ -29,69 +28,6 @@ const NEAR_EVERY: usize = 10;
 const LATENCY: Duration = Duration::from_millis(20);
 const WARN_BEFORE: Duration = Duration::from_secs(300);
 const INTERVAL: Duration = Duration::from_secs(15);
-
-struct Fleet {
-    states: Vec<NotebookState>,
-    endpoints: Vec<JupyterEndpoint>,
-}
-
-impl Fleet {
-    fn new(port: u16) -> Self {
-        let started = Timestamp(Timestamp::now().0 - time::Duration::hours(2));
-        let ids: Vec<NotebookId> = (0..NOTEBOOKS)
-            .map(|i| NotebookId::new(format!("team-{}", i % 50), format!("nb-{i}")))
-            .collect();
-        Fleet {
-            states: ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| NotebookState {
-                    id: id.clone(),
-                    status: Status::Running,
-                    message: None,
-                    autostop: true,
-                    idle_after_seconds: if i % NEAR_EVERY == 0 { 300 } else { 1800 },
-                    owner: None,
-                    started_at: Some(started),
-                    stopped_at: None,
-                    stopped_by: None,
-                    url: None,
-                })
-                .collect(),
-            endpoints: ids
-                .iter()
-                .map(|id| JupyterEndpoint {
-                    id: id.clone(),
-                    base_url: format!("http://127.0.0.1:{port}/{}/{}/", id.namespace, id.name),
-                    token: Some("t".into()),
-                    pods: Vec::new(),
-                })
-                .collect(),
-        }
-    }
-}
-
-#[async_trait]
-impl Backend for Fleet {
-    async fn list(&self) -> nbidle::Result<Vec<NotebookState>> {
-        Ok(self.states.clone())
-    }
-    async fn get(&self, id: &NotebookId) -> nbidle::Result<NotebookState> {
-        Err(nbidle::Error::NotFound(id.clone()))
-    }
-    async fn stop(&self, id: &NotebookId, _: StopRequest) -> nbidle::Result<StopOutcome> {
-        Err(nbidle::Error::NotFound(id.clone()))
-    }
-    async fn start(&self, id: &NotebookId) -> nbidle::Result<NotebookState> {
-        Err(nbidle::Error::NotFound(id.clone()))
-    }
-    async fn scrape_targets(&self) -> nbidle::Result<Vec<ScrapeTarget>> {
-        Ok(vec![])
-    }
-    async fn jupyter_endpoints(&self) -> nbidle::Result<Vec<JupyterEndpoint>> {
-        Ok(self.endpoints.clone())
-    }
-}
 
 /// Child-process mode: every notebook's Jupyter and extension; `GET /count`
 /// tells how many pushes arrived.
@@ -139,14 +75,6 @@ async fn pushes(port: u16) -> u64 {
         .unwrap()
 }
 
-fn cpu_seconds() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
 #[tokio::main]
 async fn main() {
     if let Ok(port) = std::env::var("NBIDLE_BENCH_SIMULATE") {
@@ -167,7 +95,13 @@ async fn main() {
     )
     .await;
 
-    let fleet = Arc::new(Fleet::new(port));
+    let fleet = Arc::new(Fleet::new(NOTEBOOKS, port, |i| {
+        if i % NEAR_EVERY == 0 {
+            300
+        } else {
+            1800
+        }
+    }));
     let cfg = ExporterConfig {
         interval: HumanDuration(INTERVAL),
         concurrency: 64,
@@ -191,12 +125,16 @@ async fn main() {
     let hwm_before = support::proc_kib(me, "VmHWM:");
     notifier.round().await; // warm up connections
     let rounds = 5;
-    let (before, cpu0, t) = (pushes(port).await, cpu_seconds(), Instant::now());
+    let (before, cpu0, t) = (
+        pushes(port).await,
+        support::fleet::cpu_seconds(),
+        Instant::now(),
+    );
     for _ in 0..rounds {
         notifier.round().await;
     }
     let wall = t.elapsed() / rounds;
-    let cpu = (cpu_seconds() - cpu0) / rounds as f64;
+    let cpu = (support::fleet::cpu_seconds() - cpu0) / rounds as f64;
     let per_round = (pushes(port).await - before) / rounds as u64;
     assert_eq!(
         per_round,

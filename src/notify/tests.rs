@@ -159,3 +159,73 @@ fn the_body_is_the_contract_s() {
     );
     assert!(serde_json::to_vec(&body).unwrap().len() < super::client::MAX_ANSWER_BYTES as usize);
 }
+
+#[test]
+fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::backend::memory::MemoryBackend;
+    use crate::exporter::Exporter;
+    use crate::notebook::{NotebookId, NotebookState, Status, Timestamp};
+    use crate::silences::KeptRunning;
+
+    let state = NotebookState {
+        id: NotebookId::new("team", "alpha"),
+        status: Status::Running,
+        message: None,
+        autostop: true,
+        idle_after_seconds: 1800,
+        owner: Some("ada".into()),
+        started_at: None,
+        stopped_at: None,
+        stopped_by: None,
+        url: None,
+    };
+    let backend = Arc::new(MemoryBackend::new([state.clone()]));
+    let exporter = Exporter::new(
+        backend.clone(),
+        Default::default(),
+        Duration::from_secs(600),
+    );
+    let n = super::Notifier::standalone(
+        exporter,
+        backend,
+        Duration::from_secs(2),
+        4,
+        Duration::from_secs(300),
+        Duration::from_secs(15),
+    );
+    let until = Timestamp::now();
+    let kept = KeptRunning {
+        id: "s1".into(),
+        until,
+        by: "ada via JupyterLab".into(),
+        comment: String::new(),
+    };
+    let shown = interest(None, Some((10.0, 310.0)), 20.0, WINDOW);
+    let b = n.body(&state, shown, Some(&kept), Vec::new());
+    assert_eq!(
+        (b.notebook.namespace.as_str(), b.notebook.name.as_str()),
+        ("team", "alpha")
+    );
+    assert_eq!(b.phase, Phase::Warning);
+    assert_eq!((b.stops_at, b.warning_since), (Some(310.0), Some(10.0)));
+    assert_eq!((b.warn_before_seconds, b.idle_after_seconds), (300, 1800));
+    assert_eq!(
+        b.kept_running,
+        Some(Kept {
+            until: until.unix_seconds(),
+            by: "ada via JupyterLab".into()
+        })
+    );
+    // The standalone notifier has no Alertmanager: nothing offered.
+    assert_eq!(b.keep_running_for, None);
+    assert!(b.sent_at >= until.unix_seconds());
+    // Nothing shown: a clear.
+    let b = n.body(&state, None, None, Vec::new());
+    assert_eq!(
+        (b.phase, b.stops_at, b.warning_since),
+        (Phase::Running, None, None)
+    );
+}
