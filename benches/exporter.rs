@@ -9,83 +9,21 @@
 //! 2. the cost of the generated rules in a real Prometheus scraping 10,000
 //!    notebooks' exporter series: `prometheus_rule_group_last_duration_seconds`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use nbidle::backend::{Backend, JupyterEndpoint, ScrapeTarget, StopOutcome, StopRequest};
 use nbidle::config::{ExporterConfig, HumanDuration};
 use nbidle::exporter::Exporter;
-use nbidle::notebook::{NotebookId, NotebookState, Status, Timestamp};
+use nbidle::notebook::Timestamp;
+use support::fleet::Fleet;
 use warp::Filter;
 
 const LATENCY: Duration = Duration::from_millis(20);
-
-/// A fixed set of running notebooks, each served under its own path prefix
-/// of the simulated Jupyter server.
-struct Fleet {
-    states: Vec<NotebookState>,
-    endpoints: Vec<JupyterEndpoint>,
-}
-
-impl Fleet {
-    fn new(n: usize, port: u16) -> Self {
-        // Started two hours ago: old enough for the rules' age guard.
-        let started = Timestamp(Timestamp::now().0 - time::Duration::hours(2));
-        let ids: Vec<NotebookId> = (0..n)
-            .map(|i| NotebookId::new(format!("team-{}", i % 50), format!("nb-{i}")))
-            .collect();
-        Fleet {
-            states: ids
-                .iter()
-                .map(|id| NotebookState {
-                    id: id.clone(),
-                    status: Status::Running,
-                    message: None,
-                    autostop: true,
-                    idle_after_seconds: 1800,
-                    owner: Some(format!("user-{}", id.name)),
-                    started_at: Some(started),
-                    stopped_at: None,
-                    stopped_by: None,
-                    url: None,
-                })
-                .collect(),
-            endpoints: ids
-                .iter()
-                .map(|id| JupyterEndpoint {
-                    id: id.clone(),
-                    base_url: format!("http://127.0.0.1:{port}/{}/{}/", id.namespace, id.name),
-                    token: Some("t".into()),
-                    pods: Vec::new(),
-                })
-                .collect(),
-        }
-    }
-}
-
-#[async_trait]
-impl Backend for Fleet {
-    async fn list(&self) -> nbidle::Result<Vec<NotebookState>> {
-        Ok(self.states.clone())
-    }
-    async fn get(&self, id: &NotebookId) -> nbidle::Result<NotebookState> {
-        Err(nbidle::Error::NotFound(id.clone()))
-    }
-    async fn stop(&self, id: &NotebookId, _: StopRequest) -> nbidle::Result<StopOutcome> {
-        Err(nbidle::Error::NotFound(id.clone()))
-    }
-    async fn start(&self, id: &NotebookId) -> nbidle::Result<NotebookState> {
-        Err(nbidle::Error::NotFound(id.clone()))
-    }
-    async fn scrape_targets(&self) -> nbidle::Result<Vec<ScrapeTarget>> {
-        Ok(vec![])
-    }
-    async fn jupyter_endpoints(&self) -> nbidle::Result<Vec<JupyterEndpoint>> {
-        Ok(self.endpoints.clone())
-    }
-}
 
 /// Child-process mode: a Jupyter API stand-in answering after LATENCY.
 /// Nine notebooks in ten were used just now; every tenth has been idle
@@ -202,14 +140,6 @@ impl ExpositionParts {
     }
 }
 
-fn cpu_seconds() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
 fn vm_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -258,7 +188,7 @@ async fn main() {
     println!("|---|---|---|---|");
     let mut last = None;
     for n in [1_000usize, 10_000] {
-        let fleet = Arc::new(Fleet::new(n, port));
+        let fleet = Arc::new(Fleet::new(n, port, |_| 1800));
         let cfg = ExporterConfig {
             enabled: true,
             interval: HumanDuration(Duration::from_secs(15)),
@@ -277,13 +207,13 @@ async fn main() {
         );
         exporter.round().await; // warm up connections
         let rounds = 3;
-        let cpu0 = cpu_seconds();
+        let cpu0 = support::fleet::cpu_seconds();
         let t = Instant::now();
         for _ in 0..rounds {
             exporter.round().await;
         }
         let wall = t.elapsed() / rounds;
-        let cpu = (cpu_seconds() - cpu0) / rounds as f64;
+        let cpu = (support::fleet::cpu_seconds() - cpu0) / rounds as f64;
         let text = exporter.render();
         let probed_ok = text
             .lines()

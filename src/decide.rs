@@ -17,6 +17,7 @@ use crate::exporter::{Exporter, NotebookFacts};
 use crate::logsafe::{Escaped, BACKEND_UNAVAILABLE, UNKNOWN_NOTEBOOK};
 use crate::metrics::{ErrorKind, Metrics, Outcome, Trigger};
 use crate::notebook::{NotebookId, StopCause, Timestamp};
+use crate::notify::Notifier;
 use crate::rules::{ACTION_LABEL, ACTION_STOP, ACTION_WARN};
 
 /// Stops in flight at once for one payload.
@@ -131,6 +132,19 @@ pub async fn handle(
     policy: Policy,
     metrics: &Metrics,
 ) -> Vec<AlertResult> {
+    handle_notifying(payload, backend, exporter, None, policy, metrics).await
+}
+
+/// [`handle`], telling each notebook's JupyterLab just before its stop
+/// (`notifier`, when `notify.jupyterlab` is on).
+pub(crate) async fn handle_notifying(
+    payload: &WebhookPayload,
+    backend: &dyn Backend,
+    exporter: Option<&Exporter>,
+    notifier: Option<&Notifier>,
+    policy: Policy,
+    metrics: &Metrics,
+) -> Vec<AlertResult> {
     for a in &payload.alerts {
         metrics.alert_received(a.status);
     }
@@ -140,7 +154,7 @@ pub async fn handle(
     let results: Vec<AlertResult> = stream::iter(0..payload.alerts.len())
         .map(|i| async move {
             let alert = &payload.alerts[i];
-            let decision = decide_one(alert, backend, exporter, policy, metrics).await;
+            let decision = decide_one(alert, backend, exporter, notifier, policy, metrics).await;
             AlertResult {
                 alertname: alert.alertname().to_string(),
                 notebook: alert.notebook(),
@@ -189,6 +203,7 @@ async fn decide_one(
     alert: &Alert,
     backend: &dyn Backend,
     exporter: Option<&Exporter>,
+    notifier: Option<&Notifier>,
     policy: Policy,
     metrics: &Metrics,
 ) -> Decision {
@@ -246,6 +261,11 @@ async fn decide_one(
         },
         unless_started_after: Some(stale_limit),
     };
+    // Best effort and bounded by notify.jupyterlab.timeout: it never
+    // prevents the stop.
+    if let Some(n) = notifier {
+        n.stopping(&state).await;
+    }
     match backend.stop(&id, req).await {
         Ok(StopOutcome::Stopped(_)) => {
             metrics.stop(Trigger::IdleAlert, Outcome::Success);

@@ -37,6 +37,11 @@
 //!   needs (`listen` a `SocketAddr`, the backend an enum with its section).
 //! - [`notebook`]: notebook identity and state shared by every layer.
 //! - [`metrics`]: nbidle's own metrics, one struct.
+//! - [`notify`]: after each exporter round, the state of notebooks near a
+//!   stop pushed to their JupyterLab extension (`PUT nbidle/state` with
+//!   the notebook's token), Keep running requests collected from its
+//!   answers, and a last push before an idle stop; uses `backend`,
+//!   `exporter`, `warnings` and `silences`, and `decide` and `run` use it.
 //! - `silences`: Keep running as Alertmanager silences (API v2), and which
 //!   silences cover a notebook's stop alert; `warnings`: the warning
 //!   alerts the webhook records for people.
@@ -71,6 +76,7 @@ pub mod logsafe;
 pub mod manifests;
 pub mod metrics;
 pub mod notebook;
+pub mod notify;
 mod page;
 pub mod rules;
 pub mod run;

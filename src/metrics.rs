@@ -89,6 +89,30 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// The `result` label of `nbidle_jupyterlab_notifications_total`.
+    Notified {
+        /// The extension took the state.
+        Ok => "ok",
+        /// No extension (404): not tried again for a while.
+        Absent => "absent",
+        /// Unreachable, too slow, or an answer that is not the contract's.
+        Error => "error",
+    }
+}
+
+label_enum! {
+    /// The `result` label of `nbidle_jupyterlab_keep_requests_total`.
+    KeepRequest {
+        /// The silence was made.
+        Ok => "ok",
+        /// Not the request offered (kind, duration, too many, no Alertmanager).
+        Refused => "refused",
+        /// Alertmanager failed to make the silence.
+        Error => "error",
+    }
+}
+
 /// nbidle's own metrics, registered in a registry of their own and
 /// rendered on `/metrics`.
 pub struct Metrics {
@@ -126,6 +150,10 @@ pub struct Metrics {
     /// Warning alerts recorded from the webhook, and those refused because
     /// the store was full.
     pub(crate) warnings: IntCounterVec,
+    /// Pushes to notebooks' JupyterLab extension, by [`Notified`].
+    pub(crate) jupyterlab_notifications: IntCounterVec,
+    /// Keep running requests from JupyterLab, by [`KeepRequest`].
+    pub(crate) jupyterlab_keep_requests: IntCounterVec,
 }
 
 /// Per watch (labels `resource`, `watch_namespace`: one series per watched
@@ -333,16 +361,36 @@ impl Metrics {
                 silences.with_label_values(&[o.as_str(), r.as_str()]);
             }
         }
-        let warnings = counter(
+        // A counter by `result`, each value's series there from the start.
+        let by_result = |name: &str, help: &str, results: &[&str]| {
+            let c = counter(name, help, &["result"]);
+            for r in results {
+                c.with_label_values(&[r]);
+            }
+            c
+        };
+        let warnings = by_result(
             "nbidle_warnings_total",
             "Warning alerts from the webhook: recorded, or dropped because the store was full.",
-            &["result"],
+            &["recorded", "dropped"],
         );
-        for r in ["recorded", "dropped"] {
-            warnings.with_label_values(&[r]);
-        }
+        let jupyterlab_notifications = by_result(
+            "nbidle_jupyterlab_notifications_total",
+            "State pushed to notebooks' JupyterLab extension, by result.",
+            &Notified::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        );
+        let jupyterlab_keep_requests = by_result(
+            "nbidle_jupyterlab_keep_requests_total",
+            "Keep running requests collected from JupyterLab, by result.",
+            &KeepRequest::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
+        );
         let watch = WatchMetrics::new(&registry);
         Metrics {
+            jupyterlab_notifications,
+            jupyterlab_keep_requests,
             watch,
             silences,
             warnings,
@@ -402,6 +450,20 @@ impl Metrics {
     pub(crate) fn warning(&self, recorded: bool) {
         let r = if recorded { "recorded" } else { "dropped" };
         self.warnings.with_label_values(&[r]).inc();
+    }
+
+    /// One push to a notebook's JupyterLab extension.
+    pub(crate) fn jupyterlab_notified(&self, r: Notified) {
+        self.jupyterlab_notifications
+            .with_label_values(&[r.as_str()])
+            .inc();
+    }
+
+    /// One Keep running request from JupyterLab.
+    pub(crate) fn jupyterlab_keep_request(&self, r: KeepRequest) {
+        self.jupyterlab_keep_requests
+            .with_label_values(&[r.as_str()])
+            .inc();
     }
 
     pub(crate) fn alert_received(&self, status: AlertStatus) {
@@ -506,6 +568,14 @@ mod tests {
             documented("nbidle_silences_total", "op"),
             values(SilenceOp::ALL, SilenceOp::as_str)
         );
+        assert_eq!(
+            documented("nbidle_jupyterlab_notifications_total", "result"),
+            values(Notified::ALL, Notified::as_str)
+        );
+        assert_eq!(
+            documented("nbidle_jupyterlab_keep_requests_total", "result"),
+            values(KeepRequest::ALL, KeepRequest::as_str)
+        );
     }
 
     #[test]
@@ -519,6 +589,8 @@ mod tests {
         m.silence(SilenceOp::Create, true);
         m.silence(SilenceOp::Expire, false);
         m.warning(false);
+        m.jupyterlab_notified(Notified::Absent);
+        m.jupyterlab_keep_request(KeepRequest::Refused);
         let text = m.render();
         for series in [
             r#"nbidle_errors_total{kind="tls_handshake"} 1"#,
@@ -534,6 +606,9 @@ mod tests {
             r#"nbidle_silences_total{op="create",result="error"} 0"#,
             r#"nbidle_warnings_total{result="dropped"} 1"#,
             r#"nbidle_warnings_total{result="recorded"} 0"#,
+            r#"nbidle_jupyterlab_notifications_total{result="absent"} 1"#,
+            r#"nbidle_jupyterlab_notifications_total{result="ok"} 0"#,
+            r#"nbidle_jupyterlab_keep_requests_total{result="refused"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
         }

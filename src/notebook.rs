@@ -193,6 +193,34 @@ pub struct NotebookState {
     pub url: Option<String>,
 }
 
+/// A duration as the stopped pages and JupyterLab say it: `30 min`, `1 h`, `1 h 30 min`, `45 s`.
+pub(crate) fn span(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, _) => format!("{m} min"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+/// `14:02 UTC`, with the date ("on 30 Nov") when it is not today's.
+pub(crate) fn clock(t: Timestamp, now: OffsetDateTime) -> String {
+    let t = t.0.to_offset(time::UtcOffset::UTC);
+    let hm = format!("{:02}:{:02} UTC", t.hour(), t.minute());
+    if t.date() == now.to_offset(time::UtcOffset::UTC).date() {
+        hm
+    } else {
+        format!("{hm} on {}", day_month(t.date(), now.year()))
+    }
+}
+
+/// Why an idle alert stops a notebook, in words: "after 30 min without
+/// activity" (the stopped pages' sentence and JupyterLab's dialog).
+pub(crate) fn idle_reason(idle_after_seconds: u64) -> String {
+    format!("after {} without activity", span(idle_after_seconds))
+}
+
 /// "30 Nov", with the year when it is not `this_year`.
 pub(crate) fn day_month(d: time::Date, this_year: i32) -> String {
     let month = &format!("{}", d.month())[..3];

@@ -28,6 +28,7 @@ use crate::decide::Policy;
 use crate::error::{Error, Result};
 use crate::exporter::Exporter;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::server::auth::{ApiTokens, Credentials};
 use crate::server::body::BodyLimits;
 use crate::server::listener::Limits;
@@ -129,13 +130,33 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     if let Some(e) = exporter.clone() {
         spawn_exporter(e, shutdown.clone().cancelled_owned(), &tasks)?;
     }
-    let silences = crate::silences::Silences::from_config(&cfg.alertmanager, metrics.clone())?;
+    let silences =
+        crate::silences::Silences::from_config(&cfg.alertmanager, metrics.clone())?.map(Arc::new);
+    let warnings = Arc::new(crate::warnings::Warnings::new(
+        cfg.autostop.warn_before.0,
+        cfg.alertmanager.group_interval.0,
+    ));
+    // After each exporter round, on the main runtime: its pushes and the
+    // silences they make are the webhook's kind of work, not probes.
+    let notifier = match (&exporter, cfg.notify.jupyterlab.enabled) {
+        (Some(e), true) => {
+            let n = Notifier::new(
+                crate::notify::Settings::from_config(&cfg),
+                e.clone(),
+                backend.clone(),
+                warnings.clone(),
+                silences.clone(),
+                metrics.clone(),
+            );
+            tasks.spawn(n.clone().run(shutdown.clone().cancelled_owned()));
+            Some(n)
+        }
+        _ => None,
+    };
     let app = Arc::new(App {
-        silences: silences.map(Arc::new),
-        warnings: Arc::new(crate::warnings::Warnings::new(
-            cfg.autostop.warn_before.0,
-            cfg.alertmanager.group_interval.0,
-        )),
+        notifier,
+        silences,
+        warnings,
         exporter: exporter.clone(),
         backend: backend.clone(),
         metrics,
@@ -169,7 +190,12 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     // Only now, with the port ours: an nbidle that cannot listen has spawned
     // and adopted nothing. /livez answers meanwhile; /readyz once done.
     if let Some(local) = local_recovery {
-        local.serve_stopped_pages(NbidlePage { addr: bound, https }, people);
+        let nbidle = NbidlePage {
+            addr: bound,
+            https,
+            external_url: cfg.server.external_url(),
+        };
+        local.serve_stopped_pages(nbidle, people);
         tasks.spawn(local.recover());
     }
     let bounds = Bounds::new(limits.shutdown_timeout, stop_grace);
@@ -357,6 +383,7 @@ mod tests {
 
     fn app(backend: Arc<dyn Backend>) -> Arc<App> {
         Arc::new(App {
+            notifier: None,
             backend,
             exporter: None,
             metrics: Arc::new(Metrics::new()),

@@ -66,15 +66,6 @@ async fn send(
     (code, r.json().await.unwrap_or(Value::Null))
 }
 
-fn active_silences(am: &Alertmanager) -> Vec<Value> {
-    let out = am.amtool(&["silence", "query", "-o", "json"]);
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_running_is_a_silence_that_outlives_the_idle_time_until_cancelled() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +116,7 @@ async fn keep_running_is_a_silence_that_outlives_the_idle_time_until_cancelled()
         (403, Some("forbidden")),
         "{v}"
     );
-    assert!(active_silences(&am).is_empty());
+    assert!(am.silences().is_empty());
 
     let (code, v) = send(
         &nbidle,
@@ -140,7 +131,7 @@ async fn keep_running_is_a_silence_that_outlives_the_idle_time_until_cancelled()
     assert_eq!(v["kept_running"]["by"], "ada via nbidle API");
     assert_eq!(v["status"], "running");
     // amtool sees the silence: on the stop alert of this notebook alone.
-    let silences = active_silences(&am);
+    let silences = am.silences();
     assert_eq!(silences.len(), 1, "{silences:?}");
     let s = &silences[0];
     assert_eq!(s["id"], id.as_str());
@@ -303,10 +294,7 @@ async fn keep_running_is_a_silence_that_outlives_the_idle_time_until_cancelled()
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["expired"], json!([id]), "{v}");
-    let ids: Vec<Value> = active_silences(&am)
-        .iter()
-        .map(|s| s["id"].clone())
-        .collect();
+    let ids: Vec<Value> = am.silences().iter().map(|s| s["id"].clone()).collect();
     assert!(!ids.contains(&json!(id)), "{ids:?}");
     assert!(nbidle
         .notebook("local", "kept")

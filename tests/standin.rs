@@ -150,6 +150,55 @@ async fn page_served(url: &str) {
 }
 
 #[tokio::test]
+async fn an_open_jupyterlab_reads_why_its_notebook_was_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ada = jupyter_notebook("ada", JupyterVersion::Current);
+    let url = ada.url.clone();
+    let nb = start_nbidle(dir.path(), &[ada], |_| {}).await;
+    wait_ready("jupyter", &format!("{url}api"), UP).await;
+    idle_stop(&nb, "ada").await;
+    page_served(&url).await;
+
+    // The extension's poll (fetch, no token needed): 200 in its own shape.
+    let r = get(&format!("{url}nbidle/state"), &POLL).await;
+    assert_eq!(r.status(), 200);
+    assert!(marked(&r));
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: Value = r.json().await.unwrap();
+    let s = &v["state"];
+    assert_eq!(s["version"], 1, "{v}");
+    assert_eq!(s["notebook"], json!({"namespace": "local", "name": "ada"}));
+    assert_eq!(s["phase"], "stopped", "{v}");
+    assert_eq!(s["by"], "NotebookIdle", "{v}");
+    assert_eq!(s["reason"], "after 30 min without activity", "{v}");
+    let message = s["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("ada was stopped at ")
+            && message.ends_with(
+                " UTC by NotebookIdle after 30 min without activity; your files are kept."
+            ),
+        "the stopped page's sentence: {message}"
+    );
+    let stopped_at = s["stopped_at"].as_f64().unwrap();
+    let received_at = v["received_at"].as_f64().unwrap();
+    assert!(
+        stopped_at <= received_at && received_at - stopped_at < 120.0,
+        "{v}"
+    );
+    assert_eq!(s["start_url"], json!(url));
+    assert_eq!(s["page_url"], json!(format!("{}/", nb.url)));
+    assert_eq!(v["requests"], json!([]));
+    // Only the read: a PUT there is Jupyter's API, which is down.
+    let r = client()
+        .put(format!("{url}nbidle/state"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test]
 async fn a_stopped_notebook_explains_itself_and_its_token_starts_it() {
     let dir = tempfile::tempdir().unwrap();
     let ada = jupyter_notebook("ada", JupyterVersion::Current);

@@ -6,6 +6,8 @@
 //! `free_port` never gives the same port twice in one process.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

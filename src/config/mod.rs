@@ -6,7 +6,7 @@
 //!
 //! Each section is a type in a file of its own (`server`, `auth`,
 //! `autostop`, `exporter`, `prometheus`, `alertmanager`, `webhook`,
-//! `kubernetes`, `backend`), with its defaults as its `Default` and a
+//! `kubernetes`, `notify`, `backend`), with its defaults as its `Default` and a
 //! `validate` that names its keys; `values` holds what several share.
 //! This file reads the document, checks what spans sections, and turns
 //! the file as written into [`Config`]: `listen` a [`SocketAddr`], the
@@ -29,6 +29,7 @@ mod autostop;
 mod backend;
 mod exporter;
 mod kubernetes;
+mod notify;
 mod prometheus;
 mod secrets;
 mod server;
@@ -43,6 +44,7 @@ pub(crate) use backend::{
 };
 pub use exporter::ExporterConfig;
 pub(crate) use kubernetes::KubernetesConfig;
+pub(crate) use notify::NotifyConfig;
 pub(crate) use prometheus::PrometheusConfig;
 pub(crate) use secrets::SecretFiles;
 pub(crate) use server::{ServerConfig, MIN_HEADER_BYTES};
@@ -67,6 +69,7 @@ pub struct Config {
     pub(crate) exporter: ExporterConfig,
     pub(crate) kubernetes: KubernetesConfig,
     pub(crate) server: ServerConfig,
+    pub(crate) notify: NotifyConfig,
     pub(crate) backend: BackendConfig,
 }
 
@@ -96,6 +99,8 @@ struct Document {
     kubernetes: KubernetesConfig,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    notify: NotifyConfig,
     backend: BackendSection,
 }
 
@@ -147,6 +152,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// nbidle's page for people (`server.external_url`, normalised, or a
+    /// loopback `listen`'s own URL).
+    pub(crate) fn page_url(&self) -> Option<String> {
+        self.server.page_url(self.listen)
     }
 
     /// The default idle time and the admin's bounds for overrides.
@@ -213,6 +224,7 @@ impl Document {
         self.alertmanager.validate()?;
         self.webhook.validate()?;
         self.server.validate()?;
+        self.notify.validate()?;
         self.auth.validate()?;
         if self.kubernetes.apply && !self.backend.kind().is_kubernetes() {
             return Err(Error::config(
@@ -236,6 +248,7 @@ impl Document {
             exporter: self.exporter,
             kubernetes: self.kubernetes,
             server: self.server,
+            notify: self.notify,
             backend: self.backend.validate()?,
         })
     }

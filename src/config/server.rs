@@ -29,6 +29,10 @@ pub(crate) struct ServerConfig {
     /// TLS: a web config file in the Prometheus exporter-toolkit format
     /// (`tls_server_config`); without it the listener speaks plain HTTP.
     pub(crate) web_config_file: Option<PathBuf>,
+    /// The URL people use for nbidle's page (behind a proxy, its public
+    /// name); shown in notebooks by the JupyterLab extension. Without it,
+    /// a loopback `listen` is its own URL and any other has none.
+    pub(crate) external_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +45,7 @@ impl Default for ServerConfig {
             write_timeout: HumanDuration::secs(30),
             shutdown_timeout: HumanDuration::secs(10),
             web_config_file: None,
+            external_url: None,
         }
     }
 }
@@ -73,6 +78,37 @@ impl ServerConfig {
                 return Err(Error::config(k(key), "must be between 100ms and 1h"));
             }
         }
+        if let Some(u) = &self.external_url {
+            let bad = |m: String| Error::config(k("external_url"), m);
+            super::values::check_url(u).map_err(bad)?;
+            if u.contains('?') || u.contains('#') {
+                return Err(bad(format!("{u:?} must have no query or fragment")));
+            }
+        }
         Ok(())
+    }
+
+    /// `external_url` ending in `/`.
+    pub(crate) fn external_url(&self) -> Option<String> {
+        self.external_url.as_ref().map(|u| match u.ends_with('/') {
+            true => u.clone(),
+            false => format!("{u}/"),
+        })
+    }
+
+    /// `external_url` ending in `/`; else, for a loopback `listen`,
+    /// `http(s)://<listen>/`; else none.
+    pub(crate) fn page_url(&self, listen: std::net::SocketAddr) -> Option<String> {
+        match self.external_url() {
+            Some(u) => Some(u),
+            None if listen.ip().is_loopback() => {
+                let scheme = match self.web_config_file {
+                    Some(_) => "https",
+                    None => "http",
+                };
+                Some(format!("{scheme}://{listen}/"))
+            }
+            None => None,
+        }
     }
 }

@@ -9,7 +9,10 @@
 //! `OPTIONS`: a save or an upload is a `PUT`, a new file a `POST`, a
 //! rename a `PATCH`. Reads are `GET`s, and an open JupyterLab tab's polling
 //! is only `GET`s and `PUT`s to other handlers (its workspace), so the
-//! filter is on the handler and the method both.
+//! filter is on the handler and the method both. The JupyterLab
+//! extension's "Save and keep working" (`POST nbidle/activity`, handler
+//! `nbidle_jupyterlab.handlers.ActivityHandler`) counts the same way, so
+//! a person who answers the warning is seen at the next probe.
 //!
 //! The count is the server's since its start. The exporter remembers it per
 //! notebook life ([`activity`]): a count that changed since the last probe
@@ -39,6 +42,8 @@ pub(crate) const PATH: &str = "metrics";
 const SAMPLE_PREFIX: &[u8] = b"http_request_duration_seconds_count{";
 /// The module of jupyter_server's contents handlers, as in `handler`.
 const CONTENTS_HANDLERS: &[u8] = b"jupyter_server.services.contents.handlers.";
+/// The JupyterLab extension's "Save and keep working" (`POST nbidle/activity`).
+const ACTIVITY_HANDLER: &[u8] = b"nbidle_jupyterlab.handlers.ActivityHandler";
 /// Methods that only read.
 const READS: [&[u8]; 3] = [b"GET", b"HEAD", b"OPTIONS"];
 /// Longer lines are skipped: a sample of the family read here, with its
@@ -279,8 +284,11 @@ fn sample(line: &[u8]) -> Option<(bool, f64)> {
     if !(n.is_finite() && n >= 0.0) {
         return None;
     }
-    let write = handler.is_some_and(|h| h.starts_with(CONTENTS_HANDLERS))
-        && method.is_some_and(|m| !READS.contains(&m));
+    let write = match (handler, method) {
+        (Some(h), Some(m)) if h.starts_with(CONTENTS_HANDLERS) => !READS.contains(&m),
+        (Some(h), Some(m)) => h == ACTIVITY_HANDLER && m == b"POST",
+        _ => false,
+    };
     Some((write, n))
 }
 
@@ -363,6 +371,20 @@ http_request_duration_seconds_count{handler="jupyter_server.services.kernels.han
         // PUT 201 + PUT 200 + checkpoint POST; not the GETs, not the
         // workspace PUTs an idle tab makes, not the bucket or sum lines.
         assert_eq!(tally(&[EXPOSITION.as_bytes()]), FileWork::Writes(8.0));
+    }
+
+    #[test]
+    fn save_and_keep_working_in_jupyterlab_is_file_work() {
+        let h = "http_request_duration_seconds_count{handler=\"nbidle_jupyterlab.handlers.";
+        let body = format!(
+            "{EXPOSITION}{h}ActivityHandler\",method=\"POST\",status_code=\"204\"}} 2.0\n\
+             {h}ActivityHandler\",method=\"GET\",status_code=\"405\"}} 4.0\n\
+             {h}StateHandler\",method=\"PUT\",status_code=\"200\"}} 30.0\n\
+             {h}KeepHandler\",method=\"POST\",status_code=\"202\"}} 1.0\n"
+        );
+        // The two POSTs of "Save and keep working"; not nbidle's own PUTs
+        // of the state, nor a Keep running request.
+        assert_eq!(tally(&[body.as_bytes()]), FileWork::Writes(10.0));
     }
 
     #[test]

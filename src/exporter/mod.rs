@@ -59,6 +59,8 @@ mod filework;
 mod probe;
 
 use bounded::Reason;
+// Answers to nbidle's pushes (`notify`) are read within limits the same way.
+pub(crate) use bounded::{read_body, ProbeFailure};
 use probe::max_opt;
 use probe::ProbeResult;
 
@@ -124,6 +126,9 @@ pub struct Exporter {
     /// Failed probes since start, by [`Reason`] (in the order of
     /// [`Reason::ALL`]).
     failures: [AtomicU64; Reason::ALL.len()],
+    /// Counts published rounds, so what follows a round (`notify`) wakes
+    /// when one ends and reads [`Exporter::last_round`].
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 impl Exporter {
@@ -148,6 +153,7 @@ impl Exporter {
             snapshot: RwLock::new(Arc::new(Vec::new())),
             memory: Default::default(),
             failures: Default::default(),
+            rounds: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -303,12 +309,19 @@ impl Exporter {
             .clone()
     }
 
-    /// Replaces what scrapes and the webhook's re-check read.
+    /// Replaces what scrapes and the webhook's re-check read, and tells
+    /// those waiting for a round's end.
     fn publish(&self, facts: Vec<NotebookFacts>) {
         *self
             .snapshot
             .write()
             .expect("snapshot lock is never poisoned: no panics under it") = Arc::new(facts);
+        self.rounds.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes once per published round; the round is [`Exporter::last_round`].
+    pub(crate) fn rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rounds.subscribe()
     }
 
     /// The last round's facts about one notebook.

@@ -57,6 +57,7 @@ pub(super) fn app_with(
     let readiness = Readiness::default();
     readiness.set_synced();
     Arc::new(App {
+        notifier: None,
         backend,
         exporter: None,
         metrics: Arc::new(Metrics::new()),

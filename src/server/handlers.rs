@@ -116,10 +116,11 @@ pub(crate) async fn webhook(app: Arc<App>, body: Body) -> Result<impl Reply, Rej
         }
     };
     app.warnings.record(&payload, &app.metrics);
-    let results = decide::handle(
+    let results = decide::handle_notifying(
         &payload,
         app.backend.as_ref(),
         app.exporter.as_deref(),
+        app.notifier.as_deref(),
         app.policy,
         &app.metrics,
     )

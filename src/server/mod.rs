@@ -48,6 +48,8 @@ pub(crate) struct App {
     pub warnings: Arc<crate::warnings::Warnings>,
     /// The notebook page's sessions and settings.
     pub page: crate::page::Page,
+    /// Pushes to notebooks' JupyterLab extension (`notify.jupyterlab`).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// Two facts, kept apart because they answer different callers: the API

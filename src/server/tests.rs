@@ -66,6 +66,7 @@ fn app_over(backend: Arc<MemoryBackend>, limits: BodyLimits) -> Arc<App> {
 
 fn app_with(backend: Arc<MemoryBackend>, limits: BodyLimits, readiness: Readiness) -> Arc<App> {
     Arc::new(App {
+        notifier: None,
         backend,
         exporter: None,
         metrics: Arc::new(Metrics::new()),

@@ -60,6 +60,16 @@ impl Alertmanager {
         Alertmanager { proc, url }
     }
 
+    /// The active silences, as `amtool silence query -o json` lists them.
+    pub fn silences(&self) -> Vec<serde_json::Value> {
+        let out = self.amtool(&["silence", "query", "-o", "json"]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// `amtool <args> --alertmanager.url=<this>`; its stdout, which must
     /// succeed.
     pub fn amtool(&self, args: &[&str]) -> String {

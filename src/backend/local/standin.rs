@@ -55,12 +55,15 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Where nbidle's own page (`/`, where people sign in) is served.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct NbidlePage {
     /// nbidle's bound listen address.
     pub(crate) addr: SocketAddr,
     /// Served over TLS.
     pub(crate) https: bool,
+    /// `server.external_url`: what people use for nbidle's page, when it
+    /// is not the listen address (a proxy, a public name).
+    pub(crate) external_url: Option<String>,
 }
 
 /// One notebook's claim on its port, held in its slot: what transitions
@@ -192,7 +195,7 @@ impl LocalBackend {
                 secret: Secret::new(slot.spec.token.as_deref()),
                 guesses: guesses.clone(),
                 wake: self.wakes.get(slot.index).copied().unwrap_or(false),
-                nbidle,
+                nbidle: nbidle.clone(),
                 people: people.clone(),
                 starting: AtomicBool::new(false),
             });

@@ -7,6 +7,9 @@
 //!   with `Retry-After`), or, with `wake_on_visit`, a `GET` that is not a
 //!   prefetch starts the notebook.
 //! - the page's Start form (`POST <base>_nbidle/start`);
+//! - the JupyterLab extension's `GET <base>nbidle/state`: 200 JSON, no
+//!   auth, phase `stopped` with the page's sentence, so an open JupyterLab
+//!   says the notebook was stopped and links to Start;
 //! - anything else: JupyterLab's polling, its kernels' websockets, scripts.
 //!   It gets JSON 503 `{"error", "reason", "notebook"}` with `Retry-After`,
 //!   so an open JupyterLab backs off. It never starts the notebook.
@@ -47,7 +50,7 @@ use ring::digest::{digest, SHA256, SHA256_OUTPUT_LEN};
 use super::standin::Page;
 use super::standin_page::{self as render, Form, Refusal};
 use crate::backend::Backend;
-use crate::notebook::{NotebookState, Status};
+use crate::notebook::{NotebookState, Status, StopCause, StoppedBy, Timestamp};
 
 /// What a client is told to wait before asking again.
 pub(super) const RETRY_AFTER_SECONDS: u64 = 30;
@@ -57,6 +60,8 @@ pub(super) const MAX_FORM_BYTES: usize = 8 * 1024;
 pub(super) const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The path of the Start form, under the notebook's base URL.
 pub(super) const START_PATH: &str = "_nbidle/start";
+/// JupyterLab's extension reads the notebook's state here (`nbidle-jupyterlab`).
+pub(super) const STATE_PATH: &str = "nbidle/state";
 /// Marks every answer of the page, so its script tells it from Jupyter's.
 pub(super) const MARK_HEADER: &str = "x-nbidle-stopped";
 
@@ -132,6 +137,8 @@ pub(super) enum Kind {
     Visit,
     /// The Start form or a script's start.
     Start,
+    /// JupyterLab's extension reading the state (`GET nbidle/state`).
+    State,
     /// Jupyter's API, websockets, scripts, assets: JSON 503.
     Api,
     /// Outside the notebook's base URL.
@@ -155,6 +162,9 @@ pub(super) fn classify(method: &Method, path: &str, headers: &HeaderMap, base: &
             Method::POST => Kind::Start,
             _ => Kind::Api,
         };
+    }
+    if rest == STATE_PATH && *method == Method::GET {
+        return Kind::State;
     }
     let upgrade = headers.contains_key(header::UPGRADE)
         || header(headers, header::CONNECTION)
@@ -303,6 +313,50 @@ fn api_answer(state: &NotebookState) -> Reply {
     )
 }
 
+/// The JupyterLab extension's `GET nbidle/state` while the notebook is
+/// down: 200 without auth (the stopped page says the same to anyone), in
+/// the extension's own shape, so an open JupyterLab says it was stopped.
+fn state_answer(page: &Page, headers: &HeaderMap, state: &NotebookState) -> Reply {
+    let (by, reason) = match &state.stopped_by {
+        Some(StopCause::IdleAlert { alertname, .. }) => (
+            Some(alertname.clone()),
+            Some(crate::notebook::idle_reason(state.idle_after_seconds)),
+        ),
+        Some(StopCause::User { by }) => (
+            Some(match by {
+                Some(StoppedBy::Page { who }) => who.clone(),
+                Some(StoppedBy::Api { .. }) => "nbidle's API".into(),
+                None => "nbidle".into(),
+            }),
+            None,
+        ),
+        None => (None, None),
+    };
+    let phase = match state.status {
+        Status::Starting => "starting",
+        _ => "stopped",
+    };
+    let base = page.site.base.as_str();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "state": {
+                "version": 1,
+                "notebook": {"namespace": state.id.namespace, "name": state.id.name},
+                "phase": phase,
+                "stopped_at": state.stopped_at.map(Timestamp::unix_seconds),
+                "by": by,
+                "reason": reason,
+                "message": render::sentence(state),
+                "start_url": state.url.as_deref().unwrap_or(base),
+                "page_url": render::nbidle_url(&page.nbidle, host_of(headers)),
+            },
+            "received_at": Timestamp::now().unix_seconds(),
+            "requests": [],
+        }),
+    )
+}
+
 /// Answers one request (module doc).
 pub(super) async fn handle(
     page: Arc<Page>,
@@ -318,6 +372,7 @@ pub(super) async fn handle(
             serde_json::json!({"error": format!("not found; the notebook is at {base}"), "reason": reason_code(&state)}),
         ),
         Kind::Api => api_answer(&state),
+        Kind::State => state_answer(&page, req.headers(), &state),
         Kind::Visit => visit(&page, client, &req, &state),
         Kind::Start => start(&page, client, req, &state).await,
     })

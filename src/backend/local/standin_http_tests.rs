@@ -2,7 +2,8 @@ use hyper::header::HeaderName;
 
 use super::*;
 use crate::backend::local::standin::NbidlePage;
-use crate::backend::local::standin_page::{clock, nbidle_url, sentence_at, span};
+use crate::backend::local::standin_page::{clock, nbidle_url, sentence_at};
+use crate::notebook::span;
 use crate::notebook::{NotebookId, StopCause, Timestamp};
 
 /// A browser's navigation to a page, as Chromium sends it.
@@ -28,6 +29,30 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 
 fn kind(method: Method, path: &str, pairs: &[(&str, &str)]) -> Kind {
     classify(&method, path, &headers(pairs), "/user/ada/")
+}
+
+#[test]
+fn jupyterlab_s_state_read_is_answered_by_the_stand_in() {
+    for accept in [
+        &[("accept", "*/*"), ("sec-fetch-mode", "cors")][..],
+        NAVIGATION,
+    ] {
+        assert_eq!(
+            kind(Method::GET, "/user/ada/nbidle/state", accept),
+            Kind::State
+        );
+    }
+    // Only the read: nbidle's own PUT never reaches a stopped notebook,
+    // and anything else there is Jupyter's API.
+    assert_eq!(kind(Method::PUT, "/user/ada/nbidle/state", &[]), Kind::Api);
+    assert_eq!(
+        kind(Method::GET, "/user/ada/nbidle/stateful", &[]),
+        Kind::Api
+    );
+    assert_eq!(
+        kind(Method::GET, "/user/bob/nbidle/state", &[]),
+        Kind::Elsewhere
+    );
 }
 
 #[test]
@@ -311,6 +336,7 @@ fn the_link_to_nbidle_uses_its_address_or_the_browsers_host() {
     let page = |addr: &str| NbidlePage {
         addr: addr.parse().unwrap(),
         https: false,
+        external_url: None,
     };
     assert_eq!(
         nbidle_url(&page("127.0.0.1:8080"), Some("evil:1")),
@@ -331,6 +357,15 @@ fn the_link_to_nbidle_uses_its_address_or_the_browsers_host() {
     let tls = NbidlePage {
         addr: "[::1]:8443".parse().unwrap(),
         https: true,
+        external_url: None,
     };
     assert_eq!(nbidle_url(&tls, None), "https://[::1]:8443/");
+    let public = NbidlePage {
+        external_url: Some("https://nbidle.example.org/".into()),
+        ..tls
+    };
+    assert_eq!(
+        nbidle_url(&public, Some("nb.example:8888")),
+        "https://nbidle.example.org/"
+    );
 }

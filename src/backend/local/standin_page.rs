@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 
 use super::standin::NbidlePage;
 use crate::backend::Person;
-use crate::notebook::{NotebookState, Status, StopCause, StoppedBy, Timestamp};
+pub(super) use crate::notebook::clock;
+use crate::notebook::{NotebookState, Status, StopCause, StoppedBy};
 
 const CSS: &str = include_str!("assets/standin.css");
 const JS: &str = include_str!("assets/standin.js");
@@ -50,31 +51,6 @@ pub(super) struct Form<'a> {
     pub(super) person: Option<Person>,
 }
 
-/// `30 min`, `1 h`, `1 h 30 min`, `45 s`.
-pub(super) fn span(seconds: u64) -> String {
-    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
-    match (h, m, s) {
-        (0, 0, s) => format!("{s} s"),
-        (0, m, _) => format!("{m} min"),
-        (h, 0, _) => format!("{h} h"),
-        (h, m, _) => format!("{h} h {m} min"),
-    }
-}
-
-/// `14:02 UTC`, with the date ("on 30 Nov") when it is not today's.
-pub(super) fn clock(t: Timestamp, now: OffsetDateTime) -> String {
-    let t = t.0.to_offset(time::UtcOffset::UTC);
-    let hm = format!("{:02}:{:02} UTC", t.hour(), t.minute());
-    if t.date() == now.to_offset(time::UtcOffset::UTC).date() {
-        hm
-    } else {
-        format!(
-            "{hm} on {}",
-            crate::notebook::day_month(t.date(), now.year())
-        )
-    }
-}
-
 /// "<name> was stopped at 14:02 by NotebookIdle after 30 min without
 /// activity; your files are kept."
 pub(super) fn sentence(state: &NotebookState) -> String {
@@ -94,8 +70,8 @@ pub(super) fn sentence_at(state: &NotebookState, now: OffsetDateTime) -> String 
         }
         (Status::Starting, _) => format!("{name} is starting."),
         (_, Some(StopCause::IdleAlert { alertname, .. })) => format!(
-            "{name} was stopped{at} by {alertname} after {} without activity; your files are kept.",
-            span(state.idle_after_seconds)
+            "{name} was stopped{at} by {alertname} {}; your files are kept.",
+            crate::notebook::idle_reason(state.idle_after_seconds)
         ),
         (_, Some(StopCause::User { by })) => {
             let how = match by {
@@ -109,9 +85,13 @@ pub(super) fn sentence_at(state: &NotebookState, now: OffsetDateTime) -> String 
     }
 }
 
-/// nbidle's own page: its listen address, or, when it listens on every
-/// address, the host the browser used for the notebook.
+/// nbidle's own page: `server.external_url`, else its listen address, or,
+/// when it listens on every address, the host the browser used for the
+/// notebook.
 pub(super) fn nbidle_url(nbidle: &NbidlePage, host: Option<&str>) -> String {
+    if let Some(u) = &nbidle.external_url {
+        return u.clone();
+    }
     let scheme = if nbidle.https { "https" } else { "http" };
     let ip = nbidle.addr.ip();
     let host = if ip.is_unspecified() {

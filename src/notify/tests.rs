@@ -1,0 +1,231 @@
+//! The pure parts of a push: what it says, when a notebook gets one, which
+//! requests are taken, and how an answer is read.
+
+use super::client::{parse_answer, Pushed};
+use super::state::*;
+
+const WINDOW: f64 = 330.0;
+
+#[test]
+fn a_near_deadline_or_a_warning_is_interesting_others_are_not() {
+    let now = 1_000_000.0;
+    // Far from its deadline, no warning: nothing to show.
+    assert_eq!(interest(Some(now + 1800.0), None, now, WINDOW), None);
+    assert_eq!(interest(None, None, now, WINDOW), None);
+    // Within warn_before + 2 intervals: shown as running with the deadline.
+    let s = interest(Some(now + 300.0), None, now, WINDOW).unwrap();
+    assert_eq!(
+        (s.phase, s.stops_at, s.warning_since),
+        (Phase::Running, Some(now + 300.0), None)
+    );
+    // A firing warning shows whatever the deadline says, or its own stop time.
+    let w = interest(
+        Some(now + 900.0),
+        Some((now - 5.0, now + 295.0)),
+        now,
+        WINDOW,
+    )
+    .unwrap();
+    assert_eq!(w.phase, Phase::Warning);
+    assert_eq!(w.stops_at, Some(now + 900.0));
+    assert_eq!(w.warning_since, Some(now - 5.0));
+    let w = interest(None, Some((now - 5.0, now + 295.0)), now, WINDOW).unwrap();
+    assert_eq!(w.stops_at, Some(now + 295.0));
+    // A push: something shown, results waiting, or one clear after a show.
+    assert!(worth_a_push(Some(s), false, false));
+    assert!(worth_a_push(None, true, false));
+    assert!(worth_a_push(None, false, true));
+    assert!(!worth_a_push(None, false, false));
+}
+
+fn raw(id: &str, kind: &str, for_: Option<&str>) -> RawRequest {
+    RawRequest {
+        id: id.into(),
+        kind: kind.into(),
+        for_: for_.map(Into::into),
+    }
+}
+
+#[test]
+fn only_the_offered_keep_running_is_taken() {
+    let ok = validate(&raw("a1", "keep_running", Some("4h")), Some("4h")).unwrap();
+    assert_eq!(
+        ok,
+        KeepRequest {
+            id: "a1".into(),
+            for_: "4h".into()
+        }
+    );
+    let refused = |r: RawRequest, offered| match validate(&r, offered) {
+        Err(Refused(Some(res))) => {
+            assert_eq!(res.id, r.id);
+            assert!(!res.ok);
+            res.message
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(refused(raw("a2", "keep_running", Some("8h")), Some("4h")).contains("4h"));
+    assert!(refused(raw("a3", "keep_running", None), Some("4h")).contains("4h"));
+    assert_eq!(
+        refused(raw("a4", "stop", Some("4h")), Some("4h")),
+        "unknown request kind"
+    );
+    assert!(refused(raw("a5", "keep_running", Some("4h")), None).contains("Alertmanager"));
+    // Ids that cannot be echoed get no result at all.
+    for id in ["", &"x".repeat(65), "a\nb"] {
+        assert_eq!(
+            validate(&raw(id, "keep_running", Some("4h")), Some("4h")),
+            Err(Refused(None))
+        );
+    }
+    assert!(validate(
+        &raw(&"x".repeat(64), "keep_running", Some("4h")),
+        Some("4h")
+    )
+    .is_ok());
+}
+
+#[test]
+fn the_offer_is_four_hours_at_most_keep_running_max() {
+    use std::time::Duration;
+    assert_eq!(offered_duration(Duration::from_secs(7 * 86400)), "4h");
+    assert_eq!(offered_duration(Duration::from_secs(9000)), "2h 30m");
+    // keep_until reads the offer back.
+    let now = crate::notebook::Timestamp::now();
+    let max = Duration::from_secs(9000);
+    let until = crate::silences::keep_until(Some(&offered_duration(max)), None, now, max).unwrap();
+    assert_eq!((until.0 - now.0).whole_seconds(), 9000);
+}
+
+#[test]
+fn answers_outside_the_contract_are_failures() {
+    match parse_answer(br#"{"requests": [{"id": "a", "kind": "keep_running", "for": "4h", "by": "ada", "at": 1.5, "extra": 1}], "more": true}"#) {
+        Pushed::Taken(r) => assert_eq!(r.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(parse_answer(b"{}"), Pushed::Taken(r) if r.is_empty()));
+    let five = format!(
+        r#"{{"requests": [{}]}}"#,
+        [r#"{"id": "a", "kind": "keep_running"}"#; 5].join(",")
+    );
+    for bad in [
+        &b"not json"[..],
+        br#"{"requests": "x"}"#,
+        br#"{"requests": [{"id": 1, "kind": "k"}]}"#,
+        five.as_bytes(),
+    ] {
+        assert!(
+            matches!(parse_answer(bad), Pushed::Failed(_)),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn the_body_is_the_contract_s() {
+    let body = StateBody {
+        version: 1,
+        notebook: NotebookRef {
+            namespace: "local".into(),
+            name: "alpha".into(),
+        },
+        phase: Phase::Warning,
+        sent_at: 1.0,
+        stops_at: Some(301.0),
+        warn_before_seconds: 300,
+        idle_after_seconds: 1800,
+        warning_since: Some(1.0),
+        kept_running: None,
+        keep_running_for: Some("4h".into()),
+        page_url: Some("http://127.0.0.1:9877/".into()),
+        reason: None,
+        results: vec![KeepResult {
+            id: "a".into(),
+            ok: true,
+            message: "Kept running until 16:05 UTC".into(),
+        }],
+    };
+    let v = serde_json::to_value(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "version": 1, "notebook": {"namespace": "local", "name": "alpha"}, "phase": "warning",
+            "sent_at": 1.0, "stops_at": 301.0, "warn_before_seconds": 300, "idle_after_seconds": 1800,
+            "warning_since": 1.0, "kept_running": null, "keep_running_for": "4h",
+            "page_url": "http://127.0.0.1:9877/", "reason": null,
+            "results": [{"id": "a", "ok": true, "message": "Kept running until 16:05 UTC"}]
+        })
+    );
+    assert!(serde_json::to_vec(&body).unwrap().len() < super::client::MAX_ANSWER_BYTES as usize);
+}
+
+#[test]
+fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::backend::memory::MemoryBackend;
+    use crate::exporter::Exporter;
+    use crate::notebook::{NotebookId, NotebookState, Status, Timestamp};
+    use crate::silences::KeptRunning;
+
+    let state = NotebookState {
+        id: NotebookId::new("team", "alpha"),
+        status: Status::Running,
+        message: None,
+        autostop: true,
+        idle_after_seconds: 1800,
+        owner: Some("ada".into()),
+        started_at: None,
+        stopped_at: None,
+        stopped_by: None,
+        url: None,
+    };
+    let backend = Arc::new(MemoryBackend::new([state.clone()]));
+    let exporter = Exporter::new(
+        backend.clone(),
+        Default::default(),
+        Duration::from_secs(600),
+    );
+    let n = super::Notifier::standalone(
+        exporter,
+        backend,
+        Duration::from_secs(2),
+        4,
+        Duration::from_secs(300),
+        Duration::from_secs(15),
+    );
+    let until = Timestamp::now();
+    let kept = KeptRunning {
+        id: "s1".into(),
+        until,
+        by: "ada via JupyterLab".into(),
+        comment: String::new(),
+    };
+    let shown = interest(None, Some((10.0, 310.0)), 20.0, WINDOW);
+    let b = n.body(&state, shown, Some(&kept), Vec::new());
+    assert_eq!(
+        (b.notebook.namespace.as_str(), b.notebook.name.as_str()),
+        ("team", "alpha")
+    );
+    assert_eq!(b.phase, Phase::Warning);
+    assert_eq!((b.stops_at, b.warning_since), (Some(310.0), Some(10.0)));
+    assert_eq!((b.warn_before_seconds, b.idle_after_seconds), (300, 1800));
+    assert_eq!(
+        b.kept_running,
+        Some(Kept {
+            until: until.unix_seconds(),
+            by: "ada via JupyterLab".into()
+        })
+    );
+    // The standalone notifier has no Alertmanager: nothing offered.
+    assert_eq!(b.keep_running_for, None);
+    assert!(b.sent_at >= until.unix_seconds());
+    // Nothing shown: a clear.
+    let b = n.body(&state, None, None, Vec::new());
+    assert_eq!(
+        (b.phase, b.stops_at, b.warning_since),
+        (Phase::Running, None, None)
+    );
+}
