@@ -34,7 +34,18 @@ if [ ! -x "$venv/bin/python" ]; then
   say "no venv at $venv: run scripts/test-deps.sh first"
   exit 1
 fi
-command -v npm >/dev/null || { say "npm is missing: run scripts/browser-deps.sh (installs nodejs and npm)"; exit 1; }
+# The frontend is built with Node from the npm registry: Debian's nodejs
+# and npm when missing (as root), as scripts/browser-deps.sh does.
+if ! command -v npm >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "need root to install: nodejs npm"
+    exit 1
+  fi
+  say "installing nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends nodejs npm >&2
+fi
 
 # The sources that make the package: tracked and new files, not what is ignored.
 sources() {

@@ -51,6 +51,33 @@ pub fn chromium() -> PathBuf {
     p
 }
 
+/// nbidle's JupyterLab extension (`jupyterlab/`), installed in the test
+/// venv by `scripts/jupyterlab-ext.sh`, or fails the test: the
+/// `labextension list` line of its frontend, which Jupyter reports enabled.
+pub fn jupyterlab_extension() -> String {
+    let out = Command::new(jupyter())
+        .args(["labextension", "list"])
+        .output()
+        .unwrap_or_else(|e| panic!("jupyter labextension list: {e}"));
+    // Jupyter writes the list to stderr or stdout, depending on its version.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("nbidle-jupyterlab"))
+        .unwrap_or_else(|| {
+            panic!("nbidle's JupyterLab extension is not installed: run `bash scripts/jupyterlab-ext.sh`; {text}")
+        });
+    assert!(
+        line.contains("enabled"),
+        "nbidle's JupyterLab extension is installed but not enabled: {line}"
+    );
+    line.trim().to_string()
+}
+
 /// JupyterLab (from the test venv) as a local notebook, with its own
 /// workspaces, user settings and settings overrides under `dir/<name>-lab`.
 /// `autosave_secs` lowers JupyterLab's autosave interval (default 120 s)
