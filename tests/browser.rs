@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Short, and still well above the time from JupyterLab's start to the
 /// browser's first kernel or terminal (about 10 s on a loaded machine).
@@ -58,15 +58,18 @@ impl Stack {
         if control {
             notebooks.push(jupyter_notebook(CONTROL, JupyterVersion::Current));
         }
-        let nbidle = Nbidle::start(
-            dir.path(),
-            &notebooks,
-            NbidleOptions {
-                idle_after: IDLE_AFTER_TEXT,
-                ..Default::default()
-            },
-        )
-        .await;
+        let port = free_port();
+        let opts = NbidleOptions {
+            idle_after: IDLE_AFTER_TEXT,
+            ..Default::default()
+        };
+        let mut cfg = nbidle_config(port, dir.path(), &notebooks, &opts);
+        // These people do not know nbidle's JupyterLab extension: its
+        // warning dialog would take the click and the keys they script
+        // (tests/jupyterlab_extension.rs is the person who answers it).
+        cfg["notify"] = json!({"jupyterlab": {"enabled": false}});
+        let yaml = serde_yaml::to_string(&cfg).unwrap();
+        let nbidle = Nbidle::start_yaml(dir.path(), "nbidle", port, &yaml, &[]).await;
         // Prometheus and Alertmanager start while Jupyter does.
         let am = Alertmanager::start(dir.path(), &nbidle.config).await;
         let prom = Prometheus::start(dir.path(), &nbidle, &am).await;
