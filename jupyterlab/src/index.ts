@@ -275,14 +275,20 @@ const connectionLost: JupyterFrontEndPlugin<IConnectionLost> = {
   id: 'nbidle-jupyterlab:connectionlost',
   description: "Says so when the server went away because nbidle stopped it; JupyterLab's dialog otherwise.",
   autoStart: true,
-  optional: [JupyterLab.IInfo],
+  optional: [JupyterLab.IInfo, JupyterFrontEnd.IPaths],
   provides: IConnectionLost,
-  activate: (app: JupyterFrontEnd, info: JupyterLab.IInfo | null): IConnectionLost => {
+  activate: (
+    app: JupyterFrontEnd,
+    info: JupyterLab.IInfo | null,
+    paths: JupyterFrontEnd.IPaths | null
+  ): IConnectionLost => {
+    const urls = paths?.urls;
     let lastArgs: Parameters<IConnectionLost> | null = null;
-    const hubPrefix = PageConfig.getOption('hubPrefix');
+    // The page config's values, as the hub extension reads them.
+    const hubPrefix = urls?.hubPrefix || PageConfig.getOption('hubPrefix');
     const fallback = fallbackConnectionLost({
       hubPrefix,
-      baseUrl: PageConfig.getBaseUrl(),
+      baseUrl: urls?.base ?? PageConfig.getOption('baseUrl'),
       askRestart: async (title, body) => {
         const result = await showDialog({
           title,
@@ -297,10 +303,10 @@ const connectionLost: JupyterFrontEndPlugin<IConnectionLost> = {
         } else {
           window.open(
             hubSpawnUrl(
-              PageConfig.getOption('hubHost'),
+              urls?.hubHost || '',
               hubPrefix,
-              PageConfig.getOption('hubUser'),
-              PageConfig.getOption('hubServerName')
+              urls?.hubUser || '',
+              urls?.hubServerName || ''
             ),
             '_blank'
           );
