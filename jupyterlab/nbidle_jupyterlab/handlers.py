@@ -44,12 +44,14 @@ class _Untracked(_NbidleHandler):
 
 
 def _user_name(user):
-    for attr in ("name", "username"):
+    # jupyter_server 2's User has both: username is the login, name the
+    # display name (which may be a full name or empty).
+    for attr in ("username", "name"):
         value = getattr(user, attr, None)
         if isinstance(value, str) and value:
             return value
     if isinstance(user, dict):
-        value = user.get("name") or user.get("username")
+        value = user.get("username") or user.get("name")
         if isinstance(value, str):
             return value
     return user if isinstance(user, str) else None

@@ -110,9 +110,12 @@ class Store:
         results = validate_state(body)
         now = self._clock()
         self._expire(now)
-        state = {k: v for k, v in body.items() if k != "results"}
-        self.state = state
-        self.received_at = now
+        # Pushes can overtake each other (a retried PUT, a "stopping" sent
+        # beside a round's push): an older one must not undo a newer state.
+        # Its results and the requests handed out still count.
+        if self.state is None or body["sent_at"] >= self.state["sent_at"]:
+            self.state = {k: v for k, v in body.items() if k != "results"}
+            self.received_at = now
         by_id = {r["id"]: r for r in self._requests}
         for result in results:
             request = by_id.get(result["id"])

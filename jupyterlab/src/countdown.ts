@@ -142,22 +142,54 @@ export function warningKey(state: NbidleState | null, now: number): string | nul
   return `${name}@${state.warning_since ?? 'unknown'}`;
 }
 
+/**
+ * How long after stops_at a passed deadline still means "being stopped":
+ * past this, the deadline was missed (nbidle away, a silence elsewhere) and
+ * says nothing any more.
+ */
+export const OVERDUE_SECONDS = 3 * 60;
+
+/** True when stops_at has passed, recently, and no Keep running covers it. */
+export function overdue(state: NbidleState, now: number): boolean {
+  const stopsAt = state.stops_at;
+  return (
+    stopsAt !== null &&
+    stopsAt !== undefined &&
+    stopsAt <= now &&
+    now - stopsAt <= OVERDUE_SECONDS &&
+    !keptCovers(state, now)
+  );
+}
+
 export const POLL_MS = 10000;
 export const POLL_NEAR_MS = 2000;
+/** The longest wait between asks while they keep failing. */
+export const POLL_ERROR_MAX_MS = 30000;
 const NEAR_SECONDS = 60;
 
-/** How long to wait before asking for the state again. */
+/**
+ * How long to wait before asking for the state again; `errors` is how many
+ * asks in a row failed, each doubling the wait up to POLL_ERROR_MAX_MS.
+ */
 export function pollDelayMs(
   state: NbidleState | null,
   now: number,
-  waitingForRequest: boolean
+  waitingForRequest: boolean,
+  errors = 0
 ): number {
-  if (waitingForRequest) {
-    return POLL_NEAR_MS;
-  }
+  let delay = POLL_MS;
   const stopsAt = state?.stops_at;
-  if (stopsAt !== null && stopsAt !== undefined && stopsAt - now <= NEAR_SECONDS) {
-    return POLL_NEAR_MS;
+  if (
+    waitingForRequest ||
+    (stopsAt !== null &&
+      stopsAt !== undefined &&
+      stopsAt - now <= NEAR_SECONDS &&
+      now - stopsAt <= OVERDUE_SECONDS)
+  ) {
+    delay = POLL_NEAR_MS;
   }
-  return POLL_MS;
+  if (errors > 0) {
+    delay = Math.max(delay, Math.min(POLL_NEAR_MS * 2 ** errors, POLL_ERROR_MAX_MS));
+  }
+  return delay;
 }

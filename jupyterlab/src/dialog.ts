@@ -109,6 +109,7 @@ export class WarningDialog {
 export class StoppedDialog {
   readonly node: HTMLElement;
   private readonly message: HTMLElement;
+  private readonly linkLine: HTMLElement;
   readonly link: HTMLAnchorElement;
   readonly dismissButton: HTMLButtonElement;
 
@@ -117,9 +118,9 @@ export class StoppedDialog {
     this.node = root;
     this.message = el(doc, 'p', 'nbidle-stopped-message');
     this.link = el(doc, 'a', 'nbidle-start-link', START_LABEL);
-    const linkLine = el(doc, 'p', 'nbidle-start');
-    linkLine.appendChild(this.link);
-    body.append(this.message, linkLine);
+    this.linkLine = el(doc, 'p', 'nbidle-start');
+    this.linkLine.appendChild(this.link);
+    body.append(this.message, this.linkLine);
     this.dismissButton = el(doc, 'button', `${BUTTON} jp-mod-reject nbidle-stopped-dismiss`, 'Dismiss');
     this.dismissButton.type = 'button';
     this.dismissButton.addEventListener('click', () => dismiss());
@@ -129,6 +130,17 @@ export class StoppedDialog {
 
   update(view: StoppedView): void {
     this.message.textContent = view.message;
-    this.link.href = view.href;
+    if (view.href === null) {
+      this.link.removeAttribute('href');
+      this.linkLine.hidden = true;
+    } else {
+      this.link.href = view.href;
+      this.linkLine.hidden = false;
+    }
+  }
+
+  /** The link when it is shown, else the Dismiss button. */
+  focus(): void {
+    (this.linkLine.hidden ? this.dismissButton : this.link).focus();
   }
 }

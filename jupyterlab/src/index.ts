@@ -5,19 +5,23 @@ import {
   ConnectionLost,
   IConnectionLost,
   JupyterFrontEnd,
-  JupyterFrontEndPlugin
+  JupyterFrontEndPlugin,
+  JupyterLab
 } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
+import { fallbackConnectionLost, HUB_RESTART_COMMAND, hubSpawnUrl } from './connection';
 import { keepLabel, statusView, WARNING_TITLE, warningKey, warningText } from './countdown';
+import { reopenAfterFailedKeep, StoppedPresence, warningAction } from './decide';
 import { StoppedDialog, WarningDialog } from './dialog';
 import { Monitor, unixNow } from './monitor';
+import { SeenWarnings, sessionStore } from './seen';
 import { NbidleClient, Requester } from './state';
 import { stoppedView, StoppedView } from './stopped';
 
@@ -48,8 +52,8 @@ class Controller {
   private readonly status: StatusItem | null = null;
   private warning: WarningDialog | null = null;
   private stopped: StoppedDialog | null = null;
-  private stoppedDismissed = false;
-  private readonly warned = new Set<string>();
+  private readonly stoppedPresence = new StoppedPresence();
+  private readonly warned = new SeenWarnings(sessionStore());
   private readonly baseUrl: string;
 
   constructor(
@@ -78,14 +82,13 @@ class Controller {
     setInterval(() => this.render(), 1000);
   }
 
-  /** For JupyterLab's connection-lost hook: true when it was nbidle's stop. */
+  /**
+   * For JupyterLab's connection-lost hook: true when it was nbidle's stop
+   * and its dialog is showing; false leaves the loss to JupyterLab's dialog.
+   */
   connectionLost(): boolean {
     const view = stoppedView(this.monitor.lastKnown, 'connection', unixNow(), this.baseUrl);
-    if (!view) {
-      return false;
-    }
-    this.showStopped(view);
-    return true;
+    return view !== null && this.showStopped(view);
   }
 
   private changed(): void {
@@ -96,7 +99,10 @@ class Controller {
       this.showStopped(stopped);
     }
     const key = warningKey(state, now);
-    if (key !== null && !this.warned.has(key) && !this.stopped) {
+    const action = warningAction(key, this.warned, this.warning !== null, this.stopped !== null);
+    if (action === 'close') {
+      this.closeWarning();
+    } else if (action === 'open' && key !== null) {
       this.warned.add(key);
       this.openWarning();
     }
@@ -193,8 +199,20 @@ class Controller {
       this.tell('Asked nbidle to keep it running; the answer comes within a minute.', 'info');
       this.monitor.refresh();
     } catch (e) {
-      this.tell(`Could not ask nbidle: ${String((e as Error)?.message ?? e)}`, 'error');
+      this.keepFailed(`Could not ask nbidle: ${String((e as Error)?.message ?? e)}`);
     }
+  }
+
+  /**
+   * A Keep running that did not work: the warning dialog again, with why,
+   * while the warning lasts, as it is another chance to click; else a
+   * notification.
+   */
+  private keepFailed(text: string): void {
+    if (reopenAfterFailedKeep(warningKey(this.monitor.state, unixNow()), this.stopped !== null)) {
+      this.openWarning();
+    }
+    this.tell(text, 'error');
   }
 
   private deliverKeepResult(): void {
@@ -207,30 +225,30 @@ class Controller {
     if (request.status === 'done') {
       this.tell(request.message || 'Kept running.', 'ok');
     } else {
-      this.tell(request.message || 'nbidle could not keep it running.', 'error');
-      if (this.warning) {
-        this.warning.keepButton.disabled = false;
-      }
+      this.keepFailed(request.message || 'nbidle could not keep it running.');
     }
   }
 
-  private showStopped(view: StoppedView): void {
+  /** Shows (or updates) the stopped dialog; false when it was dismissed before. */
+  private showStopped(view: StoppedView): boolean {
     this.closeWarning();
+    const action = this.stoppedPresence.show();
+    if (action === null) {
+      return false;
+    }
     if (this.stopped) {
       this.stopped.update(view);
-      return;
-    }
-    if (this.stoppedDismissed) {
-      return;
+      return true;
     }
     const dialog = new StoppedDialog(document, view, () => {
       dialog.node.remove();
       this.stopped = null;
-      this.stoppedDismissed = true;
+      this.stoppedPresence.dismiss();
     });
     this.stopped = dialog;
     document.body.appendChild(dialog.node);
-    dialog.link.focus();
+    dialog.focus();
+    return true;
   }
 }
 
@@ -250,17 +268,63 @@ const status: JupyterFrontEndPlugin<void> = {
   }
 };
 
+// Replaces @jupyterlab/hub-extension:connectionlost, JupyterLab 4's
+// provider (package.json disables it), and does what it does when the
+// loss was not nbidle's stop.
 const connectionLost: JupyterFrontEndPlugin<IConnectionLost> = {
   id: 'nbidle-jupyterlab:connectionlost',
   description: "Says so when the server went away because nbidle stopped it; JupyterLab's dialog otherwise.",
   autoStart: true,
+  optional: [JupyterLab.IInfo, JupyterFrontEnd.IPaths],
   provides: IConnectionLost,
-  activate: (app: JupyterFrontEnd): IConnectionLost => {
-    return async (manager, err, translator) => {
+  activate: (
+    app: JupyterFrontEnd,
+    info: JupyterLab.IInfo | null,
+    paths: JupyterFrontEnd.IPaths | null
+  ): IConnectionLost => {
+    const urls = paths?.urls;
+    let lastArgs: Parameters<IConnectionLost> | null = null;
+    // The page config's values, as the hub extension reads them.
+    const hubPrefix = urls?.hubPrefix || PageConfig.getOption('hubPrefix');
+    const fallback = fallbackConnectionLost({
+      hubPrefix,
+      baseUrl: urls?.base ?? PageConfig.getOption('baseUrl'),
+      askRestart: async (title, body) => {
+        const result = await showDialog({
+          title,
+          body,
+          buttons: [Dialog.okButton({ label: 'Restart' }), Dialog.cancelButton({ label: 'Dismiss' })]
+        });
+        return result.button.accept;
+      },
+      restart: async () => {
+        if (app.commands.hasCommand(HUB_RESTART_COMMAND)) {
+          await app.commands.execute(HUB_RESTART_COMMAND);
+        } else {
+          window.open(
+            hubSpawnUrl(
+              urls?.hubHost || '',
+              hubPrefix,
+              urls?.hubUser || '',
+              urls?.hubServerName || ''
+            ),
+            '_blank'
+          );
+        }
+      },
+      setConnected: connected => {
+        if (info) {
+          info.isConnected = connected;
+        }
+      },
+      plain: () => (lastArgs ? ConnectionLost(...lastArgs) : Promise.resolve())
+    });
+    return async (...args) => {
       if (controllers.get(app)?.connectionLost()) {
         return;
       }
-      return ConnectionLost(manager, err, translator);
+      lastArgs = args;
+      return fallback();
     };
   }
 };

@@ -1,5 +1,5 @@
 // The stopped notebook's dialog: what it says and the link to start again.
-import { keptCovers } from './countdown';
+import { overdue } from './countdown';
 import { NbidleState } from './state';
 
 export const STOPPED_TITLE = 'This notebook was stopped';
@@ -7,7 +7,47 @@ export const START_LABEL = 'Start it again';
 
 export interface StoppedView {
   message: string;
-  href: string;
+  /** Where "Start it again" leads; null hides the link. */
+  href: string | null;
+}
+
+/**
+ * `candidate` when it is safe as a link from this page: an http(s) URL, or
+ * a relative one that stays on `origin`; else null.
+ */
+export function safeLink(candidate: string | null | undefined, origin: string): string | null {
+  if (!candidate) {
+    return null;
+  }
+  let absolute: URL | null = null;
+  try {
+    absolute = new URL(candidate);
+  } catch {
+    // Relative: checked against the page's origin below.
+  }
+  if (absolute) {
+    return absolute.protocol === 'http:' || absolute.protocol === 'https:' ? candidate : null;
+  }
+  try {
+    const resolved = new URL(candidate, origin);
+    return resolved.origin === new URL(origin).origin ? candidate : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The first of `candidates` safe as a link, or null. */
+export function firstSafeLink(
+  candidates: (string | null | undefined)[],
+  origin: string
+): string | null {
+  for (const candidate of candidates) {
+    const link = safeLink(candidate, origin);
+    if (link !== null) {
+      return link;
+    }
+  }
+  return null;
 }
 
 function name(state: NbidleState): string {
@@ -24,7 +64,8 @@ export function stoppedView(
   last: NbidleState | null,
   cause: 'state' | 'connection',
   now: number,
-  baseUrl: string
+  baseUrl: string,
+  origin: string = globalThis.location?.origin ?? 'http://localhost'
 ): StoppedView | null {
   if (!last) {
     return null;
@@ -32,23 +73,22 @@ export function stoppedView(
   if (last.phase === 'stopped') {
     return {
       message: last.message || `${name(last)} was stopped by nbidle; your files are kept.`,
-      href: last.start_url || last.page_url || baseUrl
+      // The stand-in answers on the notebook's own address, so Jupyter's
+      // base URL is the notebook's, and is where its Start lives.
+      href: firstSafeLink([last.start_url, last.page_url, baseUrl], origin)
     };
   }
   if (cause !== 'connection') {
     return null;
   }
-  const overdue =
-    last.stops_at !== null &&
-    last.stops_at !== undefined &&
-    last.stops_at <= now &&
-    !keptCovers(last, now);
-  if (last.phase !== 'stopping' && !overdue) {
+  if (last.phase !== 'stopping' && !overdue(last, now)) {
     return null;
   }
   const why = last.reason ? ` ${last.reason}` : ' because nothing had run';
   return {
     message: `${name(last)} was stopped by nbidle${why}; your files are kept.`,
-    href: last.page_url || baseUrl
+    // Not Jupyter's base URL: where the notebook ran (a pod, a hub's
+    // server) has nothing to start it; only nbidle's page does.
+    href: safeLink(last.page_url, origin)
   };
 }

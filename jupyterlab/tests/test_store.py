@@ -57,3 +57,35 @@ def test_keep_without_state_is_a_conflict():
         assert e.field == "for"
     else:
         raise AssertionError("keep without state was accepted")
+
+
+def test_older_push_keeps_the_newer_state_but_still_hands_out_requests():
+    clock = Clock()
+    store = Store(clock)
+    newer = dict(state(), phase="stopping", sent_at=1764650100.0, reason="after 30 min without activity")
+    store.put(newer)
+    request_id = store.keep({"for": "4h"}, "ada")
+    clock.now += 5
+    older = dict(state(), phase="warning", sent_at=1764650050.0)
+    handed = store.put(older)["requests"]
+    assert [r["id"] for r in handed] == [request_id]
+    view = store.view()
+    assert view["state"]["phase"] == "stopping"
+    assert view["state"]["sent_at"] == 1764650100.0
+    assert view["received_at"] == 1764650000.0
+    # A push as new as the stored one replaces it.
+    store.put(dict(state(), phase="running", sent_at=1764650100.0))
+    assert store.view()["state"]["phase"] == "running"
+    assert store.view()["received_at"] == clock.now
+
+
+def test_user_name_prefers_the_login_over_the_display_name():
+    from jupyter_server.auth import User
+
+    from nbidle_jupyterlab.handlers import _user_name
+
+    assert _user_name(User(username="ada", name="Ada Lovelace")) == "ada"
+    assert _user_name(User(username="ada")) == "ada"
+    assert _user_name({"username": "bob", "name": "Bob B"}) == "bob"
+    assert _user_name({"name": "carol"}) == "carol"
+    assert _user_name("dan") == "dan"

@@ -106,4 +106,14 @@ describe('pollDelayMs', () => {
     expect(pollDelayMs(null, NOW, false)).toBe(10000);
     expect(pollDelayMs(null, NOW, true)).toBe(2000);
   });
+  it('goes back to the normal pace a few minutes after a missed stops_at', () => {
+    expect(pollDelayMs(state({ stops_at: NOW - 180 }), NOW, false)).toBe(2000);
+    expect(pollDelayMs(state({ stops_at: NOW - 181 }), NOW, false)).toBe(10000);
+  });
+  it('backs off while asks fail', () => {
+    expect(pollDelayMs(null, NOW, true, 1)).toBe(4000);
+    expect(pollDelayMs(null, NOW, true, 3)).toBe(16000);
+    expect(pollDelayMs(null, NOW, true, 10)).toBe(30000);
+    expect(pollDelayMs(null, NOW, false, 1)).toBe(10000);
+  });
 });

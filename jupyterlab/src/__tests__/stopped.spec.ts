@@ -55,8 +55,23 @@ describe('stoppedView', () => {
     expect(stoppedView(null, 'connection', NOW, BASE)).toBeNull();
     expect(stoppedView(state({ phase: 'stopping' }), 'state', NOW, BASE)).toBeNull();
   });
-  it('falls back to the base URL to start again', () => {
-    expect(stoppedView(state({ phase: 'stopping', page_url: null }), 'connection', NOW, BASE)?.href).toBe(BASE);
+  it("falls back to the base URL only for the stand-in's answer", () => {
+    expect(stoppedView(state({ phase: 'stopping', page_url: null }), 'connection', NOW, BASE)?.href).toBeNull();
+    expect(stoppedView(state({ phase: 'stopped', page_url: null }), 'state', NOW, BASE)?.href).toBe(BASE);
+  });
+  it('links only http(s) or same-origin relative URLs, else the next candidate', () => {
+    const origin = 'http://127.0.0.1:8888';
+    const stopped = (o: Partial<NbidleState>) => stoppedView(state({ phase: 'stopped', ...o }), 'state', NOW, BASE, origin);
+    expect(stopped({ start_url: 'javascript:alert(1)' })?.href).toBe('http://127.0.0.1:9877/');
+    expect(stopped({ start_url: '//evil.example/', page_url: 'data:text/html,x' })?.href).toBe(BASE);
+    expect(stopped({ start_url: '/nb/alpha/' })?.href).toBe('/nb/alpha/');
+    expect(stopped({ start_url: 'https://hub.example/spawn' })?.href).toBe('https://hub.example/spawn');
+    const lost = stoppedView(state({ phase: 'stopping', page_url: 'javascript:x' }), 'connection', NOW, BASE, origin);
+    expect(lost?.href).toBeNull();
+  });
+  it('reads a passed stops_at as the stop only for a few minutes', () => {
+    expect(stoppedView(state({ stops_at: NOW - 170 }), 'connection', NOW, BASE)).not.toBeNull();
+    expect(stoppedView(state({ stops_at: NOW - 181 }), 'connection', NOW, BASE)).toBeNull();
   });
 });
 
@@ -100,6 +115,9 @@ describe('the dialogs in the DOM', () => {
     expect(link.href).toBe('http://x/start');
     d.update({ message: 'now stopped', href: 'http://y/' });
     expect(link.href).toBe('http://y/');
+    d.update({ message: 'no link', href: null });
+    expect(link.hasAttribute('href')).toBe(false);
+    expect((link.parentElement as HTMLElement).hidden).toBe(true);
     d.node.remove();
   });
 });
