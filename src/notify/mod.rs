@@ -8,8 +8,12 @@
 //! - Interesting ([`state::interest`]): a firing warning, an idle deadline
 //!   within `warn_before` + 2 × `exporter.interval`, results to deliver, or
 //!   something shown at the last push (one more push, `stops_at: null`,
-//!   clears it). Others get nothing, so a round costs nothing for the many
+//!   clears it). A deadline passed by more than `warn_before` without a
+//!   firing warning (a guard holds the stop back) is over: cleared once,
+//!   not "Stops in 0:00" for ever. Others get nothing, so a round costs nothing for the many
 //!   notebooks far from a stop.
+//! - Nothing at all while nbidle does not stop (`autostop.enabled: false`
+//!   or `autostop.dry_run`): no countdown to a stop that will not come.
 //! - Bounded: `exporter.concurrency` pushes at once, each within
 //!   `notify.jupyterlab.timeout`, answers read within 16 KiB
 //!   ([`client`]). An answer outside the contract is a counted error,
@@ -73,6 +77,10 @@ pub(crate) struct Settings {
     pub(crate) page_url: Option<String>,
     /// Keep running's offer; `None` without Alertmanager.
     pub(crate) keep_for: Option<String>,
+    /// nbidle stops idle notebooks (`autostop.enabled` and not
+    /// `autostop.dry_run`); else there is no stop to count down to and
+    /// nothing is pushed.
+    pub(crate) stops: bool,
 }
 
 impl Settings {
@@ -85,6 +93,7 @@ impl Settings {
             window: cfg.autostop.warn_before.0 + cfg.exporter.interval.0 * 2,
             page_url: cfg.page_url(),
             keep_for: am.then(|| state::offered_duration(cfg.alertmanager.keep_running_max.0)),
+            stops: cfg.autostop.enabled && !cfg.autostop.dry_run,
         }
     }
 }
@@ -175,6 +184,7 @@ impl Notifier {
             window: warn_before + interval * 2,
             page_url: None,
             keep_for: None,
+            stops: true,
         };
         let warnings = Arc::new(Warnings::new(warn_before, Duration::from_secs(60)));
         let metrics = Arc::new(Metrics::new());
@@ -214,6 +224,9 @@ impl Notifier {
     /// One push to each interesting notebook (of `only`, if given);
     /// returns those with new results.
     async fn pass(&self, only: Option<&HashSet<NotebookId>>) -> HashSet<NotebookId> {
+        if !self.settings.stops {
+            return HashSet::new();
+        }
         let facts = self.exporter.last_round();
         // A failed listing publishes nothing: forget nothing either.
         if facts.is_empty() {
@@ -221,6 +234,7 @@ impl Notifier {
         }
         let now = Timestamp::now().unix_seconds();
         let window = self.settings.window.as_secs_f64();
+        let warn_before = self.settings.warn_before.as_secs_f64();
         let plans: Vec<Plan> = {
             let mut memory = self.lock();
             if only.is_none() {
@@ -249,7 +263,7 @@ impl Notifier {
                         .warnings
                         .get(&f.state)
                         .map(|w| (w.since.unix_seconds(), w.stops_at.unix_seconds()));
-                    let shown = interest(f.idle_deadline(), warning, now, window);
+                    let shown = interest(f.idle_deadline(), warning, now, window, warn_before);
                     let results = memo.map(|m| m.results.clone()).unwrap_or_default();
                     let showed = memo.is_some_and(|m| m.showed);
                     worth_a_push(shown, !results.is_empty(), showed).then(|| Plan {
@@ -561,7 +575,13 @@ impl Notifier {
             .map(|w| (w.since.unix_seconds(), w.stops_at.unix_seconds()));
         let plan = Plan {
             state: state.clone(),
-            shown: interest(deadline, warning, now, self.settings.window.as_secs_f64()),
+            shown: interest(
+                deadline,
+                warning,
+                now,
+                self.settings.window.as_secs_f64(),
+                self.settings.warn_before.as_secs_f64(),
+            ),
             results: self
                 .lock()
                 .get(&state.id)

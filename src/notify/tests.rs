@@ -5,15 +5,16 @@ use super::client::{parse_answer, Pushed};
 use super::state::*;
 
 const WINDOW: f64 = 330.0;
+const WARN: f64 = 300.0;
 
 #[test]
 fn a_near_deadline_or_a_warning_is_interesting_others_are_not() {
     let now = 1_000_000.0;
     // Far from its deadline, no warning: nothing to show.
-    assert_eq!(interest(Some(now + 1800.0), None, now, WINDOW), None);
-    assert_eq!(interest(None, None, now, WINDOW), None);
+    assert_eq!(interest(Some(now + 1800.0), None, now, WINDOW, WARN), None);
+    assert_eq!(interest(None, None, now, WINDOW, WARN), None);
     // Within warn_before + 2 intervals: shown as running with the deadline.
-    let s = interest(Some(now + 300.0), None, now, WINDOW).unwrap();
+    let s = interest(Some(now + 300.0), None, now, WINDOW, WARN).unwrap();
     assert_eq!(
         (s.phase, s.stops_at, s.warning_since),
         (Phase::Running, Some(now + 300.0), None)
@@ -24,13 +25,29 @@ fn a_near_deadline_or_a_warning_is_interesting_others_are_not() {
         Some((now - 5.0, now + 295.0)),
         now,
         WINDOW,
+        WARN,
     )
     .unwrap();
     assert_eq!(w.phase, Phase::Warning);
     assert_eq!(w.stops_at, Some(now + 900.0));
     assert_eq!(w.warning_since, Some(now - 5.0));
-    let w = interest(None, Some((now - 5.0, now + 295.0)), now, WINDOW).unwrap();
+    let w = interest(None, Some((now - 5.0, now + 295.0)), now, WINDOW, WARN).unwrap();
     assert_eq!(w.stops_at, Some(now + 295.0));
+    // Passed by more than warn_before with no warning (a guard holds the
+    // stop back): nothing to count down; a warning still shows.
+    assert!(interest(Some(now - 200.0), None, now, WINDOW, WARN).is_some());
+    assert_eq!(interest(Some(now - 301.0), None, now, WINDOW, WARN), None);
+    assert_eq!(
+        interest(
+            Some(now - 301.0),
+            Some((now - 600.0, now)),
+            now,
+            WINDOW,
+            WARN
+        )
+        .map(|s| s.phase),
+        Some(Phase::Warning)
+    );
     // A push: something shown, results waiting, or one clear after a show.
     assert!(worth_a_push(Some(s), false, false));
     assert!(worth_a_push(None, true, false));
@@ -203,7 +220,7 @@ fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
         by: "ada via JupyterLab".into(),
         comment: String::new(),
     };
-    let shown = interest(None, Some((10.0, 310.0)), 20.0, WINDOW);
+    let shown = interest(None, Some((10.0, 310.0)), 20.0, WINDOW, WARN);
     let b = n.body(&state, shown, Some(&kept), Vec::new());
     assert_eq!(
         (b.notebook.namespace.as_str(), b.notebook.name.as_str()),
@@ -228,4 +245,16 @@ fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
         (b.phase, b.stops_at, b.warning_since),
         (Phase::Running, None, None)
     );
+}
+
+#[test]
+fn nothing_is_pushed_while_nbidle_does_not_stop() {
+    use crate::config::testing::{parse, MINIMAL};
+    let stops = |extra: &str| {
+        let c = parse(&format!("{MINIMAL}{extra}")).unwrap();
+        super::Settings::from_config(&c).stops
+    };
+    assert!(stops(""));
+    assert!(!stops("autostop:\n  enabled: false\n"));
+    assert!(!stops("autostop:\n  dry_run: true\n"));
 }
