@@ -297,7 +297,7 @@ async fn alpha_of_ada_with_alertmanager() -> (tempfile::TempDir, FakeLab, Nbidle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_comes_back() {
-    let (dir, lab, nbidle, am) = alpha_of_ada_with_alertmanager().await;
+    let (_dir, lab, nbidle, am) = alpha_of_ada_with_alertmanager().await;
 
     // Pushed once the deadline is within warn_before + 2 intervals (16 s),
     // with the notebook's token, never counted as activity.
@@ -467,7 +467,7 @@ async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_com
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_running_handed_out_to_the_push_before_the_stop_keeps_it_running() {
-    let (dir, lab, nbidle, am) = alpha_of_ada_with_alertmanager().await;
+    let (_dir, lab, nbidle, am) = alpha_of_ada_with_alertmanager().await;
     lab.push_where("at all", |_| true).await;
 
     // Clicked twice since the last round: the extension hands both out to
