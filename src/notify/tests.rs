@@ -179,40 +179,10 @@ fn the_body_is_the_contract_s() {
 
 #[test]
 fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use crate::backend::memory::MemoryBackend;
-    use crate::exporter::Exporter;
-    use crate::notebook::{NotebookId, NotebookState, Status, Timestamp};
+    use crate::notebook::Timestamp;
     use crate::silences::KeptRunning;
 
-    let state = NotebookState {
-        id: NotebookId::new("team", "alpha"),
-        status: Status::Running,
-        message: None,
-        autostop: true,
-        idle_after_seconds: 1800,
-        owner: Some("ada".into()),
-        started_at: None,
-        stopped_at: None,
-        stopped_by: None,
-        url: None,
-    };
-    let backend = Arc::new(MemoryBackend::new([state.clone()]));
-    let exporter = Exporter::new(
-        backend.clone(),
-        Default::default(),
-        Duration::from_secs(600),
-    );
-    let n = super::Notifier::standalone(
-        exporter,
-        backend,
-        Duration::from_secs(2),
-        4,
-        Duration::from_secs(300),
-        Duration::from_secs(15),
-    );
+    let (state, n) = ada_s_alpha_notifier();
     let until = Timestamp::now();
     let kept = KeptRunning {
         id: "s1".into(),
@@ -257,4 +227,84 @@ fn nothing_is_pushed_while_nbidle_does_not_stop() {
     assert!(stops(""));
     assert!(!stops("autostop:\n  enabled: false\n"));
     assert!(!stops("autostop:\n  dry_run: true\n"));
+}
+
+#[tokio::test]
+async fn after_a_stopping_push_the_next_round_pushes_what_the_tab_shows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::backend::JupyterEndpoint;
+
+    // The extension's side: 200 and no requests.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = c.read(&mut buf).await;
+            let body = r#"{"requests": []}"#;
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = c.write_all(reply.as_bytes()).await;
+        }
+    });
+    let (state, n) = ada_s_alpha_notifier();
+    // The last round's push was a clear: nothing shown.
+    n.lock().insert(
+        state.id.clone(),
+        super::Memo {
+            answered: Some(JupyterEndpoint {
+                id: state.id.clone(),
+                base_url: format!("http://127.0.0.1:{port}/"),
+                token: None,
+                pods: Vec::new(),
+            }),
+            ..super::Memo::new(None)
+        },
+    );
+    // No Keep running came back: the stop goes ahead.
+    assert!(!n.stopping(&state).await);
+    // The tab shows "stopping" now; if the backend refuses the stop, the
+    // next round pushes (showed_last) and corrects it.
+    assert!(n.lock().get(&state.id).unwrap().showed);
+}
+
+/// Running notebook team/alpha of ada, and a standalone notifier over it.
+fn ada_s_alpha_notifier() -> (
+    crate::notebook::NotebookState,
+    std::sync::Arc<super::Notifier>,
+) {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::backend::memory::MemoryBackend;
+    use crate::exporter::Exporter;
+    use crate::notebook::{NotebookId, NotebookState, Status};
+
+    let state = NotebookState {
+        id: NotebookId::new("team", "alpha"),
+        status: Status::Running,
+        message: None,
+        autostop: true,
+        idle_after_seconds: 1800,
+        owner: Some("ada".into()),
+        started_at: None,
+        stopped_at: None,
+        stopped_by: None,
+        url: None,
+    };
+    let backend = Arc::new(MemoryBackend::new([state.clone()]));
+    let exporter = Exporter::new(
+        backend.clone(),
+        Default::default(),
+        Duration::from_secs(600),
+    );
+    let n = super::Notifier::standalone(
+        exporter,
+        backend,
+        Duration::from_secs(2),
+        4,
+        Duration::from_secs(300),
+        Duration::from_secs(15),
+    );
+    (state, n)
 }
