@@ -81,6 +81,10 @@ pub enum Decision {
     /// nbidle's latest probe shows work within the notebook's idle time,
     /// which the alert had not seen (see `still_active`).
     ActiveAgain,
+    /// A person asked JupyterLab to keep it running, and the answer to the
+    /// push just before the stop carried the request: the silence is made
+    /// and the stop is not.
+    KeptRunning,
     /// A Kubernetes notebook that is not running (starting, failed): its
     /// start time is unknown until its pod runs, so an old alert must not
     /// stop a notebook just started in Kubeflow's UI or by `kubectl scale`.
@@ -108,6 +112,7 @@ impl Decision {
             Decision::DryRun => "dry_run",
             Decision::Disabled => "disabled",
             Decision::ActiveAgain => "active_again",
+            Decision::KeptRunning => "kept_running",
             Decision::NotRunning => "not_running",
             Decision::Failed(_) => "failed",
             Decision::Unavailable(_) => "unavailable",
@@ -261,10 +266,13 @@ async fn decide_one(
         },
         unless_started_after: Some(stale_limit),
     };
-    // Best effort and bounded by notify.jupyterlab.timeout: it never
-    // prevents the stop.
+    // Best effort and bounded by notify.jupyterlab.timeout: only a Keep
+    // running its answer hands out prevents the stop.
     if let Some(n) = notifier {
-        n.stopping(&state).await;
+        if n.stopping(&state).await {
+            tracing::info!(notebook = %id, "not stopped: kept running from JupyterLab just before the stop");
+            return Decision::KeptRunning;
+        }
     }
     match backend.stop(&id, req).await {
         Ok(StopOutcome::Stopped(_)) => {

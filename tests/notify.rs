@@ -62,6 +62,8 @@ struct Shared {
     busy: std::sync::atomic::AtomicBool,
     /// Bytes of the huge answer written before nbidle hung up.
     huge_written: AtomicU64,
+    /// Requests are handed out only to the push before a stop.
+    hold_for_stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A notebook's Jupyter as far as nbidle's probes and pushes go.
@@ -81,6 +83,7 @@ impl FakeLab {
             pending: Mutex::new(Vec::new()),
             busy: Default::default(),
             huge_written: AtomicU64::new(0),
+            hold_for_stopping: Default::default(),
         });
         let s = shared.clone();
         tokio::spawn(async move {
@@ -192,8 +195,10 @@ async fn serve(mut conn: TcpStream, s: Arc<Shared>) {
             if s.mode == Mode::Slow {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
+            let held = s.hold_for_stopping.load(Ordering::Relaxed)
+                && !String::from_utf8_lossy(body).contains(r#""phase":"stopping""#);
             let handed: Vec<Value> = match s.mode {
-                Mode::Extension => std::mem::take(&mut *s.pending.lock().unwrap()),
+                Mode::Extension if !held => std::mem::take(&mut *s.pending.lock().unwrap()),
                 _ => Vec::new(),
             };
             record(&s, query, header("authorization"), body, handed.clone());
@@ -276,8 +281,9 @@ fn warning_alert(notebook: &str, status: &str) -> Value {
     a
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_comes_back() {
+/// Notebook "alpha" of ada behind the fake extension, nbidle, and a real
+/// Alertmanager.
+async fn alpha_of_ada_with_alertmanager() -> (tempfile::TempDir, FakeLab, Nbidle, Alertmanager) {
     let dir = tempfile::tempdir().unwrap();
     let lab = FakeLab::start(Mode::Extension).await;
     let (port, am_port) = (free_port(), free_port());
@@ -286,6 +292,12 @@ async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_com
     let nbidle = start_nbidle(dir.path(), &cfg, port).await;
     nbidle.wait_status("local", "alpha", "running", UP).await;
     let am = Alertmanager::start_at(dir.path(), &nbidle.config, am_port).await;
+    (dir, lab, nbidle, am)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_comes_back() {
+    let (_dir, lab, nbidle, am) = alpha_of_ada_with_alertmanager().await;
 
     // Pushed once the deadline is within warn_before + 2 intervals (16 s),
     // with the notebook's token, never counted as activity.
@@ -451,6 +463,83 @@ async fn the_state_reaches_jupyterlab_in_the_warning_window_and_keep_running_com
             .await,
         0.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_running_handed_out_to_the_push_before_the_stop_keeps_it_running() {
+    let (_dir, lab, nbidle, am) = alpha_of_ada_with_alertmanager().await;
+    lab.push_where("at all", |_| true).await;
+
+    // Clicked twice since the last round: the extension hands both out to
+    // the push before the stop.
+    lab.shared.hold_for_stopping.store(true, Ordering::Relaxed);
+    lab.hand_out(vec![
+        json!({"id": "late-1", "kind": "keep_running", "for": "4h", "by": "ada", "at": 1.0}),
+        json!({"id": "late-2", "kind": "keep_running", "for": "4h", "by": "ada", "at": 1.0}),
+    ]);
+    let before = Instant::now();
+    let r = nbidle
+        .webhook(&payload(vec![idle_alert(
+            "local",
+            "alpha",
+            &rfc3339_from_now(60),
+        )]))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["alerts"][0]["decision"], "kept_running", "{v}");
+    let stopping = lab
+        .push_where("before the stop", |p| {
+            p.at > before && p.body["phase"] == "stopping"
+        })
+        .await;
+    assert_eq!(stopping.handed.len(), 2, "{:?}", stopping.handed);
+    // The results right away, both ok, from one silence.
+    let answered = lab
+        .push_where("with the results", |p| {
+            p.at > stopping.at && p.body["results"].as_array().is_some_and(|r| r.len() == 2)
+        })
+        .await;
+    assert!(
+        answered.at - stopping.at < Duration::from_secs(2),
+        "{:?}",
+        answered.at - stopping.at
+    );
+    for r in answered.body["results"].as_array().unwrap() {
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let made = am.silences();
+    assert_eq!(made.len(), 1, "one silence for two requests: {made:?}");
+    assert_eq!(made[0]["createdBy"], "ada via JupyterLab");
+    assert_eq!(
+        nbidle.notebook("local", "alpha").await["status"],
+        "running",
+        "kept running, not stopped"
+    );
+    assert_eq!(
+        nbidle
+            .metric("nbidle_alert_decisions_total{decision=\"kept_running\"}")
+            .await,
+        1.0
+    );
+
+    // Another click right after: the silence already covers it.
+    lab.shared.hold_for_stopping.store(false, Ordering::Relaxed);
+    lab.hand_out(vec![
+        json!({"id": "again", "kind": "keep_running", "for": "4h", "by": "ada", "at": 2.0}),
+    ]);
+    let again = lab
+        .push_where("with the second result", |p| {
+            p.body["results"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["id"] == "again"))
+        })
+        .await;
+    let r = &again.body["results"][0];
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["message"], answered.body["results"][0]["message"]);
+    let made = am.silences();
+    assert_eq!(made.len(), 1, "no second silence: {made:?}");
 }
 
 fn rss_kib(pid: i32) -> u64 {

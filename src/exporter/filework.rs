@@ -9,7 +9,9 @@
 //! `OPTIONS`: a save or an upload is a `PUT`, a new file a `POST`, a
 //! rename a `PATCH`. Reads are `GET`s, and an open JupyterLab tab's polling
 //! is only `GET`s and `PUT`s to other handlers (its workspace), so the
-//! filter is on the handler and the method both. The JupyterLab
+//! filter is on the handler and the method both. Only answers with a 2xx
+//! `status_code` count: a 403 to a request without the token (anyone who
+//! can reach the port) or a 404 changed nothing. The JupyterLab
 //! extension's "Save and keep working" (`POST nbidle/activity`, handler
 //! `nbidle_jupyterlab.handlers.ActivityHandler`) counts the same way, so
 //! a person who answers the warning is seen at the next probe.
@@ -254,11 +256,11 @@ impl Tally {
 }
 
 /// One `http_request_duration_seconds_count` sample: whether it counts
-/// contents writes, and its value. Anything else, or a malformed line, is
+/// contents writes the server carried out (2xx), and its value. Anything else, or a malformed line, is
 /// `None`.
 fn sample(line: &[u8]) -> Option<(bool, f64)> {
     let mut rest = line.strip_prefix(SAMPLE_PREFIX)?;
-    let (mut handler, mut method) = (None, None);
+    let (mut handler, mut method, mut status) = (None, None, None);
     loop {
         rest = rest.trim_ascii_start();
         if let Some(r) = rest.strip_prefix(b"}") {
@@ -271,6 +273,7 @@ fn sample(line: &[u8]) -> Option<(bool, f64)> {
         match name {
             b"handler" => handler = Some(value),
             b"method" => method = Some(value),
+            b"status_code" => status = Some(value),
             _ => {}
         }
         rest = r.trim_ascii_start();
@@ -284,7 +287,12 @@ fn sample(line: &[u8]) -> Option<(bool, f64)> {
     if !(n.is_finite() && n >= 0.0) {
         return None;
     }
+    // Only requests the server carried out: a refused one (403 without
+    // the token, 404) is anyone on the network, not work.
+    let done =
+        status.is_some_and(|s| s.len() == 3 && s[0] == b'2' && s.iter().all(u8::is_ascii_digit));
     let write = match (handler, method) {
+        _ if !done => false,
         (Some(h), Some(m)) if h.starts_with(CONTENTS_HANDLERS) => !READS.contains(&m),
         (Some(h), Some(m)) => h == ACTIVITY_HANDLER && m == b"POST",
         _ => false,
@@ -374,6 +382,22 @@ http_request_duration_seconds_count{handler="jupyter_server.services.kernels.han
     }
 
     #[test]
+    fn refused_requests_are_not_file_work() {
+        let c = "http_request_duration_seconds_count{handler=\"jupyter_server.services.contents.handlers.ContentsHandler\"";
+        let a = "http_request_duration_seconds_count{handler=\"nbidle_jupyterlab.handlers.ActivityHandler\"";
+        let body = format!(
+            "{EXPOSITION}{c},method=\"PUT\",status_code=\"403\"}} 50.0\n\
+             {c},method=\"PUT\",status_code=\"404\"}} 7.0\n\
+             {c},method=\"DELETE\",status_code=\"500\"}} 2.0\n\
+             {c},method=\"PUT\"}} 9.0\n\
+             {a},method=\"POST\",status_code=\"403\"}} 20.0\n\
+             {a},method=\"POST\",status_code=\"404\"}} 3.0\n"
+        );
+        // Only EXPOSITION's 2xx writes: a stranger's 403s keep nothing alive.
+        assert_eq!(tally(&[body.as_bytes()]), FileWork::Writes(8.0));
+    }
+
+    #[test]
     fn save_and_keep_working_in_jupyterlab_is_file_work() {
         let h = "http_request_duration_seconds_count{handler=\"nbidle_jupyterlab.handlers.";
         let body = format!(
@@ -429,7 +453,7 @@ http_request_duration_seconds_count{handler="jupyter_server.services.kernels.han
             "http_request_duration_seconds_count{handler=\"x\\\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"PUT\"} 100",
             // Malformed: counted as nothing.
             "http_request_duration_seconds_count{handler=\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"PUT\" 50",
-            "http_request_duration_seconds_count{handler=\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"PUT\"} NaN",
+            "http_request_duration_seconds_count{handler=\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"PUT\",status_code=\"201\"} NaN",
             "http_request_duration_seconds_count{handler=\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"PUT\"} -4",
             "http_request_duration_seconds_count{handler=\"jupyter_server.services.contents.handlers.ContentsHandler\",method=\"HEAD\"} 9",
         ];

@@ -8,8 +8,12 @@
 //! - Interesting ([`state::interest`]): a firing warning, an idle deadline
 //!   within `warn_before` + 2 × `exporter.interval`, results to deliver, or
 //!   something shown at the last push (one more push, `stops_at: null`,
-//!   clears it). Others get nothing, so a round costs nothing for the many
+//!   clears it). A deadline passed by more than `warn_before` without a
+//!   firing warning (a guard holds the stop back) is over: cleared once,
+//!   not "Stops in 0:00" for ever. Others get nothing, so a round costs nothing for the many
 //!   notebooks far from a stop.
+//! - Nothing at all while nbidle does not stop (`autostop.enabled: false`
+//!   or `autostop.dry_run`): no countdown to a stop that will not come.
 //! - Bounded: `exporter.concurrency` pushes at once, each within
 //!   `notify.jupyterlab.timeout`, answers read within 16 KiB
 //!   ([`client`]). An answer outside the contract is a counted error,
@@ -73,6 +77,10 @@ pub(crate) struct Settings {
     pub(crate) page_url: Option<String>,
     /// Keep running's offer; `None` without Alertmanager.
     pub(crate) keep_for: Option<String>,
+    /// nbidle stops idle notebooks (`autostop.enabled` and not
+    /// `autostop.dry_run`); else there is no stop to count down to and
+    /// nothing is pushed.
+    pub(crate) stops: bool,
 }
 
 impl Settings {
@@ -85,6 +93,7 @@ impl Settings {
             window: cfg.autostop.warn_before.0 + cfg.exporter.interval.0 * 2,
             page_url: cfg.page_url(),
             keep_for: am.then(|| state::offered_duration(cfg.alertmanager.keep_running_max.0)),
+            stops: cfg.autostop.enabled && !cfg.autostop.dry_run,
         }
     }
 }
@@ -175,6 +184,7 @@ impl Notifier {
             window: warn_before + interval * 2,
             page_url: None,
             keep_for: None,
+            stops: true,
         };
         let warnings = Arc::new(Warnings::new(warn_before, Duration::from_secs(60)));
         let metrics = Arc::new(Metrics::new());
@@ -214,6 +224,9 @@ impl Notifier {
     /// One push to each interesting notebook (of `only`, if given);
     /// returns those with new results.
     async fn pass(&self, only: Option<&HashSet<NotebookId>>) -> HashSet<NotebookId> {
+        if !self.settings.stops {
+            return HashSet::new();
+        }
         let facts = self.exporter.last_round();
         // A failed listing publishes nothing: forget nothing either.
         if facts.is_empty() {
@@ -221,6 +234,7 @@ impl Notifier {
         }
         let now = Timestamp::now().unix_seconds();
         let window = self.settings.window.as_secs_f64();
+        let warn_before = self.settings.warn_before.as_secs_f64();
         let plans: Vec<Plan> = {
             let mut memory = self.lock();
             if only.is_none() {
@@ -249,7 +263,7 @@ impl Notifier {
                         .warnings
                         .get(&f.state)
                         .map(|w| (w.since.unix_seconds(), w.stops_at.unix_seconds()));
-                    let shown = interest(f.idle_deadline(), warning, now, window);
+                    let shown = interest(f.idle_deadline(), warning, now, window, warn_before);
                     let results = memo.map(|m| m.results.clone()).unwrap_or_default();
                     let showed = memo.is_some_and(|m| m.showed);
                     worth_a_push(shown, !results.is_empty(), showed).then(|| Plan {
@@ -291,19 +305,61 @@ impl Notifier {
         .await;
         let mut fresh = HashSet::new();
         for (p, ep, r) in outcomes {
-            for raw in self.note(&p, ep, r) {
-                if let Some(result) = self.carry_out(&p.state, &raw).await {
-                    let mut memory = self.lock();
-                    if let Some(m) = memory.get_mut(&p.state.id) {
-                        if m.results.len() < state::MAX_RESULTS {
-                            m.results.push(result);
-                        }
-                    }
-                    fresh.insert(p.state.id.clone());
-                }
+            let raws = self.note(&p, ep, r);
+            if self.answer(&p.state, &raws).await.is_some() {
+                fresh.insert(p.state.id.clone());
             }
         }
         fresh
+    }
+
+    /// Carries out the requests of one answer and keeps their results for
+    /// the next push; `None` when there are no results, else whether a
+    /// Keep running succeeded. One Keep running is made per answer: the
+    /// others of the same answer get its result.
+    async fn answer(&self, state: &NotebookState, raws: &[RawRequest]) -> Option<bool> {
+        let mut results = Vec::new();
+        let mut made: Option<KeepResult> = None;
+        for raw in raws {
+            let result = match (
+                &made,
+                state::validate(raw, self.settings.keep_for.as_deref()),
+            ) {
+                (Some(first), Ok(k)) => {
+                    self.metrics.jupyterlab_keep_request(if first.ok {
+                        KeepCount::Ok
+                    } else {
+                        KeepCount::Error
+                    });
+                    Some(KeepResult {
+                        id: k.id,
+                        ..first.clone()
+                    })
+                }
+                (None, Ok(k)) => {
+                    let r = self.carry_out(state, k).await;
+                    made = Some(r.clone());
+                    Some(r)
+                }
+                (_, Err(Refused(result))) => {
+                    self.metrics.jupyterlab_keep_request(KeepCount::Refused);
+                    result
+                }
+            };
+            results.extend(result);
+        }
+        if results.is_empty() {
+            return None;
+        }
+        let mut memory = self.lock();
+        if let Some(m) = memory.get_mut(&state.id) {
+            for r in results {
+                if m.results.len() < state::MAX_RESULTS {
+                    m.results.push(r);
+                }
+            }
+        }
+        Some(made.is_some_and(|r| r.ok))
     }
 
     /// The silences keeping these notebooks running; none when
@@ -393,23 +449,16 @@ impl Notifier {
         }
     }
 
-    /// Carries out one request; the result to push back, if it has an id
-    /// that can be echoed.
-    async fn carry_out(&self, state: &NotebookState, raw: &RawRequest) -> Option<KeepResult> {
-        let k = match state::validate(raw, self.settings.keep_for.as_deref()) {
-            Ok(k) => k,
-            Err(Refused(result)) => {
-                self.metrics.jupyterlab_keep_request(KeepCount::Refused);
-                return result;
-            }
-        };
+    /// Carries out one valid request: the silence, or the one by
+    /// JupyterLab that already keeps the notebook running until then.
+    async fn carry_out(&self, state: &NotebookState, k: state::KeepRequest) -> KeepResult {
         let refused = |message: String| {
             self.metrics.jupyterlab_keep_request(KeepCount::Refused);
-            Some(KeepResult {
+            KeepResult {
                 id: k.id.clone(),
                 ok: false,
                 message,
-            })
+            }
         };
         let Some(silences) = &self.silences else {
             return refused("Keep running needs Alertmanager".into());
@@ -428,6 +477,19 @@ impl Notifier {
             Some(o) => format!("{o} via JupyterLab"),
             None => "JupyterLab".to_string(),
         };
+        // A second click, or a request handed out again, finds the silence
+        // the first made: no second one.
+        if let Ok(Some(kept)) = silences.for_notebook(state).await {
+            if kept.by.ends_with("JupyterLab") && kept.until.0 >= until.0 - time::Duration::MINUTE {
+                self.metrics.jupyterlab_keep_request(KeepCount::Ok);
+                let at = crate::notebook::clock(kept.until, now.0);
+                return KeepResult {
+                    id: k.id,
+                    ok: true,
+                    message: format!("Kept running until {at}"),
+                };
+            }
+        }
         let comment = format!("Keep running {} (from JupyterLab)", state.id);
         let made = silences.keep_running(state, until, &by, &comment).await;
         let (ok, message) = match made {
@@ -446,25 +508,30 @@ impl Notifier {
                 )
             }
         };
-        Some(KeepResult {
+        KeepResult {
             id: k.id,
             ok,
             message,
-        })
+        }
     }
 
     /// Tells `state`'s JupyterLab it is being stopped now, and why; only if
     /// its extension took a push in this life, and within the timeout.
-    pub(crate) async fn stopping(&self, state: &NotebookState) {
+    /// The answer may hand out a Keep running made since the last round:
+    /// carried out like a round's, its result pushed right away; `true`
+    /// when it made (or found) the silence, and then the stop is not made.
+    pub(crate) async fn stopping(&self, state: &NotebookState) -> bool {
         let (ep, results) = {
             let memory = self.lock();
             let Some(m) = memory
                 .get(&state.id)
                 .filter(|m| m.started_at == state.started_at)
             else {
-                return;
+                return false;
             };
-            let Some(ep) = m.answered.clone() else { return };
+            let Some(ep) = m.answered.clone() else {
+                return false;
+            };
             (ep, m.results.clone())
         };
         let now = Timestamp::now().unix_seconds();
@@ -479,16 +546,54 @@ impl Notifier {
         };
         let mut body = self.body(state, Some(shown), None, results);
         body.reason = Some(crate::notebook::idle_reason(state.idle_after_seconds));
-        let r = client::push(&self.http, &ep, &body, self.settings.timeout).await;
-        let result = match r {
-            Pushed::Taken(_) => Notified::Ok,
-            Pushed::Absent => Notified::Absent,
-            Pushed::Failed(why) => {
-                tracing::debug!(notebook = %state.id, error = %why, "push before the stop failed");
-                Notified::Error
-            }
+        let plan = Plan {
+            state: state.clone(),
+            shown: Some(shown),
+            results: body.results.clone(),
         };
-        self.metrics.jupyterlab_notified(result);
+        let r = client::push(&self.http, &ep, &body, self.settings.timeout).await;
+        // Noted like a round's push: the tab now shows "stopping", so the
+        // next round pushes what it shows if the stop is not made.
+        let raws = self.note(&plan, ep.clone(), r);
+        let kept = self.answer(state, &raws).await;
+        if kept.is_some() {
+            self.deliver(state, ep).await;
+        }
+        kept == Some(true)
+    }
+
+    /// Pushes `state`'s results now, with what it shows and its silence.
+    async fn deliver(&self, state: &NotebookState, ep: JupyterEndpoint) {
+        let now = Timestamp::now().unix_seconds();
+        let deadline = self
+            .exporter
+            .facts(&state.id)
+            .and_then(|f| f.idle_deadline());
+        let warning = self
+            .warnings
+            .get(state)
+            .map(|w| (w.since.unix_seconds(), w.stops_at.unix_seconds()));
+        let plan = Plan {
+            state: state.clone(),
+            shown: interest(
+                deadline,
+                warning,
+                now,
+                self.settings.window.as_secs_f64(),
+                self.settings.warn_before.as_secs_f64(),
+            ),
+            results: self
+                .lock()
+                .get(&state.id)
+                .map(|m| m.results.clone())
+                .unwrap_or_default(),
+        };
+        let kept = self.kept(std::slice::from_ref(&plan)).await;
+        let body = self.body(state, plan.shown, kept.get(&state.id), plan.results.clone());
+        let r = client::push(&self.http, &ep, &body, self.settings.timeout).await;
+        // Requests handed out here are answered in the next round's push.
+        let raws = self.note(&plan, ep, r);
+        let _ = self.answer(state, &raws).await;
     }
 }
 

@@ -85,12 +85,15 @@ pub(crate) struct Shown {
 }
 
 /// What a notebook shows now, if anything: a firing warning, or an idle
-/// deadline within `window` (`warn_before` + 2 × `exporter.interval`).
+/// deadline within `window` (`warn_before` + 2 × `exporter.interval`) and
+/// passed by at most `warn_before` (later, with no warning firing, a guard
+/// or the rule holds the stop back and there is nothing to count down).
 pub(crate) fn interest(
     deadline: Option<f64>,
     warning: Option<(f64, f64)>,
     now: f64,
     window: f64,
+    warn_before: f64,
 ) -> Option<Shown> {
     if let Some((since, warned_stop)) = warning {
         return Some(Shown {
@@ -99,7 +102,7 @@ pub(crate) fn interest(
             warning_since: Some(since),
         });
     }
-    let d = deadline.filter(|d| d - now <= window)?;
+    let d = deadline.filter(|d| d - now <= window && now - d <= warn_before)?;
     Some(Shown {
         phase: Phase::Running,
         stops_at: Some(d),

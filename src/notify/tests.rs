@@ -5,15 +5,16 @@ use super::client::{parse_answer, Pushed};
 use super::state::*;
 
 const WINDOW: f64 = 330.0;
+const WARN: f64 = 300.0;
 
 #[test]
 fn a_near_deadline_or_a_warning_is_interesting_others_are_not() {
     let now = 1_000_000.0;
     // Far from its deadline, no warning: nothing to show.
-    assert_eq!(interest(Some(now + 1800.0), None, now, WINDOW), None);
-    assert_eq!(interest(None, None, now, WINDOW), None);
+    assert_eq!(interest(Some(now + 1800.0), None, now, WINDOW, WARN), None);
+    assert_eq!(interest(None, None, now, WINDOW, WARN), None);
     // Within warn_before + 2 intervals: shown as running with the deadline.
-    let s = interest(Some(now + 300.0), None, now, WINDOW).unwrap();
+    let s = interest(Some(now + 300.0), None, now, WINDOW, WARN).unwrap();
     assert_eq!(
         (s.phase, s.stops_at, s.warning_since),
         (Phase::Running, Some(now + 300.0), None)
@@ -24,13 +25,29 @@ fn a_near_deadline_or_a_warning_is_interesting_others_are_not() {
         Some((now - 5.0, now + 295.0)),
         now,
         WINDOW,
+        WARN,
     )
     .unwrap();
     assert_eq!(w.phase, Phase::Warning);
     assert_eq!(w.stops_at, Some(now + 900.0));
     assert_eq!(w.warning_since, Some(now - 5.0));
-    let w = interest(None, Some((now - 5.0, now + 295.0)), now, WINDOW).unwrap();
+    let w = interest(None, Some((now - 5.0, now + 295.0)), now, WINDOW, WARN).unwrap();
     assert_eq!(w.stops_at, Some(now + 295.0));
+    // Passed by more than warn_before with no warning (a guard holds the
+    // stop back): nothing to count down; a warning still shows.
+    assert!(interest(Some(now - 200.0), None, now, WINDOW, WARN).is_some());
+    assert_eq!(interest(Some(now - 301.0), None, now, WINDOW, WARN), None);
+    assert_eq!(
+        interest(
+            Some(now - 301.0),
+            Some((now - 600.0, now)),
+            now,
+            WINDOW,
+            WARN
+        )
+        .map(|s| s.phase),
+        Some(Phase::Warning)
+    );
     // A push: something shown, results waiting, or one clear after a show.
     assert!(worth_a_push(Some(s), false, false));
     assert!(worth_a_push(None, true, false));
@@ -162,13 +179,106 @@ fn the_body_is_the_contract_s() {
 
 #[test]
 fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
+    use crate::notebook::Timestamp;
+    use crate::silences::KeptRunning;
+
+    let (state, n) = ada_s_alpha_notifier();
+    let until = Timestamp::now();
+    let kept = KeptRunning {
+        id: "s1".into(),
+        until,
+        by: "ada via JupyterLab".into(),
+        comment: String::new(),
+    };
+    let shown = interest(None, Some((10.0, 310.0)), 20.0, WINDOW, WARN);
+    let b = n.body(&state, shown, Some(&kept), Vec::new());
+    assert_eq!(
+        (b.notebook.namespace.as_str(), b.notebook.name.as_str()),
+        ("team", "alpha")
+    );
+    assert_eq!(b.phase, Phase::Warning);
+    assert_eq!((b.stops_at, b.warning_since), (Some(310.0), Some(10.0)));
+    assert_eq!((b.warn_before_seconds, b.idle_after_seconds), (300, 1800));
+    assert_eq!(
+        b.kept_running,
+        Some(Kept {
+            until: until.unix_seconds(),
+            by: "ada via JupyterLab".into()
+        })
+    );
+    // The standalone notifier has no Alertmanager: nothing offered.
+    assert_eq!(b.keep_running_for, None);
+    assert!(b.sent_at >= until.unix_seconds());
+    // Nothing shown: a clear.
+    let b = n.body(&state, None, None, Vec::new());
+    assert_eq!(
+        (b.phase, b.stops_at, b.warning_since),
+        (Phase::Running, None, None)
+    );
+}
+
+#[test]
+fn nothing_is_pushed_while_nbidle_does_not_stop() {
+    use crate::config::testing::{parse, MINIMAL};
+    let stops = |extra: &str| {
+        let c = parse(&format!("{MINIMAL}{extra}")).unwrap();
+        super::Settings::from_config(&c).stops
+    };
+    assert!(stops(""));
+    assert!(!stops("autostop:\n  enabled: false\n"));
+    assert!(!stops("autostop:\n  dry_run: true\n"));
+}
+
+#[tokio::test]
+async fn after_a_stopping_push_the_next_round_pushes_what_the_tab_shows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::backend::JupyterEndpoint;
+
+    // The extension's side: 200 and no requests.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = c.read(&mut buf).await;
+            let body = r#"{"requests": []}"#;
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = c.write_all(reply.as_bytes()).await;
+        }
+    });
+    let (state, n) = ada_s_alpha_notifier();
+    // The last round's push was a clear: nothing shown.
+    n.lock().insert(
+        state.id.clone(),
+        super::Memo {
+            answered: Some(JupyterEndpoint {
+                id: state.id.clone(),
+                base_url: format!("http://127.0.0.1:{port}/"),
+                token: None,
+                pods: Vec::new(),
+            }),
+            ..super::Memo::new(None)
+        },
+    );
+    // No Keep running came back: the stop goes ahead.
+    assert!(!n.stopping(&state).await);
+    // The tab shows "stopping" now; if the backend refuses the stop, the
+    // next round pushes (showed_last) and corrects it.
+    assert!(n.lock().get(&state.id).unwrap().showed);
+}
+
+/// Running notebook team/alpha of ada, and a standalone notifier over it.
+fn ada_s_alpha_notifier() -> (
+    crate::notebook::NotebookState,
+    std::sync::Arc<super::Notifier>,
+) {
     use std::sync::Arc;
     use std::time::Duration;
 
     use crate::backend::memory::MemoryBackend;
     use crate::exporter::Exporter;
-    use crate::notebook::{NotebookId, NotebookState, Status, Timestamp};
-    use crate::silences::KeptRunning;
+    use crate::notebook::{NotebookId, NotebookState, Status};
 
     let state = NotebookState {
         id: NotebookId::new("team", "alpha"),
@@ -196,36 +306,5 @@ fn a_push_carries_the_deadline_the_warning_the_silence_and_the_offer() {
         Duration::from_secs(300),
         Duration::from_secs(15),
     );
-    let until = Timestamp::now();
-    let kept = KeptRunning {
-        id: "s1".into(),
-        until,
-        by: "ada via JupyterLab".into(),
-        comment: String::new(),
-    };
-    let shown = interest(None, Some((10.0, 310.0)), 20.0, WINDOW);
-    let b = n.body(&state, shown, Some(&kept), Vec::new());
-    assert_eq!(
-        (b.notebook.namespace.as_str(), b.notebook.name.as_str()),
-        ("team", "alpha")
-    );
-    assert_eq!(b.phase, Phase::Warning);
-    assert_eq!((b.stops_at, b.warning_since), (Some(310.0), Some(10.0)));
-    assert_eq!((b.warn_before_seconds, b.idle_after_seconds), (300, 1800));
-    assert_eq!(
-        b.kept_running,
-        Some(Kept {
-            until: until.unix_seconds(),
-            by: "ada via JupyterLab".into()
-        })
-    );
-    // The standalone notifier has no Alertmanager: nothing offered.
-    assert_eq!(b.keep_running_for, None);
-    assert!(b.sent_at >= until.unix_seconds());
-    // Nothing shown: a clear.
-    let b = n.body(&state, None, None, Vec::new());
-    assert_eq!(
-        (b.phase, b.stops_at, b.warning_since),
-        (Phase::Running, None, None)
-    );
+    (state, n)
 }
