@@ -15,10 +15,11 @@ demo-check:
 ## test-deps: install Prometheus, Alertmanager, Jupyter (with nbidle's
 ## JupyterLab extension, built from jupyterlab/), Chromium and playwright-core
 ## when missing, and build kube-apiserver, etcd and kubectl from the Go module
-## proxy (all cached)
+## proxy, and JupyterHub with configurable-http-proxy (all cached)
 test-deps:
 	bash scripts/test-deps.sh >/dev/null
 	bash scripts/browser-deps.sh >/dev/null
+	bash scripts/hub-deps.sh >/dev/null
 	bash scripts/jupyterlab-ext.sh >/dev/null
 	bash scripts/envtest/build.sh >/dev/null
 

@@ -26,7 +26,9 @@
 //!   stops Kubeflow Notebooks and StatefulSets through the API server: one
 //!   generic backend (`backend::k8s::driver`) over a small trait that
 //!   each kind's file implements, reading from watch-fed caches
-//!   (`backend::k8s::watch` says whether they are current).
+//!   (`backend::k8s::watch` says whether they are current);
+//!   `backend::jupyterhub` stops and starts a JupyterHub's servers through
+//!   the Hub's REST API.
 //! - [`rules`]: idle signals as PromQL building blocks → rule files and
 //!   `PrometheusRule` objects.
 //! - [`manifests`]: the Prometheus scrape job and Alertmanager config, and

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apply;
+use crate::backend::jupyterhub::JupyterHubBackend;
 use crate::backend::k8s;
 use crate::backend::k8s::kubeflow::KubeflowBackend;
 use crate::backend::k8s::statefulset::StatefulSetBackend;
@@ -112,6 +113,15 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> Result<()> {
                 cfg.idle_bounds(),
                 &metrics.watch,
             )
+        }
+        BackendConfig::Jupyterhub(h) => {
+            let token = secrets
+                .hub_token
+                .clone()
+                .expect("secrets() requires the Hub's token with backend.kind jupyterhub");
+            // The Hub may start after nbidle; a token without a needed
+            // scope ends start-up at once.
+            JupyterHubBackend::connect(h, token, cfg.idle_bounds(), HUB_START_WAIT).await?
         }
     };
     // validate() allows apply only with a Kubernetes backend, so the client exists.
@@ -222,6 +232,9 @@ impl Bounds {
         }
     }
 }
+
+/// How long start-up waits for the Hub to answer.
+const HUB_START_WAIT: Duration = Duration::from_secs(60);
 
 /// The one owner of readiness: up once the backend has synced, down the
 /// moment shutdown begins (and never up again). Ends once it is down.

@@ -8,9 +8,12 @@
 //! - `k8s`: notebooks as Kubernetes objects: Kubeflow `Notebook`
 //!   resources (`k8s::kubeflow`) and StatefulSets selected by label
 //!   (`k8s::statefulset`), through the API server.
+//! - `jupyterhub`: the servers of a JupyterHub, default and named, through
+//!   the Hub's REST API with a service token.
 //! - `person`: who is signed in to nbidle's page, for a stopped local
 //!   notebook's page (a trait the page implements).
 
+pub(crate) mod jupyterhub;
 pub(crate) mod k8s;
 pub mod local;
 #[cfg(test)]

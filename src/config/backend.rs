@@ -1,5 +1,5 @@
 //! `backend`: what stops and starts notebooks. `kind` picks one of the
-//! sections `local`, `kubeflow` and `statefulset`; validation turns the
+//! sections `local`, `kubeflow`, `statefulset` and `jupyterhub`; validation turns the
 //! section as written into [`BackendConfig`], which carries the chosen
 //! section alone, with what it requires present and its defaults filled in.
 
@@ -21,11 +21,13 @@ pub(crate) enum BackendKind {
     Kubeflow,
     /// StatefulSets selected by label, scaled to 0 and back.
     Statefulset,
+    /// The servers of a JupyterHub, through its REST API.
+    Jupyterhub,
 }
 
 impl BackendKind {
     pub(crate) fn is_kubernetes(self) -> bool {
-        !matches!(self, BackendKind::Local)
+        matches!(self, BackendKind::Kubeflow | BackendKind::Statefulset)
     }
 
     /// The name of the kind's section (and of the kind in the file).
@@ -34,6 +36,7 @@ impl BackendKind {
             BackendKind::Local => "local",
             BackendKind::Kubeflow => "kubeflow",
             BackendKind::Statefulset => "statefulset",
+            BackendKind::Jupyterhub => "jupyterhub",
         }
     }
 }
@@ -44,6 +47,7 @@ pub(crate) enum BackendConfig {
     Local(LocalConfig),
     Kubeflow(KubeflowConfig),
     Statefulset(StatefulSetConfig),
+    Jupyterhub(JupyterHubConfig),
 }
 
 impl BackendConfig {
@@ -52,6 +56,7 @@ impl BackendConfig {
             BackendConfig::Local(_) => BackendKind::Local,
             BackendConfig::Kubeflow(_) => BackendKind::Kubeflow,
             BackendConfig::Statefulset(_) => BackendKind::Statefulset,
+            BackendConfig::Jupyterhub(_) => BackendKind::Jupyterhub,
         }
     }
 }
@@ -76,6 +81,75 @@ pub(crate) struct StatefulSetConfig {
     pub(crate) jupyter_url: String,
 }
 
+/// `backend.jupyterhub`: a JupyterHub's servers, through its REST API with
+/// a service token (`token`, `token_file`, or the `JUPYTERHUB_API_TOKEN`
+/// the Hub gives the services it runs; read with the other secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JupyterHubConfig {
+    /// The Hub's REST API, e.g. `http://127.0.0.1:8081/hub/api/`.
+    pub(crate) api_url: String,
+    /// The proxy's URL, where the servers are reached (`/user/{name}/`):
+    /// the exporter probes them through it.
+    pub(crate) public_url: String,
+    /// The notebooks' namespace: one per Hub.
+    #[serde(default = "JupyterHubConfig::default_name")]
+    pub(crate) name: String,
+    /// The service token inline (prefer `token_file`).
+    #[serde(default)]
+    pub(crate) token: Option<String>,
+    #[serde(default)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Users asked for per request of the list (the Hub caps it, 200 by
+    /// default).
+    #[serde(default = "JupyterHubConfig::default_page_size")]
+    pub(crate) page_size: u32,
+    /// Each call to the Hub's API ends after this long.
+    #[serde(default = "JupyterHubConfig::default_request_timeout")]
+    pub(crate) request_timeout: HumanDuration,
+}
+
+impl JupyterHubConfig {
+    fn default_name() -> String {
+        "jupyterhub".into()
+    }
+
+    fn default_page_size() -> u32 {
+        200
+    }
+
+    fn default_request_timeout() -> HumanDuration {
+        HumanDuration::secs(10)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let key = |f: &str| format!("backend.jupyterhub.{f}");
+        check_notebook_name(&self.name).map_err(|m| Error::config(key("name"), m))?;
+        check_url(&self.api_url).map_err(|m| Error::config(key("api_url"), m))?;
+        check_url(&self.public_url).map_err(|m| Error::config(key("public_url"), m))?;
+        if !(1..=10_000).contains(&self.page_size) {
+            return Err(Error::config(
+                key("page_size"),
+                "must be between 1 and 10000",
+            ));
+        }
+        let t = self.request_timeout.0;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(600) {
+            return Err(Error::config(
+                key("request_timeout"),
+                "must be between 100ms and 10m",
+            ));
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(Error::config(
+                key("token"),
+                "set token or token_file, not both",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `backend` as written (named `BackendConfig` in serde's messages).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "struct BackendConfig")]
@@ -86,6 +160,7 @@ pub(super) struct BackendSection {
     kubeflow: KubeBackendConfig,
     #[serde(default)]
     statefulset: KubeBackendConfig,
+    pub(super) jupyterhub: Option<JupyterHubConfig>,
 }
 
 /// `backend.kubeflow` or `backend.statefulset` as written.
@@ -214,6 +289,16 @@ impl BackendSection {
                     label_selector,
                     jupyter_url,
                 })
+            }
+            BackendKind::Jupyterhub => {
+                let hub = self.jupyterhub.ok_or_else(|| {
+                    Error::config(
+                        "backend.jupyterhub",
+                        "required when backend.kind is jupyterhub",
+                    )
+                })?;
+                hub.validate()?;
+                BackendConfig::Jupyterhub(hub)
             }
         })
     }
@@ -446,6 +531,65 @@ mod tests {
                     jupyter_url: "http://{name}.{namespace}.svc/".into(),
                 }
             ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_jupyterhub_section_has_defaults_and_names_its_keys() {
+        let hub = |extra: &str| {
+            format!("{KUBE_AUTH}backend:\n  kind: jupyterhub\n  jupyterhub:\n    api_url: \"http://127.0.0.1:8081/hub/api/\"\n    public_url: \"http://127.0.0.1:8000/\"\n    token: hub-secret\n{extra}")
+        };
+        let c = parse(&hub("")).unwrap();
+        match &c.backend {
+            BackendConfig::Jupyterhub(h) => {
+                assert_eq!(h.name, "jupyterhub");
+                assert_eq!(h.page_size, 200);
+                assert_eq!(h.request_timeout, HumanDuration::secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.secrets().unwrap().hub_token.as_deref(),
+            Some("hub-secret")
+        );
+        assert!(!BackendKind::Jupyterhub.is_kubernetes());
+        for (extra, key) in [
+            ("    name: Hub\n", "backend.jupyterhub.name"),
+            ("    page_size: 0\n", "backend.jupyterhub.page_size"),
+            (
+                "    request_timeout: 1ms\n",
+                "backend.jupyterhub.request_timeout",
+            ),
+            ("    token_file: t\n", "backend.jupyterhub.token"),
+        ] {
+            assert_eq!(err_field(&hub(extra)), key, "{extra}");
+        }
+        let y = hub("").replace("http://127.0.0.1:8000/", "not a url");
+        assert_eq!(err_field(&y), "backend.jupyterhub.public_url");
+        assert_eq!(
+            err_field(&format!("{KUBE_AUTH}backend: {{kind: jupyterhub}}\n")),
+            "backend.jupyterhub"
+        );
+        // nbidle's own credentials must not open the Hub.
+        let y = hub("").replace("token: hub-secret", "token: w");
+        match parse(&y).unwrap().secrets() {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "backend.jupyterhub.token"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_config_in_docs_jupyterhub_md_is_valid() {
+        let doc = include_str!("../../docs/jupyterhub.md");
+        let section = &doc[doc.find("## 2. Configure nbidle").expect("section 2")..];
+        let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+        let yaml = &section[start..start + section[start..].find("```").unwrap()];
+        match parse(yaml).unwrap().backend {
+            BackendConfig::Jupyterhub(h) => {
+                assert_eq!(h.name, "jupyterhub");
+                assert_eq!(h.public_url, "http://proxy-public/");
+            }
             other => panic!("{other:?}"),
         }
     }

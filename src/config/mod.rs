@@ -40,7 +40,7 @@ pub(crate) use alertmanager::AlertmanagerConfig;
 pub(crate) use auth::AuthConfig;
 pub(crate) use autostop::{AutostopConfig, CpuGuard, GpuGuard, SignalName};
 pub(crate) use backend::{
-    BackendConfig, BackendKind, LocalConfig, LocalNotebook, StatefulSetConfig,
+    BackendConfig, BackendKind, JupyterHubConfig, LocalConfig, LocalNotebook, StatefulSetConfig,
 };
 pub use exporter::ExporterConfig;
 pub(crate) use kubernetes::KubernetesConfig;
@@ -48,6 +48,7 @@ pub(crate) use notify::NotifyConfig;
 pub(crate) use prometheus::PrometheusConfig;
 pub(crate) use secrets::SecretFiles;
 pub(crate) use server::{ServerConfig, MIN_HEADER_BYTES};
+pub(crate) use values::check_notebook_name;
 pub use values::HumanDuration;
 pub(crate) use values::{prometheus_duration, TlsClientConfig};
 pub(crate) use webhook::WebhookConfig;
@@ -137,6 +138,19 @@ impl Config {
     /// manifests alike.
     pub(crate) fn check_backend_fit(&self) -> Result<()> {
         let g = &self.autostop.guards;
+        if self.backend.kind() == BackendKind::Jupyterhub {
+            for (key, set) in [
+                ("autostop.guards.cpu", g.cpu.is_some()),
+                ("autostop.guards.gpu", g.gpu.is_some()),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        key,
+                        "needs pod series (nbidle_notebook_pod_info), which the jupyterhub backend has none of; it would never keep a notebook running",
+                    ));
+                }
+            }
+        }
         if self.backend.kind() == BackendKind::Local {
             if g.gpu.is_some() {
                 return Err(Error::config(
@@ -184,6 +198,14 @@ impl Document {
         if let Some(local) = &self.backend.local {
             paths.extend(local.workdirs().map(|(key, p)| (key, p.as_path())));
         }
+        if let Some(p) = self
+            .backend
+            .jupyterhub
+            .as_ref()
+            .and_then(|h| h.token_file.as_ref())
+        {
+            paths.push(("backend.jupyterhub.token_file".into(), p.as_path()));
+        }
         for (key, p) in paths {
             if p.as_os_str().is_empty() {
                 return Err(Error::config(key, "must not be empty"));
@@ -199,6 +221,12 @@ impl Document {
         if let Some(local) = self.backend.local.as_mut() {
             paths.extend(local.workdirs_mut());
         }
+        paths.extend(
+            self.backend
+                .jupyterhub
+                .as_mut()
+                .and_then(|h| h.token_file.as_mut()),
+        );
         for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -27,7 +27,13 @@ pub(crate) struct Secrets {
     pub(crate) namespaced_api_tokens: Vec<(String, Vec<String>)>,
     /// Bearer token for `/metrics`, `/metrics/notebooks` and `/sd/notebooks`.
     pub(crate) metrics_token: Option<String>,
+    /// nbidle's own token at the JupyterHub it stops servers of
+    /// (`backend.jupyterhub.token`).
+    pub(crate) hub_token: Option<String>,
 }
+
+/// The Hub's name for the token it hands a service it runs.
+pub(crate) const HUB_TOKEN_ENV: &str = "JUPYTERHUB_API_TOKEN";
 
 /// A secret file larger than this is not a token file (a path mistyped as
 /// `/dev/zero` must not take nbidle's memory).
@@ -40,6 +46,7 @@ enum Role {
     Admin,
     Namespaced,
     Metrics,
+    Hub,
 }
 
 impl Role {
@@ -49,6 +56,7 @@ impl Role {
             Role::Admin => "an API token for every namespace",
             Role::Namespaced => "a namespace-scoped API token",
             Role::Metrics => "the metrics token",
+            Role::Hub => "nbidle's token at the JupyterHub",
         }
     }
 }
@@ -62,6 +70,10 @@ fn conflict(first: Role, then: Role) -> Option<&'static str> {
         (Admin, Namespaced) | (Namespaced, Admin) => {
             Some("it would get every namespace; give the team a token of its own")
         }
+        (Hub, Hub) => None,
+        (Hub, _) | (_, Hub) => Some(
+            "nbidle's token at the Hub stops servers there; whoever holds one of nbidle's own credentials must not hold it",
+        ),
         (Metrics, _) | (_, Metrics) => {
             Some("the metrics token is Prometheus's and must open nothing else")
         }
@@ -289,6 +301,29 @@ impl Config {
             }
             sourced.push(Sourced::new(key.clone(), Role::Metrics, t));
         }
+        let hub_token = match &self.backend {
+            super::BackendConfig::Jupyterhub(h) => {
+                let key = "backend.jupyterhub.token";
+                let (key, t) = match inline_or_file(key, &h.token, &h.token_file, files)? {
+                    Some(found) => found,
+                    None => match std::env::var(HUB_TOKEN_ENV) {
+                        Ok(t) => (format!("{key} (from {HUB_TOKEN_ENV})"), t.trim().to_string()),
+                        Err(_) => {
+                            return Err(Error::config(
+                                key,
+                                format!("the Hub needs nbidle's service token: set token, token_file or {HUB_TOKEN_ENV}"),
+                            ))
+                        }
+                    },
+                };
+                if t.is_empty() {
+                    return Err(Error::config(key, "must not be empty"));
+                }
+                sourced.push(Sourced::new(key, Role::Hub, &t));
+                Some(t)
+            }
+            _ => None,
+        };
         check_separation(&sourced)?;
         Ok(Secrets {
             webhook_token: webhook_token.map(|(_, t)| t),
@@ -296,6 +331,7 @@ impl Config {
             api_tokens,
             namespaced_api_tokens,
             metrics_token: metrics_token.map(|(_, t)| t),
+            hub_token,
         })
     }
 

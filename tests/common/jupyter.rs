@@ -89,6 +89,17 @@ pub async fn jupyter_api(
 /// Runs `tests/drivers/jupyter_user.py ACTION` against a notebook with the
 /// venv's Python; the process is killed when the guard drops.
 pub fn jupyter_user(dir: &Path, base_url: &str, action: &str, every_secs: u32) -> Proc {
+    jupyter_user_as(dir, base_url, JUPYTER_TOKEN, action, every_secs)
+}
+
+/// As [`jupyter_user`], with another token (a Hub's, through its proxy).
+pub fn jupyter_user_as(
+    dir: &Path,
+    base_url: &str,
+    token: &str,
+    action: &str,
+    every_secs: u32,
+) -> Proc {
     let python = jupyter().with_file_name("python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/jupyter_user.py");
     Proc::spawn(
@@ -96,7 +107,7 @@ pub fn jupyter_user(dir: &Path, base_url: &str, action: &str, every_secs: u32) -
         Command::new(python)
             .arg(script)
             .arg(base_url)
-            .arg(JUPYTER_TOKEN)
+            .arg(token)
             .arg(action)
             .arg(every_secs.to_string()),
         &dir.join(format!("driver-{action}-{}.log", free_port())),
@@ -105,12 +116,17 @@ pub fn jupyter_user(dir: &Path, base_url: &str, action: &str, every_secs: u32) -
 
 /// Runs a driver action that finishes by itself (compute-*, rest-kernel).
 pub fn jupyter_user_once(base_url: &str, action: &str) {
+    jupyter_user_once_as(base_url, JUPYTER_TOKEN, action)
+}
+
+/// As [`jupyter_user_once`], with another token (a Hub's, through its proxy).
+pub fn jupyter_user_once_as(base_url: &str, token: &str, action: &str) {
     let python = jupyter().with_file_name("python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/jupyter_user.py");
     let out = Command::new(python)
         .arg(script)
         .arg(base_url)
-        .arg(JUPYTER_TOKEN)
+        .arg(token)
         .arg(action)
         .output()
         .unwrap();

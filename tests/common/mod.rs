@@ -1,4 +1,4 @@
-//! Test support: real Prometheus, Alertmanager, Jupyter and nbidle processes
+//! Test support: real Prometheus, Alertmanager, Jupyter, JupyterHub and nbidle processes
 //! on loopback, each killed when its guard drops; one file per fixture,
 //! re-exported here for `use common::*;`.
 //!
@@ -9,6 +9,7 @@
 
 mod alertmanager;
 mod browser;
+mod hub;
 mod jupyter;
 mod payload;
 mod proc;
@@ -32,6 +33,6 @@ pub mod kubectl;
     reason = "each binary uses some of these; a glob none of whose items it uses is reported"
 )]
 pub use {
-    alertmanager::*, browser::*, jupyter::*, payload::*, proc::*, prometheus::*, receivers::*,
-    serve::*,
+    alertmanager::*, browser::*, hub::*, jupyter::*, payload::*, proc::*, prometheus::*,
+    receivers::*, serve::*,
 };

@@ -48,7 +48,8 @@ def ws_url(base, path, token):
 
 def kernel_ws(base, token):
     kernel = rest(base, token, "POST", "api/kernels", {"name": "python3"})
-    ws = websocket.create_connection(ws_url(base, "api/kernels/%s/channels" % kernel["id"], token), timeout=30)
+    ws = websocket.create_connection(ws_url(base, "api/kernels/%s/channels" % kernel["id"], token), timeout=30,
+                                     header=["Authorization: token " + token])
     return kernel, ws
 
 

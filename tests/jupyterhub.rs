@@ -1,0 +1,449 @@
+//! The `jupyterhub` backend against a real JupyterHub (tests/common/hub.rs):
+//! single-user servers spawned by the Hub, probed through its proxy, stopped
+//! and started through its API with nbidle's service token and only the
+//! scopes docs/jupyterhub.md lists.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const NS: &str = "jupyterhub";
+
+/// nbidle on `hub`'s servers, its config otherwise the tests' usual one.
+async fn nbidle_on(dir: &std::path::Path, hub: &Hub, idle_after: &'static str) -> Nbidle {
+    let port = free_port();
+    let opts = NbidleOptions {
+        idle_after,
+        ..Default::default()
+    };
+    let mut cfg = nbidle_config(port, dir, &[], &opts);
+    cfg["backend"] = hub.backend();
+    let yaml = serde_yaml::to_string(&cfg).unwrap();
+    Nbidle::start_yaml(dir, "nbidle", port, &yaml, &[]).await
+}
+
+fn statuses(list: &Value) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        namespace: String,
+        name: String,
+        status: String,
+    }
+    let listed: Vec<Listed> = serde_json::from_value(list["notebooks"].clone()).unwrap();
+    let mut out: Vec<(String, String)> = listed
+        .into_iter()
+        .map(|n| (format!("{}/{}", n.namespace, n.name), n.status))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A file in `user`'s home, written through their server's contents API
+/// behind the proxy.
+async fn write_file(hub: &Hub, user: &str, name: &str, text: &str) {
+    let r = hub
+        .http
+        .put(format!("{}user/{user}/api/contents/{name}", hub.public_url))
+        .header("Authorization", format!("token {HUB_ADMIN_TOKEN}"))
+        .json(&json!({"type": "file", "format": "text", "content": text}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "writing {name}: {}", r.status());
+}
+
+async fn read_file(hub: &Hub, user: &str, name: &str) -> String {
+    let r = hub
+        .http
+        .get(format!("{}user/{user}/api/contents/{name}", hub.public_url))
+        .header("Authorization", format!("token {HUB_ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "reading {name}: {}", r.status());
+    r.json::<Value>().await.unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_and_named_servers_are_listed_stopped_and_started_with_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), HubOptions::default()).await;
+    hub.create_users(&["ada", "bob", "odd.name"]).await;
+    hub.start_server("ada", "", None).await;
+    hub.start_server("bob", "gpu", Some(json!({"profile": "gpu"})))
+        .await;
+    // bob's default server has run once and is stopped.
+    hub.start_server("bob", "", None).await;
+    let (s, _) = hub.admin(Method::DELETE, "users/bob/server", None).await;
+    assert!(s.is_success(), "{s}");
+    hub.start_server("odd.name", "", None).await;
+    write_file(&hub, "ada", "kept.txt", "ada's work").await;
+
+    let nbidle = nbidle_on(dir.path(), &hub, "1h").await;
+    assert_eq!(
+        statuses(&nbidle.list().await),
+        vec![
+            (format!("{NS}/ada"), "running".into()),
+            (format!("{NS}/bob"), "stopped".into()),
+            (format!("{NS}/bob--gpu"), "running".into()),
+        ],
+        "a user whose name is no notebook name is left out"
+    );
+    let ada = nbidle.notebook(NS, "ada").await;
+    assert_eq!(ada["owner"], "ada");
+    assert_eq!(ada["url"], format!("{}user/ada/", hub.public_url));
+    assert!(ada["started_at"].is_string(), "{ada}");
+
+    // Stop: the server goes, the user and their files stay.
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/stop")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    nbidle
+        .wait_status(NS, "ada", "stopped", Duration::from_secs(60))
+        .await;
+    let server = hub.server("ada", "").await.expect("the server is kept");
+    assert_eq!(server["stopped"], true, "{server}");
+    assert!(std::fs::read_to_string(hub.dir.join("home/ada/kept.txt"))
+        .unwrap()
+        .contains("ada's work"));
+    let v = nbidle.notebook(NS, "ada").await;
+    assert_eq!(v["stopped_by"]["trigger"], "user", "{v}");
+    // Idempotent.
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/stop")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // Start: the same home.
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/start")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    nbidle
+        .wait_status(NS, "ada", "running", Duration::from_secs(120))
+        .await;
+    assert_eq!(read_file(&hub, "ada", "kept.txt").await, "ada's work");
+
+    // A named server: stopped without being removed, started with its
+    // last user_options.
+    let r = nbidle.post(&format!("notebooks/{NS}/bob--gpu/stop")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    nbidle
+        .wait_status(NS, "bob--gpu", "stopped", Duration::from_secs(60))
+        .await;
+    let gpu = hub
+        .server("bob", "gpu")
+        .await
+        .expect("the named server is kept");
+    assert_eq!(gpu["user_options"], json!({"profile": "gpu"}));
+    let r = nbidle.post(&format!("notebooks/{NS}/bob--gpu/start")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    nbidle
+        .wait_status(NS, "bob--gpu", "running", Duration::from_secs(120))
+        .await;
+    let gpu = hub.server("bob", "gpu").await.unwrap();
+    assert_eq!(gpu["user_options"], json!({"profile": "gpu"}));
+    let users = hub.admin(Method::GET, "users", None).await.1;
+    assert_eq!(
+        users.as_array().unwrap().len(),
+        3,
+        "no user is removed: {users}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_silent_computation_kept(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), HubOptions::default()).await;
+    hub.create_users(&["idle", "busy", "tab"]).await;
+    for user in ["idle", "busy", "tab"] {
+        hub.start_server(user, "", None).await;
+    }
+    // JupyterLab left open: its polling through the proxy moves the Hub's
+    // last_activity, but is no work.
+    let _tab = jupyter_user_as(
+        dir.path(),
+        &format!("{}user/tab/", hub.public_url),
+        HUB_ADMIN_TOKEN,
+        "open-tab",
+        3,
+    );
+    // A long cell with no output, its browser tab closed.
+    jupyter_user_once_as(
+        &format!("{}user/busy/", hub.public_url),
+        HUB_ADMIN_TOKEN,
+        "compute-silently",
+    );
+    let nbidle = nbidle_on(dir.path(), &hub, "20s").await;
+    let am = Alertmanager::start(dir.path(), &nbidle.config).await;
+    let started = std::time::Instant::now();
+    let _prom = Prometheus::start(dir.path(), &nbidle, &am).await;
+
+    let v = nbidle
+        .wait_status(NS, "idle", "stopped", Duration::from_secs(120))
+        .await;
+    eprintln!(
+        "idle stopped {:?} after Prometheus started",
+        started.elapsed()
+    );
+    assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
+    assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle");
+    let server = hub.server("idle", "").await.expect("kept");
+    assert_eq!(server["stopped"], true, "{server}");
+    let v = nbidle
+        .wait_status(NS, "tab", "stopped", Duration::from_secs(120))
+        .await;
+    assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
+    // The exporter saw the busy kernel through the proxy.
+    let busy = nbidle.notebook(NS, "busy").await;
+    assert_eq!(busy["status"], "running", "{busy}");
+    let metrics = nbidle.exporter_metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("nbidle_notebook_kernels{")
+                && l.contains("notebook=\"busy\"")
+                && l.contains("state=\"busy\"")
+                && l.ends_with(" 1")),
+        "the busy kernel is seen through the proxy:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_users_than_one_page_are_all_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        HubOptions {
+            page_size: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let users = ["u1", "u2", "u3", "u4", "u5"];
+    hub.create_users(&users).await;
+    for u in users {
+        let (s, b) = hub
+            .admin(Method::POST, &format!("users/{u}/server"), None)
+            .await;
+        assert!(s.is_success(), "{u}: {s} {b}");
+    }
+    for u in users {
+        hub.wait_ready(u, "").await;
+    }
+    let port = free_port();
+    let mut cfg = nbidle_config(port, dir.path(), &[], &NbidleOptions::default());
+    cfg["backend"] = hub.backend();
+    cfg["backend"]["jupyterhub"]["page_size"] = json!(2);
+    let nbidle = Nbidle::start_yaml(
+        dir.path(),
+        "nbidle",
+        port,
+        &serde_yaml::to_string(&cfg).unwrap(),
+        &[],
+    )
+    .await;
+    let listed = statuses(&nbidle.list().await);
+    assert_eq!(
+        listed,
+        users
+            .iter()
+            .map(|u| (format!("{NS}/{u}"), "running".to_string()))
+            .collect::<Vec<_>>()
+    );
+    let log = std::fs::read_to_string(hub.dir.join("hub-1.log")).unwrap();
+    assert!(
+        log.contains("offset=4"),
+        "nbidle read the last page by its offset"
+    );
+}
+
+/// Each scope docs/jupyterhub.md lists is needed: without it the Hub
+/// refuses what nbidle does with it, and nbidle refuses to start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listed_scope_is_needed_and_a_missing_one_is_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let without = |scope: &str| -> Vec<String> {
+        HUB_SCOPES
+            .iter()
+            .filter(|s| **s != scope)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let services: Vec<(String, String, Vec<String>)> = HUB_SCOPES
+        .iter()
+        .map(|s| {
+            let name = format!("no-{}", s.replace(':', "-"));
+            (name.clone(), format!("{name}-token-for-tests"), without(s))
+        })
+        .collect();
+    let hub = Hub::start(
+        dir.path(),
+        HubOptions {
+            services: services.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    hub.create_users(&["ada"]).await;
+    hub.start_server("ada", "", None).await;
+    let call = |token: String, method: Method, url: String| {
+        let http = hub.http.clone();
+        async move {
+            let r = http
+                .request(method, url)
+                .header("Authorization", format!("token {token}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let token_without = |scope: &str| {
+        services
+            .iter()
+            .find(|(n, _, _)| *n == format!("no-{}", scope.replace(':', "-")))
+            .unwrap()
+            .1
+            .clone()
+    };
+    let api = |p: &str| format!("{}{p}", hub.api_url);
+
+    // With every listed scope, all of it works.
+    let (s, body) = call(
+        HUB_SERVICE_TOKEN.into(),
+        Method::GET,
+        api("users?include_stopped_servers"),
+    )
+    .await;
+    assert!(s.is_success() && body.contains("\"servers\""), "{s} {body}");
+    // list:users: listing users.
+    let (s, _) = call(token_without("list:users"), Method::GET, api("users")).await;
+    assert_eq!(s, 403, "listing users without list:users");
+    // servers: a stop, and (through the read:servers it implies) the
+    // servers in the list.
+    let (s, _) = call(
+        token_without("servers"),
+        Method::DELETE,
+        api("users/ada/server"),
+    )
+    .await;
+    assert_eq!(s, 403, "stopping without servers");
+    let (s, body) = call(
+        token_without("servers"),
+        Method::GET,
+        api("users?include_stopped_servers"),
+    )
+    .await;
+    assert!(
+        s.is_success() && !body.contains("\"servers\""),
+        "servers listed without servers: {body}"
+    );
+    // access:servers: a probe through the proxy.
+    let probe = format!("{}user/ada/api/kernels?no_track_activity=1", hub.public_url);
+    let (s, _) = call(HUB_SERVICE_TOKEN.into(), Method::GET, probe.clone()).await;
+    assert!(s.is_success(), "probe with access:servers: {s}");
+    let (s, _) = call(token_without("access:servers"), Method::GET, probe).await;
+    assert!(
+        s == 403 || s.is_redirection(),
+        "probe without access:servers: {s}"
+    );
+
+    // nbidle names the missing scope and does not start.
+    for scope in HUB_SCOPES {
+        let port = free_port();
+        let mut cfg = nbidle_config(port, dir.path(), &[], &NbidleOptions::default());
+        cfg["backend"] = hub.backend();
+        cfg["backend"]["jupyterhub"]["token"] = json!(token_without(scope));
+        let path = dir
+            .path()
+            .join(format!("nbidle-{}.yaml", scope.replace(':', "-")));
+        std::fs::write(&path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_nbidle"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&path)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "nbidle started without {scope}");
+        assert!(
+            err.contains("backend.jupyterhub.token")
+                && err.contains(&format!("lacks the scope {scope} (")),
+            "without {scope}: {err}"
+        );
+    }
+}
+
+/// A Hub with ada's server running, nbidle on it with a 10 s idle time,
+/// and an idle alert about this life of the server, past its idle time.
+async fn ada_idle(dir: &std::path::Path) -> (Hub, Nbidle, Value) {
+    let hub = Hub::start(dir, HubOptions::default()).await;
+    hub.create_users(&["ada"]).await;
+    hub.start_server("ada", "", None).await;
+    let nbidle = nbidle_on(dir, &hub, "10s").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let alert = payload(vec![idle_alert(NS, "ada", &rfc3339_from_now(0))]);
+    (hub, nbidle, alert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_does_not_answer_is_unavailable_and_a_later_retry_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, nbidle, alert) = ada_idle(dir.path()).await;
+
+    hub.freeze(true);
+    let r = nbidle
+        .http
+        .get(nbidle.api("notebooks"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "the list while the Hub does not answer");
+    let r = nbidle.webhook(&alert).await;
+    assert!(r.status().is_server_error(), "the webhook: {}", r.status());
+    hub.freeze(false);
+
+    // Alertmanager's retry.
+    let r = nbidle.webhook(&alert).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert!(status.is_success(), "the retry: {status} {body}");
+    let v = nbidle
+        .wait_status(NS, "ada", "stopped", Duration::from_secs(60))
+        .await;
+    assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
+}
+
+/// A server restarted from the Hub's own UI lives a new life: an alert
+/// about the previous one does not stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_about_a_servers_previous_life_does_not_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, nbidle, alert) = ada_idle(dir.path()).await;
+    // The user stops and starts it in the Hub meanwhile.
+    let (s, _) = hub.admin(Method::DELETE, "users/ada/server", None).await;
+    assert!(s.is_success(), "{s}");
+    hub.start_server("ada", "", None).await;
+
+    let r = nbidle.webhook(&alert).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert!(
+        status.is_success() && body.contains("stale"),
+        "{status} {body}"
+    );
+    let server = hub.server("ada", "").await.unwrap();
+    assert_eq!(server["ready"], true, "{server}");
+    assert_eq!(nbidle.notebook(NS, "ada").await["status"], "running");
+}
