@@ -54,7 +54,7 @@ rules:
 	done
 
 ## bench: webhook, exporter and Kubernetes backend speed and memory, memory under hostile peers,
-## the local backend's process scans, the stopped notebooks' pages' memory, the JupyterLab pushes, the rules' cost in Prometheus and the stop lag through Prometheus and Alertmanager (see docs/benchmarks.md)
+## the local backend's process scans, the stopped notebooks' pages' memory, the JupyterLab pushes, the JupyterHub backend beside jupyterhub-idle-culler, the rules' cost in Prometheus and the stop lag through Prometheus and Alertmanager (see docs/benchmarks.md)
 bench:
 	bash scripts/test-deps.sh >/dev/null
 	$(CARGO) build --release --bin nbidle --benches
@@ -67,5 +67,7 @@ bench:
 	$(CARGO) bench --bench page
 	$(CARGO) bench --bench stopped_pages
 	$(CARGO) bench --bench notify
+	bash scripts/hub-deps.sh >/dev/null
+	$(CARGO) bench --bench jupyterhub
 	bash scripts/envtest/build.sh >/dev/null
 	$(CARGO) bench --bench kube

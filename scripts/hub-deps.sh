@@ -2,6 +2,8 @@
 # Installs what tests/jupyterhub.rs runs, when missing, and caches it:
 # JupyterHub 5.x (PyPI `jupyterhub`) into the venv scripts/test-deps.sh
 # makes (beside jupyter_server 2.x, whose single-user servers it spawns),
+# with `jupyterhub-idle-culler` (benches/jupyterhub.rs measures it beside
+# nbidle),
 # and its proxy, npm `configurable-http-proxy` (pinned in
 # tests/hub/package-lock.json), under $NBIDLE_CACHE/hub (default
 # ~/.cache/nbidle/hub). Needs node and npm (scripts/browser-deps.sh).
@@ -21,6 +23,12 @@ if [ ! -f "$stamp" ]; then
   echo "hub-deps: installing jupyterhub 5.x into $venv" >&2
   "$venv/bin/pip" install -q --disable-pip-version-check 'jupyterhub>=5,<6' >&2
   touch "$stamp"
+fi
+culler_stamp="$venv/.nbidle-hub-culler-v1"
+if [ ! -f "$culler_stamp" ]; then
+  echo "hub-deps: installing jupyterhub-idle-culler into $venv" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check 'jupyterhub-idle-culler>=1.4,<2' >&2
+  touch "$culler_stamp"
 fi
 
 for tool in node npm; do

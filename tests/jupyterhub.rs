@@ -447,3 +447,70 @@ async fn an_alert_about_a_servers_previous_life_does_not_stop_it() {
     assert_eq!(server["ready"], true, "{server}");
     assert_eq!(nbidle.notebook(NS, "ada").await["status"], "running");
 }
+
+/// The Hub's own rate limit, `concurrent_spawn_limit`, answers a start
+/// with 429 and `Retry-After`: nbidle waits it out a few times, then
+/// answers 503 (the caller retries), and a start once the limit has
+/// lifted succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_spawn_limit_is_waited_out_then_reported_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        HubOptions {
+            // One spawn at a time, a retry suggested after 1 s; `slow`'s
+            // spawn holds the one place for 20 s.
+            extra_config: r#"
+import asyncio
+c.JupyterHub.concurrent_spawn_limit = 1
+# Not a config option of the Hub's (30-60 s): set where the Hub reads it.
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0, "spawn_throttle_retry_range": (1, 2)}
+async def hold(spawner):
+    if spawner.user.name == "slow":
+        await asyncio.sleep(20)
+c.Spawner.pre_spawn_hook = hold
+"#
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    hub.create_users(&["ada", "slow"]).await;
+    hub.start_server("ada", "", None).await;
+    let (s, _) = hub.admin(Method::DELETE, "users/ada/server", None).await;
+    assert!(s.is_success(), "{s}");
+    let nbidle = nbidle_on(dir.path(), &hub, "1h").await;
+    let (s, body) = hub.admin(Method::POST, "users/slow/server", None).await;
+    assert_eq!(s, 202, "slow's spawn is pending: {body}");
+
+    let t = std::time::Instant::now();
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/start")).await;
+    let waited = t.elapsed();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 503, "while the Hub limits spawns: {body}");
+    assert!(body.contains("429"), "{body}");
+    let limited = hub
+        .log()
+        .lines()
+        .filter(|l| l.contains("429 POST /hub/api/users/ada/server (nbidle@"))
+        .count();
+    assert_eq!(
+        limited,
+        4,
+        "the first call and three retries:\n{}",
+        hub.log()
+    );
+    assert!(
+        waited >= Duration::from_secs(3),
+        "each Retry-After is waited out: {waited:?}"
+    );
+    assert_eq!(nbidle.notebook(NS, "ada").await["status"], "stopped");
+
+    hub.wait_ready("slow", "").await;
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/start")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    nbidle
+        .wait_status(NS, "ada", "running", Duration::from_secs(120))
+        .await;
+}

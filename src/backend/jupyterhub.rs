@@ -23,7 +23,8 @@
 //!   service holds `access:servers`.
 //! - The Hub unreachable, a timeout or a 5xx is `Unavailable` (the webhook
 //!   answers 5xx and Alertmanager retries); a 429 is waited out
-//!   (`Retry-After`) a few times, then `Unavailable`.
+//!   (`Retry-After`, up to 10 s) a few times, then `Unavailable`; a longer
+//!   `Retry-After` is `Unavailable` at once, naming it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,8 @@ pub(crate) const REQUIRED_SCOPES: [(&str, &str); 3] = [
 /// How often a 429 is waited out before the call is `Unavailable`.
 const RATE_LIMIT_RETRIES: u32 = 3;
 
-/// The longest `Retry-After` honoured in one wait.
+/// The longest `Retry-After` waited out within one call; the Hub's own
+/// spawn throttle asks for 30-60 s, which is reported instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// What a start's `POST` or a stop's `DELETE` may take at least: the Hub
@@ -183,6 +185,18 @@ fn url_escape(s: &str) -> String {
     out
 }
 
+/// How long to wait after a 429 before calling again, from its
+/// `Retry-After` (seconds; 1 s when absent or not a number); `None` when
+/// the Hub asks for longer than nbidle holds a request open
+/// ([`MAX_RETRY_AFTER`]): the caller is told instead (Alertmanager and
+/// people retry later).
+fn retry_wait(retry_after: Option<&str>) -> Option<Duration> {
+    let wait = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs);
+    (wait <= MAX_RETRY_AFTER).then_some(wait)
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("jupyterhub: {what}: {e}"))
 }
@@ -295,20 +309,28 @@ impl JupyterHubBackend {
             }
             let resp = req.send().await.map_err(|e| unavailable(&what, e))?;
             let status = resp.status();
-            if status == StatusCode::TOO_MANY_REQUESTS && attempt < RATE_LIMIT_RETRIES {
-                let wait = resp
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let asked = resp
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map_or(Duration::from_secs(1), Duration::from_secs)
-                    .min(MAX_RETRY_AFTER);
-                tracing::info!(call = %what, ?wait, "the Hub limits nbidle's rate; waiting");
-                tokio::time::sleep(wait).await;
-                continue;
+                    .map(str::to_string);
+                match retry_wait(asked.as_deref()) {
+                    Some(wait) if attempt < RATE_LIMIT_RETRIES => {
+                        tracing::info!(call = %what, ?wait, "the Hub limits nbidle's rate; waiting");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    _ => {
+                        let after = asked.map_or_else(String::new, |a| {
+                            format!("; it asks to retry after {a} s")
+                        });
+                        return Err(unavailable(&what, format!("answered {status}{after}")));
+                    }
+                }
             }
             let bytes = resp.bytes().await.map_err(|e| unavailable(&what, e))?;
-            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            if status.is_server_error() {
                 return Err(unavailable(&what, format!("answered {status}")));
             }
             if status == StatusCode::FORBIDDEN {
@@ -574,6 +596,16 @@ mod tests {
         );
         assert_eq!(status_of(&s(None, false, true, None)), Status::Stopped);
         assert_eq!(status_of(&s(None, false, false, t)), Status::Starting);
+    }
+
+    #[test]
+    fn a_short_retry_after_is_waited_out_and_a_long_one_reported() {
+        assert_eq!(retry_wait(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_wait(Some(" 10 ")), Some(Duration::from_secs(10)));
+        assert_eq!(retry_wait(None), Some(Duration::from_secs(1)));
+        assert_eq!(retry_wait(Some("soon")), Some(Duration::from_secs(1)));
+        // The Hub's spawn throttle: 30-60 s.
+        assert_eq!(retry_wait(Some("42")), None);
     }
 
     #[test]

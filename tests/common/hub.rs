@@ -65,6 +65,15 @@ pub struct HubOptions {
     pub page_size: Option<u32>,
     /// More services: name, token, scopes.
     pub services: Vec<(String, String, Vec<String>)>,
+    /// Whether nbidle is registered (with [`HUB_SERVICE_TOKEN`] and
+    /// `scopes`); `false` for a test that registers it with `extra_config`.
+    pub register_nbidle: bool,
+    /// Servers that are only an address, the port of one HTTP stand-in
+    /// for all (tests/hub/standin_spawner.py), instead of real single-user
+    /// servers.
+    pub stand_ins: Option<u16>,
+    /// Lines appended to `jupyterhub_config.py`.
+    pub extra_config: String,
 }
 
 impl Default for HubOptions {
@@ -73,6 +82,9 @@ impl Default for HubOptions {
             scopes: HUB_SCOPES.iter().map(|s| s.to_string()).collect(),
             page_size: None,
             services: Vec::new(),
+            register_nbidle: true,
+            stand_ins: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -107,10 +119,20 @@ impl Hub {
             "missing {}: run `bash scripts/hub-deps.sh`",
             singleuser.display()
         );
-        let scopes = serde_json::to_string(&opts.scopes).unwrap();
         let mut services = String::new();
         let mut roles = String::new();
-        for (name, token, scopes) in &opts.services {
+        let mut registered = opts.services.clone();
+        if opts.register_nbidle {
+            registered.insert(
+                0,
+                (
+                    "nbidle".into(),
+                    HUB_SERVICE_TOKEN.into(),
+                    opts.scopes.clone(),
+                ),
+            );
+        }
+        for (name, token, scopes) in &registered {
             services.push_str(&format!(
                 "    {{\"name\": {}, \"api_token\": {}}},\n",
                 py(name),
@@ -118,7 +140,11 @@ impl Hub {
             ));
             roles.push_str(&format!(
                 "    {{\"name\": {}, \"services\": [{}], \"scopes\": {}}},\n",
-                py(&format!("{name}-role")),
+                py(&if name == "nbidle" {
+                    name.clone()
+                } else {
+                    format!("{name}-role")
+                }),
                 py(name),
                 serde_json::to_string(scopes).unwrap()
             ));
@@ -127,6 +153,17 @@ impl Hub {
             .page_size
             .map(|n| format!("c.JupyterHub.api_page_default_limit = {n}\nc.JupyterHub.api_page_max_limit = {n}\n"))
             .unwrap_or_default();
+        let spawner = match opts.stand_ins {
+            Some(port) => format!(
+                "import sys\nsys.path.insert(0, {})\nc.JupyterHub.spawner_class = \"standin_spawner.StandInSpawner\"\nc.StandInSpawner.standin_port = {port}",
+                py(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hub"))
+            ),
+            None => format!(
+                "c.JupyterHub.spawner_class = \"simple\"\nc.SimpleLocalProcessSpawner.home_dir_template = {}\nc.Spawner.cmd = [{}]\nc.Spawner.args = [\"--allow-root\"]",
+                py(&format!("{}/home/{{username}}", dir.display())),
+                py(&singleuser.display().to_string()),
+            ),
+        };
         let config = format!(
             r#"c = get_config()
 c.JupyterHub.ip = "127.0.0.1"
@@ -141,28 +178,24 @@ c.JupyterHub.pid_file = {pid}
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.JupyterHub.allow_named_servers = True
-c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = {home}
-c.Spawner.cmd = [{singleuser}]
-c.Spawner.args = ["--allow-root"]
+{spawner}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.JupyterHub.services = [
-    {{"name": "nbidle", "api_token": {service_token}}},
     {{"name": "tests", "api_token": {admin_token}}},
 {services}]
 c.JupyterHub.load_roles = [
-    {{"name": "nbidle", "services": ["nbidle"], "scopes": {scopes}}},
     {{"name": "tests", "services": ["tests"], "scopes": ["admin:users", "admin:servers", "list:users", "read:servers", "servers", "access:servers"]}},
 {roles}]
-{pages}"#,
+{pages}
+{extra}
+"#,
+            spawner = spawner,
+            extra = opts.extra_config,
             chp = py(&chp().display().to_string()),
             db = py(&dir.join("hub.sqlite").display().to_string()),
             cookie = py(&dir.join("cookie_secret").display().to_string()),
             pid = py(&dir.join("proxy.pid").display().to_string()),
-            home = py(&format!("{}/home/{{username}}", dir.display())),
-            singleuser = py(&singleuser.display().to_string()),
-            service_token = py(HUB_SERVICE_TOKEN),
             admin_token = py(HUB_ADMIN_TOKEN),
         );
         let path = dir.join("jupyterhub_config.py");
