@@ -514,3 +514,113 @@ c.Spawner.pre_spawn_hook = hold
         .wait_status(NS, "ada", "running", Duration::from_secs(120))
         .await;
 }
+
+/// The fenced block of docs/jupyterhub.md in `lang` that starts with
+/// `first`.
+fn doc_block(lang: &str, first: &str) -> String {
+    let doc = include_str!("../docs/jupyterhub.md");
+    let fence = format!("```{lang}\n{first}");
+    let start = doc
+        .find(&fence)
+        .unwrap_or_else(|| panic!("docs/jupyterhub.md has no {lang} block starting {first:?}"))
+        + lang.len()
+        + 4;
+    let len = doc[start..].find("```").expect("the block ends");
+    doc[start..start + len].to_string()
+}
+
+/// nbidle on a Hub whose `jupyterhub_config.py` registers it with
+/// `registration` only: it starts (its start-up checks every scope it
+/// needs), lists ada's running server and stops it.
+async fn registered_by(registration: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        HubOptions {
+            register_nbidle: false,
+            extra_config: registration,
+            ..Default::default()
+        },
+    )
+    .await;
+    hub.create_users(&["ada"]).await;
+    hub.start_server("ada", "", None).await;
+    let nbidle = nbidle_on(dir.path(), &hub, "1h").await;
+    assert_eq!(
+        statuses(&nbidle.list().await),
+        vec![(format!("{NS}/ada"), "running".into())]
+    );
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/stop")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    nbidle
+        .wait_status(NS, "ada", "stopped", Duration::from_secs(60))
+        .await;
+}
+
+/// docs/jupyterhub.md's `jupyterhub_config.py` lines (TLJH's
+/// `jupyterhub_config.d`), as written, token file aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_jupyterhub_config_registers_nbidle() {
+    let snippet = doc_block("python", "c.JupyterHub.services.append(");
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), format!("{HUB_SERVICE_TOKEN}\n")).unwrap();
+    assert!(snippet.contains("/etc/nbidle/hub-token"), "{snippet}");
+    let scopes = format!("{HUB_SCOPES:?}");
+    assert!(
+        snippet.contains(&scopes[1..scopes.len() - 1]),
+        "the scopes the tests grant, {scopes}, are the docs': {snippet}"
+    );
+    registered_by(snippet.replace("/etc/nbidle/hub-token", &token.path().display().to_string()))
+        .await;
+}
+
+/// docs/jupyterhub.md's Zero to JupyterHub values, turned into the Hub's
+/// config as the chart's own `jupyterhub_config.py` does it: each
+/// `hub.services` entry named by its key with its `api_token` (the
+/// chart's Secret holds the given one), each `hub.loadRoles` entry named
+/// by its key; and the chart's culler turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_helm_values_register_nbidle() {
+    let values: serde_yaml::Value = serde_yaml::from_str(&doc_block("yaml", "hub:")).unwrap();
+    assert_eq!(
+        values["cull"]["enabled"],
+        serde_yaml::Value::Bool(false),
+        "the chart's culler is off"
+    );
+    let mut python = String::new();
+    let services = values["hub"]["services"]
+        .as_mapping()
+        .expect("hub.services is a map");
+    for (key, service) in services {
+        let mut s: serde_json::Map<String, Value> =
+            serde_json::from_value(serde_json::to_value(service).unwrap()).unwrap();
+        s.entry("name")
+            .or_insert(serde_json::to_value(key).unwrap());
+        let given = s.remove("api_token").or_else(|| s.remove("apiToken"));
+        assert_eq!(
+            given,
+            Some(json!("<the token>")),
+            "the values give the token: {s:?}"
+        );
+        s.insert("api_token".into(), json!(HUB_SERVICE_TOKEN));
+        python.push_str(&format!(
+            "c.JupyterHub.services.append({})\n",
+            Value::Object(s)
+        ));
+    }
+    let roles = values["hub"]["loadRoles"]
+        .as_mapping()
+        .expect("hub.loadRoles is a map");
+    for (key, role) in roles {
+        let mut r: serde_json::Map<String, Value> =
+            serde_json::from_value(serde_json::to_value(role).unwrap()).unwrap();
+        r.entry("name")
+            .or_insert(serde_json::to_value(key).unwrap());
+        assert_eq!(r["scopes"], json!(HUB_SCOPES), "the scopes the tests grant");
+        python.push_str(&format!(
+            "c.JupyterHub.load_roles.append({})\n",
+            Value::Object(r)
+        ));
+    }
+    registered_by(python).await;
+}
