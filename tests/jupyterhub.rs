@@ -15,6 +15,16 @@ const NS: &str = "jupyterhub";
 
 /// nbidle on `hub`'s servers, its config otherwise the tests' usual one.
 async fn nbidle_on(dir: &std::path::Path, hub: &Hub, idle_after: &'static str) -> Nbidle {
+    nbidle_with_am(dir, hub, idle_after, None).await
+}
+
+/// [`nbidle_on`], with Keep running's Alertmanager at `am_url`.
+async fn nbidle_with_am(
+    dir: &std::path::Path,
+    hub: &Hub,
+    idle_after: &'static str,
+    am_url: Option<&str>,
+) -> Nbidle {
     let port = free_port();
     let opts = NbidleOptions {
         idle_after,
@@ -22,6 +32,9 @@ async fn nbidle_on(dir: &std::path::Path, hub: &Hub, idle_after: &'static str) -
     };
     let mut cfg = nbidle_config(port, dir, &[], &opts);
     cfg["backend"] = hub.backend();
+    if let Some(u) = am_url {
+        cfg["alertmanager"]["url"] = json!(u);
+    }
     let yaml = serde_yaml::to_string(&cfg).unwrap();
     Nbidle::start_yaml(dir, "nbidle", port, &yaml, &[]).await
 }
@@ -158,8 +171,8 @@ async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_
 ) {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), HubOptions::default()).await;
-    hub.create_users(&["idle", "busy", "tab"]).await;
-    for user in ["idle", "busy", "tab"] {
+    hub.create_users(&["idle", "busy", "tab", "kept"]).await;
+    for user in ["idle", "busy", "tab", "kept"] {
         hub.start_server(user, "", None).await;
     }
     // JupyterLab left open: its polling through the proxy moves the Hub's
@@ -177,8 +190,45 @@ async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_
         HUB_ADMIN_TOKEN,
         "compute-silently",
     );
-    let nbidle = nbidle_on(dir.path(), &hub, "20s").await;
-    let am = Alertmanager::start(dir.path(), &nbidle.config).await;
+    let am_port = free_port();
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    let nbidle = nbidle_with_am(dir.path(), &hub, "20s", Some(&am_url)).await;
+    let am = Alertmanager::start_at(dir.path(), &nbidle.config, am_port).await;
+    // Its owner keeps one running (an Alertmanager silence).
+    let r = nbidle
+        .http
+        .post(nbidle.api(&format!("notebooks/{NS}/kept/keep-running")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"for": "1h", "by": "kept"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // What the JupyterLab extension in idle's server is told, read as its
+    // browser tab reads it, through the Hub's proxy.
+    let countdown = tokio::spawn({
+        let (http, url) = (
+            hub.http.clone(),
+            format!("{}user/idle/nbidle/state", hub.public_url),
+        );
+        async move {
+            loop {
+                let r = http
+                    .get(&url)
+                    .header("Authorization", format!("token {HUB_ADMIN_TOKEN}"))
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if v["state"]["stops_at"].is_number() {
+                            return v["state"].clone();
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
     let started = std::time::Instant::now();
     let _prom = Prometheus::start(dir.path(), &nbidle, &am).await;
 
@@ -193,10 +243,33 @@ async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_
     assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle");
     let server = hub.server("idle", "").await.expect("kept");
     assert_eq!(server["stopped"], true, "{server}");
+    let told = tokio::time::timeout(Duration::from_secs(1), countdown)
+        .await
+        .expect("idle's JupyterLab was told of the stop before it came")
+        .unwrap();
+    assert_eq!(told["notebook"]["name"], "idle", "{told}");
     let v = nbidle
         .wait_status(NS, "tab", "stopped", Duration::from_secs(120))
         .await;
     assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
+    // Idle as long as the others: its stop alert fires and Alertmanager
+    // holds it, suppressed by the silence; nbidle keeps it.
+    let alert = eventually("kept's stop alert", Duration::from_secs(60), || async {
+        let v: Value = nbidle
+            .http
+            .get(format!("{}/api/v2/alerts?filter=alertname%3D%22NotebookIdle%22&filter=notebook%3D%22kept%22", am.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v.as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(alert["status"]["state"], "suppressed", "{alert}");
+    assert_eq!(nbidle.notebook(NS, "kept").await["status"], "running");
+    assert_eq!(hub.server("kept", "").await.unwrap()["ready"], true);
     // The exporter saw the busy kernel through the proxy.
     let busy = nbidle.notebook(NS, "busy").await;
     assert_eq!(busy["status"], "running", "{busy}");
