@@ -14,8 +14,9 @@
 //!   `--concurrency=10`): time from its start until the Hub reports no
 //!   active server.
 //!
-//! nbidle's exporter is off here: the comparison is the stops, and the
-//! culler probes nothing (the exporter's own cost is benches/exporter.rs).
+//! nbidle runs as it would on a Hub: its exporter probes every running
+//! server through the proxy (the stand-in answers as an idle Jupyter) every
+//! 15 s, also during the lists and the stops; the culler probes nothing.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -35,6 +36,9 @@ const LISTS: usize = 10;
 const WEBHOOK_TOKEN: &str = "bench-webhook";
 const API_TOKEN: &str = "bench-api";
 const CULLER_TOKEN: &str = "bench-idle-culler-token";
+/// nbidle's idle time: a server started more recently is not idle, and
+/// nbidle's check before each stop would keep it.
+const IDLE_AFTER: u64 = 30;
 
 fn user(i: usize) -> String {
     format!("u{i}")
@@ -170,6 +174,7 @@ async fn main() {
     }
     let created = t.elapsed();
     let started = start_servers(&hub).await;
+    let all_started = Instant::now();
     println!(
         "jupyterhub: {USERS} users created in {:.1} s, {RUNNING} stand-in servers started in {:.1} s",
         created.as_secs_f64(),
@@ -180,7 +185,7 @@ async fn main() {
     let config = format!(
         "listen: \"127.0.0.1:{port}\"\ndata_dir: data\n\
          auth: {{webhook_token: {WEBHOOK_TOKEN}, api_tokens: [{API_TOKEN}]}}\n\
-         exporter: {{enabled: false}}\n\
+         autostop: {{idle_after: {IDLE_AFTER}s, evaluation_interval: 10s, warn_before: 20s}}\n\
          backend:\n  kind: jupyterhub\n  jupyterhub:\n    api_url: \"{}\"\n    public_url: \"{}\"\n    token: {HUB_SERVICE_TOKEN}\n",
         hub.api_url, hub.public_url
     );
@@ -235,7 +240,42 @@ async fn main() {
         rss_lists as f64 / 1024.0,
     );
 
-    // 1,000 stops from one payload.
+    // The Hub's own time for the same pages, without nbidle.
+    let mut raw = Vec::new();
+    for _ in 0..LISTS {
+        let t = Instant::now();
+        let mut offset = 0;
+        loop {
+            let (status, page) = hub
+                .admin(
+                    Method::GET,
+                    &format!("users?include_stopped_servers&offset={offset}&limit=200"),
+                    None,
+                )
+                .await;
+            assert!(status.is_success(), "{status}");
+            let n = page.as_array().unwrap().len();
+            offset += n;
+            if n < 200 {
+                break;
+            }
+        }
+        raw.push(t.elapsed());
+    }
+    raw.sort();
+    println!(
+        "jupyterhub: the Hub's own answers to the same {} pages (admin token, no nbidle): median {:.0} ms",
+        USERS.div_ceil(200),
+        support::ms(support::percentile(&raw, 0.5)),
+    );
+
+    // 1,000 stops from one payload, every server idle for longer than
+    // nbidle's idle time.
+    tokio::time::sleep(
+        (all_started + Duration::from_secs(IDLE_AFTER + 1))
+            .saturating_duration_since(Instant::now()),
+    )
+    .await;
     let starts_at = common::rfc3339_from_now(5);
     let alerts: Vec<Value> = (0..RUNNING)
         .map(|i| common::idle_alert("jupyterhub", &user(i), &starts_at))
