@@ -498,6 +498,53 @@ async fn a_hub_that_does_not_answer_is_unavailable_and_a_later_retry_stops() {
     assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
 }
 
+/// The Hub's process gone (an upgrade, a crash): the API answers 503 and
+/// the webhook 5xx at once, so Alertmanager delivers again; once the Hub
+/// is back the same delivery is answered (the Hub stopped its servers on
+/// its way down: nothing is left to stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_is_down_is_unavailable_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, nbidle, alert) = ada_idle(dir.path()).await;
+
+    hub.halt();
+    let t = std::time::Instant::now();
+    let r = nbidle
+        .http
+        .get(nbidle.api("notebooks"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 503, "the list while the Hub is down: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("jupyterhub")),
+        "{body}"
+    );
+    let r = nbidle.webhook(&alert).await;
+    assert!(r.status().is_server_error(), "the webhook: {}", r.status());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a Hub that is down is reported without waiting for a timeout: {:?}",
+        t.elapsed()
+    );
+
+    hub.run().await;
+    let r = nbidle.webhook(&alert).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "Alertmanager's next delivery: {status} {body}"
+    );
+    assert_eq!(nbidle.notebook(NS, "ada").await["status"], "stopped");
+    assert_eq!(hub.server("ada", "").await.unwrap()["stopped"], true);
+}
+
 /// A server restarted from the Hub's own UI lives a new life: an alert
 /// about the previous one does not stop it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
