@@ -44,29 +44,52 @@ fn user(i: usize) -> String {
     format!("u{i}")
 }
 
-/// How many servers the Hub reports as active (`pending` or running).
-async fn active(hub: &Hub) -> usize {
-    let mut count = 0;
+/// The servers of the users the Hub reports in `state` (`active`:
+/// pending or running; `ready`), every page.
+async fn servers(hub: &Hub, state: &str) -> Vec<Value> {
+    let mut out = Vec::new();
     let mut offset = 0;
     loop {
         let (status, page) = hub
             .admin(
                 Method::GET,
-                &format!("users?state=active&offset={offset}&limit=200"),
+                &format!("users?state={state}&offset={offset}&limit=200"),
                 None,
             )
             .await;
-        assert!(status.is_success(), "listing active users: {status} {page}");
+        assert!(
+            status.is_success(),
+            "listing {state} users: {status} {page}"
+        );
         let users = page.as_array().expect("a list of users");
-        count += users
-            .iter()
-            .map(|u| u["servers"].as_object().map_or(0, |s| s.len()))
-            .sum::<usize>();
+        out.extend(
+            users
+                .iter()
+                .flat_map(|u| {
+                    u["servers"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|s| s.values())
+                })
+                .cloned(),
+        );
         if users.len() < 200 {
-            return count;
+            return out;
         }
         offset += users.len();
     }
+}
+
+async fn active(hub: &Hub) -> usize {
+    servers(hub, "active").await.len()
+}
+
+async fn ready(hub: &Hub) -> usize {
+    servers(hub, "ready")
+        .await
+        .iter()
+        .filter(|s| s["ready"] == true)
+        .count()
 }
 
 /// Starts the first [`RUNNING`] users' servers through the Hub's API and
@@ -97,37 +120,6 @@ async fn start_servers(hub: &Hub) -> Duration {
     )
     .await;
     t.elapsed()
-}
-
-/// How many servers the Hub reports ready.
-async fn ready(hub: &Hub) -> usize {
-    let mut count = 0;
-    let mut offset = 0;
-    loop {
-        let (status, page) = hub
-            .admin(
-                Method::GET,
-                &format!("users?state=ready&offset={offset}&limit=200"),
-                None,
-            )
-            .await;
-        assert!(status.is_success(), "listing ready users: {status} {page}");
-        let users = page.as_array().expect("a list of users");
-        count += users
-            .iter()
-            .flat_map(|u| {
-                u["servers"]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|s| s.values())
-            })
-            .filter(|s| s["ready"] == true)
-            .count();
-        if users.len() < 200 {
-            return count;
-        }
-        offset += users.len();
-    }
 }
 
 /// Polls the Hub from `t0` until it reports no active server.

@@ -254,17 +254,8 @@ async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_
     assert_eq!(v["stopped_by"]["trigger"], "idle-alert", "{v}");
     // Idle as long as the others: its stop alert fires and Alertmanager
     // holds it, suppressed by the silence; nbidle keeps it.
-    let alert = eventually("kept's stop alert", Duration::from_secs(60), || async {
-        let v: Value = nbidle
-            .http
-            .get(format!("{}/api/v2/alerts?filter=alertname%3D%22NotebookIdle%22&filter=notebook%3D%22kept%22", am.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v.as_array()?.first().cloned()
+    let alert = eventually("kept's stop alert", Duration::from_secs(60), || {
+        am.alert("NotebookIdle", "kept")
     })
     .await;
     assert_eq!(alert["status"]["state"], "suppressed", "{alert}");

@@ -204,18 +204,11 @@ async fn keep_running_is_a_silence_that_outlives_the_idle_time_until_cancelled()
 
     // "kept" is past its idle time too: its stop alert fires in Prometheus,
     // Alertmanager holds it (suppressed by our silence) and nbidle keeps it.
-    let alert = eventually("kept's stop alert suppressed", Duration::from_secs(60), || async {
-        let v: Value = nbidle
-            .http
-            .get(format!("{}/api/v2/alerts?filter=alertname%3D%22NotebookIdle%22&filter=notebook%3D%22kept%22", am.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v.as_array()?.first().cloned()
-    })
+    let alert = eventually(
+        "kept's stop alert suppressed",
+        Duration::from_secs(60),
+        || am.alert("NotebookIdle", "kept"),
+    )
     .await;
     assert_eq!(alert["status"]["state"], "suppressed", "{alert}");
     assert_eq!(alert["status"]["silencedBy"][0], id.as_str(), "{alert}");

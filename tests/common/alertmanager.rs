@@ -70,6 +70,24 @@ impl Alertmanager {
             .clone()
     }
 
+    /// The alert `alertname` about notebook `notebook` as Alertmanager
+    /// holds it (`GET /api/v2/alerts`), if it does; both names are put in
+    /// the query as they are (label values of letters, digits and `-`).
+    pub async fn alert(&self, alertname: &str, notebook: &str) -> Option<serde_json::Value> {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v2/alerts?filter=alertname%3D%22{alertname}%22&filter=notebook%3D%22{notebook}%22",
+                self.url
+            ))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v.as_array()?.first().cloned()
+    }
+
     /// `amtool <args> --alertmanager.url=<this>`; its stdout, which must
     /// succeed.
     pub fn amtool(&self, args: &[&str]) -> String {
