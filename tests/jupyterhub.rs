@@ -407,14 +407,34 @@ async fn each_listed_scope_is_needed_and_a_missing_one_is_named_at_start_up() {
         s.is_success() && !body.contains("\"servers\""),
         "servers listed without servers: {body}"
     );
-    // access:servers: a probe through the proxy.
+    // tokens: ada's probe token, which opens her server and no other, and
+    // nbidle's own token opens none.
+    let made = |token: String| {
+        let http = hub.http.clone();
+        let url = api("users/ada/tokens");
+        async move {
+            http.post(url)
+                .header("Authorization", format!("token {token}"))
+                .json(&json!({"scopes": ["access:servers!user=ada"], "expires_in": 600}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = made(HUB_SERVICE_TOKEN.into()).await;
+    assert_eq!(r.status(), 201, "a probe token with tokens");
+    let ada_token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(made(token_without("tokens")).await.status(), 403);
     let probe = format!("{}user/ada/api/kernels?no_track_activity=1", hub.public_url);
-    let (s, _) = call(HUB_SERVICE_TOKEN.into(), Method::GET, probe.clone()).await;
-    assert!(s.is_success(), "probe with access:servers: {s}");
-    let (s, _) = call(token_without("access:servers"), Method::GET, probe).await;
+    let (s, _) = call(ada_token, Method::GET, probe.clone()).await;
+    assert!(s.is_success(), "probe with ada's token: {s}");
+    let (s, _) = call(HUB_SERVICE_TOKEN.into(), Method::GET, probe).await;
     assert!(
         s == 403 || s.is_redirection(),
-        "probe without access:servers: {s}"
+        "nbidle's own token does not open a server: {s}"
     );
 
     // nbidle names the missing scope and does not start.

@@ -19,8 +19,14 @@
 //! - A start is `POST` of the same path with the server's last
 //!   `user_options`, which the Hub keeps on stopped servers.
 //! - Probes go through the Hub's proxy (`public_url` + the server's URL)
-//!   with the service token, which the single-user servers accept when the
-//!   service holds `access:servers`.
+//!   with a token of the server's own user that opens that user's servers
+//!   and nothing else (`access:servers!user=<user>`, made by nbidle with
+//!   its `tokens` scope, valid one day, renewed after 23 h): a single-user
+//!   server runs its user's code and sees every header it is sent, so it
+//!   must never see nbidle's own token.
+//! - Every answer is read within [`MAX_ANSWER_BYTES`], and a list within
+//!   [`MAX_USERS`]; an answer that is not the API's is an error naming the
+//!   call.
 //! - The Hub unreachable, a timeout or a 5xx is `Unavailable` (the webhook
 //!   answers 5xx and Alertmanager retries); a 429 is waited out
 //!   (`Retry-After`, up to 10 s) a few times, then `Unavailable`; a longer
@@ -31,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
@@ -44,12 +51,32 @@ use crate::notebook::{IdleBounds, NotebookId, NotebookState, Status, StopCause, 
 /// The scopes nbidle's token needs, each with what it is for. `servers`
 /// implies `read:servers` (the servers in the list), and with it
 /// `delete:servers`, which nbidle never uses: the Hub has no narrower scope
-/// to start and stop.
+/// to start and stop. `tokens` makes each user's probe token; nbidle's own
+/// token never reaches a server.
 pub(crate) const REQUIRED_SCOPES: [(&str, &str); 3] = [
     ("list:users", "list the users"),
     ("servers", "stop, start and read servers"),
-    ("access:servers", "probe servers through the proxy"),
+    (
+        "tokens",
+        "make each user a token that opens only their servers, for the probes",
+    ),
 ];
+
+/// The most one answer of the Hub may hold (a page of 200 users is about
+/// 0.5 MB).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The most users one list reads: a Hub handing out pages forever ends.
+const MAX_USERS: u64 = 1_000_000;
+
+/// A probe token's life at the Hub, and how long before its end nbidle
+/// makes the next one.
+const PROBE_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
+const PROBE_TOKEN_RENEW: Duration = Duration::from_secs(3600);
+
+/// Probe tokens made at once (the first round after start-up makes one per
+/// running server).
+const TOKEN_CONCURRENCY: usize = 16;
 
 /// How often a 429 is waited out before the call is `Unavailable`.
 const RATE_LIMIT_RETRIES: u32 = 3;
@@ -75,8 +102,11 @@ pub(crate) struct JupyterHubBackend {
     page_size: u32,
     request_timeout: Duration,
     bounds: IdleBounds,
-    /// Who stopped each server and when, as far as this process saw.
+    /// Who stopped each server and when, as far as this process saw; kept
+    /// until the server is seen running again (a new life).
     stops: Mutex<HashMap<NotebookId, (Timestamp, StopCause)>>,
+    /// Each user's probe token and when nbidle makes the next one.
+    probe_tokens: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 /// One server as the Hub's API reports it (the fields nbidle reads).
@@ -201,6 +231,63 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("jupyterhub: {what}: {e}"))
 }
 
+/// The start of an answer's body, for an error message.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    // The Hub's errors are `{"status": …, "message": …}`.
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| text.into_owned())
+}
+
+/// A call the Hub refused (a status nbidle does not expect).
+fn refused(what: &str, status: StatusCode, body: &[u8]) -> Error {
+    let hint = if status == StatusCode::FORBIDDEN {
+        " (does the token hold the scopes docs/jupyterhub.md lists?)"
+    } else {
+        ""
+    };
+    Error::Backend(format!(
+        "jupyterhub: {what} answered {status}{hint}: {}",
+        excerpt(body)
+    ))
+}
+
+/// An answer parsed as the API's `T`, or an error naming the call.
+fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Backend(format!(
+            "jupyterhub: {what}: the answer is not the Hub API's ({e})"
+        ))
+    })
+}
+
+/// A response's body, at most [`MAX_ANSWER_BYTES`] of it.
+async fn read_bounded(what: &str, mut resp: reqwest::Response) -> Result<bytes::Bytes> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large(what));
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| unavailable(what, e))? {
+        if out.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large(what));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+fn too_large(what: &str) -> Error {
+    Error::Backend(format!(
+        "jupyterhub: {what}: the answer is larger than {} MiB",
+        MAX_ANSWER_BYTES >> 20
+    ))
+}
+
 impl JupyterHubBackend {
     /// Connects to the Hub and checks that the token holds every scope in
     /// [`REQUIRED_SCOPES`]; a missing scope is a config error naming it.
@@ -228,6 +315,7 @@ impl JupyterHubBackend {
             request_timeout: cfg.request_timeout.0,
             bounds,
             stops: Mutex::new(HashMap::new()),
+            probe_tokens: Mutex::new(HashMap::new()),
         });
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -250,11 +338,9 @@ impl JupyterHubBackend {
             ));
         }
         if !status.is_success() {
-            return Err(Error::Backend(format!(
-                "jupyterhub: GET /user answered {status}"
-            )));
+            return Err(refused("GET /user", status, &body));
         }
-        let me: Whoami = serde_json::from_slice(&body)?;
+        let me: Whoami = parse("GET /user", &body)?;
         let missing: Vec<String> = REQUIRED_SCOPES
             .iter()
             .filter(|(scope, _)| !me.scopes.iter().any(|s| s == scope))
@@ -264,7 +350,7 @@ impl JupyterHubBackend {
             return Err(Error::config(
                 "backend.jupyterhub.token",
                 format!(
-                    "the Hub's token for {:?} lacks the scope{} {}; grant it in the Hub's load_roles",
+                    "the Hub's token for {:?} lacks the scope{} {}; grant it in the Hub's load_roles (unfiltered: a scope with !user= or !group= does not count)",
                     me.name,
                     if missing.len() > 1 { "s" } else { "" },
                     missing.join(", ")
@@ -325,19 +411,20 @@ impl JupyterHubBackend {
                         let after = asked.map_or_else(String::new, |a| {
                             format!("; it asks to retry after {a} s")
                         });
-                        return Err(unavailable(&what, format!("answered {status}{after}")));
+                        let body = read_bounded(&what, resp).await.unwrap_or_default();
+                        return Err(unavailable(
+                            &what,
+                            format!("answered {status}{after}: {}", excerpt(&body)),
+                        ));
                     }
                 }
             }
-            let bytes = resp.bytes().await.map_err(|e| unavailable(&what, e))?;
+            let bytes = read_bounded(&what, resp).await?;
             if status.is_server_error() {
-                return Err(unavailable(&what, format!("answered {status}")));
-            }
-            if status == StatusCode::FORBIDDEN {
-                return Err(Error::Backend(format!(
-                    "jupyterhub: {what} answered 403: the token lacks a scope ({})",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                )));
+                return Err(unavailable(
+                    &what,
+                    format!("answered {status}: {}", excerpt(&bytes)),
+                ));
             }
             return Ok((status, bytes));
         }
@@ -347,9 +434,20 @@ impl JupyterHubBackend {
     fn state(&self, user: &str, server: &str, s: &HubServer) -> Option<NotebookState> {
         let name = notebook_name(user, server)?;
         let id = NotebookId::new(&self.namespace, name);
-        let stop = self.stops.lock().expect("stops").get(&id).cloned();
+        let status = status_of(s);
+        let stop = {
+            let mut stops = self.stops.lock().expect("stops");
+            if matches!(status, Status::Running | Status::Starting) {
+                // Started again: who stopped its previous life no longer
+                // says why it is down the next time.
+                stops.remove(&id);
+                None
+            } else {
+                stops.get(&id).cloned()
+            }
+        };
         Some(NotebookState {
-            status: status_of(s),
+            status,
             message: None,
             autostop: true,
             idle_after_seconds: self.bounds.effective(None).as_secs(),
@@ -357,28 +455,93 @@ impl JupyterHubBackend {
             started_at: s.started.as_deref().and_then(|t| t.parse().ok()),
             stopped_at: stop.as_ref().map(|(at, _)| *at),
             stopped_by: stop.map(|(_, by)| by),
-            url: s.url.as_deref().map(|u| format!("{}{u}", self.public)),
+            // Absolute with the Hub's `subdomain_host`; else a path that
+            // holds the Hub's `base_url`.
+            url: s.url.as_deref().map(|u| {
+                if u.starts_with("http://") || u.starts_with("https://") {
+                    u.to_string()
+                } else {
+                    format!("{}{u}", self.public)
+                }
+            }),
             id,
         })
     }
 
-    /// Every user's servers, every page.
-    async fn all(&self) -> Result<Vec<NotebookState>> {
+    async fn endpoint(&self, id: NotebookId, base_url: String) -> Result<JupyterEndpoint> {
+        let token = self.probe_token(hub_server(&id.name).0).await?;
+        Ok(JupyterEndpoint {
+            base_url,
+            token: Some(token),
+            id,
+            pods: Vec::new(),
+        })
+    }
+
+    /// `user`'s probe token: made at the Hub the first time, and again
+    /// [`PROBE_TOKEN_RENEW`] before the last one's end.
+    async fn probe_token(&self, user: &str) -> Result<String> {
+        let now = std::time::Instant::now();
+        if let Some((t, renew_at)) = self.probe_tokens.lock().expect("tokens").get(user) {
+            if now < *renew_at {
+                return Ok(t.clone());
+            }
+        }
+        let what = format!("POST /users/{user}/tokens");
+        let body = serde_json::json!({
+            "scopes": [format!("access:servers!user={user}")],
+            "expires_in": PROBE_TOKEN_LIFE.as_secs(),
+            "note": "nbidle: probes of this user's servers (activity, the JupyterLab extension)",
+        });
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!("users/{}/tokens", url_escape(user)),
+                Some(&body),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(refused(&what, status, &answer));
+        }
+        #[derive(Deserialize)]
+        struct Made {
+            token: String,
+        }
+        let made: Made = parse(&what, &answer)?;
+        self.probe_tokens.lock().expect("tokens").insert(
+            user.to_string(),
+            (
+                made.token.clone(),
+                now + PROBE_TOKEN_LIFE - PROBE_TOKEN_RENEW,
+            ),
+        );
+        Ok(made.token)
+    }
+
+    /// Every user's servers, every page; only the active ones (pending or
+    /// running, a cheaper list for the Hub) when `active`.
+    async fn all(&self, active: bool) -> Result<Vec<NotebookState>> {
         let mut out = Vec::new();
         let mut skipped = Vec::new();
         let mut offset = 0u64;
+        let filter = if active {
+            "state=active"
+        } else {
+            "include_stopped_servers"
+        };
         loop {
-            let path = format!(
-                "users?include_stopped_servers&offset={offset}&limit={}",
-                self.page_size
-            );
-            let (status, body) = self.call(Method::GET, &path, None).await?;
-            if !status.is_success() {
+            if offset > MAX_USERS {
                 return Err(Error::Backend(format!(
-                    "jupyterhub: GET /users answered {status}"
+                    "jupyterhub: GET /users: more than {MAX_USERS} users; nbidle reads no more"
                 )));
             }
-            let page: Page = serde_json::from_slice(&body)?;
+            let path = format!("users?{filter}&offset={offset}&limit={}", self.page_size);
+            let (status, body) = self.call(Method::GET, &path, None).await?;
+            if !status.is_success() {
+                return Err(refused("GET /users", status, &body));
+            }
+            let page: Page = parse("GET /users", &body)?;
+            let empty = page.items.is_empty();
             for u in &page.items {
                 for (server, s) in &u.servers {
                     match self.state(&u.name, server, s) {
@@ -388,7 +551,7 @@ impl JupyterHubBackend {
                 }
             }
             match page.pagination.next {
-                Some(next) if next.offset > offset => offset = next.offset,
+                Some(next) if next.offset > offset && !empty => offset = next.offset,
                 _ => break,
             }
         }
@@ -405,7 +568,7 @@ impl JupyterHubBackend {
 
     async fn running(&self) -> Result<impl Iterator<Item = NotebookState>> {
         Ok(self
-            .all()
+            .all(true)
             .await?
             .into_iter()
             .filter(|s| s.status == Status::Running))
@@ -425,12 +588,11 @@ impl JupyterHubBackend {
         if status == StatusCode::NOT_FOUND {
             return Err(Error::NotFound(id.clone()));
         }
+        let what = format!("GET /users/{user}");
         if !status.is_success() {
-            return Err(Error::Backend(format!(
-                "jupyterhub: GET /users/{user} answered {status}"
-            )));
+            return Err(refused(&what, status, &body));
         }
-        let u: HubUser = serde_json::from_slice(&body)?;
+        let u: HubUser = parse(&what, &body)?;
         let s = u
             .servers
             .get(server)
@@ -446,7 +608,7 @@ impl JupyterHubBackend {
 #[async_trait]
 impl Backend for JupyterHubBackend {
     async fn list(&self) -> Result<Vec<NotebookState>> {
-        self.all().await
+        self.all(false).await
     }
 
     async fn get(&self, id: &NotebookId) -> Result<NotebookState> {
@@ -473,11 +635,12 @@ impl Backend for JupyterHubBackend {
                 Some(SPAWNER_CALL_TIMEOUT),
             )
             .await?;
+        // Removed (the user, or the named server) since the read above.
+        if status == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound(id.clone()));
+        }
         if !status.is_success() {
-            return Err(Error::Backend(format!(
-                "jupyterhub: stopping {id}: the Hub answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            )));
+            return Err(refused(&format!("stopping {id}"), status, &body));
         }
         let now = Timestamp::now();
         self.stops
@@ -502,6 +665,12 @@ impl Backend for JupyterHubBackend {
         if matches!(st.status, Status::Running | Status::Starting) {
             return Ok(st);
         }
+        if st.status == Status::Stopping {
+            // The Hub refuses a start while a stop is pending.
+            return Err(Error::Backend(format!(
+                "jupyterhub: {id} is stopping; start it once it has stopped"
+            )));
+        }
         let (user, name) = hub_server(&id.name);
         let options = server
             .user_options
@@ -514,38 +683,55 @@ impl Backend for JupyterHubBackend {
                 Some(SPAWNER_CALL_TIMEOUT),
             )
             .await?;
-        // 400 "already running": someone started it meanwhile.
+        if status == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound(id.clone()));
+        }
         if !status.is_success() && status != StatusCode::BAD_REQUEST {
-            return Err(Error::Backend(format!(
-                "jupyterhub: starting {id}: the Hub answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            )));
+            return Err(refused(&format!("starting {id}"), status, &body));
+        }
+        let after = self.fetch(id).await?.0;
+        // 400 is "already running" when someone started it meanwhile; any
+        // other 400 (a stop pending, named servers not allowed) is the
+        // Hub's refusal.
+        if status == StatusCode::BAD_REQUEST
+            && !matches!(after.status, Status::Running | Status::Starting)
+        {
+            return Err(refused(&format!("starting {id}"), status, &body));
         }
         tracing::info!(notebook = %id, hub_status = %status, "started through the Hub");
-        Ok(self.fetch(id).await?.0)
+        Ok(after)
     }
 
+    /// None: a server's `/metrics` wants a Hub token, which Prometheus does
+    /// not have; nbidle's exporter probes the servers instead.
     async fn scrape_targets(&self) -> Result<Vec<ScrapeTarget>> {
-        Ok(self
-            .running()
-            .await?
-            .filter_map(|s| ScrapeTarget::from_url(&s.id, s.url.as_deref()?))
-            .collect())
+        Ok(Vec::new())
     }
 
     async fn jupyter_endpoints(&self) -> Result<Vec<JupyterEndpoint>> {
-        Ok(self
+        let running: Vec<(NotebookId, String)> = self
             .running()
             .await?
-            .filter_map(|s| {
-                Some(JupyterEndpoint {
-                    base_url: s.url?,
-                    id: s.id,
-                    token: Some(self.token.clone()),
-                    pods: Vec::new(),
-                })
-            })
-            .collect())
+            .filter_map(|s| Some((s.id, s.url?)))
+            .collect();
+        let endpoints: Vec<Result<JupyterEndpoint>> = futures_util::stream::iter(running)
+            .map(|(id, base_url)| self.endpoint(id, base_url))
+            .buffer_unordered(TOKEN_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(endpoints.len());
+        let mut failed = Vec::new();
+        for e in endpoints {
+            match e {
+                Ok(ep) => out.push(ep),
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        if let Some(first) = failed.first() {
+            tracing::warn!(count = failed.len(), error = %first, "servers not probed: no probe token");
+        }
+        Ok(out)
     }
 }
 

@@ -89,8 +89,9 @@ pub(crate) struct StatefulSetConfig {
 pub(crate) struct JupyterHubConfig {
     /// The Hub's REST API, e.g. `http://127.0.0.1:8081/hub/api/`.
     pub(crate) api_url: String,
-    /// The proxy's URL, where the servers are reached (`/user/{name}/`):
-    /// the exporter probes them through it.
+    /// The proxy's origin (`scheme://host[:port]/`), where the servers are
+    /// reached at the URLs the Hub gives (`/user/{name}/`, with its
+    /// `base_url`): the exporter probes them through it.
     pub(crate) public_url: String,
     /// The notebooks' namespace: one per Hub.
     #[serde(default = "JupyterHubConfig::default_name")]
@@ -127,6 +128,18 @@ impl JupyterHubConfig {
         check_notebook_name(&self.name).map_err(|m| Error::config(key("name"), m))?;
         check_url(&self.api_url).map_err(|m| Error::config(key("api_url"), m))?;
         check_url(&self.public_url).map_err(|m| Error::config(key("public_url"), m))?;
+        // The Hub's server URLs hold its `base_url` already.
+        let path = self
+            .public_url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map_or("", |(_, path)| path);
+        if !path.is_empty() {
+            return Err(Error::config(
+                key("public_url"),
+                format!("must be the proxy's origin, without a path (not /{path}): the servers' URLs the Hub gives hold its base_url"),
+            ));
+        }
         if !(1..=10_000).contains(&self.page_size) {
             return Err(Error::config(
                 key("page_size"),
@@ -567,6 +580,10 @@ mod tests {
         }
         let y = hub("").replace("http://127.0.0.1:8000/", "not a url");
         assert_eq!(err_field(&y), "backend.jupyterhub.public_url");
+        // The Hub's URLs hold its base_url: a path would be doubled.
+        let y = hub("").replace("http://127.0.0.1:8000/", "http://127.0.0.1:8000/jhub/");
+        assert_eq!(err_field(&y), "backend.jupyterhub.public_url");
+
         assert_eq!(
             err_field(&format!("{KUBE_AUTH}backend: {{kind: jupyterhub}}\n")),
             "backend.jupyterhub"

@@ -139,6 +139,14 @@ impl Config {
     pub(crate) fn check_backend_fit(&self) -> Result<()> {
         let g = &self.autostop.guards;
         if self.backend.kind() == BackendKind::Jupyterhub {
+            // Prometheus cannot scrape a Hub's servers (their /metrics wants a
+            // Hub token): the exporter's probes are the only activity signal.
+            if !self.exporter.enabled {
+                return Err(Error::config(
+                    "exporter.enabled",
+                    "must be true with the jupyterhub backend: its probes are the only activity nbidle sees on a Hub's servers; without them nothing would ever be stopped",
+                ));
+            }
             for (key, set) in [
                 ("autostop.guards.cpu", g.cpu.is_some()),
                 ("autostop.guards.gpu", g.gpu.is_some()),

@@ -308,6 +308,11 @@ impl Config {
                     Some(found) => found,
                     None => match std::env::var(HUB_TOKEN_ENV) {
                         Ok(t) => (format!("{key} (from {HUB_TOKEN_ENV})"), t.trim().to_string()),
+                        // Generating rules and manifests needs no token, and
+                        // the variable is set where nbidle runs, not there.
+                        Err(_) if files == SecretFiles::Named => {
+                            (key.to_string(), format!("\0env {HUB_TOKEN_ENV}"))
+                        }
                         Err(_) => {
                             return Err(Error::config(
                                 key,

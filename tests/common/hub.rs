@@ -24,7 +24,7 @@ pub const HUB_SERVICE_TOKEN: &str = "nbidle-service-token-for-tests";
 pub const HUB_ADMIN_TOKEN: &str = "hub-admin-token-for-tests";
 
 /// The scopes docs/jupyterhub.md gives nbidle.
-pub const HUB_SCOPES: [&str; 3] = ["list:users", "servers", "access:servers"];
+pub const HUB_SCOPES: [&str; 3] = ["list:users", "servers", "tokens"];
 
 fn cache_dir() -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
