@@ -204,6 +204,10 @@ async fn main() {
                 Duration::from_secs(15),
                 Duration::from_secs(60),
             ),
+            // As an nbidle that has probed the fleet for longer than
+            // warn_before: its idle notebooks are past their deadlines (a
+            // fresh one would first hold them warn_before off, to warn).
+            Duration::ZERO,
         );
         exporter.round().await; // warm up connections
         let rounds = 3;

@@ -111,6 +111,9 @@ async fn main() {
         fleet.clone(),
         cfg,
         nbidle::exporter::deadline_window(WARN_BEFORE, INTERVAL, Duration::from_secs(60)),
+        // As an nbidle that has probed the fleet for longer than
+        // warn_before: deadlines as the kernels' activity says.
+        Duration::ZERO,
     );
     let notifier = Notifier::standalone(
         exporter.clone(),

@@ -172,7 +172,9 @@ async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), HubOptions::default()).await;
     hub.create_users(&["idle", "busy", "tab", "kept"]).await;
-    for user in ["idle", "busy", "tab", "kept"] {
+    hub.start_server("idle", "", None).await;
+    let idle_ready = std::time::Instant::now();
+    for user in ["busy", "tab", "kept"] {
         hub.start_server(user, "", None).await;
     }
     // JupyterLab left open: its polling through the proxy moves the Hub's
@@ -190,6 +192,9 @@ async fn idle_servers_and_polling_tabs_are_stopped_through_the_alert_path_and_a_
         HUB_ADMIN_TOKEN,
         "compute-silently",
     );
+    // nbidle deployed after idle's idle time has passed: idle's JupyterLab
+    // is still told before the stop comes.
+    tokio::time::sleep(Duration::from_secs(21).saturating_sub(idle_ready.elapsed())).await;
     let am_port = free_port();
     let am_url = format!("http://127.0.0.1:{am_port}");
     let nbidle = nbidle_with_am(dir.path(), &hub, "20s", Some(&am_url)).await;

@@ -505,7 +505,13 @@ async fn probed(backend: Arc<MemoryBackend>) -> Arc<Exporter> {
     let cfg =
         crate::config::Config::from_yaml("backend:\n  kind: kubeflow\n", std::path::Path::new("."))
             .unwrap();
-    let e = Exporter::new(backend, cfg.exporter, Duration::from_secs(300));
+    // Known for longer than warn_before: deadlines as their activity says.
+    let e = Exporter::new(
+        backend,
+        cfg.exporter,
+        Duration::from_secs(300),
+        Duration::ZERO,
+    );
     e.round().await;
     e
 }

@@ -117,11 +117,10 @@ pub(crate) fn render(facts: &[NotebookFacts], deadline_horizon: f64) -> String {
     );
     family(
         "nbidle_notebook_idle_deadline_timestamp_seconds",
-        "When the notebook becomes idle for its idle time if nothing happens: last activity (or start) + idle time. Absent when it opted out or its probe failed.",
-        &mut facts.iter().filter(|f| f.state.autostop).filter(ok).filter_map(|f| {
-            let last = f.last_activity?;
+        "When the notebook becomes idle for its idle time if nothing happens: last activity (or start) + idle time, never sooner than warn_before after nbidle first probed it. Absent when it opted out or its probe failed.",
+        &mut facts.iter().filter_map(|f| {
+            let deadline = f.idle_deadline()?;
             let owner = escape(f.state.owner.as_deref().unwrap_or(""));
-            let deadline = last + f.state.idle_after_seconds as f64;
             (deadline <= deadline_horizon).then(|| (format!("{},owner=\"{owner}\"", labels(f)), deadline))
         }),
     );

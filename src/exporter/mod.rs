@@ -34,6 +34,11 @@
 //! - `nbidle_notebook_idle_deadline_timestamp_seconds` = last activity (or
 //!   start) + idle time: the one series the default rules compare with
 //!   `time()`, so each rule costs one lookup however many notebooks there are.
+//! - Never earlier than the first answer in this life + `warn_before`: a
+//!   notebook nbidle first sees past its idle time (nbidle just deployed,
+//!   or restarted) is warned, in Prometheus and in its JupyterLab, before
+//!   the stop, instead of being stopped at the first evaluation with no
+//!   word to the person at it.
 //!
 //! Files: `mod.rs` (rounds, the per-life memory, the snapshot), `probe.rs`
 //! (one notebook's probe and what its answers add up to), `filework.rs`
@@ -77,6 +82,10 @@ pub(crate) struct NotebookFacts {
     pub(crate) last_activity: Option<f64>,
     /// The notebook's pods, for `nbidle_notebook_pod_info`.
     pub(crate) pods: Vec<String>,
+    /// No idle deadline before this (Unix seconds): the first answer of
+    /// this life seen by this nbidle + `warn_before`, so no stop comes
+    /// before a warning.
+    pub(crate) deadline_floor: Option<f64>,
 }
 
 impl NotebookFacts {
@@ -87,8 +96,15 @@ impl NotebookFacts {
     pub(crate) fn idle_deadline(&self) -> Option<f64> {
         let answered = self.probe.as_ref().is_some_and(|p| p.ok);
         (answered && self.state.autostop)
-            .then_some(self.last_activity?)
-            .map(|last| last + self.state.idle_after_seconds as f64)
+            .then(|| self.due())
+            .flatten()
+    }
+
+    /// Last activity + idle time, not before [`Self::deadline_floor`];
+    /// whatever the probe and the opt-out say.
+    pub(crate) fn due(&self) -> Option<f64> {
+        let due = self.last_activity? + self.state.idle_after_seconds as f64;
+        Some(self.deadline_floor.map_or(due, |floor| due.max(floor)))
     }
 }
 
@@ -108,6 +124,8 @@ struct Life {
     file_writes: Option<f64>,
     /// Why file work was unseen at the last probe that tried, if it was.
     file_work_unseen: Option<&'static str>,
+    /// When a probe first answered in this life, Unix seconds.
+    first_answered: Option<f64>,
 }
 
 /// Probes the backend's running notebooks in rounds ([`Exporter::round`])
@@ -118,6 +136,8 @@ pub struct Exporter {
     cfg: ExporterConfig,
     /// Deadlines further away than this are not exported (see `render`).
     deadline_window: Duration,
+    /// A life's deadline is never sooner than this after its first answer.
+    first_warning: Duration,
     http: reqwest::Client,
     snapshot: RwLock<Arc<Vec<NotebookFacts>>>,
     /// Per notebook: the start of its current life and the latest activity
@@ -134,11 +154,14 @@ pub struct Exporter {
 impl Exporter {
     /// An exporter over `backend`'s notebooks with `cfg`'s limits;
     /// `deadline_window`: how far ahead deadlines are published (see
-    /// [`deadline_window`]). Nothing is probed before the first round.
+    /// [`deadline_window`]); `first_warning`: how long after a life's first
+    /// answer its deadline comes at the soonest (`warn_before`). Nothing is
+    /// probed before the first round.
     pub fn new(
         backend: Arc<dyn Backend>,
         cfg: ExporterConfig,
         deadline_window: Duration,
+        first_warning: Duration,
     ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout.0)
@@ -149,6 +172,7 @@ impl Exporter {
             backend,
             cfg,
             deadline_window,
+            first_warning,
             http,
             snapshot: RwLock::new(Arc::new(Vec::new())),
             memory: Default::default(),
@@ -166,7 +190,12 @@ impl Exporter {
             cfg.exporter.interval.0,
             cfg.autostop.evaluation_interval.0,
         );
-        Exporter::new(backend, cfg.exporter.clone(), window)
+        Exporter::new(
+            backend,
+            cfg.exporter.clone(),
+            window,
+            cfg.autostop.warn_before.0,
+        )
     }
 
     /// Probe rounds until `shutdown` resolves.
@@ -260,6 +289,11 @@ impl Exporter {
                 let seen = p
                     .as_ref()
                     .and_then(|(r, _)| r.ok.then_some(r.last_activity).flatten());
+                let first_answered = life.and_then(|l| l.first_answered).or_else(|| {
+                    p.as_ref()
+                        .filter(|(r, _)| r.ok)
+                        .map(|(_, t)| t.unix_seconds())
+                });
                 // The server's own start is the floor of its activity: a
                 // notebook started outside nbidle (kubectl scale, Kubeflow's
                 // UI) is as young as its server, whatever the backend says.
@@ -280,6 +314,7 @@ impl Exporter {
                             server_started,
                             file_writes: writes.or(last_writes),
                             file_work_unseen,
+                            first_answered,
                         },
                     );
                 }
@@ -289,6 +324,7 @@ impl Exporter {
                     last_activity,
                     pods,
                     state,
+                    deadline_floor: first_answered.map(|t| t + self.first_warning.as_secs_f64()),
                 }
             })
             .collect();

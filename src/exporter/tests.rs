@@ -31,6 +31,9 @@ fn answered() -> ProbeResult {
     }
 }
 
+/// The exporters' `warn_before` here.
+const WARN_BEFORE: Duration = Duration::from_secs(120);
+
 /// A running notebook `local/nb`, started at [`START`], idle after 30
 /// minutes, with one pod; its last activity is the probe's or the start.
 fn facts(probe: Option<ProbeResult>, autostop: bool) -> NotebookFacts {
@@ -54,6 +57,7 @@ fn facts(probe: Option<ProbeResult>, autostop: bool) -> NotebookFacts {
         ),
         probe,
         probed_at: None,
+        deadline_floor: None,
     }
 }
 
@@ -192,9 +196,10 @@ impl Jupyter {
     }
 
     /// An exporter over [`Jupyter::backend`], publishing deadlines five
-    /// minutes ahead.
+    /// minutes ahead, a life's deadline [`WARN_BEFORE`] after its first
+    /// answer at the soonest.
     fn exporter(&self, cfg: ExporterConfig) -> Arc<Exporter> {
-        Exporter::new(self.backend(), cfg, Duration::from_secs(300))
+        Exporter::new(self.backend(), cfg, Duration::from_secs(300), WARN_BEFORE)
     }
 }
 
@@ -245,11 +250,40 @@ async fn closing_the_last_kernel_does_not_forget_its_activity() {
         Some(unix(at_930)),
         "remembered"
     );
-    let text = render(&e.last_round(), f64::INFINITY);
-    assert!(
-        text.contains(&format!("}} {}", unix(at_930) + 1800.0)),
-        "{text}"
+}
+
+#[tokio::test]
+async fn a_notebook_first_seen_past_its_idle_time_is_warned_before_its_deadline() {
+    // Idle since 09:30 on a day long gone, and nbidle sees it now for the
+    // first time (just deployed, or restarted).
+    let at_930 = "2026-01-01T09:30:00Z";
+    let jupyter = Jupyter::start(&format!("[{}]", kernel("idle", at_930)), START, true).await;
+    let e = jupyter.exporter(ExporterConfig::default());
+    let before = Timestamp::now().unix_seconds();
+    e.round().await;
+    let after = Timestamp::now().unix_seconds();
+    let f = e.facts(&id()).unwrap();
+    assert_eq!(
+        f.last_activity,
+        Some(unix(at_930)),
+        "activity is not made up"
     );
+    // Not past: warn_before from now, so the warning rule fires at once
+    // and JupyterLab counts down for all of it.
+    let deadline = f.idle_deadline().unwrap();
+    let w = WARN_BEFORE.as_secs_f64();
+    assert!(
+        (before + w..=after + w).contains(&deadline),
+        "{before} + {w} <= {deadline} <= {after} + {w}"
+    );
+    let text = e.render();
+    assert!(
+        text.contains(&format!("owner=\"al\\\"ice\"}} {deadline}")),
+        "published:\n{text}"
+    );
+    // The next round keeps the floor of this life.
+    e.round().await;
+    assert_eq!(e.facts(&id()).unwrap().idle_deadline(), Some(deadline));
 }
 
 #[tokio::test]

@@ -297,6 +297,8 @@ fn ada_s_alpha_notifier() -> (
         backend.clone(),
         Default::default(),
         Duration::from_secs(600),
+        // Known for longer than warn_before: deadlines as their activity says.
+        Duration::ZERO,
     );
     let n = super::Notifier::standalone(
         exporter,
