@@ -584,6 +584,66 @@ async fn an_alert_about_a_servers_previous_life_does_not_stop_it() {
     assert_eq!(nbidle.notebook(NS, "ada").await["status"], "running");
 }
 
+/// A spawner slower to stop than the Hub waits (`slow_stop_timeout`): the
+/// Hub answers the `DELETE` with 202 and stops the server in the
+/// background. nbidle reports it `stopping`, and a Start pressed meanwhile
+/// waits for the stop to end instead of being refused, then starts the
+/// same home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stop_is_reported_stopping_and_a_start_meanwhile_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        HubOptions {
+            extra_config: r#"
+import asyncio
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+class SlowStop(SimpleLocalProcessSpawner):
+    async def stop(self, now=False):
+        await asyncio.sleep(10)
+        return await super().stop(now=now)
+c.JupyterHub.spawner_class = SlowStop
+c.JupyterHub.tornado_settings = {"slow_stop_timeout": 1}
+"#
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    hub.create_users(&["ada"]).await;
+    hub.start_server("ada", "", None).await;
+    write_file(&hub, "ada", "kept.txt", "ada's work").await;
+    let nbidle = nbidle_on(dir.path(), &hub, "1h").await;
+
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/stop")).await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status} {v}");
+    assert_eq!(v["status"], "stopping", "the Hub's 202: {v}");
+    let (_, user) = hub.admin(Method::GET, "users/ada", None).await;
+    assert_eq!(user["servers"][""]["pending"], "stop", "{user}");
+    assert_eq!(nbidle.notebook(NS, "ada").await["status"], "stopping");
+
+    let t = std::time::Instant::now();
+    let r = nbidle.post(&format!("notebooks/{NS}/ada/start")).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    eprintln!("the start during the stop answered after {:?}", t.elapsed());
+    assert!(
+        status.is_success(),
+        "a start while stopping: {status} {body}"
+    );
+    let log = hub.log();
+    assert!(
+        log.contains("ada") && !log.contains("400 POST /hub/api/users/ada/server"),
+        "the start came after the stop, not refused by the Hub:\n{log}"
+    );
+    nbidle
+        .wait_status(NS, "ada", "running", Duration::from_secs(120))
+        .await;
+    assert_eq!(read_file(&hub, "ada", "kept.txt").await, "ada's work");
+}
+
 /// The Hub's own rate limit, `concurrent_spawn_limit`, answers a start
 /// with 429 and `Retry-After`: nbidle waits it out a few times, then
 /// answers 503 (the caller retries), and a start once the limit has

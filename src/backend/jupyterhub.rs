@@ -90,6 +90,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// (`slow_stop_timeout`), 10 s by default, has passed.
 const SPAWNER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a start asks whether the Hub's pending stop has ended.
+const STOP_POLL: Duration = Duration::from_millis(500);
+
 /// The backend for one JupyterHub.
 pub(crate) struct JupyterHubBackend {
     http: reqwest::Client,
@@ -574,6 +577,27 @@ impl JupyterHubBackend {
             .filter(|s| s.status == Status::Running))
     }
 
+    /// `id`'s server once no stop of it is pending: the Hub refuses a
+    /// start while one is (a slow spawner's stop, answered 202), and the
+    /// person who pressed Start wants it running, not an error. Waits up
+    /// to [`SPAWNER_CALL_TIMEOUT`]; a stop pending longer is `Unavailable`.
+    async fn stopped_or_running(&self, id: &NotebookId) -> Result<(NotebookState, HubServer)> {
+        let deadline = tokio::time::Instant::now() + SPAWNER_CALL_TIMEOUT;
+        loop {
+            let (st, server) = self.fetch(id).await?;
+            if st.status != Status::Stopping {
+                return Ok((st, server));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "jupyterhub: {id} is still stopping after {}s; start it once it has stopped",
+                    SPAWNER_CALL_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
     /// One user's server, fresh from the Hub.
     async fn fetch(&self, id: &NotebookId) -> Result<(NotebookState, HubServer)> {
         if id.namespace != self.namespace {
@@ -661,15 +685,9 @@ impl Backend for JupyterHubBackend {
     }
 
     async fn start(&self, id: &NotebookId) -> Result<NotebookState> {
-        let (st, server) = self.fetch(id).await?;
+        let (st, server) = self.stopped_or_running(id).await?;
         if matches!(st.status, Status::Running | Status::Starting) {
             return Ok(st);
-        }
-        if st.status == Status::Stopping {
-            // The Hub refuses a start while a stop is pending.
-            return Err(Error::Backend(format!(
-                "jupyterhub: {id} is stopping; start it once it has stopped"
-            )));
         }
         let (user, name) = hub_server(&id.name);
         let options = server
