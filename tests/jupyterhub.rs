@@ -820,3 +820,76 @@ async fn the_docs_helm_values_register_nbidle() {
     }
     registered_by(python).await;
 }
+
+/// A person on the Hub, in a real browser: signs in on the Hub's login
+/// page, opens JupyterLab on their server through the proxy and leaves it
+/// open. nbidle's JupyterLab extension counts down and warns before the
+/// stop (NotebookIdleSoon through a real Prometheus and Alertmanager), and
+/// after it the tab says nbidle stopped the server, and why, instead of
+/// the Hub's "Server unavailable or unreachable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_in_jupyterlab_on_the_hub_is_warned_and_told_of_the_stop() {
+    let _ = (
+        browser_modules(),
+        chromium(),
+        tool(&["node"]),
+        jupyterlab_extension(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hub = Hub::start(d, HubOptions::default()).await;
+    hub.create_users(&["ada"]).await;
+    hub.start_server("ada", "", None).await;
+    let port = free_port();
+    let am_port = free_port();
+    // Long enough for the browser to sign in and open JupyterLab first.
+    let opts = NbidleOptions {
+        idle_after: "90s",
+        ..Default::default()
+    };
+    let mut cfg = nbidle_config(port, d, &[], &opts);
+    cfg["backend"] = hub.backend();
+    cfg["autostop"]["warn_before"] = json!("40s");
+    cfg["alertmanager"]["url"] = json!(format!("http://127.0.0.1:{am_port}"));
+    let yaml = serde_yaml::to_string(&cfg).unwrap();
+    let nbidle = Nbidle::start_yaml(d, "nbidle", port, &yaml, &[]).await;
+    let am = Alertmanager::start_at(d, &nbidle.config, am_port).await;
+    let _prom = Prometheus::start(d, &nbidle, &am).await;
+
+    let settings = json!({"user": "ada", "shots": d});
+    let mut driver = LabDriver::spawn_with_args(
+        d,
+        "hub.mjs",
+        "hub",
+        &[hub.public_url.clone(), settings.to_string()],
+    );
+    let timeout = Duration::from_secs(300);
+    let open = driver.wait_for("open", timeout).await;
+    let c = driver.wait_for("countdown", timeout).await;
+    assert!(
+        c.unix > open.unix,
+        "the countdown came after the person opened JupyterLab: {}",
+        c.line
+    );
+    let w = driver.wait_for("dialog", timeout).await;
+    let text = w.line["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("This notebook will be stopped in"),
+        "{}",
+        w.line
+    );
+    let s = driver.wait_for("stopped", timeout).await;
+    let v = nbidle.notebook(NS, "ada").await;
+    assert_eq!(v["status"], "stopped", "{v}");
+    assert_eq!(v["stopped_by"]["alertname"], "NotebookIdle", "{v}");
+    let text = s.line["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("was stopped by nbidle") && text.contains("your files are kept"),
+        "{}",
+        s.line
+    );
+    assert_eq!(s.line["hub_lost_dialogs"], 0, "{}", s.line);
+    let server = hub.server("ada", "").await.expect("kept");
+    assert_eq!(server["stopped"], true, "{server}");
+    driver.wait_for("done", timeout).await;
+}
