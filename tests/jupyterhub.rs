@@ -889,7 +889,20 @@ async fn a_person_in_jupyterlab_on_the_hub_is_warned_and_told_of_the_stop() {
         s.line
     );
     assert_eq!(s.line["hub_lost_dialogs"], 0, "{}", s.line);
+    // The Hub's own page, on the Hub's own origin (JupyterLab's hubHost
+    // is empty when the Hub and the servers share it).
+    assert_eq!(
+        s.line["href"], "/hub/spawn",
+        "Start it again is the Hub's spawn page: {}",
+        s.line
+    );
     let server = hub.server("ada", "").await.expect("kept");
     assert_eq!(server["stopped"], true, "{server}");
+    // Its Start is the Hub's: the same server, running again, in JupyterLab.
+    driver.wait_for("started-again", timeout).await;
     driver.wait_for("done", timeout).await;
+    nbidle
+        .wait_status(NS, "ada", "running", Duration::from_secs(60))
+        .await;
+    assert_eq!(hub.server("ada", "").await.unwrap()["ready"], true);
 }

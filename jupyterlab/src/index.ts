@@ -59,7 +59,9 @@ class Controller {
   constructor(
     private readonly app: JupyterFrontEnd,
     private readonly docManager: IDocumentManager | null,
-    statusBar: IStatusBar | null
+    statusBar: IStatusBar | null,
+    /** The hub's page that starts this server again, under JupyterHub. */
+    private readonly hubStart: string | null
   ) {
     const settings = app.serviceManager.serverSettings;
     this.baseUrl = settings.baseUrl;
@@ -87,7 +89,14 @@ class Controller {
    * and its dialog is showing; false leaves the loss to JupyterLab's dialog.
    */
   connectionLost(): boolean {
-    const view = stoppedView(this.monitor.lastKnown, 'connection', unixNow(), this.baseUrl);
+    const view = stoppedView(
+      this.monitor.lastKnown,
+      'connection',
+      unixNow(),
+      this.baseUrl,
+      undefined,
+      this.hubStart
+    );
     return view !== null && this.showStopped(view);
   }
 
@@ -258,15 +267,31 @@ const status: JupyterFrontEndPlugin<void> = {
   id: 'nbidle-jupyterlab:status',
   description: 'Shows when nbidle stops this notebook, and lets people keep it running.',
   autoStart: true,
-  optional: [IDocumentManager, IStatusBar],
+  optional: [IDocumentManager, IStatusBar, JupyterFrontEnd.IPaths],
   activate: (
     app: JupyterFrontEnd,
     docManager: IDocumentManager | null,
-    statusBar: IStatusBar | null
+    statusBar: IStatusBar | null,
+    paths: JupyterFrontEnd.IPaths | null
   ) => {
-    controllers.set(app, new Controller(app, docManager, statusBar));
+    controllers.set(app, new Controller(app, docManager, statusBar, hubStartUrl(paths)));
   }
 };
+
+/** The hub's spawn page for this server, or null when no hub serves it. */
+function hubStartUrl(paths: JupyterFrontEnd.IPaths | null): string | null {
+  const urls = paths?.urls;
+  const hubPrefix = urls?.hubPrefix || PageConfig.getOption('hubPrefix');
+  if (!hubPrefix) {
+    return null;
+  }
+  return hubSpawnUrl(
+    urls?.hubHost || PageConfig.getOption('hubHost'),
+    hubPrefix,
+    urls?.hubUser || PageConfig.getOption('hubUser'),
+    urls?.hubServerName || PageConfig.getOption('hubServerName')
+  );
+}
 
 // Replaces @jupyterlab/hub-extension:connectionlost, JupyterLab 4's
 // provider (package.json disables it), and does what it does when the
@@ -301,15 +326,7 @@ const connectionLost: JupyterFrontEndPlugin<IConnectionLost> = {
         if (app.commands.hasCommand(HUB_RESTART_COMMAND)) {
           await app.commands.execute(HUB_RESTART_COMMAND);
         } else {
-          window.open(
-            hubSpawnUrl(
-              urls?.hubHost || '',
-              hubPrefix,
-              urls?.hubUser || '',
-              urls?.hubServerName || ''
-            ),
-            '_blank'
-          );
+          window.open(hubStartUrl(paths) ?? hubPrefix, '_blank');
         }
       },
       setConnected: connected => {

@@ -58,14 +58,16 @@ function name(state: NbidleState): string {
  * What to show when the stand-in reports the notebook stopped ('state'), or
  * when Jupyter's connection is lost ('connection') and `last` (the last
  * recent state) says nbidle was stopping it; null means "not stopped by
- * nbidle as far as we know".
+ * nbidle as far as we know". `hubStart`: the JupyterHub page that starts
+ * this server again, when a Hub serves this JupyterLab.
  */
 export function stoppedView(
   last: NbidleState | null,
   cause: 'state' | 'connection',
   now: number,
   baseUrl: string,
-  origin: string = globalThis.location?.origin ?? 'http://localhost'
+  origin: string = globalThis.location?.origin ?? 'http://localhost',
+  hubStart: string | null = null
 ): StoppedView | null {
   if (!last) {
     return null;
@@ -88,7 +90,9 @@ export function stoppedView(
   return {
     message: `${name(last)} was stopped by nbidle${why}; your files are kept.`,
     // Not Jupyter's base URL: where the notebook ran (a pod, a hub's
-    // server) has nothing to start it; only nbidle's page does.
-    href: safeLink(last.page_url, origin)
+    // server) has nothing to start it. Under JupyterHub its spawn page
+    // does, with the sign-in the person already has (nbidle's page wants
+    // a token of nbidle's); elsewhere only nbidle's page does.
+    href: firstSafeLink([hubStart, last.page_url], origin)
   };
 }

@@ -8,7 +8,8 @@
 // opens JupyterLab on their server through the Hub's proxy and does
 // nothing: the status bar counts down, the warning dialog comes, and
 // after the stop the tab says nbidle stopped it, not the Hub's "Server
-// unavailable or unreachable".
+// unavailable or unreachable". Its "Start it again" leads to the Hub,
+// which starts the server and opens JupyterLab on it again.
 import { args, failed, launch, report, sleep } from "./driver.mjs";
 
 const UI_TIMEOUT_MS = 90 * 1000;
@@ -46,10 +47,20 @@ async function person(page) {
   const link = stopped.locator("a.nbidle-start-link");
   report("stopped", {
     text: (await stopped.textContent()).replace(/\s+/g, " ").trim(),
-    links: await link.count(),
+    href: await link.getAttribute("href"),
     hub_lost_dialogs: await page.getByText(HUB_LOST).count(),
     at: Date.now() / 1000,
   });
+  await page.screenshot({ path: `${settings.shots}/hub-stopped.png` });
+
+  // The Hub's spawn page starts the server and sends the person back into
+  // JupyterLab.
+  await link.click();
+  await page.waitForURL(/\/hub\/spawn/, { timeout: UI_TIMEOUT_MS });
+  report("hub-spawn", { url: page.url() });
+  await page.waitForURL(/\/user\/[^/]+\/lab/, { timeout: LONG_TIMEOUT_MS });
+  await page.waitForSelector(".jp-LauncherCard", { timeout: UI_TIMEOUT_MS });
+  report("started-again", { url: page.url() });
 }
 
 async function main() {

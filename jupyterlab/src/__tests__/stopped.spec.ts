@@ -69,6 +69,16 @@ describe('stoppedView', () => {
     const lost = stoppedView(state({ phase: 'stopping', page_url: 'javascript:x' }), 'connection', NOW, BASE, origin);
     expect(lost?.href).toBeNull();
   });
+  it("links a hub's server to the hub's spawn page, before nbidle's page", () => {
+    const origin = 'http://hub.example';
+    const hub = '/hub/spawn/ada/gpu';
+    const lost = (o: Partial<NbidleState>, start: string | null) =>
+      stoppedView(state({ phase: 'stopping', ...o }), 'connection', NOW, BASE, origin, start)?.href;
+    expect(lost({}, hub)).toBe(hub);
+    expect(lost({ page_url: null }, hub)).toBe(hub);
+    expect(lost({}, null)).toBe('http://127.0.0.1:9877/');
+    expect(lost({}, 'javascript:x')).toBe('http://127.0.0.1:9877/');
+  });
   it('reads a passed stops_at as the stop only for a few minutes', () => {
     expect(stoppedView(state({ stops_at: NOW - 170 }), 'connection', NOW, BASE)).not.toBeNull();
     expect(stoppedView(state({ stops_at: NOW - 181 }), 'connection', NOW, BASE)).toBeNull();
