@@ -839,7 +839,6 @@ async fn a_person_in_jupyterlab_on_the_hub_is_warned_and_told_of_the_stop() {
     let d = dir.path();
     let hub = Hub::start(d, HubOptions::default()).await;
     hub.create_users(&["ada"]).await;
-    hub.start_server("ada", "", None).await;
     let port = free_port();
     let am_port = free_port();
     // Long enough for the browser to sign in and open JupyterLab first.
@@ -855,6 +854,8 @@ async fn a_person_in_jupyterlab_on_the_hub_is_warned_and_told_of_the_stop() {
     let nbidle = Nbidle::start_yaml(d, "nbidle", port, &yaml, &[]).await;
     let am = Alertmanager::start_at(d, &nbidle.config, am_port).await;
     let _prom = Prometheus::start(d, &nbidle, &am).await;
+    // Started last: its idle time is for the browser alone.
+    hub.start_server("ada", "", None).await;
 
     let settings = json!({"user": "ada", "shots": d});
     let mut driver = LabDriver::spawn_with_args(
@@ -892,7 +893,7 @@ async fn a_person_in_jupyterlab_on_the_hub_is_warned_and_told_of_the_stop() {
     // The Hub's own page, on the Hub's own origin (JupyterLab's hubHost
     // is empty when the Hub and the servers share it).
     assert_eq!(
-        s.line["href"], "/hub/spawn",
+        s.line["href"], "/hub/spawn/ada",
         "Start it again is the Hub's spawn page: {}",
         s.line
     );

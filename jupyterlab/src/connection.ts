@@ -52,7 +52,12 @@ export function fallbackConnectionLost(deps: FallbackDeps): () => Promise<void> 
   };
 }
 
-/** The hub's page that starts this server again, as the hub extension builds it. */
+/**
+ * The hub's page that starts this server again. Unlike the hub extension's
+ * `/hub/spawn`, it names the server's user whenever it is known, so an
+ * admin or a person the server is shared with starts this server, not
+ * one of their own.
+ */
 export function hubSpawnUrl(
   hubHost: string,
   hubPrefix: string,
@@ -65,5 +70,9 @@ export function hubSpawnUrl(
       .map((p, i) => (i === 0 ? p.replace(/\/+$/, '') : p.replace(/^\/+|\/+$/g, '')))
       .join('/');
   const spawn = join(hubPrefix, 'spawn');
-  return hubHost + (hubServerName ? join(spawn, hubUser, hubServerName) : spawn);
+  if (!hubUser) {
+    return hubHost + spawn;
+  }
+  const user = encodeURIComponent(hubUser);
+  return hubHost + join(spawn, user, hubServerName ? encodeURIComponent(hubServerName) : '');
 }

@@ -56,7 +56,7 @@ async function person(page) {
   // The Hub's spawn page starts the server and sends the person back into
   // JupyterLab.
   await link.click();
-  await page.waitForURL(/\/hub\/spawn/, { timeout: UI_TIMEOUT_MS });
+  await page.waitForURL(/\/hub\/spawn|\/user\/[^/]+\/lab/, { timeout: UI_TIMEOUT_MS });
   report("hub-spawn", { url: page.url() });
   await page.waitForURL(/\/user\/[^/]+\/lab/, { timeout: LONG_TIMEOUT_MS });
   await page.waitForSelector(".jp-LauncherCard", { timeout: UI_TIMEOUT_MS });

@@ -232,17 +232,10 @@ impl LabDriver {
     /// `error` line or when the driver has exited.
     pub fn poll(&mut self) {
         while let Ok(e) = self.lines.try_recv() {
-            if e.name() == "error" {
-                panic!(
-                    "browser {}: {} (stderr in {}, a screenshot may be in its directory)",
-                    self.scenario,
-                    e.line["message"],
-                    self.log.display()
-                );
-            }
-            self.events.push(e);
+            self.take(e);
         }
         if let Some(status) = self.proc.exited() {
+            self.take_last_lines();
             panic!(
                 "browser {} exited ({status}) after {:?}; stderr in {}",
                 self.scenario,
@@ -252,13 +245,44 @@ impl LabDriver {
         }
     }
 
-    /// Waits until the driver has printed `event`.
+    /// Once the driver has exited: what it printed last, which may still be
+    /// on its way from the reader thread (until its end of output).
+    fn take_last_lines(&mut self) {
+        while let Ok(e) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.take(e);
+        }
+    }
+
+    /// One printed line; fails the test on an `error` line.
+    fn take(&mut self, e: LabEvent) {
+        if e.name() == "error" {
+            panic!(
+                "browser {}: {} (stderr in {}, a screenshot may be in its directory)",
+                self.scenario,
+                e.line["message"],
+                self.log.display()
+            );
+        }
+        self.events.push(e);
+    }
+
+    /// Waits until the driver has printed `event`; a driver that exits
+    /// after printing it (its last line) is no failure.
     pub async fn wait_for(&mut self, event: &str, timeout: Duration) -> LabEvent {
         let deadline = Instant::now() + timeout;
         loop {
-            self.poll();
+            while let Ok(e) = self.lines.try_recv() {
+                self.take(e);
+            }
             if let Some(e) = self.events.iter().find(|e| e.name() == event) {
                 return e.clone();
+            }
+            if self.proc.exited().is_some() {
+                self.take_last_lines();
+                if let Some(e) = self.events.iter().find(|e| e.name() == event) {
+                    return e.clone();
+                }
+                self.poll();
             }
             assert!(
                 Instant::now() < deadline,

@@ -52,8 +52,10 @@ describe('fallbackConnectionLost', () => {
 });
 
 describe('hubSpawnUrl', () => {
-  it('leads to the spawn page, of a named server when there is one', () => {
-    expect(hubSpawnUrl('', '/hub/', 'ada', '')).toBe('/hub/spawn');
+  it("leads to the spawn page of the server's user, and of its named server", () => {
+    expect(hubSpawnUrl('', '/hub/', 'ada', '')).toBe('/hub/spawn/ada');
+    expect(hubSpawnUrl('', '/hub/', '', '')).toBe('/hub/spawn');
+    expect(hubSpawnUrl('', '/hub/', 'a b', 'x/y')).toBe('/hub/spawn/a%20b/x%2Fy');
     expect(hubSpawnUrl('https://hub.example', '/hub/', 'ada', 'gpu')).toBe('https://hub.example/hub/spawn/ada/gpu');
   });
 });
