@@ -117,31 +117,42 @@ pub(crate) fn activity(last: Option<f64>, now: Option<f64>, at: f64) -> Option<f
     (now > 0.0 && now != last.unwrap_or(0.0)).then_some(at)
 }
 
-/// Logs a notebook's file work becoming unseen (or unseen for another
-/// reason) and seen again: one line per change, not per round. `last`: the
-/// reason at the last probe that tried, if unseen; `now`: this probe's,
-/// when it got as far. Returns what to remember.
-pub(crate) fn note(
-    id: &NotebookId,
-    last: Option<&'static str>,
-    now: Option<&FileWork>,
-) -> Option<&'static str> {
+/// What a notebook's life remembers of its file work being unseen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UnseenNote {
+    /// The reason at the last probe that tried, if file work was unseen.
+    pub(crate) reason: Option<&'static str>,
+    /// Whether a line said so.
+    pub(crate) logged: bool,
+}
+
+/// Logs a notebook's file work unseen for the same reason at two probes in
+/// a row, and seen again after that: one line per change, not per round.
+/// One probe is not enough: a server that exits while it is probed (its
+/// stop) fails the `/metrics` read it was answering, and that is no news
+/// for an operator. `last`: what the last probe that tried left; `now`:
+/// this probe's, when it got as far. Returns what to remember.
+pub(crate) fn note(id: &NotebookId, last: UnseenNote, now: Option<&FileWork>) -> UnseenNote {
     let Some(now) = now else {
         return last;
     };
     match now.unseen() {
         Some(u) => {
             let reason = u.as_str();
-            if last != Some(reason) {
+            let again = last.reason == Some(reason);
+            if again && !last.logged {
                 tracing::warn!(notebook = %id, reason, failure = %u, "exporter: file work unseen: saving files does not count as activity");
             }
-            Some(reason)
+            UnseenNote {
+                reason: Some(reason),
+                logged: again,
+            }
         }
         None => {
-            if last.is_some() {
+            if last.logged {
                 tracing::info!(notebook = %id, "exporter: file work seen again");
             }
-            None
+            UnseenNote::default()
         }
     }
 }
@@ -476,6 +487,35 @@ http_request_duration_seconds_count{handler="jupyter_server.services.kernels.han
             }
             assert_eq!(t.finish(), FileWork::Writes(8.0), "pieces of {size}");
         }
+    }
+
+    #[test]
+    fn unseen_is_logged_at_the_second_probe_in_a_row_and_seen_again_only_then() {
+        let id = NotebookId {
+            namespace: "local".into(),
+            name: "nb".into(),
+        };
+        let unseen = FileWork::Unseen(Unseen::NotRecorded);
+        let seen = FileWork::Writes(0.0);
+        let first = note(&id, UnseenNote::default(), Some(&unseen));
+        assert_eq!(
+            first,
+            UnseenNote {
+                reason: Some("not_recorded"),
+                logged: false
+            },
+            "one probe (a server stopped while probed) logs nothing"
+        );
+        assert_eq!(
+            note(&id, first, Some(&seen)),
+            UnseenNote::default(),
+            "seen again: no line said it was unseen, none says it is back"
+        );
+        let second = note(&id, first, Some(&unseen));
+        assert!(second.logged, "two probes in a row: one line");
+        assert_eq!(note(&id, second, Some(&unseen)), second, "no more lines");
+        assert_eq!(note(&id, second, None), second, "a probe that got nowhere");
+        assert_eq!(note(&id, second, Some(&seen)), UnseenNote::default());
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   API writes (saves, uploads, new files, renames, deletions), and a count
 //!   that changed since the last probe is activity at this probe
 //!   (`filework.rs`). When `/metrics` cannot be read, file work is unseen
-//!   (`nbidle_notebook_file_work_unseen`, one log line) and the probe still
+//!   (`nbidle_notebook_file_work_unseen`; one log line once two probes in a
+//!   row could not see it) and the probe still
 //!   succeeds: kernels and terminals are never hidden by it.
 //! - A kernel in `starting` counts as activity once, at its
 //!   `last_activity` (its start); one that no client ever connects to
@@ -122,8 +123,9 @@ struct Life {
     server_started: Option<f64>,
     /// The server's contents writes at the last probe that read them.
     file_writes: Option<f64>,
-    /// Why file work was unseen at the last probe that tried, if it was.
-    file_work_unseen: Option<&'static str>,
+    /// Why file work was unseen at the last probe that tried, if it was,
+    /// and whether that was logged.
+    file_work_unseen: filework::UnseenNote,
     /// When a probe first answered in this life, Unix seconds.
     first_answered: Option<f64>,
 }
@@ -277,7 +279,7 @@ impl Exporter {
                 let writes = file_work.as_ref().and_then(|(w, _, _)| w.writes());
                 let file_work_unseen = filework::note(
                     &state.id,
-                    life.and_then(|l| l.file_work_unseen),
+                    life.map(|l| l.file_work_unseen).unwrap_or_default(),
                     file_work.as_ref().map(|(w, _, _)| w),
                 );
                 // Folded into the probe's own activity, so the webhook's
